@@ -1,0 +1,121 @@
+"""What a backend supplies: SQL hooks (one subclass of :class:`Dialect` per database)
+and a way to run a transaction (:class:`Runner`).
+
+The store writes each transaction once, as a plain function of a synchronous
+SQLAlchemy :class:`~sqlalchemy.Connection`. A runner decides where it executes:
+
+* :class:`AsyncEngineRunner` runs it through ``AsyncConnection.run_sync`` on an async
+  driver (asyncpg, asyncmy, aiosqlite): one network round trip per statement, no thread.
+* :class:`~eventstore.backends.sqlite.ThreadRunner` runs it whole on a dedicated thread
+  that owns a ``sqlite3`` connection: one thread hop per transaction instead of one per
+  statement, which is what makes the embedded default fast.
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager, nullcontext
+from typing import ClassVar, TypeVar
+
+from sqlalchemy import Connection, exc, text
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from ..errors import (
+    ConvstoreError,
+    PersistenceError,
+)
+
+T = TypeVar("T")
+
+_ADVANCE_HEAD = text(
+    "UPDATE convstore_head SET position = position + :count WHERE name = 'log' RETURNING position"
+)
+TxFunction = Callable[[Connection], T]
+
+
+class Dialect(abc.ABC):
+    """The SQL that differs between databases, and how their errors are classified."""
+
+    name: ClassVar[str]
+
+    def begin(self, conn: Connection, *, write: bool) -> None:  # noqa: B027 (optional hook)
+        """Called first in every transaction (e.g. to take SQLite's write lock)."""
+
+    def lock_stream(self) -> bool:
+        """Whether the stream row is read ``FOR UPDATE`` (row locks exist)."""
+        return True
+
+    def advance_head(self, conn: Connection, count: int) -> int:
+        """Reserve ``count`` positions; return the last one. Holds the log's write lock
+        until the transaction ends, which is what makes positions commit-ordered."""
+        return int(conn.execute(_ADVANCE_HEAD, {"count": count}).scalar_one())
+
+    def schema_lock(self, conn: Connection) -> AbstractContextManager[None]:
+        """Serialise concurrent table creation (several processes opening one database)."""
+        return nullcontext()
+
+    @abc.abstractmethod
+    def classify(self, error: BaseException) -> type[PersistenceError]:
+        """The convstore error class for a driver error, chosen by its code."""
+
+
+@contextmanager
+def translate_errors(dialect: Dialect) -> Iterator[None]:
+    """The one place where driver errors become convstore errors."""
+    try:
+        yield
+    except ConvstoreError:
+        raise
+    except exc.DBAPIError as error:
+        cls = dialect.classify(error.orig or error)
+        raise cls(f"{dialect.name}: {error.orig}") from error
+    except exc.SQLAlchemyError as error:
+        raise PersistenceError(f"{dialect.name}: {error}") from error
+
+
+class Runner(abc.ABC):
+    """Runs a transaction function somewhere and returns its result."""
+
+    dialect: Dialect
+
+    @abc.abstractmethod
+    async def run(self, fn: TxFunction[T], *, write: bool) -> T:
+        """Run ``fn`` in one transaction: committed if it returns, rolled back if it raises."""
+
+    @abc.abstractmethod
+    async def close(self) -> None:
+        """Release connections (and the engine, when this runner created it)."""
+
+    @property
+    @abc.abstractmethod
+    def engine_key(self) -> object:
+        """Identity of the database, for caching 'tables are ready' per process."""
+
+
+class AsyncEngineRunner(Runner):
+    """Transactions on an :class:`AsyncEngine`, through ``run_sync``."""
+
+    def __init__(self, engine: AsyncEngine, dialect: Dialect, *, owned: bool) -> None:
+        self.engine = engine
+        self.dialect = dialect
+        self.owned = owned
+
+    async def run(self, fn: TxFunction[T], *, write: bool) -> T:
+        with translate_errors(self.dialect):
+            async with self.engine.connect() as conn:
+                result = await conn.run_sync(self._in_transaction, fn, write)
+                return result
+
+    def _in_transaction(self, conn: Connection, fn: TxFunction[T], write: bool) -> T:
+        with conn.begin():
+            self.dialect.begin(conn, write=write)
+            return fn(conn)
+
+    async def close(self) -> None:
+        if self.owned:
+            await self.engine.dispose()
+
+    @property
+    def engine_key(self) -> object:
+        return self.engine.sync_engine

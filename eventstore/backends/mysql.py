@@ -1,0 +1,67 @@
+"""MySQL and MariaDB (asyncmy), through SQLAlchemy.
+
+``UPDATE ... RETURNING`` does not exist here, so the head row is advanced with the
+``LAST_INSERT_ID(expr)`` idiom, whose value is private to the connection. The row
+lock it takes is held until commit, which makes positions commit-ordered exactly as
+on PostgreSQL (see :mod:`eventstore.backends.postgres`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import ClassVar
+
+from sqlalchemy import Connection, text
+
+from ..errors import (
+    IntegrityError,
+    OperationalError,
+    PersistenceError,
+    SchemaError,
+    TransientError,
+)
+from .base import Dialect
+
+_ADVANCE = text(
+    "UPDATE convstore_head SET position = LAST_INSERT_ID(position + :count) WHERE name = 'log'"
+)
+_LAST = text("SELECT LAST_INSERT_ID()")
+
+_BY_ERRNO: dict[int, type[PersistenceError]] = {
+    1062: IntegrityError,  # ER_DUP_ENTRY
+    1586: IntegrityError,  # ER_DUP_ENTRY_WITH_KEY_NAME
+    1452: IntegrityError,  # ER_NO_REFERENCED_ROW_2
+    1213: TransientError,  # ER_LOCK_DEADLOCK
+    1205: TransientError,  # ER_LOCK_WAIT_TIMEOUT
+    1146: SchemaError,  # ER_NO_SUCH_TABLE
+    1054: SchemaError,  # ER_BAD_FIELD_ERROR
+    2003: OperationalError,  # CR_CONN_HOST_ERROR
+    2006: OperationalError,  # CR_SERVER_GONE_ERROR
+    2013: OperationalError,  # CR_SERVER_LOST
+}
+
+
+class MySQLDialect(Dialect):
+    name: ClassVar[str] = "mysql"
+
+    def advance_head(self, conn: Connection, count: int) -> int:
+        conn.execute(_ADVANCE, {"count": count})
+        return int(conn.execute(_LAST).scalar_one())
+
+    @contextmanager
+    def schema_lock(self, conn: Connection) -> Iterator[None]:
+        # DDL commits implicitly here, so a transaction-scoped lock would not last:
+        # take a named lock for the connection and release it explicitly.
+        conn.execute(text("SELECT GET_LOCK('convstore_schema', 60)"))
+        try:
+            yield
+        finally:
+            conn.execute(text("SELECT RELEASE_LOCK('convstore_schema')"))
+
+    def classify(self, error: BaseException) -> type[PersistenceError]:
+        args = getattr(error, "args", ())
+        errno = args[0] if args and isinstance(args[0], int) else None
+        if errno is None:
+            return OperationalError
+        return _BY_ERRNO.get(errno, PersistenceError)

@@ -1,0 +1,64 @@
+"""PostgreSQL (asyncpg): the production target.
+
+Commit-ordered positions. A ``BIGSERIAL`` hands out numbers when rows are inserted,
+not when they commit: writer A takes 10, writer B takes 11 and commits first, and a
+reader tailing ``position > 9`` sees 11, moves on, and never sees 10 when A commits.
+We avoid that by allocating positions from the one-row table ``convstore_head``
+(``UPDATE ... RETURNING``): the row lock is held until commit, so a writer can only
+take positions after every earlier writer has committed or rolled back. Positions are
+therefore commit-ordered and gapless (a rolled-back writer releases its numbers).
+
+The cost is that appends to *different* streams serialise on that row for the rest
+of their transaction (the event insert, the projection update and the commit). The
+throughput this costs, measured with ``benchmarks/append_throughput.py`` on the
+2-core CI machine, is recorded in ``docs/design.md``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import ClassVar
+
+from sqlalchemy import Connection, text
+
+from ..errors import (
+    IntegrityError,
+    OperationalError,
+    PersistenceError,
+    SchemaError,
+    TransientError,
+)
+from .base import Dialect
+
+# An arbitrary constant naming convstore's schema-creation lock.
+_SCHEMA_LOCK_KEY = 0x636F6E76  # "conv"
+
+_BY_SQLSTATE: dict[str, type[PersistenceError]] = {
+    "40001": TransientError,  # serialization_failure
+    "40P01": TransientError,  # deadlock_detected
+    "55P03": TransientError,  # lock_not_available
+    "42P01": SchemaError,  # undefined_table
+    "42703": SchemaError,  # undefined_column
+}
+_BY_CLASS: dict[str, type[PersistenceError]] = {
+    "23": IntegrityError,  # integrity_constraint_violation
+    "08": OperationalError,  # connection_exception
+    "53": OperationalError,  # insufficient_resources
+    "57": OperationalError,  # operator_intervention (e.g. query_canceled)
+}
+
+
+class PostgresDialect(Dialect):
+    name: ClassVar[str] = "postgresql"
+
+    @contextmanager
+    def schema_lock(self, conn: Connection) -> Iterator[None]:
+        conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _SCHEMA_LOCK_KEY})
+        yield  # released when the transaction ends
+
+    def classify(self, error: BaseException) -> type[PersistenceError]:
+        code = getattr(error, "sqlstate", None) or getattr(error, "pgcode", None)
+        if not isinstance(code, str):
+            return OperationalError
+        return _BY_SQLSTATE.get(code) or _BY_CLASS.get(code[:2]) or PersistenceError

@@ -1,0 +1,134 @@
+"""SQLite: the embedded default.
+
+Writers serialise on SQLite's own database lock, taken up front with
+``BEGIN IMMEDIATE`` so a transaction never has to upgrade a read lock (the upgrade is
+what makes concurrent SQLite writers fail with "database is locked"). Positions come
+from the head row, like every backend, and are commit-ordered because only one writer
+exists at a time.
+
+File databases use WAL (readers never block the writer) with ``synchronous=FULL``:
+a committed append survives power loss, the same durability as the SDK's sessions.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+import time
+import weakref
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import ClassVar
+
+from sqlalchemy import Connection, create_engine
+from sqlalchemy.engine import Engine
+from sqlalchemy.pool import StaticPool
+
+from ..errors import IntegrityError, OperationalError, PersistenceError, TransientError
+from .base import Dialect, Runner, T, TxFunction, translate_errors
+
+BUSY_TIMEOUT_SECONDS = 60.0
+
+
+class SQLiteDialect(Dialect):
+    name: ClassVar[str] = "sqlite"
+
+    def begin(self, conn: Connection, *, write: bool) -> None:
+        conn.exec_driver_sql("BEGIN IMMEDIATE" if write else "BEGIN")
+
+    def lock_stream(self) -> bool:
+        return False  # BEGIN IMMEDIATE already holds the only write lock there is
+
+    def classify(self, error: BaseException) -> type[PersistenceError]:
+        name = getattr(error, "sqlite_errorname", None)
+        if name in ("SQLITE_BUSY", "SQLITE_LOCKED") or (
+            isinstance(name, str) and name.startswith(("SQLITE_BUSY_", "SQLITE_LOCKED_"))
+        ):
+            return TransientError
+        if isinstance(name, str) and name.startswith("SQLITE_CONSTRAINT"):
+            return IntegrityError
+        if isinstance(error, sqlite3.OperationalError):
+            return OperationalError
+        return PersistenceError
+
+
+def _connect(database: str) -> sqlite3.Connection:
+    conn = sqlite3.connect(
+        database,
+        timeout=BUSY_TIMEOUT_SECONDS,
+        isolation_level=None,  # we issue BEGIN ourselves (see SQLiteDialect.begin)
+        check_same_thread=False,  # used by one worker thread, created on the caller's
+    )
+    if database != ":memory:":
+        _enable_wal(conn)
+    conn.execute("PRAGMA synchronous=FULL")
+    return conn
+
+
+def _enable_wal(conn: sqlite3.Connection) -> None:
+    """Switch to WAL; another process initialising the file at once makes this busy."""
+    for attempt in range(50):
+        try:
+            conn.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as error:
+            if getattr(error, "sqlite_errorname", "") != "SQLITE_BUSY" or attempt == 49:
+                raise
+            time.sleep(0.05)
+
+
+class _MemoryKey:
+    """Identity of one private in-memory database."""
+
+
+class ThreadRunner(Runner):
+    """Runs each transaction whole on one dedicated thread that owns the connection."""
+
+    def __init__(self, database: str) -> None:
+        self.dialect = SQLiteDialect()
+        self.database = database
+        self._key: object = (
+            _MemoryKey() if database == ":memory:" else ("sqlite", str(Path(database).resolve()))
+        )
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="convstore-sqlite")
+        self._engine: Engine = create_engine(
+            "sqlite://",
+            creator=lambda: _connect(database),
+            poolclass=StaticPool,
+        )
+        self._conn: Connection | None = None
+        self._finalizer = weakref.finalize(self, _shutdown, self._executor, self._engine)
+
+    async def run(self, fn: TxFunction[T], *, write: bool) -> T:
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._executor, self._run, fn, write)
+
+    def _run(self, fn: TxFunction[T], write: bool) -> T:
+        with translate_errors(self.dialect):
+            if self._conn is None:
+                self._conn = self._engine.connect()
+            conn = self._conn
+            with conn.begin():
+                self.dialect.begin(conn, write=write)
+                return fn(conn)
+
+    async def close(self) -> None:
+        if not self._finalizer.alive:
+            return
+        loop = asyncio.get_running_loop()
+        await loop.run_in_executor(self._executor, self._close_connection)
+        self._finalizer()
+
+    def _close_connection(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+
+    @property
+    def engine_key(self) -> object:
+        return self._key
+
+
+def _shutdown(executor: ThreadPoolExecutor, engine: Engine) -> None:
+    executor.submit(engine.dispose)
+    executor.shutdown(wait=False)

@@ -1,0 +1,135 @@
+"""Encoding of events and items: one encoder and one decoder, built once.
+
+Payloads are JSON (readable with any SQL client, exported as is). An old revision of
+an event is lifted to the current shape by an explicit upcaster per revision, applied
+on read; the stored bytes are never rewritten.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from typing import Any
+
+import msgspec
+
+from .errors import DecodeError, SerializationError
+from .events import EVENT_TYPES, AnyEvent, Event, event_type_of
+
+Upcaster = Callable[[dict[str, Any]], dict[str, Any]]
+
+_encoder = msgspec.json.Encoder()
+_event_decoder = msgspec.json.Decoder(AnyEvent)
+_dict_decoder = msgspec.json.Decoder(dict[str, Any])
+_any_decoder = msgspec.json.Decoder()
+
+# (event_type, revision) -> function lifting a payload of that revision to revision + 1.
+UPCASTERS: dict[tuple[str, int], Upcaster] = {}
+
+
+def upcaster(event_type: str, from_version: int) -> Callable[[Upcaster], Upcaster]:
+    """Register ``fn`` as the upcaster of ``event_type`` revision ``from_version``."""
+
+    def register(fn: Upcaster) -> Upcaster:
+        UPCASTERS[(event_type, from_version)] = fn
+        return fn
+
+    return register
+
+
+@upcaster("ItemsAdded", 1)
+def _items_added_v1(payload: dict[str, Any]) -> dict[str, Any]:
+    """Revision 1 stored ``messages`` and had no branches: all items were on main."""
+    return {"type": "ItemsAdded", "items": payload["messages"], "branch_id": "main"}
+
+
+def encode_event(event: Event) -> bytes:
+    """The payload bytes of ``event`` (current revision)."""
+    return _encoder.encode(event)
+
+
+def decode_event(event_type: str, schema_version: int, payload: bytes) -> AnyEvent:
+    """Decode a stored payload, upcasting it revision by revision if it is old."""
+    cls = EVENT_TYPES.get(event_type)
+    if cls is None:
+        raise DecodeError(f"unknown event type {event_type!r}")
+    event: AnyEvent
+    try:
+        if schema_version == cls.schema_version:
+            event = _event_decoder.decode(payload)
+        elif schema_version < cls.schema_version:
+            raw = _dict_decoder.decode(payload)
+            for revision in range(schema_version, cls.schema_version):
+                lift = UPCASTERS.get((event_type, revision))
+                if lift is None:
+                    raise DecodeError(f"no upcaster for {event_type} revision {revision}")
+                raw = lift(raw)
+            event = msgspec.convert(raw, AnyEvent)
+        else:
+            raise DecodeError(
+                f"{event_type} revision {schema_version} is newer than this release "
+                f"understands ({cls.schema_version}); upgrade convstore"
+            )
+    except msgspec.ValidationError as exc:
+        raise DecodeError(f"{event_type} r{schema_version}: {exc}") from exc
+    except msgspec.DecodeError as exc:
+        raise DecodeError(f"{event_type} r{schema_version}: undecodable payload: {exc}") from exc
+    if event_type_of(event) != event_type:
+        raise DecodeError(f"payload tagged {event_type_of(event)!r}, row says {event_type!r}")
+    return event
+
+
+def encode_item(item: Any, *, where: str = "item") -> msgspec.Raw:
+    """Encode one SDK item to exact JSON, refusing anything that would not round-trip.
+
+    A value is accepted only if decoding its JSON gives back an equal value: this
+    refuses NaN/Infinity (JSON has none), non-string keys, tuples, bytes, dates and
+    other objects a JSON encoder would silently change.
+    """
+    try:
+        data = _encoder.encode(item)
+    except (TypeError, ValueError, OverflowError, UnicodeError) as exc:
+        raise SerializationError(f"{where} is not JSON-serialisable: {exc}") from exc
+    if _any_decoder.decode(data) != item:
+        raise SerializationError(f"{where} would not round-trip as JSON: {_find_non_json(item)}")
+    return msgspec.Raw(data)
+
+
+def encode_items(items: Iterable[Any]) -> tuple[msgspec.Raw, ...]:
+    """Encode every item, or raise for the first one that cannot be stored exactly."""
+    return tuple(encode_item(item, where=f"items[{i}]") for i, item in enumerate(items))
+
+
+def decode_item(data: bytes | msgspec.Raw) -> Any:
+    """The item stored as ``data``."""
+    return _any_decoder.decode(data)
+
+
+def _find_non_json(value: Any, path: str = "$") -> str:
+    """Describe the first part of ``value`` that is not plain JSON (for error messages)."""
+    return _first_non_json(value, path) or f"{path} changes when encoded"
+
+
+def _first_non_json(value: Any, path: str) -> str | None:
+    if value is None or isinstance(value, str | bool | int):
+        return None
+    if isinstance(value, float):
+        if value != value or value in (float("inf"), float("-inf")):
+            return f"{path} is {value!r}, which JSON cannot represent"
+        return None
+    if isinstance(value, dict):
+        for key, sub in value.items():
+            if not isinstance(key, str):
+                return (
+                    f"{path} has a key {key!r} of type {type(key).__name__}; JSON keys are strings"
+                )
+            found = _first_non_json(sub, f"{path}[{key!r}]")
+            if found:
+                return found
+        return None
+    if isinstance(value, list):
+        for i, sub in enumerate(value):
+            found = _first_non_json(sub, f"{path}[{i}]")
+            if found:
+                return found
+        return None
+    return f"{path} is a {type(value).__name__}, not a JSON value"

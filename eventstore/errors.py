@@ -1,0 +1,79 @@
+"""The one exception hierarchy of convstore.
+
+Every error a user can see derives from :class:`ConvstoreError`. Driver errors are
+translated in exactly one place (:func:`eventstore.backends.base.translate_errors`),
+classified by SQLSTATE / vendor error code, never by message text.
+"""
+
+from __future__ import annotations
+
+
+class ConvstoreError(Exception):
+    """Base class of every error raised by convstore."""
+
+
+class ConfigurationError(ConvstoreError, ValueError):
+    """The store or session was opened with arguments that cannot work."""
+
+
+class MissingDependencyError(ConvstoreError, ImportError):
+    """An optional dependency is not installed; the message names the extra."""
+
+    def __init__(self, package: str, extra: str) -> None:
+        super().__init__(
+            f"the {package!r} package is required for this feature: "
+            f"pip install 'convstore[{extra}]'"
+        )
+        self.package = package
+        self.extra = extra
+
+
+class StoreClosedError(ConvstoreError, RuntimeError):
+    """The store (or the session holding it) was used after ``close()``."""
+
+
+class SerializationError(ConvstoreError, ValueError):
+    """A value cannot be stored exactly (not JSON, or would not round-trip).
+
+    Raised before anything is written.
+    """
+
+
+class DecodeError(ConvstoreError):
+    """A stored payload cannot be decoded into a known event type or revision."""
+
+
+class ConcurrencyError(ConvstoreError):
+    """``expected_version`` did not match the stream's current version."""
+
+    def __init__(self, stream_id: str, expected: object, actual: int) -> None:
+        super().__init__(
+            f"stream {stream_id!r}: expected version {expected!r}, but it is at {actual}"
+        )
+        self.stream_id = stream_id
+        self.expected = expected
+        self.actual = actual
+
+
+class PersistenceError(ConvstoreError):
+    """The database refused or failed an operation (PEP 249 style family)."""
+
+
+class IntegrityError(PersistenceError):
+    """A constraint of the log was violated (e.g. an event id reused with other content)."""
+
+
+class OperationalError(PersistenceError):
+    """The database could not run the operation (locked, gone away, timed out)."""
+
+
+class TransientError(OperationalError):
+    """An operation failed in a way that is safe and useful to retry (deadlock, busy)."""
+
+
+class SchemaError(PersistenceError):
+    """The tables are missing, or were written by an incompatible release."""
+
+
+class InvalidArgumentError(ConvstoreError, ValueError):
+    """An argument is out of range or of the wrong kind; nothing was written."""

@@ -1,0 +1,124 @@
+"""The event types of the conversation log.
+
+Each event is a frozen, tagged :class:`msgspec.Struct`. The tag (field ``type`` in the
+payload) names the event; the class variable ``schema_version`` names the revision of
+its shape. Shapes evolve by msgspec's rules (new fields get defaults, a field never
+changes type); a change that breaks those rules bumps ``schema_version`` and registers
+an upcaster in :mod:`eventstore.codec` that lifts the old payload on read. Stored rows
+are never rewritten.
+
+Items are kept as :class:`msgspec.Raw`: the exact JSON text the user's item encoded
+to, so a payload never re-encodes an item and reads return it byte for byte.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+import msgspec
+
+MAIN_BRANCH = "main"
+
+
+class Event(msgspec.Struct, frozen=True, tag_field="type", kw_only=True):
+    """Base of every event type. ``schema_version`` is the current revision."""
+
+    schema_version: ClassVar[int] = 1
+
+
+class SessionStarted(Event, frozen=True, tag="SessionStarted"):
+    """First event of every session stream."""
+
+    metadata: dict[str, str] = msgspec.field(default_factory=dict)
+
+
+class ItemsAdded(Event, frozen=True, tag="ItemsAdded"):
+    """Items appended to the end of a branch, in order.
+
+    Revision 2 renamed revision 1's ``messages`` to ``items`` and added ``branch_id``
+    (revision 1 predates branches: its items belong to ``main``).
+    """
+
+    schema_version: ClassVar[int] = 2
+
+    items: tuple[msgspec.Raw, ...]
+    branch_id: str = MAIN_BRANCH
+
+
+class ItemPopped(Event, frozen=True, tag="ItemPopped"):
+    """The last item of a branch (its sequence number ``seq``) was removed."""
+
+    seq: int
+    branch_id: str = MAIN_BRANCH
+
+
+class SessionCleared(Event, frozen=True, tag="SessionCleared"):
+    """Every item of one branch (or, with ``branch_id=None``, of the session) was removed."""
+
+    branch_id: str | None = None
+
+
+class BranchCreated(Event, frozen=True, tag="BranchCreated"):
+    """A branch forked from ``parent_branch_id``, sharing its items up to ``fork_seq``."""
+
+    branch_id: str
+    parent_branch_id: str
+    fork_seq: int
+    name: str | None = None
+
+
+class BranchSwitched(Event, frozen=True, tag="BranchSwitched"):
+    """The session's current branch became ``branch_id``."""
+
+    branch_id: str
+
+
+class BranchDeleted(Event, frozen=True, tag="BranchDeleted"):
+    """A branch was removed from the tree (its events stay in the log)."""
+
+    branch_id: str
+
+
+class UsageRecorded(Event, frozen=True, tag="UsageRecorded"):
+    """Model usage of one run (a user turn) on a branch."""
+
+    branch_id: str = MAIN_BRANCH
+    turn: int = 0
+    requests: int = 0
+    input_tokens: int = 0
+    output_tokens: int = 0
+    total_tokens: int = 0
+    details: dict[str, Any] = msgspec.field(default_factory=dict)
+
+
+AnyEvent = (
+    SessionStarted
+    | ItemsAdded
+    | ItemPopped
+    | SessionCleared
+    | BranchCreated
+    | BranchSwitched
+    | BranchDeleted
+    | UsageRecorded
+)
+
+EVENT_TYPES: dict[str, type[Event]] = {
+    cls.__struct_config__.tag: cls  # type: ignore[misc]
+    for cls in (
+        SessionStarted,
+        ItemsAdded,
+        ItemPopped,
+        SessionCleared,
+        BranchCreated,
+        BranchSwitched,
+        BranchDeleted,
+        UsageRecorded,
+    )
+}
+
+
+def event_type_of(event: Event) -> str:
+    """The tag under which ``event`` is stored."""
+    tag = type(event).__struct_config__.tag
+    assert isinstance(tag, str)
+    return tag

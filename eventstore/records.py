@@ -1,0 +1,93 @@
+"""Typed records the store takes and returns."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Literal, Protocol
+
+from sqlalchemy import Connection, MetaData
+
+from .events import AnyEvent, Event
+
+ANY: Literal["any"] = "any"
+NO_STREAM: Literal["no stream"] = "no stream"
+ExpectedVersion = int | Literal["any", "no stream"]
+
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def to_datetime(micros: int) -> datetime:
+    """UTC datetime of a stored timestamp (microseconds since the epoch)."""
+    return EPOCH + timedelta(microseconds=micros)
+
+
+def to_micros(moment: datetime) -> int:
+    """Stored form of an aware datetime."""
+    if moment.tzinfo is None:
+        raise ValueError("timestamps must be timezone-aware")
+    return (moment - EPOCH) // timedelta(microseconds=1)
+
+
+@dataclass(frozen=True, slots=True)
+class NewEvent:
+    """An event to append, with the id that makes its append idempotent."""
+
+    event: Event
+    event_id: uuid.UUID = field(default_factory=uuid.uuid4)
+
+
+@dataclass(frozen=True, slots=True)
+class RecordedEvent:
+    """An event as stored in the log."""
+
+    position: int
+    stream_id: str
+    version: int
+    event_id: str
+    event_type: str
+    schema_version: int
+    event: AnyEvent
+    recorded_at: datetime
+    hash: str
+    payload: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class AppendResult:
+    """Where an append landed: versions and positions of its first and last events."""
+
+    stream_id: str
+    first_version: int
+    last_version: int
+    first_position: int
+    last_position: int
+
+
+@dataclass(frozen=True, slots=True)
+class StreamInfo:
+    """One stream (session) of the log."""
+
+    stream_id: str
+    version: int
+    head_hash: str
+    created_at: datetime
+    updated_at: datetime
+
+
+class Projector(Protocol):
+    """A projection kept current inside the append transaction.
+
+    ``apply`` runs in the same transaction as the insert of ``events`` (so reads of its
+    tables are strongly consistent); it must only touch the tables in ``metadata``.
+    """
+
+    name: str
+    schema_version: int
+    metadata: MetaData
+
+    def apply(self, conn: Connection, events: Sequence[RecordedEvent]) -> None: ...
+
+    def reset(self, conn: Connection) -> None: ...

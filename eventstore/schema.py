@@ -1,0 +1,95 @@
+"""The log's tables, declared once with SQLAlchemy Core for every backend.
+
+Times are integers (microseconds since the Unix epoch, UTC): exact and identical on
+SQLite, PostgreSQL and MariaDB, whose timestamp types disagree on zones and precision.
+Hashes are lowercase hex so they read well in any SQL client.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import (
+    BigInteger,
+    Column,
+    Index,
+    Integer,
+    LargeBinary,
+    MetaData,
+    SmallInteger,
+    String,
+    Table,
+    UniqueConstraint,
+)
+from sqlalchemy.dialects import mysql
+
+SCHEMA_COMPONENT = "eventstore"
+SCHEMA_VERSION = 1
+
+# Stream ids compare byte for byte on MySQL/MariaDB too ("User" and "user" are two sessions).
+MYSQL_TABLE_OPTIONS: dict[str, Any] = {"mysql_charset": "utf8mb4", "mysql_collate": "utf8mb4_bin"}
+
+Position = BigInteger().with_variant(Integer(), "sqlite")  # INTEGER PRIMARY KEY is the rowid
+Blob = LargeBinary().with_variant(mysql.LONGBLOB(), "mysql", "mariadb")
+StreamId = String(255)
+
+metadata = MetaData()
+
+events = Table(
+    "convstore_events",
+    metadata,
+    Column("position", Position, primary_key=True, autoincrement=False),
+    Column("stream_id", StreamId, nullable=False),
+    Column("version", BigInteger, nullable=False),
+    Column("event_id", String(36), nullable=False),
+    Column("event_type", String(64), nullable=False),
+    Column("schema_version", SmallInteger, nullable=False),
+    Column("payload", Blob, nullable=False),
+    Column("recorded_at", BigInteger, nullable=False),
+    Column("hash", String(64), nullable=False),
+    UniqueConstraint("stream_id", "version", name="convstore_events_stream_version"),
+    UniqueConstraint("stream_id", "event_id", name="convstore_events_stream_event_id"),
+    **MYSQL_TABLE_OPTIONS,
+)
+
+streams = Table(
+    "convstore_streams",
+    metadata,
+    Column("stream_id", StreamId, primary_key=True),
+    Column("version", BigInteger, nullable=False),
+    Column("head_hash", String(64), nullable=False),
+    Column("created_at", BigInteger, nullable=False),
+    Column("updated_at", BigInteger, nullable=False),
+    **MYSQL_TABLE_OPTIONS,
+)
+Index("convstore_streams_updated_at", streams.c.updated_at)
+
+# One row: the last position handed out. Writers lock it for the rest of their
+# transaction, which is what makes positions follow commit order (see backends).
+head = Table(
+    "convstore_head",
+    metadata,
+    Column("name", String(32), primary_key=True),
+    Column("position", BigInteger, nullable=False),
+    **MYSQL_TABLE_OPTIONS,
+)
+
+# Tracking rows: the last position each projection has applied.
+tracking = Table(
+    "convstore_tracking",
+    metadata,
+    Column("projection", String(64), primary_key=True),
+    Column("position", BigInteger, nullable=False),
+    **MYSQL_TABLE_OPTIONS,
+)
+
+# Which release wrote the tables, per component, so a later one can migrate in place.
+schema_versions = Table(
+    "convstore_schema",
+    metadata,
+    Column("component", String(64), primary_key=True),
+    Column("version", Integer, nullable=False),
+    **MYSQL_TABLE_OPTIONS,
+)
+
+HEAD_ROW = "log"

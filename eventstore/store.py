@@ -1,0 +1,577 @@
+"""The event store: append to and read from the log.
+
+Each public method owns its transaction; the SQL lives in small ``_..._tx`` functions
+of a synchronous connection that a backend :class:`~eventstore.backends.Runner`
+executes (see :mod:`eventstore.backends.base` for why).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import random
+import time
+import warnings
+import weakref
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any, Self
+
+from sqlalchemy import Connection, Row, insert, inspect, select, update
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from . import schema
+from .backends import open_runner
+from .backends.base import AsyncEngineRunner, T, TxFunction
+from .chain import GENESIS, chain_hash
+from .codec import decode_event, encode_event
+from .errors import (
+    ConcurrencyError,
+    IntegrityError,
+    InvalidArgumentError,
+    SchemaError,
+    StoreClosedError,
+    TransientError,
+)
+from .events import Event, event_type_of
+from .records import (
+    ANY,
+    NO_STREAM,
+    AppendResult,
+    ExpectedVersion,
+    NewEvent,
+    Projector,
+    RecordedEvent,
+    StreamInfo,
+    to_datetime,
+)
+
+MAX_STREAM_ID_LENGTH = 255
+_TRANSIENT_RETRIES = 12
+_RACE_RETRIES = 5
+
+# Databases whose tables this process has already created or checked, per component.
+_ready_by_engine: weakref.WeakKeyDictionary[Any, set[str]] = weakref.WeakKeyDictionary()
+_ready_by_key: dict[object, set[str]] = {}
+
+
+def _ready_set(key: object) -> set[str]:
+    try:
+        return _ready_by_engine.setdefault(key, set())
+    except TypeError:  # not weakly referenceable (a SQLite path key)
+        return _ready_by_key.setdefault(key, set())
+
+
+@dataclass(frozen=True, slots=True)
+class _Encoded:
+    event_id: str
+    event_type: str
+    schema_version: int
+    payload: bytes
+    event: Event
+
+
+def _encode(events: Iterable[Event | NewEvent]) -> list[_Encoded]:
+    encoded = []
+    for item in events:
+        new = item if isinstance(item, NewEvent) else NewEvent(item)
+        if not isinstance(new.event, Event):
+            raise InvalidArgumentError(f"not an event: {new.event!r}")
+        encoded.append(
+            _Encoded(
+                event_id=str(new.event_id),
+                event_type=event_type_of(new.event),
+                schema_version=type(new.event).schema_version,
+                payload=encode_event(new.event),
+                event=new.event,
+            )
+        )
+    return encoded
+
+
+def _check_expected(expected: object) -> None:
+    if expected in (ANY, NO_STREAM):
+        return
+    if isinstance(expected, bool) or not isinstance(expected, int) or expected < 0:
+        raise InvalidArgumentError(
+            f"expected_version must be a version >= 0, 'any' or 'no stream', not {expected!r}"
+        )
+
+
+def _matches(expected: ExpectedVersion, current: int) -> bool:
+    if expected == ANY:
+        return True
+    if expected == NO_STREAM:
+        return current == 0
+    return expected == current
+
+
+def check_stream_id(stream_id: object) -> str:
+    """Return ``stream_id`` if it can name a stream, else raise InvalidArgumentError."""
+    if not isinstance(stream_id, str) or not stream_id:
+        raise InvalidArgumentError(f"a stream id must be a non-empty string, not {stream_id!r}")
+    if len(stream_id) > MAX_STREAM_ID_LENGTH:
+        raise InvalidArgumentError(f"a stream id has at most {MAX_STREAM_ID_LENGTH} characters")
+    return stream_id
+
+
+def _recorded(row: Row[Any]) -> RecordedEvent:
+    payload = bytes(row.payload)
+    return RecordedEvent(
+        position=row.position,
+        stream_id=row.stream_id,
+        version=row.version,
+        event_id=row.event_id,
+        event_type=row.event_type,
+        schema_version=row.schema_version,
+        event=decode_event(row.event_type, row.schema_version, payload),
+        recorded_at=to_datetime(row.recorded_at),
+        hash=row.hash,
+        payload=payload,
+    )
+
+
+def _stream_info(row: Row[Any]) -> StreamInfo:
+    return StreamInfo(
+        stream_id=row.stream_id,
+        version=row.version,
+        head_hash=row.head_hash,
+        created_at=to_datetime(row.created_at),
+        updated_at=to_datetime(row.updated_at),
+    )
+
+
+class EventStore:
+    """An append-only log of events in streams, on SQLite, PostgreSQL or MySQL/MariaDB.
+
+    ``target`` is a SQLite path (``":memory:"`` for a private in-memory database), a
+    SQLAlchemy URL, or an existing :class:`~sqlalchemy.ext.asyncio.AsyncEngine` (which
+    the store uses but does not dispose). ``projectors`` are kept current inside every
+    append transaction.
+    """
+
+    def __init__(
+        self,
+        target: str | os.PathLike[str] | AsyncEngine,
+        *,
+        create_tables: bool = True,
+        projectors: Sequence[Projector] = (),
+        engine_kwargs: dict[str, Any] | None = None,
+    ) -> None:
+        self._runner = open_runner(target, engine_kwargs=engine_kwargs)
+        self._dialect = self._runner.dialect
+        self._projectors = tuple(projectors)
+        self._create_tables = create_tables
+        self._closed = False
+        self._components = {schema.SCHEMA_COMPONENT: schema.SCHEMA_VERSION} | {
+            p.name: p.schema_version for p in self._projectors
+        }
+
+    # -- lifecycle -------------------------------------------------------------------
+
+    @property
+    def dialect_name(self) -> str:
+        """``sqlite``, ``postgresql`` or ``mysql``."""
+        return self._dialect.name
+
+    @property
+    def projectors(self) -> tuple[Projector, ...]:
+        return self._projectors
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    async def close(self) -> None:
+        """Release connections (and the engine, if the store created it). Idempotent."""
+        if self._closed:
+            return
+        self._closed = True
+        await self._runner.close()
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.close()
+
+    def __del__(self) -> None:
+        runner = getattr(self, "_runner", None)
+        if isinstance(runner, AsyncEngineRunner) and runner.owned and not self._closed:
+            warnings.warn(
+                f"EventStore on {runner.engine.url.render_as_string()!r} was never closed; "
+                "call 'await store.close()' or use 'async with'",
+                ResourceWarning,
+                stacklevel=2,
+            )
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise StoreClosedError("this event store is closed")
+
+    async def run(self, fn: TxFunction[T], *, write: bool = False) -> T:
+        """Run ``fn(connection)`` in one transaction, retrying transient failures.
+
+        For projections and sessions: ``fn`` must be safe to run again (reads, or
+        writes whose effect is idempotent) because a deadlock or busy database retries it.
+        """
+        self._check_open()
+        await self.ensure_tables()
+        return await self._run(fn, write=write)
+
+    async def _run(self, fn: TxFunction[T], *, write: bool) -> T:
+        for attempt in range(_TRANSIENT_RETRIES):
+            try:
+                return await self._runner.run(fn, write=write)
+            except TransientError:
+                if attempt == _TRANSIENT_RETRIES - 1:
+                    raise
+                await asyncio.sleep(random.uniform(0, 0.002 * 2**attempt))
+        raise AssertionError("unreachable")
+
+    # -- schema ----------------------------------------------------------------------
+
+    async def ensure_tables(self) -> None:
+        """Create the tables (``create_tables=True``) or check they exist and match."""
+        ready = _ready_set(self._runner.engine_key)
+        if ready.issuperset(self._components):
+            return
+        self._check_open()
+        await self._run(self._prepare_tx, write=True)
+        ready.update(self._components)
+
+    def _prepare_tx(self, conn: Connection) -> None:
+        with self._dialect.schema_lock(conn):
+            if self._create_tables:
+                schema.metadata.create_all(conn)
+                for projector in self._projectors:
+                    projector.metadata.create_all(conn)
+                self._insert_missing_rows(conn)
+            self._check_schema(conn)
+
+    def _insert_missing_rows(self, conn: Connection) -> None:
+        if conn.execute(select(schema.head.c.name)).first() is None:
+            conn.execute(insert(schema.head).values(name=schema.HEAD_ROW, position=0))
+        known = set(conn.execute(select(schema.schema_versions.c.component)).scalars())
+        for component, version in self._components.items():
+            if component not in known:
+                conn.execute(
+                    insert(schema.schema_versions).values(component=component, version=version)
+                )
+        tracked = set(conn.execute(select(schema.tracking.c.projection)).scalars())
+        new = [p for p in self._projectors if p.name not in tracked]
+        for projector in new:
+            conn.execute(insert(schema.tracking).values(projection=projector.name, position=0))
+        # A projection added to a database that already has a log starts consistent.
+        replay_into(conn, new)
+
+    def _check_schema(self, conn: Connection) -> None:
+        if not inspect(conn).has_table(schema.schema_versions.name):
+            raise SchemaError(
+                "the convstore tables do not exist in this database: open it with "
+                "create_tables=True (or run 'convstore DB init') first"
+            )
+        sv = schema.schema_versions
+        stored = {
+            row.component: row.version for row in conn.execute(select(sv.c.component, sv.c.version))
+        }
+        for component, version in self._components.items():
+            found = stored.get(component)
+            if found is None:
+                raise SchemaError(
+                    f"the tables of {component!r} do not exist: open with create_tables=True"
+                )
+            if found > version:
+                raise SchemaError(
+                    f"{component!r} tables are at schema version {found}, newer than this "
+                    f"release understands ({version}): upgrade convstore"
+                )
+            if found < version:
+                raise SchemaError(
+                    f"{component!r} tables are at schema version {found} and need migrating "
+                    f"to {version}"
+                )
+
+    # -- writing ---------------------------------------------------------------------
+
+    async def append(
+        self,
+        stream_id: str,
+        events: Sequence[Event | NewEvent],
+        *,
+        expected_version: ExpectedVersion = ANY,
+        on_new_stream: Sequence[Event | NewEvent] = (),
+    ) -> AppendResult:
+        """Append ``events`` to a stream atomically and return where they landed.
+
+        ``expected_version`` is the version the stream must be at (0 or ``"no stream"``
+        for a new stream, ``"any"`` for no check); a mismatch raises
+        :class:`ConcurrencyError`. An append whose event ids are already stored in the
+        stream is a no-op that returns the original result. ``on_new_stream`` events
+        are written before ``events`` only when the stream does not exist yet.
+        """
+        self._check_open()
+        check_stream_id(stream_id)
+        _check_expected(expected_version)
+        batch = _encode(events)
+        if not batch:
+            raise InvalidArgumentError("append needs at least one event")
+        preamble = _encode(on_new_stream)
+        if len({e.event_id for e in batch + preamble}) != len(batch) + len(preamble):
+            raise InvalidArgumentError("the events of one append need distinct event ids")
+        await self.ensure_tables()
+        for _ in range(_RACE_RETRIES):
+            try:
+                return await self._run(
+                    lambda conn: self._append_tx(
+                        conn, stream_id, batch, preamble, expected_version
+                    ),
+                    write=True,
+                )
+            except IntegrityError:
+                # Either these event ids are stored already (an idempotent retry), or a
+                # concurrent writer created the stream first; tell them apart.
+                original = await self._run(
+                    lambda conn: self._original_tx(conn, stream_id, batch), write=False
+                )
+                if original is not None:
+                    return original
+        raise TransientError(f"stream {stream_id!r}: append kept racing with its creation")
+
+    def _append_tx(
+        self,
+        conn: Connection,
+        stream_id: str,
+        batch: list[_Encoded],
+        preamble: list[_Encoded],
+        expected: ExpectedVersion,
+    ) -> AppendResult:
+        s = schema.streams
+        query = select(s.c.version, s.c.head_hash).where(s.c.stream_id == stream_id)
+        if self._dialect.lock_stream():
+            query = query.with_for_update()
+        row = conn.execute(query).first()
+        current = row.version if row is not None else 0
+        if not _matches(expected, current):
+            original = self._original_tx(conn, stream_id, batch)
+            if original is not None:
+                return original
+            raise ConcurrencyError(stream_id, expected, current)
+
+        to_write = batch if row is not None else preamble + batch
+        last_position = self._dialect.advance_head(conn, len(to_write))
+        first_position = last_position - len(to_write) + 1
+        now = time.time_ns() // 1000
+        previous = row.head_hash if row is not None else GENESIS
+        rows: list[dict[str, Any]] = []
+        recorded: list[RecordedEvent] = []
+        for offset, enc in enumerate(to_write):
+            version = current + 1 + offset
+            position = first_position + offset
+            digest = chain_hash(
+                previous,
+                stream_id=stream_id,
+                version=version,
+                event_id=enc.event_id,
+                event_type=enc.event_type,
+                schema_version=enc.schema_version,
+                recorded_at=now,
+                payload=enc.payload,
+            )
+            rows.append(
+                {
+                    "position": position,
+                    "stream_id": stream_id,
+                    "version": version,
+                    "event_id": enc.event_id,
+                    "event_type": enc.event_type,
+                    "schema_version": enc.schema_version,
+                    "payload": enc.payload,
+                    "recorded_at": now,
+                    "hash": digest,
+                }
+            )
+            recorded.append(
+                RecordedEvent(
+                    position=position,
+                    stream_id=stream_id,
+                    version=version,
+                    event_id=enc.event_id,
+                    event_type=enc.event_type,
+                    schema_version=enc.schema_version,
+                    event=enc.event,  # type: ignore[arg-type]
+                    recorded_at=to_datetime(now),
+                    hash=digest,
+                    payload=enc.payload,
+                )
+            )
+            previous = digest
+        conn.execute(insert(schema.events), rows)
+        last_version = current + len(to_write)
+        if row is None:
+            conn.execute(
+                insert(s).values(
+                    stream_id=stream_id,
+                    version=last_version,
+                    head_hash=previous,
+                    created_at=now,
+                    updated_at=now,
+                )
+            )
+        else:
+            conn.execute(
+                update(s)
+                .where(s.c.stream_id == stream_id)
+                .values(version=last_version, head_hash=previous, updated_at=now)
+            )
+        for projector in self._projectors:
+            projector.apply(conn, recorded)
+        if self._projectors:
+            conn.execute(
+                update(schema.tracking)
+                .where(schema.tracking.c.projection.in_([p.name for p in self._projectors]))
+                .values(position=last_position)
+            )
+        return AppendResult(
+            stream_id=stream_id,
+            first_version=last_version - len(batch) + 1,
+            last_version=last_version,
+            first_position=last_position - len(batch) + 1,
+            last_position=last_position,
+        )
+
+    @staticmethod
+    def _original_tx(
+        conn: Connection, stream_id: str, batch: list[_Encoded]
+    ) -> AppendResult | None:
+        """The result of an earlier append of exactly these event ids, if there was one."""
+        e = schema.events
+        ids = [enc.event_id for enc in batch]
+        found = conn.execute(
+            select(e.c.event_id, e.c.version, e.c.position)
+            .where(e.c.stream_id == stream_id, e.c.event_id.in_(ids))
+            .order_by(e.c.version)
+        ).all()
+        if not found:
+            return None
+        if [r.event_id for r in found] != ids:
+            raise IntegrityError(
+                f"stream {stream_id!r}: some of these event ids are stored already, "
+                "but not as this exact append"
+            )
+        return AppendResult(
+            stream_id=stream_id,
+            first_version=found[0].version,
+            last_version=found[-1].version,
+            first_position=found[0].position,
+            last_position=found[-1].position,
+        )
+
+    # -- reading ---------------------------------------------------------------------
+
+    async def read_stream(
+        self,
+        stream_id: str,
+        *,
+        after: int | None = None,
+        upto: int | None = None,
+        limit: int | None = None,
+        desc: bool = False,
+    ) -> list[RecordedEvent]:
+        """Events of one stream by version: ``after`` < version <= ``upto``."""
+        check_stream_id(stream_id)
+        _check_bounds(after=after, upto=upto, limit=limit)
+        e = schema.events
+        query = select(e).where(e.c.stream_id == stream_id)
+        if after is not None:
+            query = query.where(e.c.version > after)
+        if upto is not None:
+            query = query.where(e.c.version <= upto)
+        query = query.order_by(e.c.version.desc() if desc else e.c.version)
+        if limit is not None:
+            query = query.limit(limit)
+        rows = await self.run(lambda conn: conn.execute(query).all())
+        return [_recorded(row) for row in rows]
+
+    async def read_all(
+        self, *, after_position: int = 0, limit: int | None = None
+    ) -> list[RecordedEvent]:
+        """Events of every stream in position (commit) order, after ``after_position``."""
+        _check_bounds(after=after_position, limit=limit)
+        e = schema.events
+        query = select(e).where(e.c.position > after_position).order_by(e.c.position)
+        if limit is not None:
+            query = query.limit(limit)
+        rows = await self.run(lambda conn: conn.execute(query).all())
+        return [_recorded(row) for row in rows]
+
+    async def list_streams(
+        self, *, after: str | None = None, limit: int | None = None
+    ) -> list[StreamInfo]:
+        """Streams ordered by id, after the id ``after``."""
+        _check_bounds(limit=limit)
+        s = schema.streams
+        query = select(s).order_by(s.c.stream_id)
+        if after is not None:
+            query = query.where(s.c.stream_id > after)
+        if limit is not None:
+            query = query.limit(limit)
+        rows = await self.run(lambda conn: conn.execute(query).all())
+        return [_stream_info(row) for row in rows]
+
+    async def stream_info(self, stream_id: str) -> StreamInfo | None:
+        """Version and timestamps of one stream, or None if it has no events."""
+        check_stream_id(stream_id)
+        s = schema.streams
+        row = await self.run(
+            lambda conn: conn.execute(select(s).where(s.c.stream_id == stream_id)).first()
+        )
+        return None if row is None else _stream_info(row)
+
+    async def head_position(self) -> int:
+        """The last position handed out (the log's length, positions being gapless)."""
+        h = schema.head
+        return await self.run(lambda conn: int(conn.execute(select(h.c.position)).scalar_one()))
+
+
+def _check_bounds(**values: int | None) -> None:
+    for name, value in values.items():
+        if value is None:
+            continue
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            raise InvalidArgumentError(f"{name} must be an integer >= 0, not {value!r}")
+
+
+def replay_into(
+    conn: Connection,
+    projectors: Sequence[Projector],
+    *,
+    batch_size: int = 1000,
+    progress: Callable[[int], None] | None = None,
+) -> int:
+    """Apply the whole log, in position order, to ``projectors``; return the last position.
+
+    Runs inside the caller's write transaction, so no append interleaves.
+    """
+    if not projectors:
+        return 0
+    e = schema.events
+    after = 0
+    while True:
+        rows = conn.execute(
+            select(e).where(e.c.position > after).order_by(e.c.position).limit(batch_size)
+        ).all()
+        if not rows:
+            break
+        recorded = [_recorded(row) for row in rows]
+        for projector in projectors:
+            projector.apply(conn, recorded)
+        after = recorded[-1].position
+        if progress is not None:
+            progress(len(recorded))
+    conn.execute(
+        update(schema.tracking)
+        .where(schema.tracking.c.projection.in_([p.name for p in projectors]))
+        .values(position=after)
+    )
+    return after

@@ -528,6 +528,10 @@ class EventStore:
         )
         return None if row is None else _stream_info(row)
 
+    def lock_log(self, conn: Connection) -> None:
+        """Inside a write transaction: make appends wait until it ends (rebuild, verify)."""
+        self._dialect.advance_head(conn, 0)
+
     async def head_position(self) -> int:
         """The last position handed out (the log's length, positions being gapless)."""
         h = schema.head
@@ -548,10 +552,12 @@ def replay_into(
     *,
     batch_size: int = 1000,
     progress: Callable[[int], None] | None = None,
+    track: bool = True,
 ) -> int:
     """Apply the whole log, in position order, to ``projectors``; return the last position.
 
-    Runs inside the caller's write transaction, so no append interleaves.
+    Runs inside the caller's write transaction, so no append interleaves. With
+    ``track`` the projectors' tracking rows are set to the last position applied.
     """
     if not projectors:
         return 0
@@ -569,6 +575,8 @@ def replay_into(
         after = recorded[-1].position
         if progress is not None:
             progress(len(recorded))
+    if not track:
+        return after
     conn.execute(
         update(schema.tracking)
         .where(schema.tracking.c.projection.in_([p.name for p in projectors]))

@@ -1,0 +1,244 @@
+"""The history projection: the items of each branch of each session, in order.
+
+Two readings of the same rules:
+
+* :func:`apply` is the pure fold ``apply(state, event) -> state`` over a persistent
+  (shared-structure) list, so folding a stream is O(events) and a state can be kept
+  for any version (time travel) without copying;
+* :class:`HistoryProjector` keeps the table ``convstore_items`` current inside the
+  append transaction, so reads never replay the log.
+
+Item keys (``seq``) are derived from the event alone: item ``i`` of the event at
+stream version ``v`` has ``seq = v * 2**20 + i``. Keys are increasing along a stream,
+unique, and need no read of the projection to assign (one ``INSERT`` per append).
+An ``ItemsAdded`` event therefore carries at most 2**20 items; sessions split larger
+batches into several events of one atomic append.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy import (
+    BigInteger,
+    Column,
+    Connection,
+    MetaData,
+    String,
+    Table,
+    delete,
+    func,
+    insert,
+    select,
+)
+
+from eventstore import (
+    AnyEvent,
+    ItemPopped,
+    ItemsAdded,
+    RecordedEvent,
+    SessionCleared,
+)
+from eventstore.schema import MYSQL_TABLE_OPTIONS, Blob, StreamId, streams
+
+SEQ_SHIFT = 20
+MAX_ITEMS_PER_EVENT = 1 << SEQ_SHIFT
+
+
+def item_seq(version: int, index: int) -> int:
+    """The key of item ``index`` of the event at stream version ``version``."""
+    return (version << SEQ_SHIFT) | index
+
+
+# -- the pure fold ------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Node:
+    """One item in a persistent singly linked list, newest first."""
+
+    seq: int
+    item: bytes
+    prev: Node | None
+
+
+@dataclass(frozen=True, slots=True)
+class HistoryState:
+    """Items of every branch of one session (``branches[branch_id]`` is the newest node)."""
+
+    branches: dict[str, Node | None] = field(default_factory=dict)
+
+    def items(self, branch_id: str = "main") -> list[bytes]:
+        """The item JSON of a branch, oldest first."""
+        return [node.item for node in reversed(list(_walk(self.branches.get(branch_id))))]
+
+    def rows(self, stream_id: str) -> Iterator[tuple[str, str, int, bytes]]:
+        """The ``(stream_id, branch_id, seq, item)`` rows the table should hold."""
+        for branch_id, top in self.branches.items():
+            for node in _walk(top):
+                yield (stream_id, branch_id, node.seq, node.item)
+
+
+def _walk(node: Node | None) -> Iterator[Node]:
+    while node is not None:
+        yield node
+        node = node.prev
+
+
+def apply(state: HistoryState, event: AnyEvent, version: int) -> HistoryState:
+    """The history after ``event`` (stored at stream ``version``). Never mutates ``state``."""
+    if isinstance(event, ItemsAdded):
+        top = state.branches.get(event.branch_id)
+        for index, raw in enumerate(event.items):
+            top = Node(item_seq(version, index), bytes(raw), top)
+        return HistoryState({**state.branches, event.branch_id: top})
+    if isinstance(event, ItemPopped):
+        top = state.branches.get(event.branch_id)
+        if top is not None and top.seq == event.seq:
+            top = top.prev
+        else:  # not the newest item (only possible in a hand-made log): drop it anyway
+            kept = [n for n in _walk(top) if n.seq != event.seq]
+            top = None
+            for node in reversed(kept):
+                top = Node(node.seq, node.item, top)
+        return HistoryState({**state.branches, event.branch_id: top})
+    if isinstance(event, SessionCleared):
+        if event.branch_id is None:
+            return HistoryState({name: None for name in state.branches})
+        return HistoryState({**state.branches, event.branch_id: None})
+    return state
+
+
+def fold(events: Sequence[RecordedEvent], state: HistoryState | None = None) -> HistoryState:
+    """Fold recorded events of one stream into its history."""
+    state = state or HistoryState()
+    for recorded in events:
+        state = apply(state, recorded.event, recorded.version)
+    return state
+
+
+# -- the table kept by the append transaction ---------------------------------------
+
+
+def items_table(metadata: MetaData, name: str = "convstore_items") -> Table:
+    return Table(
+        name,
+        metadata,
+        Column("stream_id", StreamId, primary_key=True),
+        Column("branch_id", String(255), primary_key=True),
+        Column("seq", BigInteger, primary_key=True, autoincrement=False),
+        Column("position", BigInteger, nullable=False),
+        Column("item", Blob, nullable=False),
+        **MYSQL_TABLE_OPTIONS,
+    )
+
+
+class HistoryProjector:
+    """Keeps ``convstore_items`` equal to :func:`fold` of the log, in the append transaction."""
+
+    name = "history"
+    schema_version = 1
+
+    def __init__(self, *, table_name: str = "convstore_items") -> None:
+        self.metadata = MetaData()
+        self.items = items_table(self.metadata, table_name)
+
+    def apply(self, conn: Connection, events: Sequence[RecordedEvent]) -> None:
+        t = self.items
+        rows: list[dict[str, Any]] = []
+        for recorded in events:
+            event = recorded.event
+            if isinstance(event, ItemsAdded):
+                rows.extend(
+                    {
+                        "stream_id": recorded.stream_id,
+                        "branch_id": event.branch_id,
+                        "seq": item_seq(recorded.version, index),
+                        "position": recorded.position,
+                        "item": bytes(raw),
+                    }
+                    for index, raw in enumerate(event.items)
+                )
+                continue
+            # A removal must see the rows added before it in this same batch.
+            self._flush(conn, rows)
+            if isinstance(event, ItemPopped):
+                conn.execute(
+                    delete(t).where(
+                        t.c.stream_id == recorded.stream_id,
+                        t.c.branch_id == event.branch_id,
+                        t.c.seq == event.seq,
+                    )
+                )
+            elif isinstance(event, SessionCleared):
+                query = delete(t).where(t.c.stream_id == recorded.stream_id)
+                if event.branch_id is not None:
+                    query = query.where(t.c.branch_id == event.branch_id)
+                conn.execute(query)
+        self._flush(conn, rows)
+
+    def _flush(self, conn: Connection, rows: list[dict[str, Any]]) -> None:
+        if rows:
+            conn.execute(insert(self.items), rows)
+            rows.clear()
+
+    def reset(self, conn: Connection) -> None:
+        conn.execute(delete(self.items))
+
+    # -- reads (each one statement, so one consistent snapshot on every backend) ----
+
+    def read_items(
+        self, conn: Connection, stream_id: str, branch_id: str, limit: int | None
+    ) -> list[bytes]:
+        """The newest ``limit`` items (all if None), oldest first."""
+        t = self.items
+        query = select(t.c.item).where(t.c.stream_id == stream_id, t.c.branch_id == branch_id)
+        if limit is None:
+            return [bytes(b) for b in conn.execute(query.order_by(t.c.seq)).scalars()]
+        newest = conn.execute(query.order_by(t.c.seq.desc()).limit(limit)).scalars().all()
+        return [bytes(b) for b in reversed(newest)]
+
+    def read_top(
+        self, conn: Connection, stream_id: str, branch_id: str
+    ) -> tuple[int, int, bytes] | None:
+        """``(stream version, seq, item)`` of the newest item, read in one snapshot."""
+        t = self.items
+        newest = (
+            select(func.max(t.c.seq))
+            .where(t.c.stream_id == stream_id, t.c.branch_id == branch_id)
+            .scalar_subquery()
+        )
+        row = conn.execute(
+            select(streams.c.version, t.c.seq, t.c.item)
+            .join(t, t.c.stream_id == streams.c.stream_id)
+            .where(
+                streams.c.stream_id == stream_id,
+                t.c.branch_id == branch_id,
+                t.c.seq == newest,
+            )
+        ).first()
+        return None if row is None else (row.version, row.seq, bytes(row.item))
+
+    def count_items(self, conn: Connection, stream_id: str, branch_id: str) -> int:
+        t = self.items
+        return int(
+            conn.execute(
+                select(func.count())
+                .select_from(t)
+                .where(t.c.stream_id == stream_id, t.c.branch_id == branch_id)
+            ).scalar_one()
+        )
+
+    def scratch(self) -> HistoryProjector:
+        """The same projection into scratch tables (for verify)."""
+        return HistoryProjector(table_name="convstore_scratch_items")
+
+    def snapshot(self, conn: Connection) -> dict[str, dict[tuple[Any, ...], tuple[Any, ...]]]:
+        """Every row of every table, as ``{table: {primary key: other columns}}``."""
+        t = self.items
+        rows = conn.execute(select(t).order_by(t.c.stream_id, t.c.branch_id, t.c.seq))
+        return {
+            "items": {(r.stream_id, r.branch_id, r.seq): (r.position, bytes(r.item)) for r in rows}
+        }

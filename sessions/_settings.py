@@ -1,0 +1,45 @@
+"""Session settings: the SDK's own class when the Agents SDK is installed.
+
+The SDK's Runner calls ``session.session_settings.resolve(run_config.session_settings)``,
+so a session must hold the SDK's :class:`SessionSettings`, not a look-alike.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from eventstore import InvalidArgumentError
+
+try:
+    from agents.memory.session_settings import SessionSettings as _SDKSessionSettings
+    from agents.memory.session_settings import coerce_session_settings as _coerce
+except ImportError:  # the 'agents' extra is not installed
+    _SDKSessionSettings = None  # type: ignore[assignment,misc]
+    _coerce = None  # type: ignore[assignment]
+
+
+@dataclass
+class FallbackSessionSettings:
+    """Stand-in with the SDK's shape, used only when openai-agents is not installed."""
+
+    limit: int | None = None
+
+
+def make_settings(value: Any) -> Any:
+    """``value`` (None, a dict or a SessionSettings) as the settings object to keep."""
+    if _coerce is not None:
+        return _coerce(value) if value is not None else _SDKSessionSettings()
+    if value is None:
+        return FallbackSessionSettings()
+    if isinstance(value, dict):
+        return FallbackSessionSettings(**value)
+    return value
+
+
+def resolve_limit(explicit: int | None, settings: Any) -> int | None:
+    """An explicit ``limit`` wins over ``settings.limit``; both must be >= 0."""
+    limit = explicit if explicit is not None else getattr(settings, "limit", None)
+    if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 0):
+        raise InvalidArgumentError(f"limit must be an integer >= 0 or None, not {limit!r}")
+    return limit

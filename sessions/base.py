@@ -1,0 +1,154 @@
+"""The Session protocol of the Agents SDK, on the event log.
+
+Every mutation is one append (ItemsAdded, ItemPopped, SessionCleared); reads come
+from the history projection, kept current by that same append transaction.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import uuid
+from typing import Any, Self
+
+from eventstore import (
+    MAIN_BRANCH,
+    ConcurrencyError,
+    EventStore,
+    ItemPopped,
+    ItemsAdded,
+    NewEvent,
+    SessionCleared,
+    SessionStarted,
+    StoreClosedError,
+    decode_item,
+    encode_items,
+)
+from eventstore.store import check_stream_id
+from projections.history import MAX_ITEMS_PER_EVENT, HistoryProjector
+
+from ._settings import make_settings, resolve_limit
+
+# The projector has no state of its own: one instance serves every store.
+HISTORY = HistoryProjector()
+
+_POP_RETRIES = 100
+
+
+class StoreSession:
+    """A conversation session whose every operation is an event in ``store``.
+
+    Subclasses decide where the store comes from; this class implements
+    ``get_items``, ``add_items``, ``pop_item`` and ``clear_session`` (each taking the
+    ``wrapper`` keyword the SDK's Runner passes) plus ``close`` and ``async with``.
+    """
+
+    session_id: str
+    session_settings: Any
+
+    def __init__(self, session_id: str, store: EventStore, *, session_settings: Any = None) -> None:
+        self.session_id = check_stream_id(session_id)
+        self.session_settings = make_settings(session_settings)
+        self._store = store
+        self._branch_id = MAIN_BRANCH
+        self._closed = False
+
+    @property
+    def store(self) -> EventStore:
+        """The event store behind this session (read its log with ``read_stream``)."""
+        return self._store
+
+    # -- the Session protocol --------------------------------------------------------
+
+    async def get_items(self, limit: int | None = None, *, wrapper: Any = None) -> list[Any]:
+        """The history, oldest first; with ``limit``, only the newest ``limit`` items."""
+        self._check_open()
+        n = resolve_limit(limit, self.session_settings)
+        if n == 0:
+            return []
+        rows = await self._store.run(
+            lambda conn: HISTORY.read_items(conn, self.session_id, self._branch_id, n)
+        )
+        return [decode_item(row) for row in rows]
+
+    async def add_items(self, items: list[Any], *, wrapper: Any = None) -> None:
+        """Append ``items`` in order. Concurrent callers never lose or duplicate one."""
+        self._check_open()
+        encoded = encode_items(items)  # refuses non-JSON before anything is written
+        if not encoded:
+            return
+        events = [
+            NewEvent(
+                ItemsAdded(items=encoded[i : i + MAX_ITEMS_PER_EVENT], branch_id=self._branch_id)
+            )
+            for i in range(0, len(encoded), MAX_ITEMS_PER_EVENT)
+        ]
+        await self._store.append(self.session_id, events, on_new_stream=self._preamble())
+
+    async def pop_item(self, *, wrapper: Any = None) -> Any | None:
+        """Remove and return the newest item, or None if there is none.
+
+        The removal is an ItemPopped event appended only if the session has not
+        changed since the item was read, so concurrent pops never return the same item.
+        """
+        self._check_open()
+        for attempt in range(_POP_RETRIES):
+            top = await self._store.run(
+                lambda conn: HISTORY.read_top(conn, self.session_id, self._branch_id)
+            )
+            if top is None:
+                return None
+            version, seq, item = top
+            try:
+                await self._store.append(
+                    self.session_id,
+                    [ItemPopped(seq=seq, branch_id=self._branch_id)],
+                    expected_version=version,
+                )
+            except ConcurrencyError:
+                await asyncio.sleep(random.uniform(0, 0.001 * min(attempt + 1, 20)))
+                continue
+            return decode_item(item)
+        raise ConcurrencyError(self.session_id, "a stable version", -1)
+
+    async def clear_session(self, *, wrapper: Any = None) -> None:
+        """Remove every item of the session (the log keeps them, as history)."""
+        self._check_open()
+        await self._store.append(
+            self.session_id, [SessionCleared()], on_new_stream=self._preamble()
+        )
+
+    # -- lifecycle -------------------------------------------------------------------
+
+    def _preamble(self) -> list[NewEvent]:
+        return [
+            NewEvent(SessionStarted(metadata={"session_class": type(self).__name__}), uuid.uuid4())
+        ]
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise StoreClosedError(f"session {self.session_id!r} is closed")
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    async def close(self) -> None:
+        """Release what this session holds. Idempotent; later calls raise StoreClosedError."""
+        if self._closed:
+            return
+        self._closed = True
+        await self._release()
+
+    async def _release(self) -> None:
+        """Release the store (subclasses share or own it)."""
+        await self._store.close()
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.close()
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(session_id={self.session_id!r}, branch={self._branch_id!r})"

@@ -1,0 +1,77 @@
+"""SQLiteSession: the embedded default, a drop-in for the SDK's ``SQLiteSession``."""
+
+from __future__ import annotations
+
+import os
+import threading
+from pathlib import Path
+from typing import Any
+
+from eventstore import EventStore
+
+from .base import HISTORY, StoreSession
+
+
+class _SharedStores:
+    """One store per SQLite file per process, shared by every session on that file.
+
+    Opening a session per request (``SQLiteSession(user_id, "conversations.db")``) then
+    costs no connection set-up; the store closes when its last session closes.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._stores: dict[str, tuple[EventStore, int]] = {}
+
+    def acquire(self, path: str) -> EventStore:
+        with self._lock:
+            store, count = self._stores.get(path, (None, 0))
+            if store is None or store.closed:
+                store, count = EventStore(path, projectors=[HISTORY]), 0
+            self._stores[path] = (store, count + 1)
+            return store
+
+    def release(self, path: str) -> EventStore | None:
+        """Drop one reference; return the store if it has no session left (to close)."""
+        with self._lock:
+            store, count = self._stores[path]
+            if count > 1:
+                self._stores[path] = (store, count - 1)
+                return None
+            del self._stores[path]
+            return store
+
+
+_shared = _SharedStores()
+
+
+class SQLiteSession(StoreSession):
+    """Conversation history in a SQLite file, or in memory (``":memory:"``, the default).
+
+    An in-memory session has a private database that lives as long as the object.
+    Sessions on the same file share one connection per process.
+    """
+
+    def __init__(
+        self,
+        session_id: str,
+        db_path: str | os.PathLike[str] = ":memory:",
+        *,
+        session_settings: Any = None,
+    ) -> None:
+        self.db_path = os.fspath(db_path)
+        if self.db_path == ":memory:":
+            self._shared_path: str | None = None
+            store = EventStore(":memory:", projectors=[HISTORY])
+        else:
+            self._shared_path = str(Path(self.db_path).resolve())
+            store = _shared.acquire(self._shared_path)
+        super().__init__(session_id, store, session_settings=session_settings)
+
+    async def _release(self) -> None:
+        if self._shared_path is None:
+            await self._store.close()
+            return
+        last = _shared.release(self._shared_path)
+        if last is not None:
+            await last.close()

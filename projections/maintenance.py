@@ -92,9 +92,10 @@ async def verify(
         def compare_tx(conn: Connection) -> VerifyReport:
             store.lock_log(conn)
             last = int(conn.execute(select(head.c.position)).scalar_one())
-            tracked = dict(
-                conn.execute(select(tracking.c.projection, tracking.c.position)).tuples()
-            )
+            tracked = {
+                row.projection: row.position
+                for row in conn.execute(select(tracking.c.projection, tracking.c.position))
+            }
             found: list[Difference] = []
             for live, scratch in pairs:
                 scratch.reset(conn)

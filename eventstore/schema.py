@@ -29,9 +29,20 @@ SCHEMA_VERSION = 1
 # Stream ids compare byte for byte on MySQL/MariaDB too ("User" and "user" are two sessions).
 MYSQL_TABLE_OPTIONS: dict[str, Any] = {"mysql_charset": "utf8mb4", "mysql_collate": "utf8mb4_bin"}
 
+
+class Key(String):
+    """A string compared byte for byte: ids of streams, events and branches.
+
+    On MySQL/MariaDB it gets a binary NO PAD collation (see backends/mysql.py), so
+    "User", "user" and "user " are three different sessions, as everywhere else.
+    """
+
+    cache_ok = True
+
+
 Position = BigInteger().with_variant(Integer(), "sqlite")  # INTEGER PRIMARY KEY is the rowid
 Blob = LargeBinary().with_variant(mysql.LONGBLOB(), "mysql", "mariadb")
-StreamId = String(255)
+StreamId = Key(255)
 
 metadata = MetaData()
 
@@ -41,7 +52,7 @@ events = Table(
     Column("position", Position, primary_key=True, autoincrement=False),
     Column("stream_id", StreamId, nullable=False),
     Column("version", BigInteger, nullable=False),
-    Column("event_id", String(36), nullable=False),
+    Column("event_id", Key(36), nullable=False),
     Column("event_type", String(64), nullable=False),
     Column("schema_version", SmallInteger, nullable=False),
     Column("payload", Blob, nullable=False),

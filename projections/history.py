@@ -26,7 +26,6 @@ from sqlalchemy import (
     Column,
     Connection,
     MetaData,
-    String,
     Table,
     delete,
     func,
@@ -41,7 +40,7 @@ from eventstore import (
     RecordedEvent,
     SessionCleared,
 )
-from eventstore.schema import MYSQL_TABLE_OPTIONS, Blob, StreamId, streams
+from eventstore.schema import MYSQL_TABLE_OPTIONS, Blob, Key, StreamId, streams
 
 SEQ_SHIFT = 20
 MAX_ITEMS_PER_EVENT = 1 << SEQ_SHIFT
@@ -127,7 +126,7 @@ def items_table(metadata: MetaData, name: str = "convstore_items") -> Table:
         name,
         metadata,
         Column("stream_id", StreamId, primary_key=True),
-        Column("branch_id", String(255), primary_key=True),
+        Column("branch_id", Key(255), primary_key=True),
         Column("seq", BigInteger, primary_key=True, autoincrement=False),
         Column("position", BigInteger, nullable=False),
         Column("item", Blob, nullable=False),

@@ -13,6 +13,8 @@ from contextlib import contextmanager
 from typing import ClassVar
 
 from sqlalchemy import Connection, text
+from sqlalchemy.ext.compiler import compiles
+from sqlalchemy.sql.compiler import TypeCompiler
 
 from ..errors import (
     IntegrityError,
@@ -21,6 +23,7 @@ from ..errors import (
     SchemaError,
     TransientError,
 )
+from ..schema import Key
 from .base import Dialect
 
 _ADVANCE = text(
@@ -40,6 +43,15 @@ _BY_ERRNO: dict[int, type[PersistenceError]] = {
     2006: OperationalError,  # CR_SERVER_GONE_ERROR
     2013: OperationalError,  # CR_SERVER_LOST
 }
+
+
+@compiles(Key, "mysql")
+@compiles(Key, "mariadb")
+def _compile_key(type_: Key, compiler: TypeCompiler, **kw: object) -> str:
+    """Binary NO PAD: the default PAD SPACE collations would make 'a' equal 'a '."""
+    mariadb = getattr(compiler.dialect, "is_mariadb", False)
+    nopad = "utf8mb4_nopad_bin" if mariadb else "utf8mb4_0900_bin"
+    return f"VARCHAR({type_.length}) CHARACTER SET utf8mb4 COLLATE {nopad}"
 
 
 class MySQLDialect(Dialect):

@@ -21,6 +21,8 @@ from contextlib import contextmanager
 from typing import ClassVar
 
 from sqlalchemy import Connection, text
+from sqlalchemy.ext.compiler import compiles
+from sqlalchemy.sql.compiler import TypeCompiler
 
 from ..errors import (
     IntegrityError,
@@ -29,6 +31,7 @@ from ..errors import (
     SchemaError,
     TransientError,
 )
+from ..schema import Key
 from .base import Dialect
 
 # An arbitrary constant naming convstore's schema-creation lock.
@@ -47,6 +50,12 @@ _BY_CLASS: dict[str, type[PersistenceError]] = {
     "53": OperationalError,  # insufficient_resources
     "57": OperationalError,  # operator_intervention (e.g. query_canceled)
 }
+
+
+@compiles(Key, "postgresql")
+def _compile_key(type_: Key, compiler: TypeCompiler, **kw: object) -> str:
+    """Ids compare and sort byte for byte (as on SQLite), whatever the database locale."""
+    return f'VARCHAR({type_.length}) COLLATE "C"'
 
 
 class PostgresDialect(Dialect):

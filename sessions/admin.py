@@ -37,18 +37,13 @@ class SessionSummary:
 async def list_sessions(store: EventStore) -> list[SessionSummary]:
     """Every session, by id."""
     t = HISTORY.items
-    counts: dict[str, int] = dict(
-        await store.run(
-            lambda conn: (
-                conn.execute(
-                    select(t.c.stream_id, func.count())
-                    .where(t.c.branch_id == MAIN_BRANCH)
-                    .group_by(t.c.stream_id)
-                )
-                .tuples()
-                .all()
-            )
-        )
+    query = (
+        select(t.c.stream_id, func.count())
+        .where(t.c.branch_id == MAIN_BRANCH)
+        .group_by(t.c.stream_id)
+    )
+    counts: dict[str, int] = await store.run(
+        lambda conn: {stream_id: count for stream_id, count in conn.execute(query)}
     )
     return [
         SessionSummary(

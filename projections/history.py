@@ -26,6 +26,7 @@ from sqlalchemy import (
     Column,
     Connection,
     MetaData,
+    Select,
     Table,
     delete,
     func,
@@ -130,6 +131,7 @@ def items_table(metadata: MetaData, name: str = "convstore_items") -> Table:
         Column("seq", BigInteger, primary_key=True, autoincrement=False),
         Column("position", BigInteger, nullable=False),
         Column("item", Blob, nullable=False),
+        sqlite_with_rowid=False,  # clustered on the key: a range scan reads the items in place
         **MYSQL_TABLE_OPTIONS,
     )
 
@@ -188,16 +190,23 @@ class HistoryProjector:
 
     # -- reads (each one statement, so one consistent snapshot on every backend) ----
 
+    def items_query(self, stream_id: str, branch_id: str, limit: int | None) -> Select[Any]:
+        """The items of a branch: all oldest first, or (with ``limit``) the newest, newest
+        first. Either way one range scan of the primary key, never a sort."""
+        t = self.items
+        query = select(t.c.item).where(t.c.stream_id == stream_id, t.c.branch_id == branch_id)
+        if limit is None:
+            return query.order_by(t.c.seq)
+        return query.order_by(t.c.seq.desc()).limit(limit)
+
     def read_items(
         self, conn: Connection, stream_id: str, branch_id: str, limit: int | None
     ) -> list[bytes]:
         """The newest ``limit`` items (all if None), oldest first."""
-        t = self.items
-        query = select(t.c.item).where(t.c.stream_id == stream_id, t.c.branch_id == branch_id)
-        if limit is None:
-            return [bytes(b) for b in conn.execute(query.order_by(t.c.seq)).scalars()]
-        newest = conn.execute(query.order_by(t.c.seq.desc()).limit(limit)).scalars().all()
-        return [bytes(b) for b in reversed(newest)]
+        rows = list(conn.execute(self.items_query(stream_id, branch_id, limit)).scalars())
+        if limit is not None:
+            rows.reverse()
+        return [bytes(b) for b in rows]
 
     def read_top(
         self, conn: Connection, stream_id: str, branch_id: str

@@ -27,6 +27,9 @@ from eventstore.backends import open_runner
 
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 
+# The Runner tests are offline: no traces to export.
+os.environ.setdefault("OPENAI_AGENTS_DISABLE_TRACING", "1")
+
 SERVER_ENV = {
     "postgres": "CONVSTORE_TEST_POSTGRES_URL",
     "mysql": "CONVSTORE_TEST_MYSQL_URL",

@@ -15,9 +15,9 @@ import warnings
 import weakref
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any, Self
+from typing import Any, Self, TypeVar
 
-from sqlalchemy import Connection, Row, insert, inspect, select, update
+from sqlalchemy import Connection, Row, bindparam, insert, inspect, select, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from . import schema
@@ -34,6 +34,7 @@ from .errors import (
     TransientError,
 )
 from .events import Event, event_type_of
+from .prepared import Prepared
 from .records import (
     ANY,
     NO_STREAM,
@@ -45,6 +46,8 @@ from .records import (
     StreamInfo,
     to_datetime,
 )
+
+R = TypeVar("R")
 
 MAX_STREAM_ID_LENGTH = 255
 _TRANSIENT_RETRIES = 12
@@ -113,6 +116,37 @@ def check_stream_id(stream_id: object) -> str:
     if len(stream_id) > MAX_STREAM_ID_LENGTH:
         raise InvalidArgumentError(f"a stream id has at most {MAX_STREAM_ID_LENGTH} characters")
     return stream_id
+
+
+_s = schema.streams
+_STREAM = Prepared(select(_s.c.version, _s.c.head_hash).where(_s.c.stream_id == bindparam("sid")))
+_STREAM_FOR_UPDATE = Prepared(
+    select(_s.c.version, _s.c.head_hash).where(_s.c.stream_id == bindparam("sid")).with_for_update()
+)
+_INSERT_EVENTS = Prepared(insert(schema.events))
+_INSERT_STREAM = Prepared(
+    insert(_s).values(
+        stream_id=bindparam("sid"),
+        version=bindparam("new_version"),
+        head_hash=bindparam("new_head_hash"),
+        created_at=bindparam("now"),
+        updated_at=bindparam("now"),
+    )
+)
+_UPDATE_STREAM = Prepared(
+    update(_s)
+    .where(_s.c.stream_id == bindparam("sid"))
+    .values(
+        version=bindparam("new_version"),
+        head_hash=bindparam("new_head_hash"),
+        updated_at=bindparam("now"),
+    )
+)
+_TRACK = Prepared(
+    update(schema.tracking)
+    .where(schema.tracking.c.projection == bindparam("projection_name"))
+    .values(position=bindparam("new_position"))
+)
 
 
 def _recorded(row: Row[Any]) -> RecordedEvent:
@@ -338,6 +372,57 @@ class EventStore:
                     return original
         raise TransientError(f"stream {stream_id!r}: append kept racing with its creation")
 
+    async def append_decided(
+        self,
+        stream_id: str,
+        decide: Callable[[Connection, int], tuple[Sequence[Event], R] | None],
+        *,
+        on_new_stream: Sequence[Event | NewEvent] = (),
+    ) -> tuple[AppendResult, R] | None:
+        """Append what ``decide`` returns, deciding while holding the stream's lock.
+
+        ``decide(connection, version)`` runs inside the append transaction after the
+        stream is locked, so what it reads (e.g. a projection) cannot change before its
+        events are written: ``(events, value)`` appends ``events`` and returns
+        ``(result, value)``; ``None`` appends nothing and returns None. It may run more
+        than once (a deadlock is retried), so it must only read.
+        """
+        self._check_open()
+        check_stream_id(stream_id)
+        preamble = _encode(on_new_stream)
+        await self.ensure_tables()
+        for _ in range(_RACE_RETRIES):
+            try:
+                return await self._run(
+                    lambda conn: self._decided_tx(conn, stream_id, decide, preamble),
+                    write=True,
+                )
+            except IntegrityError:  # raced with the stream's creation: decide again
+                continue
+        raise TransientError(f"stream {stream_id!r}: append kept racing with its creation")
+
+    def _decided_tx(
+        self,
+        conn: Connection,
+        stream_id: str,
+        decide: Callable[[Connection, int], tuple[Sequence[Event], R] | None],
+        preamble: list[_Encoded],
+    ) -> tuple[AppendResult, R] | None:
+        row = self._lock_stream(conn, stream_id)
+        decision = decide(conn, row[0] if row is not None else 0)
+        if decision is None:
+            return None
+        events, value = decision
+        batch = _encode(events)
+        if not batch:
+            return None
+        return self._write_tx(conn, stream_id, row, batch, preamble), value
+
+    def _lock_stream(self, conn: Connection, stream_id: str) -> Any:
+        """The stream's (version, head hash) row, locked until the transaction ends."""
+        find_stream = _STREAM_FOR_UPDATE if self._dialect.lock_stream() else _STREAM
+        return find_stream.first(conn, {"sid": stream_id})
+
     def _append_tx(
         self,
         conn: Connection,
@@ -346,23 +431,30 @@ class EventStore:
         preamble: list[_Encoded],
         expected: ExpectedVersion,
     ) -> AppendResult:
-        s = schema.streams
-        query = select(s.c.version, s.c.head_hash).where(s.c.stream_id == stream_id)
-        if self._dialect.lock_stream():
-            query = query.with_for_update()
-        row = conn.execute(query).first()
-        current = row.version if row is not None else 0
+        row = self._lock_stream(conn, stream_id)
+        current = row[0] if row is not None else 0
         if not _matches(expected, current):
             original = self._original_tx(conn, stream_id, batch)
             if original is not None:
                 return original
             raise ConcurrencyError(stream_id, expected, current)
+        return self._write_tx(conn, stream_id, row, batch, preamble)
 
+    def _write_tx(
+        self,
+        conn: Connection,
+        stream_id: str,
+        row: Any,
+        batch: list[_Encoded],
+        preamble: list[_Encoded],
+    ) -> AppendResult:
+        current = row[0] if row is not None else 0
         to_write = batch if row is not None else preamble + batch
         last_position = self._dialect.advance_head(conn, len(to_write))
         first_position = last_position - len(to_write) + 1
         now = time.time_ns() // 1000
-        previous = row.head_hash if row is not None else GENESIS
+        recorded_at = to_datetime(now)
+        previous = row[1] if row is not None else GENESIS
         rows: list[dict[str, Any]] = []
         recorded: list[RecordedEvent] = []
         for offset, enc in enumerate(to_write):
@@ -400,38 +492,25 @@ class EventStore:
                     event_type=enc.event_type,
                     schema_version=enc.schema_version,
                     event=enc.event,  # type: ignore[arg-type]
-                    recorded_at=to_datetime(now),
+                    recorded_at=recorded_at,
                     hash=digest,
                     payload=enc.payload,
                 )
             )
             previous = digest
-        conn.execute(insert(schema.events), rows)
+        _INSERT_EVENTS.execute_many(conn, rows)
         last_version = current + len(to_write)
-        if row is None:
-            conn.execute(
-                insert(s).values(
-                    stream_id=stream_id,
-                    version=last_version,
-                    head_hash=previous,
-                    created_at=now,
-                    updated_at=now,
-                )
-            )
-        else:
-            conn.execute(
-                update(s)
-                .where(s.c.stream_id == stream_id)
-                .values(version=last_version, head_hash=previous, updated_at=now)
-            )
+        stream_values = {
+            "sid": stream_id,
+            "new_version": last_version,
+            "new_head_hash": previous,
+            "now": now,
+        }
+        (_INSERT_STREAM if row is None else _UPDATE_STREAM).execute(conn, stream_values)
         for projector in self._projectors:
             projector.apply(conn, recorded)
-        if self._projectors:
-            conn.execute(
-                update(schema.tracking)
-                .where(schema.tracking.c.projection.in_([p.name for p in self._projectors]))
-                .values(position=last_position)
-            )
+        for projector in self._projectors:
+            _TRACK.execute(conn, {"projection_name": projector.name, "new_position": last_position})
         return AppendResult(
             stream_id=stream_id,
             first_version=last_version - len(batch) + 1,

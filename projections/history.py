@@ -28,6 +28,7 @@ from sqlalchemy import (
     MetaData,
     Select,
     Table,
+    bindparam,
     delete,
     func,
     insert,
@@ -41,6 +42,7 @@ from eventstore import (
     RecordedEvent,
     SessionCleared,
 )
+from eventstore.prepared import Prepared
 from eventstore.schema import MYSQL_TABLE_OPTIONS, Blob, Key, StreamId, streams
 
 SEQ_SHIFT = 20
@@ -144,10 +146,24 @@ class HistoryProjector:
 
     def __init__(self, *, table_name: str = "convstore_items") -> None:
         self.metadata = MetaData()
-        self.items = items_table(self.metadata, table_name)
+        self.items = t = items_table(self.metadata, table_name)
+        branch = (t.c.stream_id == bindparam("sid"), t.c.branch_id == bindparam("bid"))
+        newest = select(func.max(t.c.seq)).where(*branch).scalar_subquery()
+        self._insert = Prepared(insert(t))
+        self._delete_item = Prepared(delete(t).where(*branch, t.c.seq == bindparam("item_seq")))
+        self._delete_branch = Prepared(delete(t).where(*branch))
+        self._delete_stream = Prepared(delete(t).where(t.c.stream_id == bindparam("sid")))
+        self._all = Prepared(select(t.c.item).where(*branch).order_by(t.c.seq))
+        self._newest = Prepared(
+            select(t.c.item).where(*branch).order_by(t.c.seq.desc()).limit(bindparam("n"))
+        )
+        self._top = Prepared(
+            select(streams.c.version, t.c.seq, t.c.item)
+            .join(t, t.c.stream_id == streams.c.stream_id)
+            .where(*branch, t.c.seq == newest)
+        )
 
     def apply(self, conn: Connection, events: Sequence[RecordedEvent]) -> None:
-        t = self.items
         rows: list[dict[str, Any]] = []
         for recorded in events:
             event = recorded.event
@@ -165,24 +181,21 @@ class HistoryProjector:
                 continue
             # A removal must see the rows added before it in this same batch.
             self._flush(conn, rows)
+            sid = recorded.stream_id
             if isinstance(event, ItemPopped):
-                conn.execute(
-                    delete(t).where(
-                        t.c.stream_id == recorded.stream_id,
-                        t.c.branch_id == event.branch_id,
-                        t.c.seq == event.seq,
-                    )
+                self._delete_item.execute(
+                    conn, {"sid": sid, "bid": event.branch_id, "item_seq": event.seq}
                 )
             elif isinstance(event, SessionCleared):
-                query = delete(t).where(t.c.stream_id == recorded.stream_id)
-                if event.branch_id is not None:
-                    query = query.where(t.c.branch_id == event.branch_id)
-                conn.execute(query)
+                if event.branch_id is None:
+                    self._delete_stream.execute(conn, {"sid": sid})
+                else:
+                    self._delete_branch.execute(conn, {"sid": sid, "bid": event.branch_id})
         self._flush(conn, rows)
 
     def _flush(self, conn: Connection, rows: list[dict[str, Any]]) -> None:
         if rows:
-            conn.execute(insert(self.items), rows)
+            self._insert.execute_many(conn, rows)
             rows.clear()
 
     def reset(self, conn: Connection) -> None:
@@ -203,31 +216,18 @@ class HistoryProjector:
         self, conn: Connection, stream_id: str, branch_id: str, limit: int | None
     ) -> list[bytes]:
         """The newest ``limit`` items (all if None), oldest first."""
-        rows = list(conn.execute(self.items_query(stream_id, branch_id, limit)).scalars())
-        if limit is not None:
-            rows.reverse()
-        return [bytes(b) for b in rows]
+        key = {"sid": stream_id, "bid": branch_id}
+        if limit is None:
+            return [bytes(row[0]) for row in self._all.all(conn, key)]
+        rows = self._newest.all(conn, {**key, "n": limit})
+        return [bytes(row[0]) for row in reversed(rows)]
 
     def read_top(
         self, conn: Connection, stream_id: str, branch_id: str
     ) -> tuple[int, int, bytes] | None:
         """``(stream version, seq, item)`` of the newest item, read in one snapshot."""
-        t = self.items
-        newest = (
-            select(func.max(t.c.seq))
-            .where(t.c.stream_id == stream_id, t.c.branch_id == branch_id)
-            .scalar_subquery()
-        )
-        row = conn.execute(
-            select(streams.c.version, t.c.seq, t.c.item)
-            .join(t, t.c.stream_id == streams.c.stream_id)
-            .where(
-                streams.c.stream_id == stream_id,
-                t.c.branch_id == branch_id,
-                t.c.seq == newest,
-            )
-        ).first()
-        return None if row is None else (row.version, row.seq, bytes(row.item))
+        row = self._top.first(conn, {"sid": stream_id, "bid": branch_id})
+        return None if row is None else (row[0], row[1], bytes(row[2]))
 
     def count_items(self, conn: Connection, stream_id: str, branch_id: str) -> int:
         t = self.items

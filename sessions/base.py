@@ -6,14 +6,14 @@ from the history projection, kept current by that same append transaction.
 
 from __future__ import annotations
 
-import asyncio
-import random
 import uuid
 from typing import Any, Self
 
+from sqlalchemy import Connection
+
 from eventstore import (
     MAIN_BRANCH,
-    ConcurrencyError,
+    Event,
     EventStore,
     ItemPopped,
     ItemsAdded,
@@ -31,8 +31,6 @@ from ._settings import make_settings, resolve_limit
 
 # The projector has no state of its own: one instance serves every store.
 HISTORY = HistoryProjector()
-
-_POP_RETRIES = 100
 
 
 class StoreSession:
@@ -88,28 +86,20 @@ class StoreSession:
     async def pop_item(self, *, wrapper: Any = None) -> Any | None:
         """Remove and return the newest item, or None if there is none.
 
-        The removal is an ItemPopped event appended only if the session has not
-        changed since the item was read, so concurrent pops never return the same item.
+        The removal is an ItemPopped event, chosen and appended in one transaction that
+        holds the session's lock, so concurrent pops never return the same item.
         """
         self._check_open()
-        for attempt in range(_POP_RETRIES):
-            top = await self._store.run(
-                lambda conn: HISTORY.read_top(conn, self.session_id, self._branch_id)
-            )
+
+        def take_newest(conn: Connection, version: int) -> tuple[list[Event], bytes] | None:
+            top = HISTORY.read_top(conn, self.session_id, self._branch_id)
             if top is None:
                 return None
-            version, seq, item = top
-            try:
-                await self._store.append(
-                    self.session_id,
-                    [ItemPopped(seq=seq, branch_id=self._branch_id)],
-                    expected_version=version,
-                )
-            except ConcurrencyError:
-                await asyncio.sleep(random.uniform(0, 0.001 * min(attempt + 1, 20)))
-                continue
-            return decode_item(item)
-        raise ConcurrencyError(self.session_id, "a stable version", -1)
+            return [ItemPopped(seq=top[1], branch_id=self._branch_id)], top[2]
+
+        # Decided under the stream's lock: no other pop can take the same item.
+        popped = await self._store.append_decided(self.session_id, take_newest)
+        return None if popped is None else decode_item(popped[1])
 
     async def clear_session(self, *, wrapper: Any = None) -> None:
         """Remove every item of the session (the log keeps them, as history)."""

@@ -25,11 +25,15 @@ from ..errors import (
     ConvstoreError,
     PersistenceError,
 )
+from ..prepared import Prepared
 
 T = TypeVar("T")
 
-_ADVANCE_HEAD = text(
-    "UPDATE convstore_head SET position = position + :count WHERE name = 'log' RETURNING position"
+_ADVANCE_HEAD = Prepared(
+    text(
+        "UPDATE convstore_head SET position = position + :count WHERE name = 'log' "
+        "RETURNING position"
+    )
 )
 TxFunction = Callable[[Connection], T]
 
@@ -49,7 +53,7 @@ class Dialect(abc.ABC):
     def advance_head(self, conn: Connection, count: int) -> int:
         """Reserve ``count`` positions; return the last one. Holds the log's write lock
         until the transaction ends, which is what makes positions commit-ordered."""
-        return int(conn.execute(_ADVANCE_HEAD, {"count": count}).scalar_one())
+        return int(_ADVANCE_HEAD.scalar(conn, {"count": count}))
 
     def schema_lock(self, conn: Connection) -> AbstractContextManager[None]:
         """Serialise concurrent table creation (several processes opening one database)."""
@@ -81,7 +85,11 @@ class Runner(abc.ABC):
 
     @abc.abstractmethod
     async def run(self, fn: TxFunction[T], *, write: bool) -> T:
-        """Run ``fn`` in one transaction: committed if it returns, rolled back if it raises."""
+        """Run ``fn`` in one transaction: committed if it returns, rolled back if it raises.
+
+        With ``write=False`` only each statement is guaranteed a consistent snapshot
+        (SQLite reads run in autocommit mode, PostgreSQL reads at READ COMMITTED).
+        """
 
     @abc.abstractmethod
     async def close(self) -> None:

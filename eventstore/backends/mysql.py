@@ -23,13 +23,16 @@ from ..errors import (
     SchemaError,
     TransientError,
 )
+from ..prepared import Prepared
 from ..schema import Key
 from .base import Dialect
 
-_ADVANCE = text(
-    "UPDATE convstore_head SET position = LAST_INSERT_ID(position + :count) WHERE name = 'log'"
+_ADVANCE = Prepared(
+    text(
+        "UPDATE convstore_head SET position = LAST_INSERT_ID(position + :count) WHERE name = 'log'"
+    )
 )
-_LAST = text("SELECT LAST_INSERT_ID()")
+_LAST = Prepared(text("SELECT LAST_INSERT_ID()"))
 
 _BY_ERRNO: dict[int, type[PersistenceError]] = {
     1062: IntegrityError,  # ER_DUP_ENTRY
@@ -58,8 +61,8 @@ class MySQLDialect(Dialect):
     name: ClassVar[str] = "mysql"
 
     def advance_head(self, conn: Connection, count: int) -> int:
-        conn.execute(_ADVANCE, {"count": count})
-        return int(conn.execute(_LAST).scalar_one())
+        _ADVANCE.execute(conn, {"count": count})
+        return int(_LAST.scalar(conn))
 
     @contextmanager
     def schema_lock(self, conn: Connection) -> Iterator[None]:

@@ -20,21 +20,27 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import ClassVar
 
-from sqlalchemy import Connection, create_engine
+from sqlalchemy import Connection, create_engine, text
 from sqlalchemy.engine import Engine
 from sqlalchemy.pool import StaticPool
 
 from ..errors import IntegrityError, OperationalError, PersistenceError, TransientError
+from ..prepared import Prepared
 from .base import Dialect, Runner, T, TxFunction, translate_errors
 
 BUSY_TIMEOUT_SECONDS = 60.0
+
+_BEGIN_WRITE = Prepared(text("BEGIN IMMEDIATE"))
 
 
 class SQLiteDialect(Dialect):
     name: ClassVar[str] = "sqlite"
 
     def begin(self, conn: Connection, *, write: bool) -> None:
-        conn.exec_driver_sql("BEGIN IMMEDIATE" if write else "BEGIN")
+        # Reads run in autocommit mode: each statement sees one consistent snapshot,
+        # and a read that needs several statements to agree asks for write=True.
+        if write:
+            _BEGIN_WRITE.execute(conn)
 
     def lock_stream(self) -> bool:
         return False  # BEGIN IMMEDIATE already holds the only write lock there is
@@ -130,5 +136,8 @@ class ThreadRunner(Runner):
 
 
 def _shutdown(executor: ThreadPoolExecutor, engine: Engine) -> None:
-    executor.submit(engine.dispose)
+    try:
+        executor.submit(engine.dispose)
+    except RuntimeError:  # interpreter exit: the executor is already shut down
+        engine.dispose()
     executor.shutdown(wait=False)

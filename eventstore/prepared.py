@@ -1,0 +1,115 @@
+"""Hot-path statements: written with SQLAlchemy Core, run on the DBAPI cursor.
+
+Building and executing a Core statement costs tens of microseconds of Python per call
+(coercion, cache key, execution context, result set-up) — more than SQLite takes to
+run it, and an append runs seven. A :class:`Prepared` statement is compiled once per
+dialect to its SQL string and parameter order, then executed on the DBAPI cursor of
+the same connection and transaction. Driver errors are wrapped exactly as SQLAlchemy
+wraps them, so :func:`~eventstore.backends.base.translate_errors` classifies them the
+same way, and a lost connection is invalidated as SQLAlchemy would.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from sqlalchemy import Connection, exc
+from sqlalchemy.sql import ClauseElement
+
+
+class Prepared:
+    """One statement, compiled once per dialect, executed with positional parameters."""
+
+    __slots__ = ("_compiled", "statement")
+
+    def __init__(self, statement: ClauseElement) -> None:
+        self.statement = statement
+        self._compiled: dict[tuple[type[Any], str], _Compiled] = {}
+
+    def _sql(self, conn: Connection) -> _Compiled:
+        dialect = conn.dialect
+        key = (type(dialect), dialect.paramstyle)
+        found = self._compiled.get(key)
+        if found is None:
+            found = self._compiled[key] = _Compiled(self.statement.compile(dialect=dialect))
+        return found
+
+    def _run(self, conn: Connection, values: Mapping[str, Any] | None) -> Any:
+        compiled = self._sql(conn)
+        return _call(conn, compiled.sql, compiled.params(values or {}), many=False)
+
+    def execute(self, conn: Connection, values: Mapping[str, Any] | None = None) -> None:
+        """Execute with one set of values."""
+        self._run(conn, values).close()
+
+    def execute_many(self, conn: Connection, rows: Sequence[Mapping[str, Any]]) -> None:
+        """Execute once per row of values, in one driver call."""
+        if len(rows) == 1:
+            self.execute(conn, rows[0])
+            return
+        compiled = self._sql(conn)
+        _call(conn, compiled.sql, [compiled.params(row) for row in rows], many=True).close()
+
+    def all(self, conn: Connection, values: Mapping[str, Any] | None = None) -> list[Any]:
+        cursor = self._run(conn, values)
+        try:
+            return list(cursor.fetchall())
+        finally:
+            cursor.close()
+
+    def first(self, conn: Connection, values: Mapping[str, Any] | None = None) -> Any | None:
+        cursor = self._run(conn, values)
+        try:
+            return cursor.fetchone()
+        finally:
+            cursor.close()
+
+    def scalar(self, conn: Connection, values: Mapping[str, Any] | None = None) -> Any:
+        """The first column of the only row."""
+        row = self.first(conn, values)
+        if row is None:
+            raise exc.NoResultFound("statement returned no row")
+        return row[0]
+
+
+class _Compiled:
+    """SQL text, parameter order, and values the statement itself fixed (e.g. OFFSET 0)."""
+
+    __slots__ = ("defaults", "order", "sql")
+
+    def __init__(self, compiled: Any) -> None:  # a SQLCompiler
+        self.sql: str = compiled.string
+        self.order: tuple[str, ...] | None = (
+            tuple(compiled.positiontup or ()) if compiled.positional else None
+        )
+        self.defaults: dict[str, Any] = {
+            name: bind.effective_value
+            for name, bind in compiled.binds.items()
+            if isinstance(name, str) and not bind.required
+        }
+
+    def params(self, values: Mapping[str, Any]) -> Any:
+        merged = {**self.defaults, **values} if self.defaults else values
+        if self.order is None:
+            return dict(merged)
+        return tuple(merged[name] for name in self.order)
+
+
+def _call(conn: Connection, sql: str, params: Any, *, many: bool) -> Any:
+    dbapi_conn = conn.connection
+    dialect = conn.dialect
+    cursor = dbapi_conn.cursor()
+    try:
+        if many:
+            cursor.executemany(sql, params)
+        else:
+            cursor.execute(sql, params)
+    except dialect.loaded_dbapi.Error as error:
+        cursor.close()
+        if dialect.is_disconnect(error, dbapi_conn, cursor):
+            conn.invalidate(error)
+        raise exc.DBAPIError.instance(
+            sql, params, error, dialect.loaded_dbapi.Error, dialect=dialect
+        ) from error
+    return cursor

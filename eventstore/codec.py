@@ -62,8 +62,16 @@ def decode_event(event_type: str, schema_version: int, payload: bytes) -> AnyEve
                 lift = UPCASTERS.get((event_type, revision))
                 if lift is None:
                     raise DecodeError(f"no upcaster for {event_type} revision {revision}")
-                raw = lift(raw)
-            event = msgspec.convert(raw, AnyEvent)
+                try:
+                    raw = lift(raw)
+                except (KeyError, TypeError, ValueError) as exc:
+                    raise DecodeError(
+                        f"{event_type} r{revision}: payload does not have that revision's "
+                        f"shape ({type(exc).__name__}: {exc})"
+                    ) from exc
+            # Through JSON again: item fields are kept as raw JSON, which only the
+            # decoder (not msgspec.convert of Python objects) produces.
+            event = _event_decoder.decode(_encoder.encode(raw))
         else:
             raise DecodeError(
                 f"{event_type} revision {schema_version} is newer than this release "

@@ -1,0 +1,369 @@
+"""The store's contract, run unchanged on every backend."""
+
+from __future__ import annotations
+
+import uuid
+
+import msgspec
+import pytest
+
+from eventstore import (
+    ANY,
+    NO_STREAM,
+    ConcurrencyError,
+    EventStore,
+    IntegrityError,
+    InvalidArgumentError,
+    ItemPopped,
+    ItemsAdded,
+    NewEvent,
+    SchemaError,
+    SerializationError,
+    SessionCleared,
+    SessionStarted,
+    StoreClosedError,
+    decode_item,
+    encode_items,
+)
+from eventstore.chain import GENESIS, chain_hash
+from eventstore.records import to_micros
+
+from ..conftest import Backend
+
+
+def added(*items: object) -> ItemsAdded:
+    return ItemsAdded(items=encode_items(list(items)))
+
+
+async def snapshot(store: EventStore) -> list[tuple[int, str, int, str, bytes, str]]:
+    """Everything the log holds, to compare before and after a refused write."""
+    return [
+        (e.position, e.stream_id, e.version, e.event_id, e.payload, e.hash)
+        for e in await store.read_all()
+    ]
+
+
+# -- appending and optimistic concurrency ---------------------------------------------
+
+
+async def test_versions_and_positions_count_from_one(backend: Backend) -> None:
+    store = backend.store()
+    first = await store.append("a", [added(1), added(2)], expected_version=NO_STREAM)
+    second = await store.append("b", [added(3)], expected_version=0)
+    third = await store.append("a", [added(4)], expected_version=2)
+    assert (first.first_version, first.last_version) == (1, 2)
+    assert (first.first_position, first.last_position) == (1, 2)
+    assert (second.first_version, second.first_position) == (1, 3)
+    assert (third.first_version, third.first_position) == (3, 4)
+    log = await store.read_all()
+    assert [(e.stream_id, e.version, e.position) for e in log] == [
+        ("a", 1, 1),
+        ("a", 2, 2),
+        ("b", 1, 3),
+        ("a", 3, 4),
+    ]
+    assert await store.head_position() == 4
+
+
+@pytest.mark.parametrize(
+    ("setup", "expected"),
+    [
+        (0, 1),  # a new stream is at version 0, not 1
+        (2, NO_STREAM),
+        (2, 0),
+        (2, 1),
+        (2, 3),
+    ],
+)
+async def test_wrong_expected_version_writes_nothing(
+    backend: Backend, setup: int, expected: int | str
+) -> None:
+    store = backend.store()
+    if setup:
+        await store.append("s", [added(i) for i in range(setup)])
+    before = await snapshot(store)
+    with pytest.raises(ConcurrencyError) as raised:
+        await store.append("s", [added("late")], expected_version=expected)  # type: ignore[arg-type]
+    assert raised.value.stream_id == "s"
+    assert raised.value.actual == setup
+    assert await snapshot(store) == before
+    info = await store.stream_info("s")
+    assert (info.version if info else 0) == setup
+
+
+async def test_any_appends_whatever_the_version(backend: Backend) -> None:
+    store = backend.store()
+    await store.append("s", [added(1)], expected_version=ANY)
+    result = await store.append("s", [added(2)], expected_version=ANY)
+    assert result.last_version == 2
+
+
+async def test_stale_writer_loses_and_retries(backend: Backend) -> None:
+    store = backend.store()
+    await store.append("s", [added("base")])
+    seen = (await store.stream_info("s")).version  # type: ignore[union-attr]
+    await store.append("s", [added("other writer")], expected_version=seen)
+    with pytest.raises(ConcurrencyError):
+        await store.append("s", [added("mine")], expected_version=seen)
+    fresh = (await store.stream_info("s")).version  # type: ignore[union-attr]
+    await store.append("s", [added("mine")], expected_version=fresh)
+    items = [decode_item(e.event.items[0]) for e in await store.read_stream("s")]  # type: ignore[union-attr]
+    assert items == ["base", "other writer", "mine"]
+
+
+async def test_on_new_stream_events_only_start_a_stream(backend: Backend) -> None:
+    store = backend.store()
+    await store.append("s", [added(1)], on_new_stream=[SessionStarted()])
+    await store.append("s", [added(2)], on_new_stream=[SessionStarted()])
+    types = [e.event_type for e in await store.read_stream("s")]
+    assert types == ["SessionStarted", "ItemsAdded", "ItemsAdded"]
+
+
+# -- idempotency by event id ------------------------------------------------------------
+
+
+async def test_repeated_append_is_stored_once(backend: Backend) -> None:
+    store = backend.store()
+    batch = [NewEvent(added("x")), NewEvent(added("y"))]
+    first = await store.append("s", batch)
+    again = await store.append("s", batch)
+    also_with_version = await store.append("s", batch, expected_version=0)
+    assert first == again == also_with_version
+    assert len(await store.read_all()) == 2
+    assert (await store.stream_info("s")).version == 2  # type: ignore[union-attr]
+
+
+async def test_same_event_id_in_another_stream_is_another_event(backend: Backend) -> None:
+    store = backend.store()
+    event = NewEvent(added("x"))
+    await store.append("a", [event])
+    await store.append("b", [event])
+    assert [e.stream_id for e in await store.read_all()] == ["a", "b"]
+
+
+async def test_partly_repeated_append_is_refused_and_writes_nothing(backend: Backend) -> None:
+    store = backend.store()
+    stored = NewEvent(added("x"))
+    await store.append("s", [stored])
+    before = await snapshot(store)
+    with pytest.raises(IntegrityError):
+        await store.append("s", [stored, NewEvent(added("new"))])
+    assert await snapshot(store) == before
+
+
+async def test_one_append_needs_distinct_event_ids(backend: Backend) -> None:
+    store = backend.store()
+    event_id = uuid.uuid4()
+    with pytest.raises(InvalidArgumentError):
+        await store.append("s", [NewEvent(added(1), event_id), NewEvent(added(2), event_id)])
+    assert await store.read_all() == []
+
+
+# -- payloads ---------------------------------------------------------------------------
+
+AWKWARD = [
+    "'); DROP TABLE convstore_events; --",
+    'Robert"); DELETE FROM convstore_streams WHERE ("1"="1',
+    "%s %(name)s ? :param $1 \\x00 \\",
+    "naïve café — 東京 — مرحبا — 🦜🔥👩‍👩‍👧",
+    "\u0000 nul, \t tab, \r\n newline, \u2028 line separator",
+    "trailing space ",
+    "x" * 1_000_000,
+    {"nested": [1, 2.5, -3, True, None, {"deep": ["é"]}], "big": 2**62, "neg": -(2**62)},
+]
+
+
+async def test_payloads_round_trip_byte_for_byte(backend: Backend) -> None:
+    store = backend.store()
+    event = ItemsAdded(items=encode_items(AWKWARD))
+    original = msgspec.json.encode(event)
+    await store.append("s", [event])
+    [stored] = await store.read_stream("s")
+    assert stored.payload == original
+    assert stored.event == event
+    assert [decode_item(raw) for raw in stored.event.items] == AWKWARD  # type: ignore[union-attr]
+
+
+@pytest.mark.parametrize(
+    "stream_id", ["'; DROP TABLE convstore_streams; --", "Ünïcødé 🦜", "User", "user", "user "]
+)
+async def test_stream_ids_are_exact(backend: Backend, stream_id: str) -> None:
+    store = backend.store()
+    for other in ("User", "user", "user "):
+        if other != stream_id:
+            await store.append(other, [added(other)])
+    await store.append(stream_id, [added(stream_id)])
+    [event] = await store.read_stream(stream_id)
+    assert event.stream_id == stream_id
+    assert decode_item(event.event.items[0]) == stream_id  # type: ignore[union-attr]
+    ids = [s.stream_id for s in await store.list_streams()]
+    assert ids.count(stream_id) == 1
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [{1, 2}, b"bytes", object(), float("nan"), float("inf"), {1: "int key"}, ("tuple",)],
+    ids=["set", "bytes", "object", "nan", "inf", "int-key", "tuple"],
+)
+async def test_unserialisable_item_is_refused_and_log_unchanged(
+    backend: Backend, bad: object
+) -> None:
+    store = backend.store()
+    await store.append("s", [added("kept")])
+    before = await snapshot(store)
+    with pytest.raises(SerializationError, match=r"items\[1\]"):
+        await store.append("s", [ItemsAdded(items=encode_items(["fine", {"inner": bad}]))])
+    assert await snapshot(store) == before
+
+
+async def test_not_an_event_is_refused(backend: Backend) -> None:
+    store = backend.store()
+    with pytest.raises(InvalidArgumentError):
+        await store.append("s", [{"type": "ItemsAdded"}])  # type: ignore[list-item]
+    with pytest.raises(InvalidArgumentError):
+        await store.append("s", [])
+    assert await store.read_all() == []
+
+
+# -- reading ----------------------------------------------------------------------------
+
+
+async def test_read_stream_bounds(backend: Backend) -> None:
+    store = backend.store()
+    await store.append("s", [added(i) for i in range(1, 11)])
+    await store.append("other", [added("x")])
+
+    def versions(events: list) -> list[int]:  # type: ignore[type-arg]
+        return [e.version for e in events]
+
+    assert versions(await store.read_stream("s")) == list(range(1, 11))
+    assert versions(await store.read_stream("s", after=7)) == [8, 9, 10]
+    assert versions(await store.read_stream("s", upto=3)) == [1, 2, 3]
+    assert versions(await store.read_stream("s", after=2, upto=5)) == [3, 4, 5]
+    assert versions(await store.read_stream("s", limit=2)) == [1, 2]
+    assert versions(await store.read_stream("s", desc=True, limit=3)) == [10, 9, 8]
+    assert versions(await store.read_stream("s", upto=5, desc=True, limit=2)) == [5, 4]
+    assert versions(await store.read_stream("s", limit=0)) == []
+    assert await store.read_stream("missing") == []
+
+
+async def test_read_all_pages_through_the_log(backend: Backend) -> None:
+    store = backend.store()
+    for i in range(7):
+        await store.append(f"s{i % 3}", [added(i)])
+    seen, after = [], 0
+    while page := await store.read_all(after_position=after, limit=3):
+        seen.extend(page)
+        after = page[-1].position
+    assert [e.position for e in seen] == list(range(1, 8))
+    assert [decode_item(e.event.items[0]) for e in seen] == list(range(7))  # type: ignore[union-attr]
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [{"after": -1}, {"upto": -2}, {"limit": -1}, {"limit": "3"}, {"after": True}, {"limit": 1.5}],
+)
+async def test_bad_read_bounds_are_refused(backend: Backend, kwargs: dict[str, object]) -> None:
+    store = backend.store()
+    with pytest.raises(InvalidArgumentError):
+        await store.read_stream("s", **kwargs)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("stream_id", ["", "x" * 256, None, 42])
+async def test_bad_stream_ids_are_refused(backend: Backend, stream_id: object) -> None:
+    store = backend.store()
+    with pytest.raises(InvalidArgumentError):
+        await store.append(stream_id, [added(1)])  # type: ignore[arg-type]
+    with pytest.raises(InvalidArgumentError):
+        await store.read_stream(stream_id)  # type: ignore[arg-type]
+    assert await store.read_all() == []
+
+
+@pytest.mark.parametrize("expected", [-1, "latest", 1.0, True, None])
+async def test_bad_expected_version_is_refused(backend: Backend, expected: object) -> None:
+    store = backend.store()
+    with pytest.raises(InvalidArgumentError):
+        await store.append("s", [added(1)], expected_version=expected)  # type: ignore[arg-type]
+    assert await store.read_all() == []
+
+
+async def test_stream_listing(backend: Backend) -> None:
+    store = backend.store()
+    for stream_id in ("c", "a", "b"):
+        await store.append(stream_id, [added(1)])
+    await store.append("a", [added(2), added(3)])
+    streams = await store.list_streams()
+    assert [(s.stream_id, s.version) for s in streams] == [("a", 3), ("b", 1), ("c", 1)]
+    a = streams[0]
+    assert a.created_at <= a.updated_at
+    assert a.head_hash == (await store.read_stream("a"))[-1].hash
+    assert [s.stream_id for s in await store.list_streams(after="a", limit=1)] == ["b"]
+    assert await store.stream_info("missing") is None
+
+
+# -- the hash chain ---------------------------------------------------------------------
+
+
+async def test_hash_chain_recomputes_from_the_stored_fields(backend: Backend) -> None:
+    store = backend.store()
+    await store.append("s", [SessionStarted(), added("a")])
+    await store.append("t", [added("other stream")])
+    await store.append("s", [ItemPopped(seq=1 << 20), SessionCleared()])
+    for stream_id in ("s", "t"):
+        previous = GENESIS
+        for event in await store.read_stream(stream_id):
+            expected = chain_hash(
+                previous,
+                stream_id=event.stream_id,
+                version=event.version,
+                event_id=event.event_id,
+                event_type=event.event_type,
+                schema_version=event.schema_version,
+                recorded_at=to_micros(event.recorded_at),
+                payload=event.payload,
+            )
+            assert event.hash == expected
+            previous = event.hash
+        assert (await store.stream_info(stream_id)).head_hash == previous  # type: ignore[union-attr]
+
+
+# -- lifecycle and schema ---------------------------------------------------------------
+
+
+async def test_closed_store_refuses_everything(backend: Backend) -> None:
+    store = backend.store()
+    await store.append("s", [added(1)])
+    await store.close()
+    await store.close()  # idempotent
+    assert store.closed
+    with pytest.raises(StoreClosedError):
+        await store.append("s", [added(2)])
+    with pytest.raises(StoreClosedError):
+        await store.read_stream("s")
+    with pytest.raises(StoreClosedError):
+        await store.read_all()
+    with pytest.raises(StoreClosedError):
+        await store.list_streams()
+
+
+async def test_async_with_closes(backend: Backend) -> None:
+    async with backend.store() as store:
+        await store.append("s", [added(1)])
+    assert store.closed
+
+
+async def test_missing_tables_are_a_schema_error(backend: Backend) -> None:
+    store = backend.store(create_tables=False)
+    with pytest.raises(SchemaError, match="create_tables=True"):
+        await store.append("s", [added(1)])
+    with pytest.raises(SchemaError):
+        await store.read_all()
+
+
+async def test_data_survives_reopening(shared_backend: Backend) -> None:
+    first = shared_backend.store()
+    await first.append("s", [added("persisted")])
+    await first.close()
+    second = shared_backend.store(create_tables=False)
+    [event] = await second.read_stream("s")
+    assert decode_item(event.event.items[0]) == "persisted"  # type: ignore[union-attr]

@@ -43,7 +43,7 @@ async def test_turns_see_the_earlier_turns(session: StoreSession) -> None:
     first, second, third = (call.input for call in model.calls)
     assert said(first) == [("user", "hello")]
     assert said(second) == [("user", "hello"), ("assistant", "one"), ("user", "again")]
-    assert said(third) == said(second) + [("assistant", "two"), ("user", "third")]
+    assert said(third) == [*said(second), ("assistant", "two"), ("user", "third")]
     history = await session.get_items()
     assert len(history) == 6
     assert history[:5] == third, "the model received exactly what the session stored"
@@ -78,7 +78,11 @@ async def test_run_config_limit_bounds_what_the_model_sees(session: StoreSession
     config = RunConfig(session_settings=SessionSettings(limit=2))
     await Runner.run(agent, "third", session=session, run_config=config)
     assert model.calls[2].input == [*before[-2:], {"content": "third", "role": "user"}]
-    assert said(model.calls[2].input) == [("user", "again"), ("assistant", "two"), ("user", "third")]
+    assert said(model.calls[2].input) == [
+        ("user", "again"),
+        ("assistant", "two"),
+        ("user", "third"),
+    ]
     assert len(await session.get_items()) == 6, "the limit bounds the reading, not the history"
 
 
@@ -107,7 +111,11 @@ async def test_a_popped_turn_is_forgotten(session: StoreSession) -> None:
     assert said([await session.pop_item()]) == [("assistant", "wrong")]
     assert said([await session.pop_item()]) == [("user", "typo")]
     await Runner.run(agent, "fixed", session=session)
-    assert said(model.calls[2].input) == [("user", "hello"), ("assistant", "one"), ("user", "fixed")]
+    assert said(model.calls[2].input) == [
+        ("user", "hello"),
+        ("assistant", "one"),
+        ("user", "fixed"),
+    ]
 
 
 async def test_runs_on_two_sessions_keep_apart(sessions: Sessions) -> None:

@@ -28,13 +28,19 @@ class FallbackSessionSettings:
 
 def make_settings(value: Any) -> Any:
     """``value`` (None, a dict or a SessionSettings) as the settings object to keep."""
-    if _coerce is not None:
-        return _coerce(value) if value is not None else _SDKSessionSettings()
-    if value is None:
-        return FallbackSessionSettings()
-    if isinstance(value, dict):
-        return FallbackSessionSettings(**value)
-    return value
+    try:
+        if _coerce is not None:
+            settings = _coerce(value) if value is not None else _SDKSessionSettings()
+        elif value is None:
+            settings = FallbackSessionSettings()
+        elif isinstance(value, dict):
+            settings = FallbackSessionSettings(**value)
+        else:
+            settings = value
+    except (TypeError, ValueError) as exc:
+        raise InvalidArgumentError(f"session_settings: {exc}") from exc
+    resolve_limit(None, settings)  # a bad limit is refused now, not at the first read
+    return settings
 
 
 def resolve_limit(explicit: int | None, settings: Any) -> int | None:

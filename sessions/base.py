@@ -50,6 +50,7 @@ class StoreSession:
         self._store = store
         self._branch_id = MAIN_BRANCH
         self._closed = False
+        self._started: tuple[NewEvent] | None = None
 
     @property
     def store(self) -> EventStore:
@@ -110,10 +111,16 @@ class StoreSession:
 
     # -- lifecycle -------------------------------------------------------------------
 
-    def _preamble(self) -> list[NewEvent]:
-        return [
-            NewEvent(SessionStarted(metadata={"session_class": type(self).__name__}), uuid.uuid4())
-        ]
+    def _preamble(self) -> tuple[NewEvent]:
+        """The SessionStarted event, written only by the append that creates the stream.
+
+        One per session object: a retry or a racing creator with the same id is
+        recognised by the store, and a stream that exists ignores it.
+        """
+        if self._started is None:
+            started = SessionStarted(metadata={"session_class": type(self).__name__})
+            self._started = (NewEvent(started, uuid.uuid4()),)
+        return self._started
 
     def _check_open(self) -> None:
         if self._closed:

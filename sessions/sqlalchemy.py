@@ -7,7 +7,9 @@ from typing import Any, Self
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from eventstore import ConfigurationError, EventStore
+from eventstore.store import check_stream_id
 
+from ._settings import make_settings
 from .base import HISTORY, StoreSession
 
 
@@ -16,7 +18,8 @@ class SQLAlchemySession(StoreSession):
 
     Give either ``engine`` (shared, e.g. one per application; the session never
     disposes it) or ``db_url`` (the session creates and owns an engine: close the
-    session, or a ResourceWarning says it was leaked). With ``create_tables=False``
+    session; on a server database a ResourceWarning says when one was leaked, while an
+    embedded SQLite database is released by the garbage collector). With ``create_tables=False``
     (the default, as in the SDK) the tables must exist already.
     """
 
@@ -30,6 +33,9 @@ class SQLAlchemySession(StoreSession):
         session_settings: Any = None,
         engine_kwargs: dict[str, Any] | None = None,
     ) -> None:
+        # Arguments are checked before an engine is created, so a refusal leaks nothing.
+        check_stream_id(session_id)
+        session_settings = make_settings(session_settings)
         if (engine is None) == (db_url is None):
             raise ConfigurationError("give exactly one of engine= or db_url=")
         if engine is not None and not isinstance(engine, AsyncEngine):

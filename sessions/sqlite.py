@@ -8,7 +8,9 @@ from pathlib import Path
 from typing import Any
 
 from eventstore import EventStore
+from eventstore.store import check_stream_id
 
+from ._settings import make_settings
 from .base import HISTORY, StoreSession
 
 
@@ -59,6 +61,9 @@ class SQLiteSession(StoreSession):
         *,
         session_settings: Any = None,
     ) -> None:
+        # Arguments are checked before a store is opened, so a refusal holds nothing.
+        check_stream_id(session_id)
+        session_settings = make_settings(session_settings)
         self.db_path = os.fspath(db_path)
         if self.db_path == ":memory:":
             self._shared_path: str | None = None

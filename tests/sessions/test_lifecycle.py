@@ -256,7 +256,8 @@ BAD_ARGUMENTS = [
     pytest.param({"session_id": ""}, InvalidArgumentError, id="empty-id"),
     pytest.param({"session_id": "x" * 256}, InvalidArgumentError, id="long-id"),
     pytest.param({"session_id": 7}, InvalidArgumentError, id="int-id"),
-    pytest.param({"session_settings": {"bogus": 1}}, TypeError, id="bad-settings"),
+    pytest.param({"session_settings": {"bogus": 1}}, InvalidArgumentError, id="bad-settings"),
+    pytest.param({"session_settings": {"limit": -1}}, InvalidArgumentError, id="bad-limit"),
 ]
 LEAK_CASES = [BAD_ARGUMENTS[0], BAD_ARGUMENTS[-1]]
 
@@ -270,11 +271,6 @@ async def test_bad_arguments_are_refused(kwargs: dict[str, Any], error: type[Exc
         SQLAlchemySession(db_url="sqlite://", **args)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="SQLiteSession takes its reference on the file's shared store before checking "
-    "its arguments and never gives it back when they are refused",
-)
 @pytest.mark.parametrize(("kwargs", "error"), LEAK_CASES)
 async def test_refused_sqlite_session_holds_no_store(
     tmp_path: Path, kwargs: dict[str, Any], error: type[Exception]
@@ -288,11 +284,6 @@ async def test_refused_sqlite_session_holds_no_store(
     assert session.store.closed, "the last session on the file must close its store"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="SQLAlchemySession(db_url=...) creates its engine before checking its arguments "
-    "and leaks it when they are refused",
-)
 @pytest.mark.parametrize("backend", SERVERS, indirect=True)
 @pytest.mark.parametrize(("kwargs", "error"), LEAK_CASES)
 async def test_refused_url_session_leaks_no_engine(

@@ -43,7 +43,7 @@ from eventstore import (
     SessionCleared,
 )
 from eventstore.prepared import Prepared
-from eventstore.schema import MYSQL_TABLE_OPTIONS, Blob, Key, StreamId, streams
+from eventstore.schema import MYSQL_TABLE_OPTIONS, Blob, Key, StreamId
 
 SEQ_SHIFT = 20
 MAX_ITEMS_PER_EVENT = 1 << SEQ_SHIFT
@@ -148,7 +148,6 @@ class HistoryProjector:
         self.metadata = MetaData()
         self.items = t = items_table(self.metadata, table_name)
         branch = (t.c.stream_id == bindparam("sid"), t.c.branch_id == bindparam("bid"))
-        newest = select(func.max(t.c.seq)).where(*branch).scalar_subquery()
         self._insert = Prepared(insert(t))
         self._delete_item = Prepared(delete(t).where(*branch, t.c.seq == bindparam("item_seq")))
         self._delete_branch = Prepared(delete(t).where(*branch))
@@ -157,10 +156,11 @@ class HistoryProjector:
         self._newest = Prepared(
             select(t.c.item).where(*branch).order_by(t.c.seq.desc()).limit(bindparam("n"))
         )
+        # The newest item by an ordered index scan, not max(): PostgreSQL's max()
+        # shortcut is lost when the key's collation differs from the comparison's,
+        # and then max() reads the whole session.
         self._top = Prepared(
-            select(streams.c.version, t.c.seq, t.c.item)
-            .join(t, t.c.stream_id == streams.c.stream_id)
-            .where(*branch, t.c.seq == newest)
+            select(t.c.seq, t.c.item).where(*branch).order_by(t.c.seq.desc()).limit(1)
         )
 
     def apply(self, conn: Connection, events: Sequence[RecordedEvent]) -> None:
@@ -224,10 +224,24 @@ class HistoryProjector:
 
     def read_top(
         self, conn: Connection, stream_id: str, branch_id: str
-    ) -> tuple[int, int, bytes] | None:
-        """``(stream version, seq, item)`` of the newest item, read in one snapshot."""
+    ) -> tuple[int, bytes] | None:
+        """``(seq, item)`` of the newest item of a branch, or None if it has none.
+
+        Under the stream's lock (``EventStore.append_decided``) the answer cannot change
+        before the caller's events are written.
+        """
         row = self._top.first(conn, {"sid": stream_id, "bid": branch_id})
-        return None if row is None else (row[0], row[1], bytes(row[2]))
+        return None if row is None else (row[0], bytes(row[1]))
+
+    def top_query(self, stream_id: str, branch_id: str) -> Select[Any]:
+        """The statement :meth:`read_top` runs, with literal ids (for query plans)."""
+        t = self.items
+        return (
+            select(t.c.seq, t.c.item)
+            .where(t.c.stream_id == stream_id, t.c.branch_id == branch_id)
+            .order_by(t.c.seq.desc())
+            .limit(1)
+        )
 
     def count_items(self, conn: Connection, stream_id: str, branch_id: str) -> int:
         t = self.items

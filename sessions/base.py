@@ -96,7 +96,7 @@ class StoreSession:
             top = HISTORY.read_top(conn, self.session_id, self._branch_id)
             if top is None:
                 return None
-            return [ItemPopped(seq=top[1], branch_id=self._branch_id)], top[2]
+            return [ItemPopped(seq=top[0], branch_id=self._branch_id)], top[1]
 
         # Decided under the stream's lock: no other pop can take the same item.
         popped = await self._store.append_decided(self.session_id, take_newest)

@@ -70,8 +70,8 @@ async def test_table_tracks_each_append(backend: Backend) -> None:
     assert [msgspec.json.decode(r) for r in rows] == [{"n": 1}, {"n": 2}, {"n": 3}]
     newest = await store.run(lambda c: HISTORY.read_items(c, "s", "main", 2))
     assert [msgspec.json.decode(r) for r in newest] == [{"n": 2}, {"n": 3}]
-    version, seq, item = await store.run(lambda c: HISTORY.read_top(c, "s", "main"))  # type: ignore[misc]
-    assert (version, msgspec.json.decode(item)) == (3, {"n": 3})
+    seq, item = await store.run(lambda c: HISTORY.read_top(c, "s", "main"))  # type: ignore[misc]
+    assert msgspec.json.decode(item) == {"n": 3}
     assert seq == item_seq(3, 1)
 
 
@@ -101,7 +101,7 @@ async def test_live_table_equals_fold_and_rebuild(
         elif op == "pop":
             top = await store.run(lambda c: HISTORY.read_top(c, stream, "main"))
             if top is not None:
-                await store.append(stream, [ItemPopped(seq=top[1])], expected_version=top[0])
+                await store.append(stream, [ItemPopped(seq=top[0])])
         else:
             await store.append(stream, [SessionCleared()])
     live = await store.run(lambda c: HISTORY.read_items(c, stream, "main", None))

@@ -37,10 +37,14 @@ async def test_newest_items_read_is_an_ordered_index_range(backend: Backend) -> 
 
     def plans(conn: Connection) -> dict[str, Any]:
         found = {}
-        for limit in (20, None):
-            query = HISTORY.items_query("s", "main", limit)
+        queries = {
+            "limit=20": HISTORY.items_query("s", "main", 20),
+            "all": HISTORY.items_query("s", "main", None),
+            "newest (pop)": HISTORY.top_query("s", "main"),
+        }
+        for name, query in queries.items():
             sql = str(query.compile(conn, compile_kwargs={"literal_binds": True}))
-            found[str(limit)] = explain(conn, store.dialect_name, sql)
+            found[name] = explain(conn, store.dialect_name, sql)
         return found
 
     found = await store.run(plans)
@@ -52,6 +56,9 @@ async def test_newest_items_read_is_an_ordered_index_range(backend: Backend) -> 
             assert "using primary key" in lowered or "using index" in lowered, plan
         elif store.dialect_name == "postgresql":
             assert "index" in lowered, plan
+            if limit != "all":  # the newest rows straight off the end of the key
+                assert "index scan backward" in lowered, (limit, plan)
+                assert "aggregate" not in lowered, (limit, plan)
         else:
             assert "filesort" not in lowered, plan
             assert "primary" in lowered, plan

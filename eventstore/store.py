@@ -52,6 +52,8 @@ R = TypeVar("R")
 MAX_STREAM_ID_LENGTH = 255
 _TRANSIENT_RETRIES = 12
 _RACE_RETRIES = 5
+# Appends of up to this many events count as quick (see EventStore.run).
+_QUICK_BATCH = 100
 
 # Databases whose tables this process has already created or checked, per component.
 _ready_by_engine: weakref.WeakKeyDictionary[Any, set[str]] = weakref.WeakKeyDictionary()
@@ -243,20 +245,22 @@ class EventStore:
         if self._closed:
             raise StoreClosedError("this event store is closed")
 
-    async def run(self, fn: TxFunction[T], *, write: bool = False) -> T:
+    async def run(self, fn: TxFunction[T], *, write: bool = False, quick: bool = False) -> T:
         """Run ``fn(connection)`` in one transaction, retrying transient failures.
 
         For projections and sessions: ``fn`` must be safe to run again (reads, or
         writes whose effect is idempotent) because a deadlock or busy database retries it.
+        ``quick`` promises a short, bounded transaction, which SQLite may then run without
+        a thread handoff (see :class:`~eventstore.backends.sqlite.ThreadRunner`).
         """
         self._check_open()
         await self.ensure_tables()
-        return await self._run(fn, write=write)
+        return await self._run(fn, write=write, quick=quick)
 
-    async def _run(self, fn: TxFunction[T], *, write: bool) -> T:
+    async def _run(self, fn: TxFunction[T], *, write: bool, quick: bool = False) -> T:
         for attempt in range(_TRANSIENT_RETRIES):
             try:
-                return await self._runner.run(fn, write=write)
+                return await self._runner.run(fn, write=write, quick=quick)
             except TransientError:
                 if attempt == _TRANSIENT_RETRIES - 1:
                     raise
@@ -361,12 +365,13 @@ class EventStore:
                         conn, stream_id, batch, preamble, expected_version
                     ),
                     write=True,
+                    quick=len(batch) <= _QUICK_BATCH,
                 )
             except IntegrityError:
                 # Either these event ids are stored already (an idempotent retry), or a
                 # concurrent writer created the stream first; tell them apart.
                 original = await self._run(
-                    lambda conn: self._original_tx(conn, stream_id, batch), write=False
+                    lambda conn: self._original_tx(conn, stream_id, batch), write=False, quick=True
                 )
                 if original is not None:
                     return original
@@ -396,6 +401,7 @@ class EventStore:
                 return await self._run(
                     lambda conn: self._decided_tx(conn, stream_id, decide, preamble),
                     write=True,
+                    quick=True,
                 )
             except IntegrityError:  # raced with the stream's creation: decide again
                 continue
@@ -603,7 +609,8 @@ class EventStore:
         check_stream_id(stream_id)
         s = schema.streams
         row = await self.run(
-            lambda conn: conn.execute(select(s).where(s.c.stream_id == stream_id)).first()
+            lambda conn: conn.execute(select(s).where(s.c.stream_id == stream_id)).first(),
+            quick=True,
         )
         return None if row is None else _stream_info(row)
 

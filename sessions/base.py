@@ -31,6 +31,8 @@ from ._settings import make_settings, resolve_limit
 
 # The projector has no state of its own: one instance serves every store.
 HISTORY = HistoryProjector()
+# get_items(limit=n) up to this n counts as a quick read (see EventStore.run).
+_QUICK_READ = 1000
 
 
 class StoreSession:
@@ -66,7 +68,8 @@ class StoreSession:
         if n == 0:
             return []
         rows = await self._store.run(
-            lambda conn: HISTORY.read_items(conn, self.session_id, self._branch_id, n)
+            lambda conn: HISTORY.read_items(conn, self.session_id, self._branch_id, n),
+            quick=n is not None and n <= _QUICK_READ,
         )
         return [decode_item(row) for row in rows]
 

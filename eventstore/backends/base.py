@@ -84,11 +84,14 @@ class Runner(abc.ABC):
     dialect: Dialect
 
     @abc.abstractmethod
-    async def run(self, fn: TxFunction[T], *, write: bool) -> T:
+    async def run(self, fn: TxFunction[T], *, write: bool, quick: bool = False) -> T:
         """Run ``fn`` in one transaction: committed if it returns, rolled back if it raises.
 
         With ``write=False`` only each statement is guaranteed a consistent snapshot
         (SQLite reads run in autocommit mode, PostgreSQL reads at READ COMMITTED).
+        ``quick`` is the caller's promise that ``fn`` is short and bounded (a few
+        statements on a few rows): a runner may then run it on the calling thread, where
+        that is cheaper than handing it to a worker.
         """
 
     @abc.abstractmethod
@@ -109,7 +112,7 @@ class AsyncEngineRunner(Runner):
         self.dialect = dialect
         self.owned = owned
 
-    async def run(self, fn: TxFunction[T], *, write: bool) -> T:
+    async def run(self, fn: TxFunction[T], *, write: bool, quick: bool = False) -> T:
         with translate_errors(self.dialect):
             async with self.engine.connect() as conn:
                 result = await conn.run_sync(self._in_transaction, fn, write)

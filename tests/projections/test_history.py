@@ -5,7 +5,6 @@ from __future__ import annotations
 from typing import Any
 
 import msgspec
-import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sqlalchemy import delete, insert, update
@@ -140,13 +139,14 @@ async def test_verify_reports_every_difference(backend: Backend) -> None:
     assert [msgspec.json.decode(r) for r in rows] == [{"n": 1}, {"n": 2}, {"n": 3}]
 
 
-async def test_projection_added_to_an_existing_log_starts_consistent(backend: Backend) -> None:
-    if not backend.shared:
-        pytest.skip("needs a second store on the same database")
-    bare = backend.store()
+async def test_projection_added_to_an_existing_log_starts_consistent(
+    shared_backend: Backend,
+) -> None:
+    """Needs a second store on one database, which ``:memory:`` cannot give."""
+    bare = shared_backend.store()
     await bare.append("s", [added({"n": 1})])
     await bare.close()
-    store = backend.store(projectors=(HISTORY,))
+    store = shared_backend.store(projectors=(HISTORY,))
     rows = await store.run(lambda c: HISTORY.read_items(c, "s", "main", None))
     assert [msgspec.json.decode(r) for r in rows] == [{"n": 1}]
     assert (await verify(store)).ok

@@ -6,6 +6,7 @@ benchmarks/<script>.py`` puts this directory on ``sys.path``).
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import importlib.metadata
 import json
@@ -302,3 +303,31 @@ def fmt_seconds(seconds: float) -> str:
 
 def fmt_ratio(ratio: float) -> str:
     return f"{ratio:.2f}x"
+
+
+def benchmark_parser(description: str, backends: Sequence[str]) -> argparse.ArgumentParser:
+    """The options every benchmark takes: --quick, --json, --backends and server URLs."""
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--quick", action="store_true", help="a smaller, shorter run")
+    parser.add_argument("--json", action="store_true", help="print the results as JSON")
+    parser.add_argument(
+        "--backends",
+        default=",".join(backends),
+        help=f"comma-separated, from {','.join(backends)} (default: all)",
+    )
+    parser.add_argument("--postgres-url", default=POSTGRES_URL, help="default: %(default)s")
+    parser.add_argument("--mysql-url", default=MYSQL_URL, help="default: %(default)s")
+    return parser
+
+
+def parse_benchmark_args(
+    parser: argparse.ArgumentParser, backends: Sequence[str], argv: Sequence[str] | None
+) -> argparse.Namespace:
+    """Parse, and turn --backends into the chosen names in ``backends`` order."""
+    args = parser.parse_args(argv)
+    chosen = [b.strip() for b in args.backends.split(",") if b.strip()]
+    unknown = sorted(set(chosen) - set(backends))
+    if unknown or not chosen:
+        parser.error(f"unknown backends {unknown}; choose from {','.join(backends)}")
+    args.backends = [b for b in backends if b in chosen]
+    return args

@@ -40,9 +40,8 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from _common import (
-    MYSQL_URL,
-    POSTGRES_URL,
     Status,
+    benchmark_parser,
     describe_environment,
     display_url,
     drop_tables_at,
@@ -50,6 +49,7 @@ from _common import (
     fmt_rate,
     fmt_ratio,
     make_items,
+    parse_benchmark_args,
     plain_url,
     probe,
     render_table,
@@ -445,28 +445,14 @@ def report_baseline(results: Sequence[Measurement]) -> str:
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--quick", action="store_true", help="shorter measurements")
-    parser.add_argument("--json", action="store_true", help="print the results as JSON")
-    parser.add_argument(
-        "--backends",
-        default=",".join(BACKENDS),
-        help=f"comma-separated, from {','.join(BACKENDS)} (default: all)",
-    )
+    parser = benchmark_parser(__doc__.split("\n\n")[0], BACKENDS)
     parser.add_argument(
         "--seconds", type=float, help="length of each timed run (default 2, --quick 1.5)"
     )
     parser.add_argument(
         "--rounds", type=int, help="timed runs per measurement, median (default 3, --quick 1)"
     )
-    parser.add_argument("--postgres-url", default=POSTGRES_URL, help="default: %(default)s")
-    parser.add_argument("--mysql-url", default=MYSQL_URL, help="default: %(default)s")
-    args = parser.parse_args(argv)
-    chosen = [b.strip() for b in args.backends.split(",") if b.strip()]
-    unknown = sorted(set(chosen) - set(BACKENDS))
-    if unknown or not chosen:
-        parser.error(f"unknown backends {unknown}; choose from {','.join(BACKENDS)}")
-    args.backends = [b for b in BACKENDS if b in chosen]
+    args = parse_benchmark_args(parser, BACKENDS, argv)
     if args.seconds is None:
         args.seconds = 1.5 if args.quick else 2.0
     if args.rounds is None:

@@ -30,10 +30,9 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from _common import (
-    MYSQL_URL,
-    POSTGRES_URL,
     Status,
     async_url,
+    benchmark_parser,
     describe_environment,
     display_url,
     drop_tables_at,
@@ -43,6 +42,7 @@ from _common import (
     fmt_seconds,
     make_items,
     mean_json_size,
+    parse_benchmark_args,
     probe,
     render_table,
     say,
@@ -492,23 +492,8 @@ def report(backends: Sequence[Backend], results: Sequence[Result]) -> str:
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--quick", action="store_true", help="smaller sessions, fewer calls")
-    parser.add_argument("--json", action="store_true", help="print the results as JSON")
-    parser.add_argument(
-        "--backends",
-        default=",".join(BACKENDS),
-        help=f"comma-separated, from {','.join(BACKENDS)} (default: all)",
-    )
-    parser.add_argument("--postgres-url", default=POSTGRES_URL, help="default: %(default)s")
-    parser.add_argument("--mysql-url", default=MYSQL_URL, help="default: %(default)s")
-    args = parser.parse_args(argv)
-    chosen = [b.strip() for b in args.backends.split(",") if b.strip()]
-    unknown = sorted(set(chosen) - set(BACKENDS))
-    if unknown or not chosen:
-        parser.error(f"unknown backends {unknown}; choose from {','.join(BACKENDS)}")
-    args.backends = [b for b in BACKENDS if b in chosen]
-    return args
+    parser = benchmark_parser(__doc__.split("\n\n")[0], BACKENDS)
+    return parse_benchmark_args(parser, BACKENDS, argv)
 
 
 async def main_async(args: argparse.Namespace) -> int:

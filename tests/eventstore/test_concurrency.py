@@ -10,10 +10,9 @@ import time
 from typing import Any
 
 from eventstore import ConcurrencyError, EventStore, ItemsAdded, decode_item, encode_items
-from eventstore.chain import GENESIS, chain_hash
-from eventstore.records import to_micros
 
 from ..conftest import Backend
+from .chain_check import assert_chain_valid
 
 WRITERS = 4
 APPENDS_PER_WRITER = 250
@@ -175,19 +174,7 @@ async def test_killed_writers_leave_no_partial_append(shared_backend: Backend) -
         assert [e.version for e in events] == list(range(1, len(events) + 1))
         batches = [decode_item(e.event.items[0])[:2] for e in events]  # type: ignore[union-attr]
         assert batches == [[n, i] for n in range(len(events) // 50) for i in range(50)]
-        previous = GENESIS
-        for event in events:
-            previous = chain_hash(
-                previous,
-                stream_id=event.stream_id,
-                version=event.version,
-                event_id=event.event_id,
-                event_type=event.event_type,
-                schema_version=event.schema_version,
-                recorded_at=to_micros(event.recorded_at),
-                payload=event.payload,
-            )
-            assert event.hash == previous
+        assert_chain_valid(events)
         assert (await store.stream_info(f"victim-{w}")).version == len(events)  # type: ignore[union-attr]
     # The log takes appends again at once: nothing was left locked by the dead writers.
     result = await store.append("after", [added("alive")])

@@ -39,6 +39,7 @@ format: $(STAMP)
 bench: $(STAMP)
 	$(PY) benchmarks/sessions_vs_sdk.py
 	$(PY) benchmarks/append_throughput.py
+	$(PY) benchmarks/read_cost.py
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .hypothesis

@@ -51,6 +51,14 @@ class Prepared:
         compiled = self._sql(conn)
         _call(conn, compiled.sql, [compiled.params(row) for row in rows], many=True).close()
 
+    def last_row_id(self, conn: Connection, values: Mapping[str, Any] | None = None) -> Any:
+        """Execute, and return the driver's ``lastrowid`` (MySQL: ``LAST_INSERT_ID()``)."""
+        cursor = self._run(conn, values)
+        try:
+            return cursor.lastrowid
+        finally:
+            cursor.close()
+
     def all(self, conn: Connection, values: Mapping[str, Any] | None = None) -> list[Any]:
         cursor = self._run(conn, values)
         try:

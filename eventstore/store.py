@@ -144,11 +144,6 @@ _UPDATE_STREAM = Prepared(
         updated_at=bindparam("now"),
     )
 )
-_TRACK = Prepared(
-    update(schema.tracking)
-    .where(schema.tracking.c.projection == bindparam("projection_name"))
-    .values(position=bindparam("new_position"))
-)
 
 
 def _recorded(row: Row[Any]) -> RecordedEvent:
@@ -197,6 +192,7 @@ class EventStore:
         self._runner = open_runner(target, engine_kwargs=engine_kwargs)
         self._dialect = self._runner.dialect
         self._projectors = tuple(projectors)
+        self._projector_names = tuple(p.name for p in self._projectors)
         self._create_tables = create_tables
         self._closed = False
         self._components = {schema.SCHEMA_COMPONENT: schema.SCHEMA_VERSION} | {
@@ -456,7 +452,7 @@ class EventStore:
     ) -> AppendResult:
         current = row[0] if row is not None else 0
         to_write = batch if row is not None else preamble + batch
-        last_position = self._dialect.advance_head(conn, len(to_write))
+        last_position = self._dialect.advance_head(conn, len(to_write), track=self._projector_names)
         first_position = last_position - len(to_write) + 1
         now = time.time_ns() // 1000
         recorded_at = to_datetime(now)
@@ -515,8 +511,6 @@ class EventStore:
         (_INSERT_STREAM if row is None else _UPDATE_STREAM).execute(conn, stream_values)
         for projector in self._projectors:
             projector.apply(conn, recorded)
-        for projector in self._projectors:
-            _TRACK.execute(conn, {"projection_name": projector.name, "new_position": last_position})
         return AppendResult(
             stream_id=stream_id,
             first_version=last_version - len(batch) + 1,

@@ -14,7 +14,7 @@ SQLAlchemy :class:`~sqlalchemy.Connection`. A runner decides where it executes:
 from __future__ import annotations
 
 import abc
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from typing import ClassVar, TypeVar
 
@@ -35,6 +35,9 @@ _ADVANCE_HEAD = Prepared(
         "RETURNING position"
     )
 )
+_TRACK = Prepared(
+    text("UPDATE convstore_tracking SET position = :position WHERE projection = :projection")
+)
 TxFunction = Callable[[Connection], T]
 
 
@@ -50,10 +53,22 @@ class Dialect(abc.ABC):
         """Whether the stream row is read ``FOR UPDATE`` (row locks exist)."""
         return True
 
-    def advance_head(self, conn: Connection, count: int) -> int:
+    def advance_head(self, conn: Connection, count: int, track: Sequence[str] = ()) -> int:
         """Reserve ``count`` positions; return the last one. Holds the log's write lock
-        until the transaction ends, which is what makes positions commit-ordered."""
-        return int(_ADVANCE_HEAD.scalar(conn, {"count": count}))
+        until the transaction ends, which is what makes positions commit-ordered.
+
+        The tracking rows of the projections named in ``track`` (those the transaction
+        keeps current) are set to that last position too.
+        """
+        last = int(_ADVANCE_HEAD.scalar(conn, {"count": count}))
+        self.track(conn, track, last)
+        return last
+
+    @staticmethod
+    def track(conn: Connection, names: Sequence[str], position: int) -> None:
+        """Set the tracking rows of ``names`` to ``position`` (one driver call)."""
+        if names:
+            _TRACK.execute_many(conn, [{"projection": n, "position": position} for n in names])
 
     def schema_lock(self, conn: Connection) -> AbstractContextManager[None]:
         """Serialise concurrent table creation (several processes opening one database)."""

@@ -8,7 +8,7 @@ on PostgreSQL (see :mod:`eventstore.backends.postgres`).
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import ClassVar
 
@@ -32,7 +32,6 @@ _ADVANCE = Prepared(
         "UPDATE convstore_head SET position = LAST_INSERT_ID(position + :count) WHERE name = 'log'"
     )
 )
-_LAST = Prepared(text("SELECT LAST_INSERT_ID()"))
 
 _BY_ERRNO: dict[int, type[PersistenceError]] = {
     1062: IntegrityError,  # ER_DUP_ENTRY
@@ -60,9 +59,11 @@ def _compile_key(type_: Key, compiler: TypeCompiler, **kw: object) -> str:
 class MySQLDialect(Dialect):
     name: ClassVar[str] = "mysql"
 
-    def advance_head(self, conn: Connection, count: int) -> int:
-        _ADVANCE.execute(conn, {"count": count})
-        return int(_LAST.scalar(conn))
+    def advance_head(self, conn: Connection, count: int, track: Sequence[str] = ()) -> int:
+        # LAST_INSERT_ID(expr) comes back in the UPDATE's own reply: no SELECT needed.
+        last = int(_ADVANCE.last_row_id(conn, {"count": count}))
+        self.track(conn, track, last)
+        return last
 
     @contextmanager
     def schema_lock(self, conn: Connection) -> Iterator[None]:

@@ -19,7 +19,7 @@ Details in ``docs/design.md`` ("Measured").
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import ClassVar
 
@@ -34,8 +34,20 @@ from ..errors import (
     SchemaError,
     TransientError,
 )
+from ..prepared import Prepared
 from ..schema import Key
 from .base import Dialect
+
+# The head advance and the tracking rows in one round trip (a data-modifying CTE).
+_ADVANCE_AND_TRACK = Prepared(
+    text(
+        "WITH head AS (UPDATE convstore_head SET position = position + :count "
+        "WHERE name = 'log' RETURNING position), "
+        "tracked AS (UPDATE convstore_tracking SET position = (SELECT position FROM head) "
+        "WHERE projection = ANY(:names)) "
+        "SELECT position FROM head"
+    )
+)
 
 # An arbitrary constant naming convstore's schema-creation lock.
 _SCHEMA_LOCK_KEY = 0x636F6E76  # "conv"
@@ -63,6 +75,11 @@ def _compile_key(type_: Key, compiler: TypeCompiler, **kw: object) -> str:
 
 class PostgresDialect(Dialect):
     name: ClassVar[str] = "postgresql"
+
+    def advance_head(self, conn: Connection, count: int, track: Sequence[str] = ()) -> int:
+        if not track:
+            return super().advance_head(conn, count)
+        return int(_ADVANCE_AND_TRACK.scalar(conn, {"count": count, "names": list(track)}))
 
     @contextmanager
     def schema_lock(self, conn: Connection) -> Iterator[None]:

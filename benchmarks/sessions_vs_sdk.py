@@ -2,7 +2,8 @@
 
 For each backend pair (SQLite file, SQLite ``:memory:``, PostgreSQL, MariaDB/MySQL):
 
-* ``add_items([item])``: one item per call, items/s;
+* ``add_items([item])``: one item per call, items/s, from one task and from 16 tasks at
+  once on one session;
 * ``get_items()`` and ``get_items(limit=20)`` on a session of 100,000 items, latency;
 * ``pop_item()`` on a session of 10,000 items, pops/s.
 
@@ -58,6 +59,7 @@ from sessions.sqlalchemy import SQLAlchemySession
 from sessions.sqlite import SQLiteSession
 
 BACKENDS = ("sqlite-file", "sqlite-memory", "postgres", "mysql")
+TASKS = 16  # concurrent adders in the concurrent measurement
 FILL_BATCH = 1000  # items per add_items call when filling a session (not timed)
 
 
@@ -365,6 +367,37 @@ async def measure_add(
         await backend.close(ours, theirs)
 
 
+async def measure_concurrent_add(
+    backend: Backend, p: Params, items: Sequence[dict[str, Any]], note: Callable[[str], None]
+) -> Result:
+    """``add_items([item])`` from TASKS asyncio tasks at once on one session object."""
+    await backend.reset()
+    ours, theirs = await backend.open("bench-concurrent-add")
+    try:
+        for session in (ours, theirs):
+            for item in items[:5]:
+                await session.add_items([item])
+        per_task = max(p.add_calls // p.rounds // TASKS, 1)
+
+        def adders(session: Session) -> Timed:
+            async def run() -> float:
+                async def task(t: int) -> None:
+                    for i in range(per_task):
+                        await session.add_items([items[(t * per_task + i) % len(items)]])
+
+                start = time.perf_counter()
+                await asyncio.gather(*(task(t) for t in range(TASKS)))
+                return time.perf_counter() - start
+
+            return run
+
+        times = await alternate(p.rounds, adders(ours), adders(theirs), note)
+        name = f"add_items([item]), {TASKS} tasks at once"
+        return throughput(backend, name, "items", per_task * TASKS, times)
+    finally:
+        await backend.close(ours, theirs)
+
+
 async def measure_reads(
     backend: Backend, p: Params, items: Sequence[dict[str, Any]], note: Callable[[str], None]
 ) -> list[Result]:
@@ -456,6 +489,7 @@ async def run_backend(
         return lambda detail: status.show(f"{backend.key}: {step} {detail}")
 
     results = [await measure_add(backend, p, items, note_for("add_items"))]
+    results.append(await measure_concurrent_add(backend, p, items, note_for("concurrent adds")))
     history = items[: p.history_items]
     results += await measure_reads(backend, p, history, note_for("reads"))
     results.append(await measure_pop(backend, p, items, note_for("pop_item")))

@@ -27,7 +27,13 @@ from sqlalchemy import Connection, create_engine, text
 from sqlalchemy.engine import Engine
 from sqlalchemy.pool import StaticPool
 
-from ..errors import IntegrityError, OperationalError, PersistenceError, TransientError
+from ..errors import (
+    IntegrityError,
+    OperationalError,
+    PersistenceError,
+    StoreClosedError,
+    TransientError,
+)
 from ..prepared import Prepared
 from .base import Dialect, Runner, T, TxFunction, translate_errors
 
@@ -210,19 +216,37 @@ class ThreadRunner(Runner):
             start = not self._draining
             self._draining = True
         if start:
-            self._executor.submit(self._drain)
+            try:
+                self._executor.submit(self._drain)
+            except RuntimeError:  # the worker is shut down (the store was closed)
+                self._abandon(StoreClosedError("this SQLite database is closed"))
         return await future
 
     def _drain(self) -> None:
         """Worker: commit the waiting writes, a group at a time, until none is left."""
-        while True:
-            with self._writes_lock:
-                group = self._writes[:MAX_GROUP]
-                del self._writes[:MAX_GROUP]
-                if not group:
-                    self._draining = False
-                    return
-            self._commit_group([w for w in group if not w.future.cancelled()])
+        group: list[_Write] = []
+        try:
+            while True:
+                with self._writes_lock:
+                    group = self._writes[:MAX_GROUP]
+                    del self._writes[:MAX_GROUP]
+                    if not group:
+                        self._draining = False
+                        return
+                self._commit_group([w for w in group if not w.future.cancelled()])
+        except BaseException as error:  # never leave a writer waiting for nothing
+            for write in group:
+                write.settle(False, error)
+            self._abandon(error)
+            raise
+
+    def _abandon(self, error: BaseException) -> None:
+        """Fail every waiting write with ``error`` and stop draining."""
+        with self._writes_lock:
+            waiting, self._writes = self._writes, []
+            self._draining = False
+        for write in waiting:
+            write.settle(False, error)
 
     def _commit_group(self, group: list[_Write]) -> None:
         outcomes: list[tuple[bool, Any]] = []

@@ -135,15 +135,6 @@ _INSERT_STREAM = Prepared(
         updated_at=bindparam("now"),
     )
 )
-_UPDATE_STREAM = Prepared(
-    update(_s)
-    .where(_s.c.stream_id == bindparam("sid"))
-    .values(
-        version=bindparam("new_version"),
-        head_hash=bindparam("new_head_hash"),
-        updated_at=bindparam("now"),
-    )
-)
 
 
 def _recorded(row: Row[Any]) -> RecordedEvent:
@@ -452,26 +443,45 @@ class EventStore:
     ) -> AppendResult:
         current = row[0] if row is not None else 0
         to_write = batch if row is not None else preamble + batch
-        last_position = self._dialect.advance_head(conn, len(to_write), track=self._projector_names)
-        first_position = last_position - len(to_write) + 1
         now = time.time_ns() // 1000
         recorded_at = to_datetime(now)
+        # The chain does not depend on positions: hash first, so the stream's new head
+        # can be written by the same statement that reserves the positions.
+        digests: list[str] = []
         previous = row[1] if row is not None else GENESIS
-        rows: list[dict[str, Any]] = []
-        recorded: list[RecordedEvent] = []
         for offset, enc in enumerate(to_write):
-            version = current + 1 + offset
-            position = first_position + offset
-            digest = chain_hash(
+            previous = chain_hash(
                 previous,
                 stream_id=stream_id,
-                version=version,
+                version=current + 1 + offset,
                 event_id=enc.event_id,
                 event_type=enc.event_type,
                 schema_version=enc.schema_version,
                 recorded_at=now,
                 payload=enc.payload,
             )
+            digests.append(previous)
+        last_version = current + len(to_write)
+        stream_values = {
+            "sid": stream_id,
+            "new_version": last_version,
+            "new_head_hash": previous,
+            "now": now,
+        }
+        last_position = self._dialect.advance_head(
+            conn,
+            len(to_write),
+            track=self._projector_names,
+            stream=stream_values if row is not None else None,
+        )
+        if row is None:
+            _INSERT_STREAM.execute(conn, stream_values)
+        first_position = last_position - len(to_write) + 1
+        rows: list[dict[str, Any]] = []
+        recorded: list[RecordedEvent] = []
+        for offset, (enc, digest) in enumerate(zip(to_write, digests, strict=True)):
+            version = current + 1 + offset
+            position = first_position + offset
             rows.append(
                 {
                     "position": position,
@@ -499,16 +509,7 @@ class EventStore:
                     payload=enc.payload,
                 )
             )
-            previous = digest
         _INSERT_EVENTS.execute_many(conn, rows)
-        last_version = current + len(to_write)
-        stream_values = {
-            "sid": stream_id,
-            "new_version": last_version,
-            "new_head_hash": previous,
-            "now": now,
-        }
-        (_INSERT_STREAM if row is None else _UPDATE_STREAM).execute(conn, stream_values)
         for projector in self._projectors:
             projector.apply(conn, recorded)
         return AppendResult(

@@ -14,9 +14,9 @@ SQLAlchemy :class:`~sqlalchemy.Connection`. A runner decides where it executes:
 from __future__ import annotations
 
 import abc
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, contextmanager, nullcontext
-from typing import ClassVar, TypeVar
+from typing import Any, ClassVar, TypeVar
 
 from sqlalchemy import Connection, exc, text
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -33,6 +33,12 @@ _ADVANCE_HEAD = Prepared(
     text(
         "UPDATE convstore_head SET position = position + :count WHERE name = 'log' "
         "RETURNING position"
+    )
+)
+UPDATE_STREAM = Prepared(
+    text(
+        "UPDATE convstore_streams SET version = :new_version, head_hash = :new_head_hash, "
+        "updated_at = :now WHERE stream_id = :sid"
     )
 )
 _TRACK = Prepared(
@@ -53,15 +59,25 @@ class Dialect(abc.ABC):
         """Whether the stream row is read ``FOR UPDATE`` (row locks exist)."""
         return True
 
-    def advance_head(self, conn: Connection, count: int, track: Sequence[str] = ()) -> int:
+    def advance_head(
+        self,
+        conn: Connection,
+        count: int,
+        track: Sequence[str] = (),
+        stream: Mapping[str, Any] | None = None,
+    ) -> int:
         """Reserve ``count`` positions; return the last one. Holds the log's write lock
         until the transaction ends, which is what makes positions commit-ordered.
 
         The tracking rows of the projections named in ``track`` (those the transaction
-        keeps current) are set to that last position too.
+        keeps current) are set to that last position too, and ``stream`` (``sid``,
+        ``new_version``, ``new_head_hash``, ``now``) updates an existing stream's row:
+        a backend may do all of it in one round trip.
         """
         last = int(_ADVANCE_HEAD.scalar(conn, {"count": count}))
         self.track(conn, track, last)
+        if stream is not None:
+            UPDATE_STREAM.execute(conn, stream)
         return last
 
     @staticmethod

@@ -19,9 +19,9 @@ Details in ``docs/design.md`` ("Measured").
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from typing import ClassVar
+from typing import Any, ClassVar
 
 from sqlalchemy import Connection, text
 from sqlalchemy.ext.compiler import compiles
@@ -38,13 +38,19 @@ from ..prepared import Prepared
 from ..schema import Key
 from .base import Dialect
 
-# The head advance and the tracking rows in one round trip (a data-modifying CTE).
-_ADVANCE_AND_TRACK = Prepared(
+# The head advance, the tracking rows and the stream's row in one round trip
+# (data-modifying CTEs; every part runs even though only the head's is selected).
+_ADVANCE_TRACK = (
+    "WITH head AS (UPDATE convstore_head SET position = position + :count "
+    "WHERE name = 'log' RETURNING position), "
+    "tracked AS (UPDATE convstore_tracking SET position = (SELECT position FROM head) "
+    "WHERE projection = ANY(:names)) "
+)
+_ADVANCE_AND_TRACK = Prepared(text(_ADVANCE_TRACK + "SELECT position FROM head"))
+_ADVANCE_TRACK_AND_STREAM = Prepared(
     text(
-        "WITH head AS (UPDATE convstore_head SET position = position + :count "
-        "WHERE name = 'log' RETURNING position), "
-        "tracked AS (UPDATE convstore_tracking SET position = (SELECT position FROM head) "
-        "WHERE projection = ANY(:names)) "
+        _ADVANCE_TRACK + ", streamed AS (UPDATE convstore_streams SET version = :new_version, "
+        "head_hash = :new_head_hash, updated_at = :now WHERE stream_id = :sid) "
         "SELECT position FROM head"
     )
 )
@@ -76,10 +82,17 @@ def _compile_key(type_: Key, compiler: TypeCompiler, **kw: object) -> str:
 class PostgresDialect(Dialect):
     name: ClassVar[str] = "postgresql"
 
-    def advance_head(self, conn: Connection, count: int, track: Sequence[str] = ()) -> int:
-        if not track:
-            return super().advance_head(conn, count)
-        return int(_ADVANCE_AND_TRACK.scalar(conn, {"count": count, "names": list(track)}))
+    def advance_head(
+        self,
+        conn: Connection,
+        count: int,
+        track: Sequence[str] = (),
+        stream: Mapping[str, Any] | None = None,
+    ) -> int:
+        values = {"count": count, "names": list(track)}
+        if stream is None:
+            return int(_ADVANCE_AND_TRACK.scalar(conn, values))
+        return int(_ADVANCE_TRACK_AND_STREAM.scalar(conn, {**values, **stream}))
 
     @contextmanager
     def schema_lock(self, conn: Connection) -> Iterator[None]:

@@ -11,9 +11,9 @@ therefore commit-ordered and gapless (a rolled-back writer releases its numbers)
 The cost is that appends to *different* streams serialise on that row for the rest
 of their transaction (the event insert, the projection update and the commit).
 Measured with ``benchmarks/append_throughput.py`` on the 2-core CI machine (one event
-per transaction, 4 writer processes): a plain ``BIGSERIAL`` insert does 3,706 events/s,
-the same insert plus this ``UPDATE ... RETURNING`` 1,425 (-62%; with one writer 1,322
-vs 1,139, -14%); the store's whole append does 692 with 4 writers and 547 with one.
+per transaction, 4 writer processes): a plain ``BIGSERIAL`` insert does 4,663 events/s,
+the same insert plus this ``UPDATE ... RETURNING`` 1,690 (-64%; with one writer 1,851
+vs 1,498, -19%); the store's whole append does 1,013 with 4 writers and 805 with one.
 Details in ``docs/design.md`` ("Measured").
 """
 

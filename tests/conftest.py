@@ -20,7 +20,8 @@ from typing import Any
 
 import pytest
 from sqlalchemy import inspect, text
-from sqlalchemy.ext.asyncio import create_async_engine
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+from sqlalchemy.pool import StaticPool
 
 from eventstore import EventStore, Projector
 from eventstore.backends import open_runner
@@ -119,6 +120,18 @@ async def shared_backend(request: pytest.FixtureRequest, tmp_path: Path) -> Asyn
     made = await make_backend(request.param, tmp_path)
     yield made
     await made.close()
+
+
+async def make_engine(backend: Backend) -> AsyncEngine:
+    """An async engine of the caller's own on the backend's database."""
+    if backend.name == "sqlite-memory":
+        return create_async_engine("sqlite+aiosqlite://", poolclass=StaticPool)
+    if backend.name == "sqlite-file":
+        return create_async_engine(f"sqlite+aiosqlite:///{backend.target}")
+    runner = open_runner(backend.target)  # the URL with its async driver
+    url = runner.engine.url  # type: ignore[attr-defined]
+    await runner.close()
+    return create_async_engine(url)
 
 
 StoreFactory = Callable[..., EventStore]

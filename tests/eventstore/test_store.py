@@ -26,7 +26,7 @@ from eventstore import (
     encode_items,
 )
 
-from ..conftest import Backend
+from ..conftest import Backend, make_engine
 from .chain_check import assert_chain_valid
 
 
@@ -353,3 +353,19 @@ async def test_data_survives_reopening(shared_backend: Backend) -> None:
     second = shared_backend.store(create_tables=False)
     [event] = await second.read_stream("s")
     assert decode_item(event.event.items[0]) == "persisted"  # type: ignore[union-attr]
+
+
+async def test_store_on_an_engine_of_the_callers_own(backend: Backend) -> None:
+    engine = await make_engine(backend)
+    try:
+        async with EventStore(engine) as store:
+            await store.append("s", [added("through the caller's engine")])
+            [event] = await store.read_stream("s")
+            assert decode_item(event.event.items[0]) == "through the caller's engine"  # type: ignore[union-attr]
+        async with engine.connect() as conn:  # closing the store left the engine usable
+            count = await conn.run_sync(
+                lambda c: c.exec_driver_sql("SELECT count(*) FROM convstore_events").scalar()
+            )
+        assert count == 1
+    finally:
+        await engine.dispose()

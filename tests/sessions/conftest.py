@@ -11,11 +11,8 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
-from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
-from sqlalchemy.pool import StaticPool
 
 from eventstore import EventStore
-from eventstore.backends import open_runner
 from sessions import SQLAlchemySession, SQLiteSession, StoreSession
 
 from ..conftest import Backend
@@ -39,18 +36,6 @@ def sqlalchemy_url(backend: Backend) -> str:
     if backend.name == "sqlite-file":
         return f"sqlite:///{backend.target}"
     return backend.target
-
-
-async def make_engine(backend: Backend) -> AsyncEngine:
-    """An async engine of the caller's own on the backend's database."""
-    if backend.name == "sqlite-memory":
-        return create_async_engine("sqlite+aiosqlite://", poolclass=StaticPool)
-    if backend.name == "sqlite-file":
-        return create_async_engine(f"sqlite+aiosqlite:///{backend.target}")
-    runner = open_runner(backend.target)  # the URL with its async driver
-    url = runner.engine.url  # type: ignore[attr-defined]
-    await runner.close()
-    return create_async_engine(url)
 
 
 class Sessions:

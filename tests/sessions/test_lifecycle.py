@@ -23,8 +23,8 @@ from eventstore import (
 )
 from sessions import SQLAlchemySession, SQLiteSession, StoreSession
 
-from ..conftest import BACKENDS, Backend
-from .conftest import make_engine, open_session, sqlalchemy_url
+from ..conftest import BACKENDS, Backend, make_engine
+from .conftest import open_session, sqlalchemy_url
 
 SERVERS = [p for p in BACKENDS if p.id in ("postgres", "mysql")]
 

@@ -35,7 +35,7 @@ _ADVANCE_HEAD = Prepared(
         "RETURNING position"
     )
 )
-UPDATE_STREAM = Prepared(
+_UPDATE_STREAM = Prepared(
     text(
         "UPDATE convstore_streams SET version = :new_version, head_hash = :new_head_hash, "
         "updated_at = :now WHERE stream_id = :sid"
@@ -74,17 +74,16 @@ class Dialect(abc.ABC):
         ``new_version``, ``new_head_hash``, ``now``) updates an existing stream's row:
         a backend may do all of it in one round trip.
         """
-        last = int(_ADVANCE_HEAD.scalar(conn, {"count": count}))
-        self.track(conn, track, last)
+        last = self.reserve_positions(conn, count)
+        if track:
+            _TRACK.execute_many(conn, [{"projection": n, "position": last} for n in track])
         if stream is not None:
-            UPDATE_STREAM.execute(conn, stream)
+            _UPDATE_STREAM.execute(conn, stream)
         return last
 
-    @staticmethod
-    def track(conn: Connection, names: Sequence[str], position: int) -> None:
-        """Set the tracking rows of ``names`` to ``position`` (one driver call)."""
-        if names:
-            _TRACK.execute_many(conn, [{"projection": n, "position": position} for n in names])
+    def reserve_positions(self, conn: Connection, count: int) -> int:
+        """The head-row update alone: advance by ``count``, return the last position."""
+        return int(_ADVANCE_HEAD.scalar(conn, {"count": count}))
 
     def schema_lock(self, conn: Connection) -> AbstractContextManager[None]:
         """Serialise concurrent table creation (several processes opening one database)."""

@@ -8,9 +8,9 @@ on PostgreSQL (see :mod:`eventstore.backends.postgres`).
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any, ClassVar
+from typing import ClassVar
 
 from sqlalchemy import Connection, text
 from sqlalchemy.ext.compiler import compiles
@@ -25,7 +25,7 @@ from ..errors import (
 )
 from ..prepared import Prepared
 from ..schema import Key
-from .base import UPDATE_STREAM, Dialect
+from .base import Dialect
 
 _ADVANCE = Prepared(
     text(
@@ -59,19 +59,9 @@ def _compile_key(type_: Key, compiler: TypeCompiler, **kw: object) -> str:
 class MySQLDialect(Dialect):
     name: ClassVar[str] = "mysql"
 
-    def advance_head(
-        self,
-        conn: Connection,
-        count: int,
-        track: Sequence[str] = (),
-        stream: Mapping[str, Any] | None = None,
-    ) -> int:
+    def reserve_positions(self, conn: Connection, count: int) -> int:
         # LAST_INSERT_ID(expr) comes back in the UPDATE's own reply: no SELECT needed.
-        last = int(_ADVANCE.last_row_id(conn, {"count": count}))
-        self.track(conn, track, last)
-        if stream is not None:
-            UPDATE_STREAM.execute(conn, stream)
-        return last
+        return int(_ADVANCE.last_row_id(conn, {"count": count}))
 
     @contextmanager
     def schema_lock(self, conn: Connection) -> Iterator[None]:

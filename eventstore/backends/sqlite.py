@@ -249,16 +249,13 @@ class ThreadRunner(Runner):
             write.settle(False, error)
 
     def _commit_group(self, group: list[_Write]) -> None:
-        outcomes: list[tuple[bool, Any]] = []
+        def run_group(conn: Connection) -> list[tuple[bool, Any]]:
+            if len(group) == 1:  # nothing to isolate it from
+                return [(True, group[0].fn(conn))]
+            return [self._in_savepoint(conn, w.fn) for w in group]
+
         try:
-            with self._conn_lock, translate_errors(self.dialect):
-                conn = self._connection()
-                with conn.begin():
-                    self.dialect.begin(conn, write=True)
-                    if len(group) == 1:  # nothing to isolate it from
-                        outcomes.append((True, group[0].fn(conn)))
-                    else:
-                        outcomes.extend(self._in_savepoint(conn, w.fn) for w in group)
+            outcomes = self._run(run_group, True)
         except Exception as error:  # the transaction as a whole failed: nothing committed
             for write in group:
                 write.settle(False, error)

@@ -7,6 +7,7 @@ from the history projection, kept current by that same append transaction.
 from __future__ import annotations
 
 import uuid
+from collections.abc import Callable
 from typing import Any, Self
 
 from sqlalchemy import Connection
@@ -46,10 +47,18 @@ class StoreSession:
     session_id: str
     session_settings: Any
 
-    def __init__(self, session_id: str, store: EventStore, *, session_settings: Any = None) -> None:
+    def __init__(
+        self,
+        session_id: str,
+        store: EventStore | Callable[[], EventStore],
+        *,
+        session_settings: Any = None,
+    ) -> None:
+        """``store`` may be a function that opens one: it is called only once the
+        arguments are accepted, so a refused session opens (and leaks) nothing."""
         self.session_id = check_stream_id(session_id)
         self.session_settings = make_settings(session_settings)
-        self._store = store
+        self._store = store if isinstance(store, EventStore) else store()
         self._branch_id = MAIN_BRANCH
         self._closed = False
         self._started: tuple[NewEvent] | None = None

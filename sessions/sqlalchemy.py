@@ -7,9 +7,7 @@ from typing import Any, Self
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from eventstore import ConfigurationError, EventStore
-from eventstore.store import check_stream_id
 
-from ._settings import make_settings
 from .base import HISTORY, StoreSession
 
 
@@ -33,9 +31,6 @@ class SQLAlchemySession(StoreSession):
         session_settings: Any = None,
         engine_kwargs: dict[str, Any] | None = None,
     ) -> None:
-        # Arguments are checked before an engine is created, so a refusal leaks nothing.
-        check_stream_id(session_id)
-        session_settings = make_settings(session_settings)
         if (engine is None) == (db_url is None):
             raise ConfigurationError("give exactly one of engine= or db_url=")
         if engine is not None and not isinstance(engine, AsyncEngine):
@@ -43,13 +38,16 @@ class SQLAlchemySession(StoreSession):
                 f"engine must be a sqlalchemy.ext.asyncio.AsyncEngine, not {type(engine).__name__}"
             )
         target: AsyncEngine | str = engine if engine is not None else str(db_url)
-        store = EventStore(
-            target,
-            create_tables=create_tables,
-            projectors=[HISTORY],
-            engine_kwargs=engine_kwargs,
+        super().__init__(
+            session_id,
+            lambda: EventStore(
+                target,
+                create_tables=create_tables,
+                projectors=[HISTORY],
+                engine_kwargs=engine_kwargs,
+            ),
+            session_settings=session_settings,
         )
-        super().__init__(session_id, store, session_settings=session_settings)
 
     @classmethod
     def from_url(

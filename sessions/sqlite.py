@@ -8,9 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from eventstore import EventStore
-from eventstore.store import check_stream_id
 
-from ._settings import make_settings
 from .base import HISTORY, StoreSession
 
 
@@ -61,17 +59,21 @@ class SQLiteSession(StoreSession):
         *,
         session_settings: Any = None,
     ) -> None:
-        # Arguments are checked before a store is opened, so a refusal holds nothing.
-        check_stream_id(session_id)
-        session_settings = make_settings(session_settings)
         self.db_path = os.fspath(db_path)
         if self.db_path == ":memory:":
             self._shared_path: str | None = None
-            store = EventStore(":memory:", projectors=[HISTORY])
+            super().__init__(
+                session_id,
+                lambda: EventStore(":memory:", projectors=[HISTORY]),
+                session_settings=session_settings,
+            )
         else:
-            self._shared_path = str(Path(self.db_path).resolve())
-            store = _shared.acquire(self._shared_path)
-        super().__init__(session_id, store, session_settings=session_settings)
+            shared_path = self._shared_path = str(Path(self.db_path).resolve())
+            super().__init__(
+                session_id,
+                lambda: _shared.acquire(shared_path),
+                session_settings=session_settings,
+            )
 
     async def _release(self) -> None:
         if self._shared_path is None:

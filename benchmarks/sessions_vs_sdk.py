@@ -335,65 +335,52 @@ def latency(
 
 
 async def measure_add(
-    backend: Backend, p: Params, items: Sequence[dict[str, Any]], note: Callable[[str], None]
+    backend: Backend,
+    p: Params,
+    items: Sequence[dict[str, Any]],
+    note: Callable[[str], None],
+    *,
+    tasks: int = 1,
 ) -> Result:
+    """``add_items([item])`` calls, from ``tasks`` asyncio tasks at once on one session."""
     await backend.reset()
-    ours, theirs = await backend.open("bench-add")
+    ours, theirs = await backend.open(f"bench-add-{tasks}")
     try:
         for session in (ours, theirs):  # warm up: create the session, open connections
             for item in items[:5]:
                 await session.add_items([item])
-        per_round = max(p.add_calls // p.rounds, 1)
+        per_task = max(p.add_calls // p.rounds // tasks, 1)
 
-        def adder(session: Session) -> Timed:
+        def adders(session: Session) -> Timed:
             cursor = 0
+
+            async def add_each(chunk: list[dict[str, Any]]) -> None:
+                for item in chunk:
+                    await session.add_items([item])
 
             async def run() -> float:
                 nonlocal cursor
-                chunk = [items[(cursor + i) % len(items)] for i in range(per_round)]
-                cursor += per_round
+                chunks = [
+                    [items[(cursor + t * per_task + i) % len(items)] for i in range(per_task)]
+                    for t in range(tasks)
+                ]
+                cursor += per_task * tasks
                 start = time.perf_counter()
-                for item in chunk:
-                    await session.add_items([item])
-                return time.perf_counter() - start
-
-            return run
-
-        times = await alternate(p.rounds, adder(ours), adder(theirs), note)
-        return throughput(
-            backend, f"add_items([item]), {per_round * p.rounds:,} calls", "items", per_round, times
-        )
-    finally:
-        await backend.close(ours, theirs)
-
-
-async def measure_concurrent_add(
-    backend: Backend, p: Params, items: Sequence[dict[str, Any]], note: Callable[[str], None]
-) -> Result:
-    """``add_items([item])`` from TASKS asyncio tasks at once on one session object."""
-    await backend.reset()
-    ours, theirs = await backend.open("bench-concurrent-add")
-    try:
-        for session in (ours, theirs):
-            for item in items[:5]:
-                await session.add_items([item])
-        per_task = max(p.add_calls // p.rounds // TASKS, 1)
-
-        def adders(session: Session) -> Timed:
-            async def run() -> float:
-                async def task(t: int) -> None:
-                    for i in range(per_task):
-                        await session.add_items([items[(t * per_task + i) % len(items)]])
-
-                start = time.perf_counter()
-                await asyncio.gather(*(task(t) for t in range(TASKS)))
+                if tasks == 1:
+                    await add_each(chunks[0])
+                else:
+                    await asyncio.gather(*(add_each(chunk) for chunk in chunks))
                 return time.perf_counter() - start
 
             return run
 
         times = await alternate(p.rounds, adders(ours), adders(theirs), note)
-        name = f"add_items([item]), {TASKS} tasks at once"
-        return throughput(backend, name, "items", per_task * TASKS, times)
+        name = (
+            f"add_items([item]), {per_task * p.rounds:,} calls"
+            if tasks == 1
+            else f"add_items([item]), {tasks} tasks at once"
+        )
+        return throughput(backend, name, "items", per_task * tasks, times)
     finally:
         await backend.close(ours, theirs)
 
@@ -489,7 +476,7 @@ async def run_backend(
         return lambda detail: status.show(f"{backend.key}: {step} {detail}")
 
     results = [await measure_add(backend, p, items, note_for("add_items"))]
-    results.append(await measure_concurrent_add(backend, p, items, note_for("concurrent adds")))
+    results.append(await measure_add(backend, p, items, note_for("concurrent adds"), tasks=TASKS))
     history = items[: p.history_items]
     results += await measure_reads(backend, p, history, note_for("reads"))
     results.append(await measure_pop(backend, p, items, note_for("pop_item")))

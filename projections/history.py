@@ -34,6 +34,7 @@ from sqlalchemy import (
     insert,
     select,
 )
+from sqlalchemy.sql.elements import BindParameter
 
 from eventstore import (
     AnyEvent,
@@ -46,6 +47,8 @@ from eventstore.prepared import Prepared
 from eventstore.schema import MYSQL_TABLE_OPTIONS, Blob, Key, StreamId
 
 SEQ_SHIFT = 20
+IdOrParam = str | BindParameter[Any]  # an id, or a bound parameter standing for one
+Limit = int | BindParameter[Any] | None
 MAX_ITEMS_PER_EVENT = 1 << SEQ_SHIFT
 
 
@@ -152,16 +155,11 @@ class HistoryProjector:
         self._delete_item = Prepared(delete(t).where(*branch, t.c.seq == bindparam("item_seq")))
         self._delete_branch = Prepared(delete(t).where(*branch))
         self._delete_stream = Prepared(delete(t).where(t.c.stream_id == bindparam("sid")))
-        self._all = Prepared(select(t.c.item).where(*branch).order_by(t.c.seq))
-        self._newest = Prepared(
-            select(t.c.item).where(*branch).order_by(t.c.seq.desc()).limit(bindparam("n"))
-        )
-        # The newest item by an ordered index scan, not max(): PostgreSQL's max()
-        # shortcut is lost when the key's collation differs from the comparison's,
-        # and then max() reads the whole session.
-        self._top = Prepared(
-            select(t.c.seq, t.c.item).where(*branch).order_by(t.c.seq.desc()).limit(1)
-        )
+        # The reads are built by the same methods the query-plan tests compile.
+        sid, bid = bindparam("sid", type_=Key(255)), bindparam("bid", type_=Key(255))
+        self._all = Prepared(self.items_query(sid, bid, None))
+        self._newest = Prepared(self.items_query(sid, bid, bindparam("n")))
+        self._top = Prepared(self.top_query(sid, bid))
 
     def apply(self, conn: Connection, events: Sequence[RecordedEvent]) -> None:
         rows: list[dict[str, Any]] = []
@@ -203,9 +201,10 @@ class HistoryProjector:
 
     # -- reads (each one statement, so one consistent snapshot on every backend) ----
 
-    def items_query(self, stream_id: str, branch_id: str, limit: int | None) -> Select[Any]:
+    def items_query(self, stream_id: IdOrParam, branch_id: IdOrParam, limit: Limit) -> Select[Any]:
         """The items of a branch: all oldest first, or (with ``limit``) the newest, newest
-        first. Either way one range scan of the primary key, never a sort."""
+        first. Either way one range scan of the primary key, never a sort. Ids and limit
+        are values, or bound parameters for the prepared form."""
         t = self.items
         query = select(t.c.item).where(t.c.stream_id == stream_id, t.c.branch_id == branch_id)
         if limit is None:
@@ -233,8 +232,10 @@ class HistoryProjector:
         row = self._top.first(conn, {"sid": stream_id, "bid": branch_id})
         return None if row is None else (row[0], bytes(row[1]))
 
-    def top_query(self, stream_id: str, branch_id: str) -> Select[Any]:
-        """The statement :meth:`read_top` runs, with literal ids (for query plans)."""
+    def top_query(self, stream_id: IdOrParam, branch_id: IdOrParam) -> Select[Any]:
+        """The newest item of a branch (what :meth:`read_top` runs). An ordered index
+        scan, not ``max()``: PostgreSQL's max() shortcut is lost when the key's collation
+        differs from the comparison's, and then max() reads the whole session."""
         t = self.items
         return (
             select(t.c.seq, t.c.item)

@@ -24,19 +24,6 @@ def added(value: Any) -> ItemsAdded:
     return ItemsAdded(items=encode_items([value]))
 
 
-def _run_workers(target: Any, args: list[tuple[Any, ...]], timeout: float = 300) -> None:
-    processes = [_spawn.Process(target=target, args=a) for a in args]
-    for process in processes:
-        process.start()
-    deadline = time.monotonic() + timeout
-    for process in processes:
-        process.join(max(0.0, deadline - time.monotonic()))
-    for process in processes:
-        if process.is_alive():
-            process.kill()
-    assert [p.exitcode for p in processes] == [0] * len(processes)
-
-
 # -- one stream, four processes, optimistic concurrency ---------------------------------
 
 

@@ -58,6 +58,17 @@ class SessionCleared(Event, frozen=True, tag="SessionCleared"):
     branch_id: str | None = None
 
 
+class ItemsExpired(Event, frozen=True, tag="ItemsExpired"):
+    """Every item of a branch up to and including the key ``upto_seq`` expired (TTL).
+
+    Expiry removes the oldest items of a branch, so it is a bound, not a list: items
+    with ``seq <= upto_seq`` leave the branch's history; the log keeps them.
+    """
+
+    upto_seq: int
+    branch_id: str = MAIN_BRANCH
+
+
 class BranchCreated(Event, frozen=True, tag="BranchCreated"):
     """A branch forked from ``parent_branch_id``, sharing its items up to ``fork_seq``."""
 
@@ -96,6 +107,7 @@ AnyEvent = (
     | ItemsAdded
     | ItemPopped
     | SessionCleared
+    | ItemsExpired
     | BranchCreated
     | BranchSwitched
     | BranchDeleted
@@ -109,6 +121,7 @@ EVENT_TYPES: dict[str, type[Event]] = {
         ItemsAdded,
         ItemPopped,
         SessionCleared,
+        ItemsExpired,
         BranchCreated,
         BranchSwitched,
         BranchDeleted,

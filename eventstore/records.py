@@ -6,7 +6,7 @@ import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Literal, Protocol
+from typing import Any, Literal, Protocol
 
 from sqlalchemy import Connection, MetaData
 
@@ -77,11 +77,21 @@ class StreamInfo:
     updated_at: datetime
 
 
+# The rows of a projection's tables: ``{table: {primary key: other columns}}``.
+Rows = dict[str, dict[tuple[Any, ...], tuple[Any, ...]]]
+
+
 class Projector(Protocol):
     """A projection kept current inside the append transaction.
 
     ``apply`` runs in the same transaction as the insert of ``events`` (so reads of its
     tables are strongly consistent); it must only touch the tables in ``metadata``.
+
+    The checking methods let audit and verify compare one stream at a time, in
+    bounded memory and without writing: ``expected_rows`` is the pure fold of one
+    stream's whole log into the rows the tables should hold for it, ``live_rows`` reads
+    the rows they do hold, and ``stream_ids`` lists every stream that has rows (so rows
+    of a stream the log does not have are found too).
     """
 
     name: str
@@ -91,3 +101,9 @@ class Projector(Protocol):
     def apply(self, conn: Connection, events: Sequence[RecordedEvent]) -> None: ...
 
     def reset(self, conn: Connection) -> None: ...
+
+    def expected_rows(self, stream_id: str, events: Sequence[RecordedEvent]) -> Rows: ...
+
+    def live_rows(self, conn: Connection, stream_id: str) -> Rows: ...
+
+    def stream_ids(self, conn: Connection) -> set[str]: ...

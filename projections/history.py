@@ -40,7 +40,9 @@ from eventstore import (
     AnyEvent,
     ItemPopped,
     ItemsAdded,
+    ItemsExpired,
     RecordedEvent,
+    Rows,
     SessionCleared,
 )
 from eventstore.prepared import Prepared
@@ -113,6 +115,12 @@ def apply(state: HistoryState, event: AnyEvent, version: int) -> HistoryState:
         if event.branch_id is None:
             return HistoryState({name: None for name in state.branches})
         return HistoryState({**state.branches, event.branch_id: None})
+    if isinstance(event, ItemsExpired):
+        kept = [n for n in _walk(state.branches.get(event.branch_id)) if n.seq > event.upto_seq]
+        top = None
+        for node in reversed(kept):
+            top = Node(node.seq, node.item, top)
+        return HistoryState({**state.branches, event.branch_id: top})
     return state
 
 
@@ -155,6 +163,7 @@ class HistoryProjector:
         self._delete_item = Prepared(delete(t).where(*branch, t.c.seq == bindparam("item_seq")))
         self._delete_branch = Prepared(delete(t).where(*branch))
         self._delete_stream = Prepared(delete(t).where(t.c.stream_id == bindparam("sid")))
+        self._delete_upto = Prepared(delete(t).where(*branch, t.c.seq <= bindparam("upto")))
         # The reads are built by the same methods the query-plan tests compile.
         sid, bid = bindparam("sid", type_=Key(255)), bindparam("bid", type_=Key(255))
         self._all = Prepared(self.items_query(sid, bid, None))
@@ -189,6 +198,10 @@ class HistoryProjector:
                     self._delete_stream.execute(conn, {"sid": sid})
                 else:
                     self._delete_branch.execute(conn, {"sid": sid, "bid": event.branch_id})
+            elif isinstance(event, ItemsExpired):
+                self._delete_upto.execute(
+                    conn, {"sid": sid, "bid": event.branch_id, "upto": event.upto_seq}
+                )
         self._flush(conn, rows)
 
     def _flush(self, conn: Connection, rows: list[dict[str, Any]]) -> None:
@@ -253,6 +266,38 @@ class HistoryProjector:
                 .where(t.c.stream_id == stream_id, t.c.branch_id == branch_id)
             ).scalar_one()
         )
+
+    # -- checking, one stream at a time ---------------------------------------------
+
+    def expected_rows(self, stream_id: str, events: Sequence[RecordedEvent]) -> Rows:
+        """The rows ``convstore_items`` should hold for one stream, folded from its log."""
+        positions: dict[int, int] = {}
+        state = HistoryState()
+        for recorded in events:
+            state = apply(state, recorded.event, recorded.version)
+            if isinstance(recorded.event, ItemsAdded):
+                positions[recorded.version] = recorded.position
+        return {
+            "items": {
+                (sid, bid, seq): (positions[seq >> SEQ_SHIFT], item)
+                for sid, bid, seq, item in state.rows(stream_id)
+            }
+        }
+
+    def live_rows(self, conn: Connection, stream_id: str) -> Rows:
+        """The rows ``convstore_items`` holds for one stream."""
+        t = self.items
+        rows = conn.execute(
+            select(t).where(t.c.stream_id == stream_id).order_by(t.c.branch_id, t.c.seq)
+        )
+        return {
+            "items": {(r.stream_id, r.branch_id, r.seq): (r.position, bytes(r.item)) for r in rows}
+        }
+
+    def stream_ids(self, conn: Connection) -> set[str]:
+        """Every stream that has rows in ``convstore_items``."""
+        t = self.items
+        return set(conn.execute(select(t.c.stream_id).distinct()).scalars())
 
     def scratch(self) -> HistoryProjector:
         """The same projection into scratch tables (for verify)."""

@@ -234,6 +234,24 @@ class HistoryProjector:
         rows = self._newest.all(conn, {**key, "n": limit})
         return [bytes(row[0]) for row in reversed(rows)]
 
+    def read_entries(
+        self, conn: Connection, stream_id: str, branch_id: str, limit: int | None
+    ) -> list[tuple[int, bytes]]:
+        """``(seq, item)`` of the newest ``limit`` items (all if None), oldest first.
+
+        ``seq`` is the item's key in the log (see :func:`item_seq`): what ItemPopped and
+        ItemsExpired name.
+        """
+        t = self.items
+        query = select(t.c.seq, t.c.item).where(
+            t.c.stream_id == stream_id, t.c.branch_id == branch_id
+        )
+        if limit is None:
+            rows = conn.execute(query.order_by(t.c.seq)).all()
+        else:
+            rows = list(reversed(conn.execute(query.order_by(t.c.seq.desc()).limit(limit)).all()))
+        return [(int(row[0]), bytes(row[1])) for row in rows]
+
     def read_top(
         self, conn: Connection, stream_id: str, branch_id: str
     ) -> tuple[int, bytes] | None:

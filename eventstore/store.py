@@ -26,6 +26,7 @@ from .backends.base import AsyncEngineRunner, T, TxFunction
 from .chain import GENESIS, chain_hash
 from .codec import decode_event, encode_event
 from .errors import (
+    ArgumentTypeError,
     ConcurrencyError,
     IntegrityError,
     InvalidArgumentError,
@@ -50,8 +51,11 @@ from .records import (
 R = TypeVar("R")
 
 MAX_STREAM_ID_LENGTH = 255
+# The largest limit, version or position any read accepts: a signed 64-bit integer,
+# what every backend's LIMIT and BIGINT columns hold (larger would overflow SQLite's
+# driver and MariaDB's parser).
+MAX_INTEGER = 2**63 - 1
 _TRANSIENT_RETRIES = 12
-_RACE_RETRIES = 5
 # Appends of up to this many events count as quick (see EventStore.run).
 _QUICK_BATCH = 100
 
@@ -117,6 +121,17 @@ def check_stream_id(stream_id: object) -> str:
         raise InvalidArgumentError(f"a stream id must be a non-empty string, not {stream_id!r}")
     if len(stream_id) > MAX_STREAM_ID_LENGTH:
         raise InvalidArgumentError(f"a stream id has at most {MAX_STREAM_ID_LENGTH} characters")
+    # The same ids on every backend: PostgreSQL cannot store NUL in text, and a lone
+    # surrogate is not UTF-8 at all (SQLite and MariaDB fail to encode it).
+    if "\x00" in stream_id:
+        raise InvalidArgumentError(f"a stream id cannot contain NUL: {stream_id!r}")
+    if not stream_id.isascii():
+        try:
+            stream_id.encode("utf-8")
+        except UnicodeEncodeError as exc:
+            raise InvalidArgumentError(
+                f"a stream id must be valid Unicode text, not {stream_id!r} ({exc.reason})"
+            ) from exc
     return stream_id
 
 
@@ -135,6 +150,18 @@ _INSERT_STREAM = Prepared(
         updated_at=bindparam("now"),
     )
 )
+
+
+def _stream_exists(conn: Connection, stream_id: str) -> bool:
+    """Whether the stream's row exists.
+
+    An append that fails on a constraint was racing with the stream's creation only if
+    it found no stream row and one exists now; the retry then finds (and locks) that row,
+    so it cannot race again. Anything else (a stream row deleted under its events, a
+    stray projection row, a constraint added by hand) fails the same way every time and
+    is reported with its cause instead of being retried.
+    """
+    return _STREAM.first(conn, {"sid": stream_id}) is not None
 
 
 def _recorded(row: Row[Any]) -> RecordedEvent:
@@ -345,7 +372,8 @@ class EventStore:
         if len({e.event_id for e in batch + preamble}) != len(batch) + len(preamble):
             raise InvalidArgumentError("the events of one append need distinct event ids")
         await self.ensure_tables()
-        for _ in range(_RACE_RETRIES):
+        raced = False
+        while True:
             try:
                 return await self._run(
                     lambda conn: self._append_tx(
@@ -355,14 +383,21 @@ class EventStore:
                     quick=len(batch) <= _QUICK_BATCH,
                 )
             except IntegrityError:
-                # Either these event ids are stored already (an idempotent retry), or a
-                # concurrent writer created the stream first; tell them apart.
-                original = await self._run(
-                    lambda conn: self._original_tx(conn, stream_id, batch), write=False, quick=True
+                # These event ids are stored already (an idempotent retry), or a
+                # concurrent writer created the stream first, or something else is wrong.
+                original, exists = await self._run(
+                    lambda conn: (
+                        self._original_tx(conn, stream_id, batch),
+                        _stream_exists(conn, stream_id),
+                    ),
+                    write=False,
+                    quick=True,
                 )
                 if original is not None:
                     return original
-        raise TransientError(f"stream {stream_id!r}: append kept racing with its creation")
+                if raced or not exists:
+                    raise  # not a creation race: the constraint's own error says why
+                raced = True
 
     async def append_decided(
         self,
@@ -383,16 +418,21 @@ class EventStore:
         check_stream_id(stream_id)
         preamble = _encode(on_new_stream)
         await self.ensure_tables()
-        for _ in range(_RACE_RETRIES):
+        raced = False
+        while True:
             try:
                 return await self._run(
                     lambda conn: self._decided_tx(conn, stream_id, decide, preamble),
                     write=True,
                     quick=True,
                 )
-            except IntegrityError:  # raced with the stream's creation: decide again
-                continue
-        raise TransientError(f"stream {stream_id!r}: append kept racing with its creation")
+            except IntegrityError:
+                exists = await self._run(
+                    lambda conn: _stream_exists(conn, stream_id), write=False, quick=True
+                )
+                if raced or not exists:
+                    raise  # not a creation race: the constraint's own error says why
+                raced = True  # raced with the stream's creation: decide again
 
     def _decided_tx(
         self,
@@ -623,8 +663,18 @@ def _check_bounds(**values: int | None) -> None:
     for name, value in values.items():
         if value is None:
             continue
-        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-            raise InvalidArgumentError(f"{name} must be an integer >= 0, not {value!r}")
+        check_count(name, value)
+
+
+def check_count(name: str, value: object) -> int:
+    """``value`` if it is an integer from 0 to :data:`MAX_INTEGER`, else raise."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ArgumentTypeError(f"{name} must be an integer >= 0, not {value!r}")
+    if not 0 <= value <= MAX_INTEGER:
+        raise InvalidArgumentError(
+            f"{name} must be an integer from 0 to {MAX_INTEGER} (2**63 - 1), not {value!r}"
+        )
+    return value
 
 
 def replay_into(

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from eventstore import EventStore
+from eventstore.backends import check_sqlite_path
 
 from .base import HISTORY, StoreSession
 
@@ -59,7 +60,7 @@ class SQLiteSession(StoreSession):
         *,
         session_settings: Any = None,
     ) -> None:
-        self.db_path = os.fspath(db_path)
+        self.db_path = check_sqlite_path(db_path)
         if self.db_path == ":memory:":
             self._shared_path: str | None = None
             super().__init__(

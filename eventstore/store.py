@@ -13,7 +13,7 @@ import random
 import time
 import warnings
 import weakref
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, MutableMapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Self, TypeVar
 
@@ -22,15 +22,17 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from . import schema
 from .backends import open_runner
-from .backends.base import AsyncEngineRunner, T, TxFunction
+from .backends.base import AsyncEngineRunner, T, Timeouts, TxFunction
 from .chain import GENESIS, chain_hash
 from .codec import decode_event, encode_event
 from .errors import (
     ArgumentTypeError,
     ConcurrencyError,
+    ConnectionLostError,
     IntegrityError,
     InvalidArgumentError,
     SchemaError,
+    SerializationError,
     StoreClosedError,
     TransientError,
 )
@@ -56,6 +58,9 @@ MAX_STREAM_ID_LENGTH = 255
 # driver and MariaDB's parser).
 MAX_INTEGER = 2**63 - 1
 _TRANSIENT_RETRIES = 12
+# A server that ended our pooled connections: each retry takes a fresh one (SQLAlchemy
+# discards the pool's connections older than the one found dead).
+_RECONNECTS = 3
 # Appends of up to this many events count as quick (see EventStore.run).
 _QUICK_BATCH = 100
 
@@ -69,6 +74,19 @@ def _ready_set(key: object) -> set[str]:
         return _ready_by_engine.setdefault(key, set())
     except TypeError:  # not weakly referenceable (a SQLite path key)
         return _ready_by_key.setdefault(key, set())
+
+
+# The largest event payload each database accepts (absent: not asked yet).
+_limits_by_engine: weakref.WeakKeyDictionary[Any, int | None] = weakref.WeakKeyDictionary()
+_limits_by_key: dict[object, int | None] = {}
+
+
+def _limits(key: object) -> MutableMapping[Any, int | None]:
+    try:
+        weakref.ref(key)
+    except TypeError:  # not weakly referenceable (a SQLite path key)
+        return _limits_by_key
+    return _limits_by_engine
 
 
 @dataclass(frozen=True, slots=True)
@@ -197,6 +215,13 @@ class EventStore:
     SQLAlchemy URL, or an existing :class:`~sqlalchemy.ext.asyncio.AsyncEngine` (which
     the store uses but does not dispose). ``projectors`` are kept current inside every
     append transaction.
+
+    ``lock_timeout`` (seconds) bounds how long a write waits for another writer's lock
+    before failing with :class:`~eventstore.errors.LockTimeoutError`;
+    ``idle_in_transaction_timeout`` makes the server end a connection of ours that sits
+    idle inside a transaction that long (a stalled client), releasing its locks
+    (PostgreSQL and MariaDB). Both apply to SQLite and to engines the store creates from
+    a URL; an ``AsyncEngine`` handed in keeps its own settings (docs/reliability.md).
     """
 
     def __init__(
@@ -206,8 +231,11 @@ class EventStore:
         create_tables: bool = True,
         projectors: Sequence[Projector] = (),
         engine_kwargs: dict[str, Any] | None = None,
+        lock_timeout: float | None = 10.0,
+        idle_in_transaction_timeout: float | None = 5.0,
     ) -> None:
-        self._runner = open_runner(target, engine_kwargs=engine_kwargs)
+        timeouts = Timeouts(lock_timeout, idle_in_transaction_timeout)
+        self._runner = open_runner(target, engine_kwargs=engine_kwargs, timeouts=timeouts)
         self._dialect = self._runner.dialect
         self._projectors = tuple(projectors)
         self._projector_names = tuple(p.name for p in self._projectors)
@@ -271,7 +299,14 @@ class EventStore:
         await self.ensure_tables()
         return await self._run(fn, write=write, quick=quick)
 
-    async def _run(self, fn: TxFunction[T], *, write: bool, quick: bool = False) -> T:
+    async def _run(
+        self, fn: TxFunction[T], *, write: bool, quick: bool = False, idempotent: bool = False
+    ) -> T:
+        """Run ``fn``, retrying deadlocks and busy errors, and a lost connection when
+        that is safe: it broke before the commit (nothing was written), or ``fn`` is a
+        read, or it is ``idempotent`` (an append: a second copy of its event ids is a
+        no-op). A lock timeout is never retried: it is the bound the caller set."""
+        lost = 0
         for attempt in range(_TRANSIENT_RETRIES):
             try:
                 return await self._runner.run(fn, write=write, quick=quick)
@@ -279,6 +314,10 @@ class EventStore:
                 if attempt == _TRANSIENT_RETRIES - 1:
                     raise
                 await asyncio.sleep(random.uniform(0, 0.002 * 2**attempt))
+            except ConnectionLostError as error:
+                lost += 1
+                if lost > _RECONNECTS or (error.outcome_unknown and write and not idempotent):
+                    raise
         raise AssertionError("unreachable")
 
     # -- schema ----------------------------------------------------------------------
@@ -372,6 +411,7 @@ class EventStore:
         if len({e.event_id for e in batch + preamble}) != len(batch) + len(preamble):
             raise InvalidArgumentError("the events of one append need distinct event ids")
         await self.ensure_tables()
+        await self._check_sizes(batch + preamble)
         raced = False
         while True:
             try:
@@ -381,6 +421,7 @@ class EventStore:
                     ),
                     write=True,
                     quick=len(batch) <= _QUICK_BATCH,
+                    idempotent=True,
                 )
             except IntegrityError:
                 # These event ids are stored already (an idempotent retry), or a
@@ -433,6 +474,26 @@ class EventStore:
                 if raced or not exists:
                     raise  # not a creation race: the constraint's own error says why
                 raced = True  # raced with the stream's creation: decide again
+
+    async def _check_sizes(self, batch: list[_Encoded]) -> None:
+        """Refuse, before writing, an event larger than the database accepts in one
+        statement (MariaDB's max_allowed_packet would otherwise drop the connection)."""
+        key = self._runner.engine_key
+        known = _limits(key)
+        if key in known:
+            limit = known[key]
+        else:
+            limit = known[key] = await self._run(self._dialect.max_value_bytes, write=False)
+        if limit is None:
+            return
+        for enc in batch:
+            size = self._dialect.wire_size(enc.payload)
+            if size > limit:
+                raise SerializationError(
+                    f"this {enc.event_type} event takes {size:,} bytes as sent to "
+                    f"{self._dialect.name}, over {self._dialect.limit_name} "
+                    f"({limit:,} bytes): add fewer or smaller items per call"
+                )
 
     def _decided_tx(
         self,

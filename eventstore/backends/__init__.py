@@ -11,12 +11,12 @@ from sqlalchemy.exc import ArgumentError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from ..errors import ArgumentTypeError, ConfigurationError, MissingDependencyError
-from .base import AsyncEngineRunner, Dialect, Runner
+from .base import AsyncEngineRunner, Dialect, Runner, Timeouts
 from .mysql import MySQLDialect
 from .postgres import PostgresDialect
 from .sqlite import SQLiteDialect, ThreadRunner
 
-__all__ = ["Dialect", "Runner", "check_sqlite_path", "dialect_for", "open_runner"]
+__all__ = ["Dialect", "Runner", "Timeouts", "check_sqlite_path", "dialect_for", "open_runner"]
 
 # Plain URL schemes get the async driver convstore installs with the matching extra.
 _ASYNC_DRIVERS = {
@@ -57,12 +57,17 @@ def open_runner(
     target: str | os.PathLike[str] | AsyncEngine,
     *,
     engine_kwargs: dict[str, Any] | None = None,
+    timeouts: Timeouts | None = None,
 ) -> Runner:
-    """A runner for a SQLite path, a SQLAlchemy URL or an existing async engine."""
+    """A runner for a SQLite path, a SQLAlchemy URL or an existing async engine.
+
+    ``timeouts`` bound lock waits (every SQLite database, and the connections of an
+    engine made here from a URL); an engine handed in keeps its own settings.
+    """
     if isinstance(target, AsyncEngine):
         return AsyncEngineRunner(target, dialect_for(target.dialect.name), owned=False)
     if isinstance(target, os.PathLike) or (isinstance(target, str) and "://" not in target):
-        return ThreadRunner(check_sqlite_path(target))
+        return ThreadRunner(check_sqlite_path(target), timeouts)
     if not isinstance(target, str):
         raise ArgumentTypeError(
             "a database must be a SQLite path, a SQLAlchemy URL or an AsyncEngine, "
@@ -76,7 +81,7 @@ def open_runner(
     if backend == "sqlite":
         # Any SQLite driver named in the URL gets the dedicated-thread runner, which
         # runs a transaction in one hop instead of one per statement.
-        return ThreadRunner(url.database or ":memory:")
+        return ThreadRunner(url.database or ":memory:", timeouts)
     if backend not in _ASYNC_DRIVERS:
         raise ConfigurationError(f"convstore does not support the {backend!r} database")
     canonical, default_driver, extra = _ASYNC_DRIVERS[backend]
@@ -98,4 +103,6 @@ def open_runner(
         raise ArgumentTypeError(f"engine_kwargs: {error}") from error
     except (ArgumentError, ValueError) as error:
         raise ConfigurationError(f"engine_kwargs: {error}") from error
-    return AsyncEngineRunner(engine, dialect_for(engine.dialect.name), owned=True)
+    return AsyncEngineRunner(
+        engine, dialect_for(engine.dialect.name), owned=True, timeouts=timeouts or Timeouts()
+    )

@@ -17,6 +17,7 @@ from .errors import (
     SchemaError,
     SerializationError,
     StoreClosedError,
+    StoreInUseError,
     TransientError,
 )
 from .events import (
@@ -82,6 +83,7 @@ __all__ = [
     "SessionCleared",
     "SessionStarted",
     "StoreClosedError",
+    "StoreInUseError",
     "StreamInfo",
     "TransientError",
     "UsageRecorded",

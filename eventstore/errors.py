@@ -71,6 +71,11 @@ class TransientError(OperationalError):
     """An operation failed in a way that is safe and useful to retry (deadlock, busy)."""
 
 
+class StoreInUseError(ConvstoreError, RuntimeError):
+    """``close()`` was called on a store that open sessions share; close the sessions
+    instead (the store closes with the last of them)."""
+
+
 class LockTimeoutError(OperationalError, TimeoutError):
     """A write waited longer than the store's ``lock_timeout`` for a lock; nothing was
     written. Another writer holds the lock (or is stalled holding it): retry later."""

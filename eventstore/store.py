@@ -34,6 +34,7 @@ from .errors import (
     SchemaError,
     SerializationError,
     StoreClosedError,
+    StoreInUseError,
     TransientError,
 )
 from .events import Event, event_type_of
@@ -241,6 +242,7 @@ class EventStore:
         self._projector_names = tuple(p.name for p in self._projectors)
         self._create_tables = create_tables
         self._closed = False
+        self._holders = 0
         self._components = {schema.SCHEMA_COMPONENT: schema.SCHEMA_VERSION} | {
             p.name: p.schema_version for p in self._projectors
         }
@@ -261,11 +263,31 @@ class EventStore:
         return self._closed
 
     async def close(self) -> None:
-        """Release connections (and the engine, if the store created it). Idempotent."""
+        """Release connections (and the engine, if the store created it). Idempotent.
+
+        A store shared by open sessions (:meth:`share`) refuses with
+        :class:`StoreInUseError`: closing it would break every other session on it.
+        """
         if self._closed:
             return
+        if self._holders:
+            raise StoreInUseError(
+                f"this store is shared by {self._holders} open session(s): close them "
+                "instead (the store closes with the last)"
+            )
         self._closed = True
         await self._runner.close()
+
+    def share(self) -> Self:
+        """Count one more holder (a session sharing this store); return the store."""
+        self._check_open()
+        self._holders += 1
+        return self
+
+    def unshare(self) -> bool:
+        """Count one holder less; True when none is left (the caller then closes)."""
+        self._holders = max(0, self._holders - 1)
+        return self._holders == 0
 
     async def __aenter__(self) -> Self:
         return self

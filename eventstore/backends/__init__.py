@@ -64,6 +64,11 @@ def open_runner(
     ``timeouts`` bound lock waits (every SQLite database, and the connections of an
     engine made here from a URL); an engine handed in keeps its own settings.
     """
+    if engine_kwargs is not None and not isinstance(engine_kwargs, dict):
+        raise ArgumentTypeError(
+            f"engine_kwargs must be a dict of create_async_engine arguments, "
+            f"not {type(engine_kwargs).__name__}"
+        )
     if isinstance(target, AsyncEngine):
         return AsyncEngineRunner(target, dialect_for(target.dialect.name), owned=False)
     if isinstance(target, os.PathLike) or (isinstance(target, str) and "://" not in target):
@@ -92,11 +97,6 @@ def open_runner(
         url = url.set(drivername=f"{canonical}+{driver}")
     if importlib.util.find_spec(driver) is None:
         raise MissingDependencyError(driver, _EXTRA_OF_DRIVER.get(driver, extra))
-    if engine_kwargs is not None and not isinstance(engine_kwargs, dict):
-        raise ArgumentTypeError(
-            f"engine_kwargs must be a dict of create_async_engine arguments, "
-            f"not {type(engine_kwargs).__name__}"
-        )
     try:
         engine = create_async_engine(url, **(engine_kwargs or {}))
     except TypeError as error:

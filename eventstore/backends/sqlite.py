@@ -409,6 +409,9 @@ class ThreadRunner(Runner):
             if self._conn is not None:
                 self._conn.close()
                 self._conn = None
+            # Close the file now (the last connection checkpoints WAL and removes the
+            # -wal and -shm files), not whenever the finalizer's dispose gets to run.
+            self._engine.dispose()
 
     @property
     def engine_key(self) -> object:

@@ -213,8 +213,10 @@ class ThreadRunner(Runner):
     while a short SQLite transaction takes 10-30 µs, so ``quick`` work skips the
     handoff where that cannot stall the event loop:
 
-    * an in-memory database has no I/O and no other connection: quick transactions
-      run on the calling thread whenever the worker is idle;
+    * an in-memory database has no I/O and no other connection: every transaction
+      runs on the calling thread (under a lock, for callers on several threads), and
+      no worker thread is ever started, so a thousand in-memory sessions cost no
+      thread at all;
     * a file database answers quick reads on the calling thread from a second,
       read-only connection whose busy timeout is zero (in WAL mode a reader never waits
       for the writer); if SQLite says busy all the same, the read goes to the worker,

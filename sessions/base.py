@@ -26,7 +26,8 @@ from eventstore import (
     encode_items,
 )
 from eventstore.store import check_stream_id
-from projections.history import MAX_ITEMS_PER_EVENT, HistoryProjector
+from projections.history import MAX_ITEMS_PER_EVENT
+from projections.history_table import HistoryProjector
 
 from ._settings import make_settings, resolve_limit
 

@@ -2,6 +2,7 @@
 
 from .codec import decode_event, decode_item, encode_event, encode_item, encode_items
 from .errors import (
+    BranchError,
     ConcurrencyError,
     ConfigurationError,
     ConvstoreError,
@@ -15,6 +16,7 @@ from .errors import (
     SerializationError,
     StoreClosedError,
     TransientError,
+    TurnNotFoundError,
 )
 from .events import (
     MAIN_BRANCH,
@@ -51,6 +53,7 @@ __all__ = [
     "AppendResult",
     "BranchCreated",
     "BranchDeleted",
+    "BranchError",
     "BranchSwitched",
     "ConcurrencyError",
     "ConfigurationError",
@@ -78,6 +81,7 @@ __all__ = [
     "StoreClosedError",
     "StreamInfo",
     "TransientError",
+    "TurnNotFoundError",
     "UsageRecorded",
     "decode_event",
     "decode_item",

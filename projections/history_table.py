@@ -10,7 +10,7 @@ The same rules as :func:`projections.history.apply`, on three tables:
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -47,6 +47,7 @@ from eventstore import (
     RecordedEvent,
     Rows,
     SessionCleared,
+    schema,
 )
 from eventstore.prepared import Prepared
 from eventstore.records import to_micros
@@ -91,6 +92,16 @@ class ViewRow:
     tool_name: str | None
     user_turn: int | None  # the owner's ordinal: see projections/history.py
     owner: str
+
+
+@dataclass(frozen=True, slots=True)
+class Turn:
+    """The user message that starts a turn of a branch."""
+
+    number: int
+    seq: int
+    item: bytes
+    recorded_at: int  # microseconds since the epoch
 
 
 class HistoryProjector:
@@ -197,8 +208,10 @@ class HistoryProjector:
             .order_by(t.c.seq.desc())
             .limit(1)
         )
+        e = schema.events
         self._turn_rows = Prepared(
-            select(t.c.seq, t.c.item, t.c.user_turn)
+            select(t.c.seq, t.c.item, e.c.recorded_at)
+            .join(e, e.c.position == t.c.position)
             .where(
                 t.c.stream_id == sid,
                 t.c.branch_id == bid,
@@ -320,7 +333,9 @@ class HistoryProjector:
 
     def read_info(self, conn: Connection, stream_id: str, branch_id: str) -> BranchInfo | None:
         row = self._info.first(conn, {"sid": stream_id, "bid": branch_id})
-        return None if row is None else _info_of(row)
+        if row is None:
+            return None
+        return _info_of(dict(zip(self.branches.c.keys(), row, strict=True)))
 
     def segments(self, conn: Connection, stream_id: str, branch_id: str) -> tuple[Segment, ...]:
         info = self.read_info(conn, stream_id, branch_id)
@@ -395,7 +410,7 @@ class HistoryProjector:
         """Every branch with a row (created branches, and any branch that shares)."""
         b = self.branches
         rows = conn.execute(select(b).where(b.c.stream_id == stream_id)).all()
-        return {row.branch_id: _info_of(row) for row in rows}
+        return {row.branch_id: _info_of(row._mapping) for row in rows}
 
     def read_view(self, conn: Connection, stream_id: str, branch_id: str) -> list[ViewRow]:
         """Every item a branch shows, with its kind, tool name and owner ordinal."""
@@ -424,34 +439,58 @@ class HistoryProjector:
     def turn_count(self, conn: Connection, stream_id: str, branch_id: str) -> int:
         return sum(last - first for _, first, last in self.turn_ranges(conn, stream_id, branch_id))
 
-    def find_turn(
-        self, conn: Connection, stream_id: str, branch_id: str, turn: int
-    ) -> tuple[int, bytes] | None:
-        """``(seq, item)`` of the user message that starts turn ``turn`` (1-based)."""
+    def find_turn(self, conn: Connection, stream_id: str, branch_id: str, turn: int) -> Turn | None:
+        """The user message that starts turn ``turn`` (1-based) of a branch."""
+        if turn < 1:
+            return None
         before = 0
         for src, first, last in self.turn_ranges(conn, stream_id, branch_id):
             if turn <= before + (last - first):
                 ordinal = first + (turn - before)
-                rows = self._turn_rows.all(
-                    conn, {"sid": stream_id, "bid": src, "lo": ordinal - 1, "hi": ordinal}
-                )
-                return (int(rows[0][0]), bytes(rows[0][1])) if rows else None
+                key = {"sid": stream_id, "bid": src, "lo": ordinal - 1, "hi": ordinal}
+                rows = self._turn_rows.all(conn, key)
+                if not rows:
+                    return None
+                return Turn(turn, int(rows[0][0]), bytes(rows[0][1]), int(rows[0][2]))
             before += last - first
         return None
 
-    def read_turns(
-        self, conn: Connection, stream_id: str, branch_id: str
-    ) -> list[tuple[int, int, bytes]]:
-        """``(turn number, seq, item)`` of every user message a branch shows."""
-        out: list[tuple[int, int, bytes]] = []
+    def read_turns(self, conn: Connection, stream_id: str, branch_id: str) -> list[Turn]:
+        """Every user message a branch shows, numbered as the branch's turns."""
+        out: list[Turn] = []
         for src, first, last in self.turn_ranges(conn, stream_id, branch_id):
             if last <= first:
                 continue
-            rows = self._turn_rows.all(
-                conn, {"sid": stream_id, "bid": src, "lo": first, "hi": last}
-            )
-            out.extend((len(out) + 1, int(r[0]), bytes(r[1])) for r in rows)
+            key = {"sid": stream_id, "bid": src, "lo": first, "hi": last}
+            for r in self._turn_rows.all(conn, key):
+                out.append(Turn(len(out) + 1, int(r[0]), bytes(r[1]), int(r[2])))
         return out
+
+    def read_last_turns(
+        self, conn: Connection, stream_id: str, branch_id: str, turns: int, limit: int | None
+    ) -> list[bytes]:
+        """The items of the last ``turns`` whole turns of a branch (a turn starts at a
+        user message; with at least as many turns asked as there are, everything),
+        then at most the newest ``limit`` of them. Reads only those turns."""
+        count = self.turn_count(conn, stream_id, branch_id)
+        start = self.find_turn(conn, stream_id, branch_id, count - turns + 1)
+        if turns >= count or start is None:
+            return self.read_items(conn, stream_id, branch_id, limit)
+        found = self.read_from(conn, stream_id, branch_id, start.seq)
+        if limit is not None:
+            found = found[len(found) - limit :] if limit else []
+        return [item for _, item in found]
+
+    def read_from(
+        self, conn: Connection, stream_id: str, branch_id: str, from_seq: int
+    ) -> list[tuple[int, bytes]]:
+        """``(seq, item)`` of the items a branch shows from key ``from_seq`` on."""
+        segments = [
+            (src, max(lo, from_seq - 1), hi)
+            for src, lo, hi in self.segments(conn, stream_id, branch_id)
+            if hi >= from_seq
+        ]
+        return self._read_segments(conn, stream_id, segments, None)
 
     def count_items(self, conn: Connection, stream_id: str, branch_id: str) -> int:
         t = self.items
@@ -490,7 +529,9 @@ class HistoryProjector:
                 )
                 for r in items
             },
-            "branches": {(r.stream_id, r.branch_id): _info_tuple(_info_of(r)) for r in infos},
+            "branches": {
+                (r.stream_id, r.branch_id): _info_tuple(_info_of(r._mapping)) for r in infos
+            },
             "current_branch": {(r.stream_id,): (r.branch_id,) for r in current},
         }
 
@@ -514,16 +555,16 @@ class HistoryProjector:
         return out
 
 
-def _info_of(row: Any) -> BranchInfo:
+def _info_of(row: Mapping[str, Any]) -> BranchInfo:
     return BranchInfo(
-        parent=row.parent_branch_id,
-        fork_seq=row.fork_seq,
-        name=row.name,
-        created_version=int(row.created_version),
-        created_at=int(row.created_at),
-        deleted=bool(row.deleted),
-        pinned=int(row.pinned),
-        segments=_decode_segments(row.segments),
+        parent=row["parent_branch_id"],
+        fork_seq=row["fork_seq"],
+        name=row["name"],
+        created_version=int(row["created_version"]),
+        created_at=int(row["created_at"]),
+        deleted=bool(row["deleted"]),
+        pinned=int(row["pinned"]),
+        segments=_decode_segments(row["segments"]),
     )
 
 

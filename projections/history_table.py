@@ -555,7 +555,7 @@ class HistoryProjector:
         return out
 
 
-def _info_of(row: Mapping[str, Any]) -> BranchInfo:
+def _info_of(row: Mapping[Any, Any]) -> BranchInfo:
     return BranchInfo(
         parent=row["parent_branch_id"],
         fork_seq=row["fork_seq"],

@@ -151,7 +151,7 @@ class BranchingSession(StoreSession):
         if not state.exists(branch):
             raise BranchError(f"Branch '{branch}' does not exist at that point")
         items = [decode_item(row) for row in state.items(branch)]
-        return items if n is None else items[len(items) - n :] if n else []
+        return items if n is None else items[max(0, len(items) - n) :] if n else []
 
     async def add_items(self, items: list[Any], *, wrapper: Any = None) -> None:
         await self._branch()

@@ -7,8 +7,8 @@ sequences through the conformance suite (tests/sessions/test_branches.py)."""
 from __future__ import annotations
 
 import asyncio
-import os
 import itertools
+import os
 from pathlib import Path
 from typing import Any
 

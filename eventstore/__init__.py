@@ -3,6 +3,7 @@
 from .codec import decode_event, decode_item, encode_event, encode_item, encode_items
 from .errors import (
     ArgumentTypeError,
+    BranchError,
     ConcurrencyError,
     ConfigurationError,
     ConnectionLostError,
@@ -19,6 +20,7 @@ from .errors import (
     StoreClosedError,
     StoreInUseError,
     TransientError,
+    TurnNotFoundError,
 )
 from .events import (
     MAIN_BRANCH,
@@ -56,6 +58,7 @@ __all__ = [
     "ArgumentTypeError",
     "BranchCreated",
     "BranchDeleted",
+    "BranchError",
     "BranchSwitched",
     "ConcurrencyError",
     "ConfigurationError",
@@ -86,6 +89,7 @@ __all__ = [
     "StoreInUseError",
     "StreamInfo",
     "TransientError",
+    "TurnNotFoundError",
     "UsageRecorded",
     "decode_event",
     "decode_item",

@@ -69,7 +69,12 @@ async def test_stray_projection_row_surfaces_its_cause(backend: Backend) -> None
     await store.run(
         lambda c: c.execute(
             items.insert().values(
-                stream_id="s", branch_id="main", seq=item_seq(3, 0), position=0, item=b"{}"
+                stream_id="s",
+                branch_id="main",
+                seq=item_seq(3, 0),
+                position=0,
+                item=b"{}",
+                kind="other",
             )
         ),
         write=True,

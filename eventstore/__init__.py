@@ -1,7 +1,11 @@
 """convstore's write side: event types, codec, the log and its backends."""
 
+import logging as _logging
+
 from .codec import decode_event, decode_item, encode_event, encode_item, encode_items
 from .errors import (
+    ArgumentTypeError,
+    CancelledAfterCommit,
     ConcurrencyError,
     ConfigurationError,
     ConvstoreError,
@@ -43,15 +47,21 @@ from .records import (
 )
 from .store import EventStore, replay_into
 
+# Library logging goes to the "convstore" logger tree (retries, slow transactions,
+# failed group commits); nothing is printed unless the application configures logging.
+_logging.getLogger("convstore").addHandler(_logging.NullHandler())
+
 __all__ = [
     "ANY",
     "MAIN_BRANCH",
     "NO_STREAM",
     "AnyEvent",
     "AppendResult",
+    "ArgumentTypeError",
     "BranchCreated",
     "BranchDeleted",
     "BranchSwitched",
+    "CancelledAfterCommit",
     "ConcurrencyError",
     "ConfigurationError",
     "ConvstoreError",

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import os
 import threading
+from collections.abc import Coroutine
 from pathlib import Path
-from typing import Any
+from typing import Any, Never
 
-from eventstore import EventStore
+from eventstore import ConfigurationError, EventStore
 
+from ._settings import refuse_unknown_keywords
 from .base import HISTORY, StoreSession
 
 
@@ -31,10 +33,12 @@ class _SharedStores:
             self._stores[path] = (store, count + 1)
             return store
 
-    def release(self, path: str) -> EventStore | None:
+    def release(self, path: str, store: EventStore) -> EventStore | None:
         """Drop one reference; return the store if it has no session left (to close)."""
         with self._lock:
-            store, count = self._stores[path]
+            shared, count = self._stores.get(path, (None, 0))
+            if shared is not store:  # replaced after it was closed: ours is gone already
+                return store if not store.closed else None
             if count > 1:
                 self._stores[path] = (store, count - 1)
                 return None
@@ -49,7 +53,8 @@ class SQLiteSession(StoreSession):
     """Conversation history in a SQLite file, or in memory (``":memory:"``, the default).
 
     An in-memory session has a private database that lives as long as the object.
-    Sessions on the same file share one connection per process.
+    Sessions on the same file share one connection per process. ``db_path`` is a file
+    path; for a SQLAlchemy URL use :class:`~sessions.SQLAlchemySession`.
     """
 
     def __init__(
@@ -58,8 +63,17 @@ class SQLiteSession(StoreSession):
         db_path: str | os.PathLike[str] = ":memory:",
         *,
         session_settings: Any = None,
+        **sdk_only: Never,
     ) -> None:
+        refuse_unknown_keywords(type(self), sdk_only)
         self.db_path = os.fspath(db_path)
+        if not isinstance(self.db_path, str):
+            raise ConfigurationError(f"db_path must be a path, not {db_path!r}")
+        if "://" in self.db_path:
+            raise ConfigurationError(
+                f"SQLiteSession takes a file path, not a URL ({self.db_path!r}): "
+                "use SQLAlchemySession(session_id, db_url=...) for a database URL"
+            )
         if self.db_path == ":memory:":
             self._shared_path: str | None = None
             super().__init__(
@@ -75,10 +89,13 @@ class SQLiteSession(StoreSession):
                 session_settings=session_settings,
             )
 
-    async def _release(self) -> None:
+    def _release(self) -> Coroutine[Any, Any, None] | None:
         if self._shared_path is None:
-            await self._store.close()
-            return
-        last = _shared.release(self._shared_path)
-        if last is not None:
-            await last.close()
+            return self._store.close()
+        last = _shared.release(self._shared_path, self._store)
+        return None if last is None else last.close()
+
+    def _abandon(self) -> None:
+        # The store's thread and connection are released when it is garbage-collected.
+        if self._shared_path is not None:
+            _shared.release(self._shared_path, self._store)

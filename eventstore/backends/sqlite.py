@@ -14,9 +14,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import sqlite3
 import threading
 import time
+import uuid
 import weakref
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -25,9 +27,11 @@ from typing import Any, ClassVar
 
 from sqlalchemy import Connection, create_engine, text
 from sqlalchemy.engine import Engine
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from sqlalchemy.pool import StaticPool
 
 from ..errors import (
+    ConfigurationError,
     IntegrityError,
     OperationalError,
     PersistenceError,
@@ -35,9 +39,11 @@ from ..errors import (
     TransientError,
 )
 from ..prepared import Prepared
-from .base import Dialect, Runner, T, TxFunction, translate_errors
+from .base import Dialect, Runner, T, TxFunction, outcome_then_cancel, translate_errors
 
 BUSY_TIMEOUT_SECONDS = 60.0
+
+log = logging.getLogger("convstore.sqlite")
 
 _BEGIN_WRITE = Prepared(text("BEGIN IMMEDIATE"))
 
@@ -67,14 +73,15 @@ class SQLiteDialect(Dialect):
         return PersistenceError
 
 
-def _connect(database: str) -> sqlite3.Connection:
+def _connect(database: str, *, uri: bool = False) -> sqlite3.Connection:
     conn = sqlite3.connect(
         database,
         timeout=BUSY_TIMEOUT_SECONDS,
         isolation_level=None,  # we issue BEGIN ourselves (see SQLiteDialect.begin)
         check_same_thread=False,  # used by one worker thread, created on the caller's
+        uri=uri,
     )
-    if database != ":memory:":
+    if database != ":memory:" and not uri:
         _enable_wal(conn)
     conn.execute("PRAGMA synchronous=FULL")
     return conn
@@ -107,7 +114,7 @@ _ROLLBACK_TO_SAVEPOINT = Prepared(text("ROLLBACK TO SAVEPOINT convstore_write"))
 _RELEASE_SAVEPOINT = Prepared(text("RELEASE SAVEPOINT convstore_write"))
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, eq=False)  # compared by identity (see ThreadRunner._withdraw)
 class _Write:
     """A write waiting for the worker, and how to hand its outcome back."""
 
@@ -155,17 +162,30 @@ class ThreadRunner(Runner):
     but N waiting writers pay for one fsync instead of N.
     """
 
-    def __init__(self, database: str) -> None:
+    def __init__(self, database: str, *, shareable: bool = False) -> None:
         self.dialect = SQLiteDialect()
         self.database = database
         self._memory = database == ":memory:"
         self._key: object = (
             _MemoryKey() if self._memory else ("sqlite", str(Path(database).resolve()))
         )
+        # What ``engine`` connects to. An in-memory database that other connections must
+        # reach (``shareable``) is a named one of SQLite's "memdb" VFS instead of a
+        # private ":memory:" (about 2 µs more per transaction, so only when asked).
+        self._engine_url: str | None
+        if self._memory and shareable:
+            connect_to, uri = f"file:/convstore-{uuid.uuid4().hex}?vfs=memdb", True
+            self._engine_url = f"sqlite+aiosqlite:///{connect_to}&uri=true"
+        else:
+            connect_to, uri = database, False
+            self._engine_url = (
+                None if self._memory else f"sqlite+aiosqlite:///{Path(database).resolve()}"
+            )
+        self._async_engine: AsyncEngine | None = None
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="convstore-sqlite")
         self._engine: Engine = create_engine(
             "sqlite://",
-            creator=lambda: _connect(database),
+            creator=lambda: _connect(connect_to, uri=uri),
             poolclass=StaticPool,
         )
         self._conn: Connection | None = None
@@ -205,14 +225,20 @@ class ThreadRunner(Runner):
                     self._reader_lock.release()
         if write and not self._memory:
             return await self._write_in_group(fn)
+        if write:
+            submitted = self._executor.submit(self._run, fn, write)
+            return await outcome_then_cancel(
+                asyncio.wrap_future(submitted), withdraw=submitted.cancel
+            )
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._executor, self._run, fn, write)
 
     async def _write_in_group(self, fn: TxFunction[T]) -> T:
         loop = asyncio.get_running_loop()
         future: asyncio.Future[T] = loop.create_future()
+        write = _Write(fn, future, loop)
         with self._writes_lock:
-            self._writes.append(_Write(fn, future, loop))
+            self._writes.append(write)
             start = not self._draining
             self._draining = True
         if start:
@@ -220,7 +246,15 @@ class ThreadRunner(Runner):
                 self._executor.submit(self._drain)
             except RuntimeError:  # the worker is shut down (the store was closed)
                 self._abandon(StoreClosedError("this SQLite database is closed"))
-        return await future
+        return await outcome_then_cancel(future, withdraw=lambda: self._withdraw(write))
+
+    def _withdraw(self, write: _Write) -> bool:
+        """Take ``write`` back if the worker has not taken it yet (it will then never run)."""
+        with self._writes_lock:
+            if write in self._writes:
+                self._writes.remove(write)
+                return True
+            return False
 
     def _drain(self) -> None:
         """Worker: commit the waiting writes, a group at a time, until none is left."""
@@ -257,6 +291,8 @@ class ThreadRunner(Runner):
         try:
             outcomes = self._run(run_group, True)
         except Exception as error:  # the transaction as a whole failed: nothing committed
+            if len(group) > 1:
+                log.warning("a group commit of %d writes failed: %s", len(group), error)
             for write in group:
                 write.settle(False, error)
             return
@@ -299,9 +335,29 @@ class ThreadRunner(Runner):
             with self._reader.begin():
                 return fn(self._reader)
 
+    @property
+    def engine(self) -> AsyncEngine:
+        """An :class:`AsyncEngine` (aiosqlite) on this same database, made on first use.
+
+        For the user to inspect the database or run their own SQL: convstore's own
+        transactions do not go through it. Disposed when the runner closes.
+        """
+        if self._async_engine is None:
+            if self._engine_url is None:
+                raise ConfigurationError(
+                    "a private in-memory SQLite database has no engine: open it with "
+                    "the URL 'sqlite://' (SQLAlchemySession) to get one"
+                )
+            if not self._finalizer.alive:
+                raise StoreClosedError("this SQLite database is closed")
+            self._async_engine = create_async_engine(self._engine_url)
+        return self._async_engine
+
     async def close(self) -> None:
         if not self._finalizer.alive:
             return
+        if self._async_engine is not None:
+            await self._async_engine.dispose()
         loop = asyncio.get_running_loop()
         await loop.run_in_executor(self._executor, self._close_connection)
         with self._reader_lock:

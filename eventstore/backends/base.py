@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import abc
 import asyncio
+import logging
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from typing import Any, ClassVar, TypeVar
@@ -30,6 +31,8 @@ from ..errors import (
 from ..prepared import Prepared
 
 T = TypeVar("T")
+
+log = logging.getLogger("convstore.eventstore")
 
 _ADVANCE_HEAD = Prepared(
     text(
@@ -191,6 +194,9 @@ class AsyncEngineRunner(Runner):
         self._engine = engine
         self.dialect = dialect
         self.owned = owned
+        # The event loop the pooled connections were made in (asyncpg and asyncmy
+        # connections belong to one loop).
+        self._loop: asyncio.AbstractEventLoop | None = None
 
     @property
     def engine(self) -> AsyncEngine:
@@ -204,6 +210,7 @@ class AsyncEngineRunner(Runner):
         return await self._run(fn, write)
 
     async def _run(self, fn: TxFunction[T], write: bool) -> T:
+        self._loop = asyncio.get_running_loop()
         try:
             with translate_errors(self.dialect):
                 async with self._engine.connect() as conn:
@@ -221,8 +228,16 @@ class AsyncEngineRunner(Runner):
             return fn(conn)
 
     async def close(self) -> None:
-        if self.owned:
-            await self._engine.dispose()
+        if not self.owned:
+            return
+        if self._loop is not None and self._loop.is_closed():
+            # Closed after the loop that made the connections ended (a plain
+            # ``session.close()`` after ``asyncio.run``): they cannot be closed politely
+            # any more, so the pool is dropped and the server ends them.
+            log.debug("dropping the connections of a finished event loop")
+            self._engine.sync_engine.dispose(close=False)
+            return
+        await self._engine.dispose()
 
     @property
     def engine_key(self) -> object:

@@ -48,6 +48,8 @@ from ._settings import make_settings, resolve_limit
 HISTORY = HistoryProjector()
 # get_items(limit=n) up to this n counts as a quick read (see EventStore.run).
 _QUICK_READ = 1000
+# How many cancelled add_items calls a session remembers for their retries.
+_REMEMBERED_CANCELLATIONS = 16
 
 log = logging.getLogger("convstore.sessions")
 
@@ -122,8 +124,8 @@ class StoreSession:
         self._branch_id = MAIN_BRANCH
         self._closing: Closing | None = None
         self._started: tuple[NewEvent] | None = None
-        # The last add_items that was cancelled: (branch, its items, its events).
-        self._cancelled_add: tuple[str, tuple[msgspec.Raw, ...], list[NewEvent]] | None = None
+        # add_items calls that were cancelled, newest last: (branch, items, events).
+        self._cancelled_adds: list[tuple[str, tuple[msgspec.Raw, ...], list[NewEvent]]] = []
         # Items removed by pop_item calls that were cancelled after committing.
         self._undelivered: list[tuple[str, Any]] = []
         self._closed = False
@@ -154,10 +156,8 @@ class StoreSession:
         if not encoded:
             return
         branch = self._branch_id
-        retry = self._cancelled_add
-        if retry is not None and retry[0] == branch and retry[1] == encoded:
-            events = retry[2]  # the same event ids: if that call committed, this is a no-op
-        else:
+        events = self._retried_add(branch, encoded)
+        if events is None:
             events = [
                 NewEvent(ItemsAdded(items=encoded[i : i + MAX_ITEMS_PER_EVENT], branch_id=branch))
                 for i in range(0, len(encoded), MAX_ITEMS_PER_EVENT)
@@ -165,10 +165,22 @@ class StoreSession:
         try:
             await self._store.append(self.session_id, events, on_new_stream=self._preamble())
         except asyncio.CancelledError:
-            self._cancelled_add = (branch, encoded, events)
-            self._undelivered.clear()
+            self._cancelled_adds.append((branch, encoded, events))
+            del self._cancelled_adds[:-_REMEMBERED_CANCELLATIONS]
             raise
-        self._mutated()
+        self._undelivered.clear()
+
+    def _retried_add(self, branch: str, encoded: tuple[msgspec.Raw, ...]) -> list[NewEvent] | None:
+        """The events of a cancelled add_items of exactly these items, if there was one.
+
+        Reusing their event ids makes this call a no-op if that one committed (the
+        store's append is idempotent by event id), and the write itself otherwise.
+        """
+        for n, (was_branch, was_items, events) in enumerate(self._cancelled_adds):
+            if was_branch == branch and was_items == encoded:
+                del self._cancelled_adds[n]
+                return events
+        return None
 
     async def pop_item(self, *, wrapper: Any = None) -> Any | None:
         """Remove and return the newest item, or None if there is none.
@@ -192,13 +204,13 @@ class StoreSession:
         try:
             popped = await self._store.append_decided(self.session_id, take_newest)
         except CancelledAfterCommit as cancelled:
-            self._cancelled_add = None
+            self._cancelled_adds.clear()
             result = cancelled.result
             if result is None:  # there was nothing to pop: nothing was written
                 raise asyncio.CancelledError() from None
             self._undelivered.append((branch, result[1]))
             raise CancelledAfterCommit(decode_item(result[1])) from None
-        self._cancelled_add = None
+        self._cancelled_adds.clear()
         return None if popped is None else decode_item(popped[1])
 
     async def clear_session(self, *, wrapper: Any = None) -> None:
@@ -212,8 +224,8 @@ class StoreSession:
             self._mutated()
 
     def _mutated(self) -> None:
-        """A mutation other than a retry happened: forget the cancelled calls."""
-        self._cancelled_add = None
+        """The history changed under the cancelled calls: a later call is not their retry."""
+        self._cancelled_adds.clear()
         self._undelivered.clear()
 
     # -- lifecycle -------------------------------------------------------------------

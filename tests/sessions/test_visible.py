@@ -9,6 +9,7 @@ import asyncio
 import logging
 import subprocess
 import sys
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -76,17 +77,21 @@ async def test_a_failed_group_commit_is_logged(
         return real_run(fn, write)
 
     gate = asyncio.Event()
+    holding = threading.Event()
 
     def hold_worker() -> None:  # keeps the worker busy so that the writes queue up
+        holding.set()
         asyncio.run_coroutine_threadsafe(gate.wait(), loop).result()
 
     loop = asyncio.get_running_loop()
     held = loop.run_in_executor(runner._executor, hold_worker)
+    while not holding.is_set():  # the worker may still be finishing the first write
+        await asyncio.sleep(0.001)
     runner._run = failing_commit  # type: ignore[method-assign]
+    calls.append(1)  # from now on, a write transaction fails
     with caplog.at_level(logging.DEBUG, logger="convstore"):
         writes = [asyncio.ensure_future(session.add_items([{"n": n}])) for n in (1, 2, 3)]
         await asyncio.sleep(0.05)
-        calls.append(1)  # from now on, the group's transaction fails
         gate.set()
         await held
         outcomes = await asyncio.gather(*writes, return_exceptions=True)

@@ -85,8 +85,8 @@ async def test_a_failed_group_commit_is_logged(
 
     loop = asyncio.get_running_loop()
     held = loop.run_in_executor(runner._executor, hold_worker)
-    while not holding.is_set():  # the worker may still be finishing the first write
-        await asyncio.sleep(0.001)
+    # The worker may still be finishing the first write: wait until it is held.
+    await asyncio.to_thread(holding.wait)
     runner._run = failing_commit  # type: ignore[method-assign]
     calls.append(1)  # from now on, a write transaction fails
     with caplog.at_level(logging.DEBUG, logger="convstore"):

@@ -1,0 +1,126 @@
+"""Sealed items: what an encrypted session stores in place of each item.
+
+An item is stored as an ordinary JSON dict, so it passes through the codec, the log and
+the projections unchanged::
+
+    {"__convstore_encrypted__": 1, "kid": "<data key id>", "ts": <sealed at, ms>,
+     "iv": "<96-bit random nonce, base64>", "ct": "<AES-256-GCM ciphertext + tag, base64>"}
+
+The plaintext is the item's exact JSON (``encode_item``), so it round-trips byte for
+byte. The associated data binds the format, the session id, the data key id and the
+timestamp: an envelope copied into another session, or with its timestamp moved (to
+escape expiry), fails authentication. The random nonce is the item's identity (a
+repeated nonce within a read is reported as tampering). What cannot be bound is the
+item's slot: its key in the log is assigned by the append, after sealing, so reordering
+envelopes *within* one session is caught by the log's hash chain (``audit``) and by
+``verify``, not by decryption.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import os
+from typing import Any
+
+import msgspec
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+from eventstore import KeyNotFoundError, NotEncryptedError, TamperedError, decode_item, encode_item
+
+from ._keys import FORMAT, NONCE_BYTES
+
+MARKER = "__convstore_encrypted__"
+
+_encode = msgspec.json.Encoder().encode
+
+
+class Envelope(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """A stored envelope, as decoded (see the module docstring)."""
+
+    format: int = msgspec.field(name=MARKER)
+    kid: str
+    ts: int
+    iv: str
+    ct: str
+
+
+_envelope_decoder = msgspec.json.Decoder(Envelope)
+_any_decoder = msgspec.json.Decoder()
+
+
+def parse_envelope(raw: bytes, session_id: str) -> Envelope:
+    """The envelope stored as ``raw``: NotEncryptedError for a plaintext item,
+    TamperedError for a damaged envelope."""
+    try:
+        envelope = _envelope_decoder.decode(raw)
+    except (msgspec.ValidationError, msgspec.DecodeError):
+        try:
+            value = _any_decoder.decode(raw)
+        except msgspec.DecodeError:
+            value = None
+        if isinstance(value, dict) and MARKER in value:
+            raise TamperedError(f"session {session_id!r}: a stored envelope is malformed") from None
+        raise NotEncryptedError(
+            f"session {session_id!r} holds an item that is not encrypted: history written "
+            "before encryption was turned on, or through the session underneath"
+        ) from None
+    if envelope.format != FORMAT:
+        raise TamperedError(
+            f"session {session_id!r}: envelope format {envelope.format} is not one this "
+            f"release reads ({FORMAT})"
+        )
+    return envelope
+
+
+def _aad(session_id: str, key_id: str, ts: int) -> bytes:
+    return _encode([MARKER, FORMAT, session_id, key_id, ts])
+
+
+class ItemCipher:
+    """Seals and opens the items of one session with its data key."""
+
+    def __init__(self, session_id: str, key_id: str, data_key: bytes) -> None:
+        self.session_id = session_id
+        self.key_id = key_id
+        self._aead = AESGCM(data_key)
+
+    def seal(self, item: Any, ts: int, *, where: str = "item") -> dict[str, Any]:
+        """The envelope of ``item`` (refused with SerializationError if not exact JSON)."""
+        plaintext = bytes(encode_item(item, where=where))
+        nonce = os.urandom(NONCE_BYTES)
+        sealed = self._aead.encrypt(nonce, plaintext, _aad(self.session_id, self.key_id, ts))
+        return {
+            MARKER: FORMAT,
+            "kid": self.key_id,
+            "ts": ts,
+            "iv": base64.b64encode(nonce).decode("ascii"),
+            "ct": base64.b64encode(sealed).decode("ascii"),
+        }
+
+    def open(self, envelope: Envelope) -> Any:
+        """The item sealed in ``envelope`` (TamperedError if it fails authentication)."""
+        if envelope.kid != self.key_id:
+            raise KeyNotFoundError(
+                f"session {self.session_id!r}: an item is sealed with data key "
+                f"{envelope.kid!r}, but the session's key is {self.key_id!r}"
+            )
+        try:
+            nonce = base64.b64decode(envelope.iv, validate=True)
+            sealed = base64.b64decode(envelope.ct, validate=True)
+            plaintext = self._aead.decrypt(
+                nonce, sealed, _aad(self.session_id, envelope.kid, envelope.ts)
+            )
+        except (InvalidTag, binascii.Error, ValueError):
+            raise TamperedError(
+                f"session {self.session_id!r}: an encrypted item fails authentication "
+                "(changed, or copied from another session)"
+            ) from None
+        return decode_item(plaintext)
+
+
+def check_distinct(envelopes: list[Envelope], session_id: str) -> None:
+    """TamperedError if one sealed item appears twice (a replayed envelope)."""
+    if len({e.iv for e in envelopes}) != len(envelopes):
+        raise TamperedError(f"session {session_id!r}: the same encrypted item appears twice")

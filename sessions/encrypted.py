@@ -1,0 +1,537 @@
+"""EncryptedSession: any convstore session, with its items sealed before they are stored.
+
+Envelope encryption (see :mod:`sessions._keys` for the keys, :mod:`sessions._envelope`
+for the stored form): each session has a random data key, kept wrapped by a key derived
+from the master key. Items are sealed with AES-256-GCM before they enter an event, so
+neither the log nor any projection holds plaintext. Failures are loud: a wrong master
+key, a damaged envelope, a missing or shredded data key raise a :class:`DecryptionError`
+subclass and change nothing. ``shred()`` destroys the data key (crypto-shredding);
+``rotate_key()`` re-wraps every data key under a new master key; ``purge_expired()``
+records the expiry of items older than ``ttl`` as an event.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+import weakref
+from collections.abc import Callable, Sequence
+from typing import Any, Self
+
+from sqlalchemy import Connection, select
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from eventstore import (
+    MAIN_BRANCH,
+    ConfigurationError,
+    Event,
+    EventStore,
+    IntegrityError,
+    InvalidArgumentError,
+    ItemPopped,
+    ItemsExpired,
+    KeyNotFoundError,
+    KeyShreddedError,
+    NotEncryptedError,
+    PersistenceError,
+    StoreClosedError,
+)
+from eventstore import schema as log_schema
+
+from . import _keys
+from ._envelope import Envelope, ItemCipher, check_distinct, parse_envelope
+from ._keys import DataKeyRow, KekParams, MasterKey, parse_master_key
+from ._settings import resolve_limit
+from .base import HISTORY, StoreSession
+
+Target = EventStore | str | os.PathLike[str] | AsyncEngine
+_QUICK_READ = 1000
+
+_tables_ready: weakref.WeakSet[EventStore] = weakref.WeakSet()
+
+
+def _now_ms(clock: Callable[[], float]) -> int:
+    return int(clock() * 1000)
+
+
+async def ensure_key_tables(store: EventStore) -> None:
+    """Create ``convstore_master_key`` and ``convstore_data_keys`` if they are missing."""
+    if store in _tables_ready:
+        return
+
+    def create(conn: Connection) -> None:
+        _keys.metadata.create_all(conn)
+
+    try:
+        await store.run(create, write=True)
+    except PersistenceError:  # another process created them at the same moment
+        await store.run(create, write=True)
+    _tables_ready.add(store)
+
+
+def _open_store(target: Target) -> tuple[EventStore, bool]:
+    """The store for ``target``, and whether the caller opened it (and must close it)."""
+    if isinstance(target, EventStore):
+        return target, False
+    return EventStore(target, projectors=[HISTORY]), True
+
+
+class _KeyChanged(Exception):
+    """The data key row changed between reading it and the pop's transaction."""
+
+
+class EncryptedSession:
+    """A convstore session whose items are encrypted (AES-256-GCM) before storage.
+
+    Both call forms work: ``EncryptedSession(session=base, encryption_key=..., ttl=3600)``
+    and the SDK's ``EncryptedSession(session_id=..., underlying_session=base,
+    encryption_key=..., ttl=...)``. ``encryption_key`` is 32 bytes, the URL-safe base64
+    of 32 bytes, or a passphrase of at least 16 characters (scrypt). ``ttl`` (seconds,
+    default 600 as in the SDK; None for never) hides older items. ``key_store`` puts the
+    wrapped keys in another database (a store, path or URL) instead of the session's.
+    """
+
+    def __init__(
+        self,
+        session_id: str | None = None,
+        underlying_session: StoreSession | None = None,
+        encryption_key: str | bytes | None = None,
+        ttl: float | None = 600,
+        max_scan_items: int | None = None,
+        *,
+        session: StoreSession | None = None,
+        key_store: Target | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        if max_scan_items is not None:
+            raise TypeError(
+                "max_scan_items is not taken: a read stops at the first expired item, so "
+                "get_items(limit=n) reads n items; bound the work with limit= instead"
+            )
+        if (session is None) == (underlying_session is None):
+            raise ConfigurationError("give exactly one of session= or underlying_session=")
+        base = session if session is not None else underlying_session
+        if not isinstance(base, StoreSession):
+            raise ConfigurationError(
+                "EncryptedSession wraps a convstore session (SQLiteSession, "
+                f"SQLAlchemySession, ...), not {type(base).__name__}"
+            )
+        if session_id is not None and session_id != base.session_id:
+            raise ConfigurationError(
+                f"session_id {session_id!r} differs from the wrapped session's {base.session_id!r}"
+            )
+        if ttl is not None and (
+            isinstance(ttl, bool) or not isinstance(ttl, int | float) or not ttl > 0
+        ):
+            raise InvalidArgumentError(f"ttl must be a number of seconds > 0 or None, not {ttl!r}")
+        if encryption_key is None:
+            raise ConfigurationError("encryption_key is required")
+        self._master: MasterKey = parse_master_key(encryption_key)
+        self.underlying_session = base
+        self.session_id = base.session_id
+        self.ttl = ttl
+        self._clock = clock
+        self._key_store, self._owns_key_store = (
+            (base.store, False) if key_store is None else _open_store(key_store)
+        )
+        self._same_store = self._key_store is base.store
+        self._kek: tuple[KekParams, bytes] | None = None
+        self._cipher: tuple[DataKeyRow, ItemCipher] | None = None
+        self._closed = False
+
+    # -- attributes ------------------------------------------------------------------
+
+    @property
+    def session_settings(self) -> Any:
+        return self.underlying_session.session_settings
+
+    @session_settings.setter
+    def session_settings(self, value: Any) -> None:
+        self.underlying_session.session_settings = value
+
+    @property
+    def store(self) -> EventStore:
+        """The event store of the wrapped session (which holds only ciphertext)."""
+        return self.underlying_session.store
+
+    @property
+    def key_store(self) -> EventStore:
+        """The store whose database holds the wrapped keys."""
+        return self._key_store
+
+    # -- the Session protocol ----------------------------------------------------------
+
+    async def get_items(self, limit: int | None = None, *, wrapper: Any = None) -> list[Any]:
+        """The unexpired items, oldest first; with ``limit``, the newest ``limit`` of them."""
+        self._check_open()
+        n = resolve_limit(limit, self.session_settings)
+        if n == 0:
+            return []
+        await self._ready()
+        window = n
+        while True:
+            row, raws = await self._read(window)
+            if not raws:
+                return []
+            envelopes = [parse_envelope(raw, self.session_id) for raw in raws]
+            check_distinct(envelopes, self.session_id)
+            cipher = await self._cipher_of(row)
+            cutoff = self._cutoff()
+            valid = [e for e in envelopes if e.ts > cutoff]
+            complete = window is None or len(raws) < window
+            if n is not None and len(valid) >= n:
+                valid = valid[-n:]
+            elif not complete and envelopes[0].ts > cutoff:
+                # Timestamps went backwards (clocks of several hosts): read further.
+                assert window is not None
+                window *= 2
+                continue
+            return [cipher.open(e) for e in valid]
+
+    async def add_items(self, items: list[Any], *, wrapper: Any = None) -> None:
+        """Seal each item and add the envelopes to the wrapped session."""
+        self._check_open()
+        if not items:
+            return
+        await self._ready()
+        cipher = await self._cipher_of(await self._read_key(), create=True)
+        ts = _now_ms(self._clock)
+        sealed = [cipher.seal(item, ts, where=f"items[{i}]") for i, item in enumerate(items)]
+        await self.underlying_session.add_items(sealed, wrapper=wrapper)
+
+    async def pop_item(self, *, wrapper: Any = None) -> Any | None:
+        """Remove and return the newest unexpired item, or None.
+
+        The item is decrypted inside the transaction that removes it, after the key was
+        checked: a wrong key, a shredded key or a damaged envelope raises and removes
+        nothing.
+        """
+        self._check_open()
+        await self._ready()
+        for _ in range(3):
+            row = await self._read_key()
+            cipher = None if row is None else await self._cipher_of(row)
+            try:
+                popped = await self.store.append_decided(
+                    self.session_id, self._decide_pop(row, cipher)
+                )
+            except _KeyChanged:
+                continue
+            return None if popped is None else popped[1]
+        raise KeyShreddedError(f"session {self.session_id!r}: its data key keeps changing")
+
+    def _decide_pop(
+        self, row: DataKeyRow | None, cipher: ItemCipher | None
+    ) -> Callable[[Connection, int], tuple[Sequence[Event], Any] | None]:
+        """What ``pop_item`` runs under the session's lock: check the key has not changed,
+        open the newest item, and only then name it for removal."""
+        sid, branch_id = self.session_id, self.underlying_session._branch_id
+
+        def take_newest(conn: Connection, version: int) -> tuple[Sequence[Event], Any] | None:
+            if self._same_store and _keys.read_data_key_tx(conn, sid) != row:
+                raise _KeyChanged
+            top = HISTORY.read_top(conn, sid, branch_id)
+            if top is None:
+                return None
+            envelope = parse_envelope(top[1], sid)
+            if envelope.ts <= self._cutoff():
+                return None  # the newest is expired, so is every older one
+            if cipher is None:
+                raise self._no_key()
+            return [ItemPopped(seq=top[0], branch_id=branch_id)], cipher.open(envelope)
+
+        return take_newest
+
+    async def clear_session(self, *, wrapper: Any = None) -> None:
+        """Remove every item (the log keeps their ciphertext, and the key stays)."""
+        self._check_open()
+        await self.underlying_session.clear_session(wrapper=wrapper)
+
+    # -- keys, expiry, shredding -------------------------------------------------------
+
+    async def rotate_key(self, new_master_key: str | bytes) -> int:
+        """Re-wrap every data key of the key table under ``new_master_key``.
+
+        Covers every session whose keys live in this key table (one master key per
+        table), in one transaction; items are not re-encrypted. Afterwards the old
+        master key opens nothing; this session uses the new one. Returns the number of
+        data keys re-wrapped.
+        """
+        self._check_open()
+        new = parse_master_key(new_master_key, what="new_master_key")
+        await self._ready()
+        params = await self._key_store.run(_keys.read_master_tx, quick=True)
+        if params is None:  # nothing encrypted yet: the new key simply becomes the key
+            self._master = new
+            return 0
+        old_kek = await self._open_kek(params)
+        new_params, new_kek = await asyncio.to_thread(_keys.new_kek, new)
+        now = time.time_ns() // 1000
+        count = await self._key_store.run(
+            lambda conn: _keys.rotate_tx(conn, params, old_kek, new_params, new_kek, now),
+            write=True,
+        )
+        self._master = new
+        self._kek = (new_params, new_kek)
+        self._cipher = None
+        return count
+
+    async def shred(self) -> bool:
+        """Destroy this session's data key: its items can never be decrypted again.
+
+        Reads then raise :class:`KeyShreddedError`, and so do writes: the session id is
+        spent. Other sessions and the log (whose hash chain covers the ciphertext) are
+        untouched. Returns False if the key was shredded already.
+        """
+        self._check_open()
+        self._cipher = None
+        return await shred_session(self.store, self.session_id, key_store=self._key_store)
+
+    async def purge_expired(self) -> int:
+        """Record the expiry of the items older than ``ttl`` on the current branch (one
+        ItemsExpired event); return how many expired. Does not need the key."""
+        self._check_open()
+        if self.ttl is None:
+            return 0
+        return await purge_expired(
+            self.store,
+            self.session_id,
+            ttl=self.ttl,
+            branch_id=self.underlying_session._branch_id,
+            now=self._clock(),
+        )
+
+    # -- internals -------------------------------------------------------------------
+
+    def _cutoff(self) -> int:
+        """Items sealed at or before this time (ms) are expired."""
+        if self.ttl is None:
+            return -(1 << 62)
+        return _now_ms(self._clock) - int(self.ttl * 1000)
+
+    async def _ready(self) -> None:
+        await ensure_key_tables(self._key_store)
+
+    async def _read(self, window: int | None) -> tuple[DataKeyRow | None, list[bytes]]:
+        """The data key row and the newest ``window`` stored items, in one transaction
+        when the keys live in the session's database."""
+        sid, branch_id = self.session_id, self.underlying_session._branch_id
+
+        def read(conn: Connection) -> tuple[DataKeyRow | None, list[bytes]]:
+            row = _keys.read_data_key_tx(conn, sid) if self._same_store else None
+            return row, HISTORY.read_items(conn, sid, branch_id, window)
+
+        quick = window is not None and window <= _QUICK_READ
+        row, raws = await self.store.run(read, quick=quick)
+        if not self._same_store and raws:
+            row = await self._read_key()
+        return row, raws
+
+    async def _read_key(self) -> DataKeyRow | None:
+        sid = self.session_id
+        return await self._key_store.run(lambda conn: _keys.read_data_key_tx(conn, sid), quick=True)
+
+    def _no_key(self) -> KeyNotFoundError:
+        return KeyNotFoundError(
+            f"session {self.session_id!r} holds encrypted items but no data key: the key "
+            "table is not the one they were written with"
+        )
+
+    async def _open_kek(self, params: KekParams) -> bytes:
+        if self._kek is not None and self._kek[0] == params:
+            return self._kek[1]
+        if params.kdf == "scrypt":  # a tenth of a second of CPU: not on the event loop
+            kek = await asyncio.to_thread(_keys.open_kek, self._master, params)
+        else:
+            kek = _keys.open_kek(self._master, params)
+        self._kek = (params, kek)
+        return kek
+
+    async def _cipher_of(self, row: DataKeyRow | None, *, create: bool = False) -> ItemCipher:
+        """The cipher of the data key in ``row``; with ``create``, make the key if the
+        session has none yet."""
+        if row is None:
+            if not create:
+                raise self._no_key()
+            row = await self._create_data_key()
+        if self._cipher is not None and self._cipher[0] == row:
+            return self._cipher[1]
+        if row.wrapped is None:
+            raise KeyShreddedError(f"session {self.session_id!r}: its data key was shredded")
+        params = await self._key_store.run(_keys.read_master_tx, quick=True)
+        if params is None or params.key_id != row.master_key_id:
+            raise (
+                self._no_key()
+                if params is None
+                else KeyNotFoundError(
+                    f"session {self.session_id!r}: its data key is wrapped by a master key "
+                    "this key table does not have (rotated meanwhile? open the session again)"
+                )
+            )
+        kek = await self._open_kek(params)
+        cipher = ItemCipher(self.session_id, row.key_id, _keys.unwrap(kek, row))
+        self._cipher = (row, cipher)
+        return cipher
+
+    async def _create_data_key(self) -> DataKeyRow:
+        """A new data key for this session (or the one a concurrent writer made first)."""
+        ks = self._key_store
+        now = time.time_ns() // 1000
+        params = await ks.run(_keys.read_master_tx, quick=True)
+        if params is None:
+            fresh, fresh_kek = await asyncio.to_thread(_keys.new_kek, self._master)
+            try:
+                await ks.run(lambda conn: _keys.insert_master_tx(conn, fresh, now), write=True)
+                self._kek = (fresh, fresh_kek)
+                params = fresh
+            except IntegrityError:  # another writer made the table's master key first
+                params = await ks.run(_keys.read_master_tx, quick=True)
+            if params is None:
+                raise KeyNotFoundError("the master key row vanished while it was being made")
+        kek = await self._open_kek(params)  # a wrong master key stops here
+        if await self._holds_plaintext():
+            found = await self._read_key()  # a concurrent writer encrypted it meanwhile?
+            if found is not None:
+                return found
+            raise NotEncryptedError(
+                f"session {self.session_id!r} already holds unencrypted items: encrypting "
+                "it now would mix plaintext and ciphertext; use a new session id"
+            )
+        row, _ = _keys.new_data_key_row(kek, params.key_id, self.session_id)
+        try:
+            await ks.run(lambda conn: _keys.insert_data_key_tx(conn, row, now), write=True)
+        except IntegrityError:  # a concurrent writer made it first: use theirs
+            found = await self._read_key()
+            assert found is not None
+            return found
+        return row
+
+    async def _holds_plaintext(self) -> bool:
+        """Whether the session's log has items added before encryption was turned on."""
+        e = log_schema.events
+        query = (
+            select(e.c.position)
+            .where(e.c.stream_id == self.session_id, e.c.event_type == "ItemsAdded")
+            .limit(1)
+        )
+        return await self.store.run(lambda conn: conn.execute(query).first() is not None)
+
+    # -- lifecycle -------------------------------------------------------------------
+
+    def _check_open(self) -> None:
+        if self._closed or self.underlying_session.closed:
+            raise StoreClosedError(f"session {self.session_id!r} is closed")
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    async def close(self) -> None:
+        """Close the wrapped session (and a key store this session opened). Idempotent."""
+        if self._closed:
+            return
+        self._closed = True
+        self._cipher = None
+        await self.underlying_session.close()
+        if self._owns_key_store:
+            await self._key_store.close()
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.close()
+
+    def __repr__(self) -> str:
+        return f"EncryptedSession({self.underlying_session!r}, ttl={self.ttl!r})"
+
+
+# -- for scripts and the command line ------------------------------------------------
+
+
+async def shred_session(
+    store_or_target: Target, session_id: str, *, key_store: Target | None = None
+) -> bool:
+    """Destroy the data key of ``session_id`` (crypto-shredding). Needs no master key.
+
+    ``key_store`` names the key database when the keys do not live beside the log.
+    Returns False if the key was shredded already. A session that never had a key gets
+    a tombstone, so it cannot be encrypted (nor read) under that id later.
+    """
+    target = store_or_target if key_store is None else key_store
+    store, owned = _open_store(target)
+    try:
+        await ensure_key_tables(store)
+        now = time.time_ns() // 1000
+        return await store.run(lambda conn: _keys.shred_tx(conn, session_id, now), write=True)
+    finally:
+        if owned:
+            await store.close()
+
+
+async def purge_expired(
+    store_or_target: Target,
+    session_id: str,
+    *,
+    ttl: float,
+    branch_id: str = MAIN_BRANCH,
+    now: float | None = None,
+) -> int:
+    """Record that the items of a branch sealed ``ttl`` seconds or more before ``now``
+    expired: one ItemsExpired event; return how many items it removed from the history.
+
+    Only the oldest run of expired envelopes is expired (the bound is a key in the log);
+    a plaintext item stops the run. Needs no master key: the timestamps are readable,
+    and authenticated when the items are read.
+    """
+    if isinstance(ttl, bool) or not isinstance(ttl, int | float) or ttl < 0:
+        raise InvalidArgumentError(f"ttl must be a number of seconds >= 0, not {ttl!r}")
+    cutoff = int((time.time() if now is None else now) * 1000) - int(ttl * 1000)
+    store, owned = _open_store(store_or_target)
+    try:
+        entries = await store.run(
+            lambda conn: HISTORY.read_entries(conn, session_id, branch_id, None)
+        )
+        bound, count = None, 0
+        for seq, raw in entries:
+            try:
+                envelope: Envelope = parse_envelope(raw, session_id)
+            except NotEncryptedError:
+                break
+            if envelope.ts > cutoff:
+                break
+            bound, count = seq, count + 1
+        if bound is None:
+            return 0
+        # Safe without a lock: keys only grow, so later items are never below the bound.
+        await store.append(session_id, [ItemsExpired(upto_seq=bound, branch_id=branch_id)])
+        return count
+    finally:
+        if owned:
+            await store.close()
+
+
+async def rotate_master_key(
+    key_store: Target, old_master_key: str | bytes, new_master_key: str | bytes
+) -> int:
+    """Re-wrap every data key of the key table in ``key_store`` under a new master key
+    (what :meth:`EncryptedSession.rotate_key` does, for scripts); return how many."""
+    old = parse_master_key(old_master_key, what="old_master_key")
+    new = parse_master_key(new_master_key, what="new_master_key")
+    store, owned = _open_store(key_store)
+    try:
+        await ensure_key_tables(store)
+        params = await store.run(_keys.read_master_tx, quick=True)
+        if params is None:
+            return 0
+        old_kek = await asyncio.to_thread(_keys.open_kek, old, params)
+        new_params, new_kek = await asyncio.to_thread(_keys.new_kek, new)
+        now = time.time_ns() // 1000
+        return await store.run(
+            lambda conn: _keys.rotate_tx(conn, params, old_kek, new_params, new_kek, now),
+            write=True,
+        )
+    finally:
+        if owned:
+            await store.close()

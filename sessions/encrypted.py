@@ -179,15 +179,14 @@ class EncryptedSession:
             cipher = await self._cipher_of(row)
             cutoff = self._cutoff()
             valid = [e for e in envelopes if e.ts > cutoff]
-            complete = window is None or len(raws) < window
             if n is not None and len(valid) >= n:
-                valid = valid[-n:]
-            elif not complete and envelopes[0].ts > cutoff:
-                # Timestamps went backwards (clocks of several hosts): read further.
-                assert window is not None
-                window *= 2
-                continue
-            return [cipher.open(e) for e in valid]
+                return [cipher.open(e) for e in valid[-n:]]
+            if window is None or len(raws) < window:
+                return [cipher.open(e) for e in valid]
+            # Expired items took places in the window: read further back. When the oldest
+            # read is expired, the rest usually is too (until purge_expired records it):
+            # read it all at once rather than window by window.
+            window = None if envelopes[0].ts <= cutoff else window * 2
 
     async def add_items(self, items: list[Any], *, wrapper: Any = None) -> None:
         """Seal each item and add the envelopes to the wrapped session."""
@@ -201,7 +200,7 @@ class EncryptedSession:
         await self.underlying_session.add_items(sealed, wrapper=wrapper)
 
     async def pop_item(self, *, wrapper: Any = None) -> Any | None:
-        """Remove and return the newest unexpired item, or None.
+        """Remove and return the newest unexpired item, or None (expired items stay hidden).
 
         The item is decrypted inside the transaction that removes it, after the key was
         checked: a wrong key, a shredded key or a damaged envelope raises and removes
@@ -234,12 +233,18 @@ class EncryptedSession:
             top = HISTORY.read_top(conn, sid, branch_id)
             if top is None:
                 return None
-            envelope = parse_envelope(top[1], sid)
-            if envelope.ts <= self._cutoff():
-                return None  # the newest is expired, so is every older one
-            if cipher is None:
-                raise self._no_key()
-            return [ItemPopped(seq=top[0], branch_id=branch_id)], cipher.open(envelope)
+            cutoff = self._cutoff()
+            entries = [top]
+            if parse_envelope(top[1], sid).ts <= cutoff:  # expired: find the newest valid one
+                entries = HISTORY.read_entries(conn, sid, branch_id, None)
+            for seq, raw in reversed(entries):
+                envelope = parse_envelope(raw, sid)
+                if envelope.ts <= cutoff:
+                    continue
+                if cipher is None:
+                    raise self._no_key()
+                return [ItemPopped(seq=seq, branch_id=branch_id)], cipher.open(envelope)
+            return None  # every item is expired
 
         return take_newest
 

@@ -18,7 +18,6 @@ envelopes *within* one session is caught by the log's hash chain (``audit``) and
 
 from __future__ import annotations
 
-import base64
 import binascii
 import os
 from typing import Any
@@ -95,8 +94,8 @@ class ItemCipher:
             MARKER: FORMAT,
             "kid": self.key_id,
             "ts": ts,
-            "iv": base64.b64encode(nonce).decode("ascii"),
-            "ct": base64.b64encode(sealed).decode("ascii"),
+            "iv": binascii.b2a_base64(nonce, newline=False).decode("ascii"),
+            "ct": binascii.b2a_base64(sealed, newline=False).decode("ascii"),
         }
 
     def open(self, envelope: Envelope) -> Any:
@@ -107,8 +106,8 @@ class ItemCipher:
                 f"{envelope.kid!r}, but the session's key is {self.key_id!r}"
             )
         try:
-            nonce = base64.b64decode(envelope.iv, validate=True)
-            sealed = base64.b64decode(envelope.ct, validate=True)
+            nonce = binascii.a2b_base64(envelope.iv, strict_mode=True)
+            sealed = binascii.a2b_base64(envelope.ct, strict_mode=True)
             plaintext = self._aead.decrypt(
                 nonce, sealed, _aad(self.session_id, envelope.kid, envelope.ts)
             )

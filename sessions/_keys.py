@@ -50,6 +50,7 @@ from sqlalchemy import (
 )
 
 from eventstore import InvalidKeyError, KeyShreddedError, TamperedError, WrongKeyError
+from eventstore.prepared import Prepared
 from eventstore.schema import MYSQL_TABLE_OPTIONS, Blob, StreamId
 
 FORMAT = 1  # version of the key formats (rows and wrapping) and of the item envelope
@@ -295,17 +296,21 @@ def insert_master_tx(conn: Connection, params: KekParams, now: int) -> None:
     )
 
 
+_READ_DATA_KEY = Prepared(
+    select(
+        data_keys.c.key_id, data_keys.c.master_key_id, data_keys.c.wrapped, data_keys.c.shredded_at
+    ).where(data_keys.c.stream_id == bindparam("sid"))
+)
+
+
 def read_data_key_tx(conn: Connection, stream_id: str) -> DataKeyRow | None:
-    t = data_keys
-    row = conn.execute(
-        select(t.c.key_id, t.c.master_key_id, t.c.wrapped, t.c.shredded_at).where(
-            t.c.stream_id == stream_id
-        )
-    ).first()
+    """The session's data key row (a prepared statement: it runs before every call)."""
+    row = _READ_DATA_KEY.first(conn, {"sid": stream_id})
     if row is None:
         return None
-    wrapped = None if row.wrapped is None else bytes(row.wrapped)
-    return DataKeyRow(stream_id, row.key_id, row.master_key_id, wrapped, row.shredded_at)
+    key_id, master_key_id, wrapped, shredded_at = row
+    wrapped = None if wrapped is None else bytes(wrapped)
+    return DataKeyRow(stream_id, key_id, master_key_id, wrapped, shredded_at)
 
 
 def insert_data_key_tx(conn: Connection, row: DataKeyRow, now: int) -> None:

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from sqlalchemy import delete, select, update
 
 from eventstore import (
     ConfigurationError,
@@ -23,7 +24,7 @@ from eventstore import (
     WrongKeyError,
 )
 from sessions import EncryptedSession, SQLiteSession
-from sessions._keys import parse_master_key
+from sessions._keys import data_keys, parse_master_key
 
 from ..conftest import Backend
 from .conftest import Sessions
@@ -292,10 +293,6 @@ async def test_a_replayed_envelope_is_detected(sessions: Sessions) -> None:
 async def test_a_missing_data_key_raises(sessions: Sessions) -> None:
     session = encrypted(sessions)
     await session.add_items([secret(1)])
-    from sqlalchemy import delete
-
-    from sessions._keys import data_keys
-
     await session.store.run(lambda conn: conn.execute(delete(data_keys)), write=True)
     fresh = encrypted(sessions)
     with pytest.raises(KeyNotFoundError):
@@ -337,3 +334,26 @@ async def test_concurrent_first_writers_share_one_data_key(sessions: Sessions) -
     stored = await raw_items(writers[0].underlying_session)
     assert len({item["kid"] for item in stored}) == 1
     assert sorted(i["n"] for i in await encrypted(sessions).get_items()) == [0, 1, 2, 3]
+
+
+async def test_a_wrapped_key_copied_to_another_session_does_not_open(sessions: Sessions) -> None:
+    a, b = encrypted(sessions, "a"), encrypted(sessions, "b")
+    await a.add_items([secret(1)])
+    await b.add_items([secret(2)])
+    t = data_keys
+    row_a = await a.store.run(
+        lambda conn: conn.execute(
+            select(t.c.key_id, t.c.master_key_id, t.c.wrapped).where(t.c.stream_id == "a")
+        ).one()
+    )
+    await a.store.run(
+        lambda conn: conn.execute(
+            update(t)
+            .where(t.c.stream_id == "b")
+            .values(key_id=row_a.key_id, master_key_id=row_a.master_key_id, wrapped=row_a.wrapped)
+        ),
+        write=True,
+    )
+    with pytest.raises(TamperedError, match="wrapped data key"):
+        await encrypted(sessions, "b").get_items()
+    assert await encrypted(sessions, "a").get_items() == [secret(1)]

@@ -9,6 +9,7 @@ from typing import Any, Protocol, Self, runtime_checkable
 from sqlalchemy import Connection, select
 
 from eventstore import EventStore, InvalidArgumentError, Projector, replay_into
+from eventstore.registry import set_behind
 from eventstore.schema import head, tracking
 
 
@@ -63,18 +64,25 @@ def _projectors(store: EventStore) -> Sequence[RebuildableProjector]:
 async def rebuild(store: EventStore, *, progress: Callable[[int], None] | None = None) -> int:
     """Empty every projection of ``store`` and replay the whole log into it.
 
-    Appends wait while it runs (it holds the log's write lock). Returns the last
-    position applied; ``progress`` is called with the number of events of each batch.
+    Appends go on while it runs (they skip a projection that is behind, and the last
+    batch is replayed under the log's lock); reads of a projection being rebuilt see
+    it as far as it has been caught up. Interrupted, it resumes the next time a store
+    opens the database. Returns the log's head position; ``progress`` is called with
+    the number of events of each batch.
     """
+    await store.ensure_tables()
     projectors = store.projectors
 
-    def rebuild_tx(conn: Connection) -> int:
+    def reset_tx(conn: Connection) -> int:
         store.lock_log(conn)
         for projector in projectors:
             projector.reset(conn)
-        return replay_into(conn, projectors, progress=progress)
+            set_behind(conn, projector.name, 0)
+        return int(conn.execute(select(head.c.position)).scalar_one())
 
-    return await store.run(rebuild_tx, write=True)
+    await store.run(reset_tx, write=True)
+    await store.catch_up(projectors, progress=progress)
+    return await store.head_position()
 
 
 async def verify(
@@ -93,13 +101,15 @@ async def verify(
             store.lock_log(conn)
             last = int(conn.execute(select(head.c.position)).scalar_one())
             tracked = {
-                row.projection: row.position
-                for row in conn.execute(select(tracking.c.projection, tracking.c.position))
+                row.projection: last if row.live else row.position
+                for row in conn.execute(
+                    select(tracking.c.projection, tracking.c.position, tracking.c.live)
+                )
             }
             found: list[Difference] = []
             for live, scratch in pairs:
                 scratch.reset(conn)
-                replay_into(conn, [scratch], progress=progress, track=False)
+                replay_into(conn, [scratch], progress=progress)
                 if tracked.get(live.name) != last:
                     found.append(
                         Difference(

@@ -340,3 +340,24 @@ async def test_runner_turns_see_the_decrypted_history(sessions: Sessions) -> Non
     stored = await raw_items(session.underlying_session)
     assert all("__convstore_encrypted__" in item for item in stored)
     assert MARKER.encode() not in await stored_bytes(session.store)
+
+
+async def test_the_seed_form_verbatim(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """shared/SEED.md, "Encrypted Session", as written (plus a run and a read)."""
+    monkeypatch.chdir(tmp_path)
+    from agents.sessions import EncryptedSession, SQLiteSession
+
+    base_session = SQLiteSession("user_123", "conversations.db")
+    session = EncryptedSession(
+        session=base_session,
+        encryption_key="your-32-byte-key-here-for-aes256",
+        ttl=3600,  # Expire after 1 hour
+    )
+
+    model = ScriptedModel([[assistant_message("noted")]])
+    agent = Agent(name="NotesAgent", instructions="Help with notes.", model=model)
+    result = await Runner.run(agent, f"Create a note {MARKER}", session=session)
+    assert result.final_output == "noted"
+    assert len(await session.get_items()) == 2
+    await session.close()
+    assert MARKER.encode() not in checkpointed_bytes(tmp_path / "conversations.db")

@@ -13,68 +13,48 @@ records the expiry of items older than ``ttl`` as an event.
 from __future__ import annotations
 
 import asyncio
-import os
 import time
-import weakref
 from collections.abc import Callable, Sequence
 from typing import Any, Self
 
 from sqlalchemy import Connection, select
-from sqlalchemy.ext.asyncio import AsyncEngine
 
 from eventstore import (
-    MAIN_BRANCH,
     ConfigurationError,
     Event,
     EventStore,
     IntegrityError,
     InvalidArgumentError,
     ItemPopped,
-    ItemsExpired,
     KeyNotFoundError,
     KeyShreddedError,
     NotEncryptedError,
-    PersistenceError,
     StoreClosedError,
 )
 from eventstore import schema as log_schema
 
 from . import _keys
-from ._envelope import Envelope, ItemCipher, check_distinct, parse_envelope
+from ._envelope import ItemCipher, check_distinct, parse_envelope
 from ._keys import DataKeyRow, KekParams, MasterKey, parse_master_key
+from ._maintenance import (
+    LOG,
+    Target,
+    ensure_key_tables,
+    open_store,
+    purge_expired,
+    rotate_master_key,
+    shred_session,
+)
 from ._settings import resolve_limit
 from .base import HISTORY, StoreSession
 
-Target = EventStore | str | os.PathLike[str] | AsyncEngine
-_QUICK_READ = 1000
+__all__ = ["EncryptedSession", "purge_expired", "rotate_master_key", "shred_session"]
 
-_tables_ready: weakref.WeakSet[EventStore] = weakref.WeakSet()
+_QUICK_READ = 1000
 
 
 def _now_ms(clock: Callable[[], float]) -> int:
     return int(clock() * 1000)
-
-
-async def ensure_key_tables(store: EventStore) -> None:
-    """Create ``convstore_master_key`` and ``convstore_data_keys`` if they are missing."""
-    if store in _tables_ready:
-        return
-
-    def create(conn: Connection) -> None:
-        _keys.metadata.create_all(conn)
-
-    try:
-        await store.run(create, write=True)
-    except PersistenceError:  # another process created them at the same moment
-        await store.run(create, write=True)
-    _tables_ready.add(store)
-
-
-def _open_store(target: Target) -> tuple[EventStore, bool]:
-    """The store for ``target``, and whether the caller opened it (and must close it)."""
-    if isinstance(target, EventStore):
-        return target, False
-    return EventStore(target, projectors=[HISTORY]), True
 
 
 class _KeyChanged(Exception):
@@ -133,7 +113,7 @@ class EncryptedSession:
         self.ttl = ttl
         self._clock = clock
         self._key_store, self._owns_key_store = (
-            (base.store, False) if key_store is None else _open_store(key_store)
+            (base.store, False) if key_store is None else open_store(key_store)
         )
         self._same_store = self._key_store is base.store
         self._kek: tuple[KekParams, bytes] | None = None
@@ -280,6 +260,9 @@ class EncryptedSession:
         self._master = new
         self._kek = (new_params, new_kek)
         self._cipher = None
+        LOG.info(
+            "rotated the master key: %d data keys re-wrapped under %s", count, new_params.key_id
+        )
         return count
 
     async def shred(self) -> bool:
@@ -390,7 +373,9 @@ class EncryptedSession:
                 await ks.run(lambda conn: _keys.insert_master_tx(conn, fresh, now), write=True)
                 self._kek = (fresh, fresh_kek)
                 params = fresh
+                LOG.info("created the master key row %s (%s)", fresh.key_id, fresh.kdf)
             except IntegrityError:  # another writer made the table's master key first
+                LOG.debug("another writer created the master key row first")
                 params = await ks.run(_keys.read_master_tx, quick=True)
             if params is None:
                 raise KeyNotFoundError("the master key row vanished while it was being made")
@@ -407,6 +392,7 @@ class EncryptedSession:
         try:
             await ks.run(lambda conn: _keys.insert_data_key_tx(conn, row, now), write=True)
         except IntegrityError:  # a concurrent writer made it first: use theirs
+            LOG.debug("session %r: another writer created its data key first", self.session_id)
             found = await self._read_key()
             assert found is not None
             return found
@@ -450,93 +436,3 @@ class EncryptedSession:
 
     def __repr__(self) -> str:
         return f"EncryptedSession({self.underlying_session!r}, ttl={self.ttl!r})"
-
-
-# -- for scripts and the command line ------------------------------------------------
-
-
-async def shred_session(
-    store_or_target: Target, session_id: str, *, key_store: Target | None = None
-) -> bool:
-    """Destroy the data key of ``session_id`` (crypto-shredding). Needs no master key.
-
-    ``key_store`` names the key database when the keys do not live beside the log.
-    Returns False if the key was shredded already. A session that never had a key gets
-    a tombstone, so it cannot be encrypted (nor read) under that id later.
-    """
-    target = store_or_target if key_store is None else key_store
-    store, owned = _open_store(target)
-    try:
-        await ensure_key_tables(store)
-        now = time.time_ns() // 1000
-        return await store.run(lambda conn: _keys.shred_tx(conn, session_id, now), write=True)
-    finally:
-        if owned:
-            await store.close()
-
-
-async def purge_expired(
-    store_or_target: Target,
-    session_id: str,
-    *,
-    ttl: float,
-    branch_id: str = MAIN_BRANCH,
-    now: float | None = None,
-) -> int:
-    """Record that the items of a branch sealed ``ttl`` seconds or more before ``now``
-    expired: one ItemsExpired event; return how many items it removed from the history.
-
-    Only the oldest run of expired envelopes is expired (the bound is a key in the log);
-    a plaintext item stops the run. Needs no master key: the timestamps are readable,
-    and authenticated when the items are read.
-    """
-    if isinstance(ttl, bool) or not isinstance(ttl, int | float) or ttl < 0:
-        raise InvalidArgumentError(f"ttl must be a number of seconds >= 0, not {ttl!r}")
-    cutoff = int((time.time() if now is None else now) * 1000) - int(ttl * 1000)
-    store, owned = _open_store(store_or_target)
-    try:
-        entries = await store.run(
-            lambda conn: HISTORY.read_entries(conn, session_id, branch_id, None)
-        )
-        bound, count = None, 0
-        for seq, raw in entries:
-            try:
-                envelope: Envelope = parse_envelope(raw, session_id)
-            except NotEncryptedError:
-                break
-            if envelope.ts > cutoff:
-                break
-            bound, count = seq, count + 1
-        if bound is None:
-            return 0
-        # Safe without a lock: keys only grow, so later items are never below the bound.
-        await store.append(session_id, [ItemsExpired(upto_seq=bound, branch_id=branch_id)])
-        return count
-    finally:
-        if owned:
-            await store.close()
-
-
-async def rotate_master_key(
-    key_store: Target, old_master_key: str | bytes, new_master_key: str | bytes
-) -> int:
-    """Re-wrap every data key of the key table in ``key_store`` under a new master key
-    (what :meth:`EncryptedSession.rotate_key` does, for scripts); return how many."""
-    old = parse_master_key(old_master_key, what="old_master_key")
-    new = parse_master_key(new_master_key, what="new_master_key")
-    store, owned = _open_store(key_store)
-    try:
-        await ensure_key_tables(store)
-        params = await store.run(_keys.read_master_tx, quick=True)
-        if params is None:
-            return 0
-        old_kek = await asyncio.to_thread(_keys.open_kek, old, params)
-        new_params, new_kek = await asyncio.to_thread(_keys.new_kek, new)
-        now = time.time_ns() // 1000
-        return await store.run(
-            lambda conn: _keys.rotate_tx(conn, params, old_kek, new_params, new_kek, now),
-            write=True,
-        )
-    finally:
-        if owned:
-            await store.close()

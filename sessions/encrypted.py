@@ -70,6 +70,8 @@ class EncryptedSession:
     of 32 bytes, or a passphrase of at least 16 characters (scrypt). ``ttl`` (seconds,
     default 600 as in the SDK; None for never) hides older items. ``key_store`` puts the
     wrapped keys in another database (a store, path or URL) instead of the session's.
+    ``clock`` (seconds since the epoch, ``time.time`` by default) dates sealed items and
+    decides expiry; tests and simulations pass their own.
     """
 
     def __init__(
@@ -86,8 +88,9 @@ class EncryptedSession:
     ) -> None:
         if max_scan_items is not None:
             raise TypeError(
-                "max_scan_items is not taken: a read stops at the first expired item, so "
-                "get_items(limit=n) reads n items; bound the work with limit= instead"
+                "max_scan_items is not taken: get_items(limit=n) reads the newest n items and "
+                "reads further back only past expired ones; bound the work with limit= and "
+                "purge_expired(), which removes expired items from the history"
             )
         if (session is None) == (underlying_session is None):
             raise ConfigurationError("give exactly one of session= or underlying_session=")

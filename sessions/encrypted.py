@@ -30,6 +30,7 @@ from eventstore import (
     KeyShreddedError,
     NotEncryptedError,
     StoreClosedError,
+    TamperedError,
 )
 from eventstore import schema as log_schema
 
@@ -351,13 +352,19 @@ class EncryptedSession:
         if row.wrapped is None:
             raise KeyShreddedError(f"session {self.session_id!r}: its data key was shredded")
         params = await self._key_store.run(_keys.read_master_tx, quick=True)
+        if params is not None and params.key_id != row.master_key_id:
+            # A rotation committed between reading the row and the master key: the row
+            # read again is wrapped under the master key just read.
+            fresh = await self._read_key()
+            if fresh is not None and fresh != row and fresh.wrapped is not None:
+                row = fresh
         if params is None or params.key_id != row.master_key_id:
             raise (
                 self._no_key()
                 if params is None
-                else KeyNotFoundError(
-                    f"session {self.session_id!r}: its data key is wrapped by a master key "
-                    "this key table does not have (rotated meanwhile? open the session again)"
+                else TamperedError(
+                    f"session {self.session_id!r}: its data key names a master key "
+                    f"{row.master_key_id!r} this key table does not have"
                 )
             )
         kek = await self._open_kek(params)

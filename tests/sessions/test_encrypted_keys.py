@@ -173,6 +173,22 @@ async def test_rotation_to_a_passphrase_and_back_by_script(sessions: Sessions) -
     assert await encrypted(sessions, key=KEY).get_items() == [secret(1)]
 
 
+async def test_a_rotation_between_reading_the_key_row_and_the_master_key(
+    sessions: Sessions,
+) -> None:
+    """A reader that read the data key row just before a rotation committed, and the
+    master key row just after, reads the row again instead of failing."""
+    session = encrypted(sessions)
+    await session.add_items([secret(1)])
+    stale = await data_key_row(session)
+    assert stale is not None
+    assert await rotate_master_key(session.store, KEY, OTHER_KEY) == 1
+    reader = encrypted(sessions, key=OTHER_KEY)
+    cipher = await reader._cipher_of(stale)
+    assert cipher.key_id == stale.key_id
+    assert await reader.get_items() == [secret(1)]
+
+
 async def test_rotation_with_a_wrong_key_changes_nothing(sessions: Sessions) -> None:
     session = encrypted(sessions)
     await session.add_items([secret(1)])

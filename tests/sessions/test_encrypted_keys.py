@@ -13,7 +13,13 @@ from agents import Agent, Runner
 from agents.testing import ScriptedModel, assistant_message
 from sqlalchemy import inspect
 
-from eventstore import ItemsAdded, ItemsExpired, KeyShreddedError, WrongKeyError
+from eventstore import (
+    InvalidArgumentError,
+    ItemsAdded,
+    ItemsExpired,
+    KeyShreddedError,
+    WrongKeyError,
+)
 from projections import verify
 from sessions import (
     EncryptedSession,
@@ -126,6 +132,17 @@ async def test_purge_expired_for_scripts_needs_no_key(sessions: Sessions) -> Non
     assert await purge_expired(session.store, "s", ttl=100, now=clock.now + 100) == 2
     assert await purge_expired(session.store, "nobody", ttl=1) == 0
     assert await raw_items(session.underlying_session) == []
+
+
+async def test_purge_expired_leaves_plaintext_and_bad_ttls_alone(sessions: Sessions) -> None:
+    base = sessions.open("plain")
+    await base.add_items([{"role": "user", "content": "not encrypted"}])
+    before = await base.store.stream_info("plain")
+    assert await purge_expired(base.store, "plain", ttl=0, now=1e12) == 0
+    assert await base.store.stream_info("plain") == before  # no event written
+    for ttl in (-1, True, "60"):
+        with pytest.raises(InvalidArgumentError, match="ttl"):
+            await purge_expired(base.store, "plain", ttl=ttl)  # type: ignore[arg-type]
 
 
 async def test_purge_expired_by_path_or_url(backend: Backend, sessions: Sessions) -> None:

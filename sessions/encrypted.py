@@ -31,6 +31,7 @@ from eventstore import (
     NotEncryptedError,
     StoreClosedError,
     TamperedError,
+    TransientError,
 )
 from eventstore import schema as log_schema
 
@@ -202,7 +203,9 @@ class EncryptedSession:
             except _KeyChanged:
                 continue
             return None if popped is None else popped[1]
-        raise KeyShreddedError(f"session {self.session_id!r}: its data key keeps changing")
+        raise TransientError(
+            f"session {self.session_id!r}: its data key row kept changing during pop_item"
+        )
 
     def _decide_pop(
         self, row: DataKeyRow | None, cipher: ItemCipher | None

@@ -10,12 +10,18 @@ from eventstore import (
     WrongKeyError,
 )
 
+from .advanced import AdvancedSQLAlchemySession, AdvancedSQLiteSession
 from .base import StoreSession
+from .branching import BranchingSession, BranchNode
 from .encrypted import EncryptedSession, purge_expired, rotate_master_key, shred_session
 from .sqlalchemy import SQLAlchemySession
 from .sqlite import SQLiteSession
 
 __all__ = [
+    "AdvancedSQLAlchemySession",
+    "AdvancedSQLiteSession",
+    "BranchNode",
+    "BranchingSession",
     "DecryptionError",
     "EncryptedSession",
     "InvalidKeyError",

@@ -4,16 +4,22 @@ An item is stored as an ordinary JSON dict, so it passes through the codec, the 
 the projections unchanged::
 
     {"__convstore_encrypted__": 1, "kid": "<data key id>", "ts": <sealed at, ms>,
-     "iv": "<96-bit random nonce, base64>", "ct": "<AES-256-GCM ciphertext + tag, base64>"}
+     "iv": "<96-bit random nonce, base64>", "ct": "<AES-256-GCM ciphertext + tag, base64>",
+     "role": "user"}
+
+``role`` is present only on user messages, and is the one thing about an item's content
+left readable: it marks where turns start, so the history projection numbers turns,
+``get_items(turns=n)`` and ``create_branch_from_turn`` work on ciphertext, as they do
+without encryption (the projection classifies items by a top-level ``role``).
 
 The plaintext is the item's exact JSON (``encode_item``), so it round-trips byte for
-byte. The associated data binds the format, the session id, the data key id and the
-timestamp: an envelope copied into another session, or with its timestamp moved (to
-escape expiry), fails authentication. The random nonce is the item's identity (a
-repeated nonce within a read is reported as tampering). What cannot be bound is the
-item's slot: its key in the log is assigned by the append, after sealing, so reordering
-envelopes *within* one session is caught by the log's hash chain (``audit``) and by
-``verify``, not by decryption.
+byte. The associated data binds the format, the session id, the data key id, the
+timestamp and the role marker: an envelope copied into another session, or with its
+timestamp moved (to escape expiry) or its marker changed, fails authentication. The
+random nonce is the item's identity (a repeated nonce within a read is reported as
+tampering). What cannot be bound is the item's slot: its key in the log is assigned by
+the append, after sealing, so reordering envelopes *within* one session is caught by the
+log's hash chain (``audit``) and by ``verify``, not by decryption.
 """
 
 from __future__ import annotations
@@ -31,6 +37,7 @@ from eventstore import KeyNotFoundError, NotEncryptedError, TamperedError, decod
 from ._keys import FORMAT, NONCE_BYTES
 
 MARKER = "__convstore_encrypted__"
+USER = "user"
 
 _encode = msgspec.json.Encoder().encode
 
@@ -43,6 +50,7 @@ class Envelope(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     ts: int
     iv: str
     ct: str
+    role: str | None = None
 
 
 _envelope_decoder = msgspec.json.Decoder(Envelope)
@@ -65,6 +73,8 @@ def parse_envelope(raw: bytes, session_id: str) -> Envelope:
             f"session {session_id!r} holds an item that is not encrypted: history written "
             "before encryption was turned on, or through the session underneath"
         ) from None
+    if envelope.role not in (None, USER):
+        raise TamperedError(f"session {session_id!r}: a stored envelope has a bad role marker")
     if envelope.format != FORMAT:
         raise TamperedError(
             f"session {session_id!r}: envelope format {envelope.format} is not one this "
@@ -73,8 +83,8 @@ def parse_envelope(raw: bytes, session_id: str) -> Envelope:
     return envelope
 
 
-def _aad(session_id: str, key_id: str, ts: int) -> bytes:
-    return _encode([MARKER, FORMAT, session_id, key_id, ts])
+def _aad(session_id: str, key_id: str, ts: int, role: str | None) -> bytes:
+    return _encode([MARKER, FORMAT, session_id, key_id, ts, role])
 
 
 class ItemCipher:
@@ -88,15 +98,20 @@ class ItemCipher:
     def seal(self, item: Any, ts: int, *, where: str = "item") -> dict[str, Any]:
         """The envelope of ``item`` (refused with SerializationError if not exact JSON)."""
         plaintext = bytes(encode_item(item, where=where))
+        role = USER if isinstance(item, dict) and item.get("role") == USER else None
         nonce = os.urandom(NONCE_BYTES)
-        sealed = self._aead.encrypt(nonce, plaintext, _aad(self.session_id, self.key_id, ts))
-        return {
+        aad = _aad(self.session_id, self.key_id, ts, role)
+        sealed = self._aead.encrypt(nonce, plaintext, aad)
+        envelope = {
             MARKER: FORMAT,
             "kid": self.key_id,
             "ts": ts,
             "iv": binascii.b2a_base64(nonce, newline=False).decode("ascii"),
             "ct": binascii.b2a_base64(sealed, newline=False).decode("ascii"),
         }
+        if role is not None:
+            envelope["role"] = role
+        return envelope
 
     def open(self, envelope: Envelope) -> Any:
         """The item sealed in ``envelope`` (TamperedError if it fails authentication)."""
@@ -109,7 +124,7 @@ class ItemCipher:
             nonce = binascii.a2b_base64(envelope.iv, strict_mode=True)
             sealed = binascii.a2b_base64(envelope.ct, strict_mode=True)
             plaintext = self._aead.decrypt(
-                nonce, sealed, _aad(self.session_id, envelope.kid, envelope.ts)
+                nonce, sealed, _aad(self.session_id, envelope.kid, envelope.ts, envelope.role)
             )
         except (InvalidTag, binascii.Error, ValueError):
             raise TamperedError(

@@ -32,11 +32,13 @@ from eventstore import (
     StoreClosedError,
     TamperedError,
     TransientError,
+    TurnNotFoundError,
 )
 from eventstore import schema as log_schema
+from projections.history_table import Turn
 
 from . import _keys
-from ._envelope import ItemCipher, check_distinct, parse_envelope
+from ._envelope import Envelope, ItemCipher, check_distinct, parse_envelope
 from ._keys import DataKeyRow, KekParams, MasterKey, parse_master_key
 from ._maintenance import (
     LOG,
@@ -49,10 +51,22 @@ from ._maintenance import (
 )
 from ._settings import resolve_limit
 from .base import HISTORY, StoreSession
+from .branching import BranchingSession, content_texts
 
 __all__ = ["EncryptedSession", "purge_expired", "rotate_master_key", "shred_session"]
 
 _QUICK_READ = 1000
+# Methods of an Advanced session that need no item content, offered as they are.
+_BRANCH_METHODS = frozenset(
+    {
+        "create_branch_from_turn",
+        "create_branch_from_item",
+        "switch_to_branch",
+        "delete_branch",
+        "list_branches",
+        "get_branch_tree",
+    }
+)
 
 
 def _now_ms(clock: Callable[[], float]) -> int:
@@ -147,20 +161,33 @@ class EncryptedSession:
 
     # -- the Session protocol ----------------------------------------------------------
 
-    async def get_items(self, limit: int | None = None, *, wrapper: Any = None) -> list[Any]:
-        """The unexpired items, oldest first; with ``limit``, the newest ``limit`` of them."""
+    async def get_items(
+        self,
+        limit: int | None = None,
+        branch_id: str | None = None,
+        *,
+        turns: int | None = None,
+        wrapper: Any = None,
+    ) -> list[Any]:
+        """The unexpired items, oldest first; with ``limit``, the newest ``limit`` of them.
+
+        ``branch_id`` (an Advanced session underneath) reads another branch; ``turns=n``
+        the last ``n`` whole turns, as stored, leaving out their expired items.
+        """
         self._check_open()
         n = resolve_limit(limit, self.session_settings)
+        branch = await self._branch_of(branch_id)
         if n == 0:
             return []
         await self._ready()
+        if turns is not None:
+            return await self._read_turns(branch, turns, n)
         window = n
         while True:
-            row, raws = await self._read(window)
+            row, raws = await self._read(branch, window)
             if not raws:
                 return []
-            envelopes = [parse_envelope(raw, self.session_id) for raw in raws]
-            check_distinct(envelopes, self.session_id)
+            envelopes = self._parse(raws)
             cipher = await self._cipher_of(row)
             cutoff = self._cutoff()
             valid = [e for e in envelopes if e.ts > cutoff]
@@ -172,6 +199,30 @@ class EncryptedSession:
             # read is expired, the rest usually is too (until purge_expired records it):
             # read it all at once rather than window by window.
             window = None if envelopes[0].ts <= cutoff else window * 2
+
+    async def _read_turns(self, branch: str, turns: int, n: int | None) -> list[Any]:
+        if isinstance(turns, bool) or not isinstance(turns, int) or turns < 0:
+            raise InvalidArgumentError(f"turns must be an integer >= 0, not {turns!r}")
+        if turns == 0:
+            return []
+        sid = self.session_id
+        raws = await self.store.run(
+            lambda conn: HISTORY.read_last_turns(conn, sid, branch, turns, None)
+        )
+        if not raws:
+            return []
+        envelopes = self._parse(raws)
+        cipher = await self._cipher_of(await self._read_key())
+        cutoff = self._cutoff()
+        valid = [e for e in envelopes if e.ts > cutoff]
+        if n is not None:
+            valid = valid[len(valid) - n :] if n else []
+        return [cipher.open(e) for e in valid]
+
+    def _parse(self, raws: Sequence[bytes]) -> list[Envelope]:
+        envelopes = [parse_envelope(raw, self.session_id) for raw in raws]
+        check_distinct(envelopes, self.session_id)
+        return envelopes
 
     async def add_items(self, items: list[Any], *, wrapper: Any = None) -> None:
         """Seal each item and add the envelopes to the wrapped session."""
@@ -193,12 +244,13 @@ class EncryptedSession:
         """
         self._check_open()
         await self._ready()
+        branch = await self._branch_of(None)
         for _ in range(3):
             row = await self._read_key()
             cipher = None if row is None else await self._cipher_of(row)
             try:
                 popped = await self.store.append_decided(
-                    self.session_id, self._decide_pop(row, cipher)
+                    self.session_id, self._decide_pop(branch, row, cipher)
                 )
             except _KeyChanged:
                 continue
@@ -208,11 +260,11 @@ class EncryptedSession:
         )
 
     def _decide_pop(
-        self, row: DataKeyRow | None, cipher: ItemCipher | None
+        self, branch_id: str, row: DataKeyRow | None, cipher: ItemCipher | None
     ) -> Callable[[Connection, int], tuple[Sequence[Event], Any] | None]:
         """What ``pop_item`` runs under the session's lock: check the key has not changed,
         open the newest item, and only then name it for removal."""
-        sid, branch_id = self.session_id, self.underlying_session._branch_id
+        sid = self.session_id
 
         def take_newest(conn: Connection, version: int) -> tuple[Sequence[Event], Any] | None:
             if self._same_store and _keys.read_data_key_tx(conn, sid) != row:
@@ -239,6 +291,75 @@ class EncryptedSession:
         """Remove every item (the log keeps their ciphertext, and the key stays)."""
         self._check_open()
         await self.underlying_session.clear_session(wrapper=wrapper)
+
+    # -- an Advanced session underneath: branches and turns ---------------------------
+
+    def __getattr__(self, name: str) -> Any:
+        """The branch methods of an Advanced session underneath, which need no content
+        (``create_branch_from_turn``, ``switch_to_branch``, ``list_branches``, ...):
+        turns are numbered from the envelopes' user marks. Anything else is refused."""
+        if name in _BRANCH_METHODS:
+            base = self.__dict__.get("underlying_session")
+            if isinstance(base, BranchingSession):
+                return getattr(base, name)
+        raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
+
+    async def _decrypted_turns(self, branch_id: str | None) -> list[tuple[Turn, Any]]:
+        """The unexpired user turns of a branch, each with its decrypted message."""
+        self._check_open()
+        base = self._advanced()
+        await self._ready()
+        turns = await base._turns(branch_id)
+        if not turns:
+            return []
+        cipher = await self._cipher_of(await self._read_key())
+        cutoff = self._cutoff()
+        envelopes = [(turn, parse_envelope(turn.item, self.session_id)) for turn in turns]
+        return [(turn, cipher.open(e)) for turn, e in envelopes if e.ts > cutoff]
+
+    async def get_conversation_turns(self, branch_id: str | None = None) -> list[dict[str, Any]]:
+        """Each unexpired user turn, decrypted in process, in the SDK's shape."""
+        base = self._advanced()
+        return [
+            base._turn_dict(turn, item.get("content", "") if isinstance(item, dict) else "")
+            for turn, item in await self._decrypted_turns(branch_id)
+        ]
+
+    async def find_turns_by_content(
+        self, search_term: str, branch_id: str | None = None
+    ) -> list[dict[str, Any]]:
+        """User turns whose text contains ``search_term`` (ignoring case), searched after
+        decryption, in process: the database never sees the term nor the text."""
+        if not isinstance(search_term, str):
+            raise InvalidArgumentError(f"search_term must be a string, not {search_term!r}")
+        base, needle = self._advanced(), search_term.casefold()
+        found = []
+        for turn, item in await self._decrypted_turns(branch_id):
+            content = item.get("content", "") if isinstance(item, dict) else ""
+            if any(needle in text.casefold() for text in content_texts(content)):
+                found.append(base._turn_dict(turn, content))
+        return found
+
+    async def create_branch_from_content(
+        self, search_term: str, branch_name: str | None = None
+    ) -> str:
+        """A new branch from the first user turn whose text contains ``search_term``."""
+        matches = await self.find_turns_by_content(search_term)
+        if not matches:
+            raise TurnNotFoundError(f"No user turns found containing '{search_term}'")
+        created: str = await self._advanced().create_branch_from_turn(
+            matches[0]["turn"], branch_name
+        )
+        return created
+
+    def _advanced(self) -> BranchingSession:
+        base = self.underlying_session
+        if not isinstance(base, BranchingSession):
+            raise TypeError(
+                "branches and turns need an Advanced session underneath "
+                f"(AdvancedSQLiteSession, AdvancedSQLAlchemySession), not {type(base).__name__}"
+            )
+        return base
 
     # -- keys, expiry, shredding -------------------------------------------------------
 
@@ -293,7 +414,7 @@ class EncryptedSession:
             self.store,
             self.session_id,
             ttl=self.ttl,
-            branch_id=self.underlying_session._branch_id,
+            branch_id=await self._branch_of(None),
             now=self._clock(),
         )
 
@@ -308,10 +429,25 @@ class EncryptedSession:
     async def _ready(self) -> None:
         await ensure_key_tables(self._key_store)
 
-    async def _read(self, window: int | None) -> tuple[DataKeyRow | None, list[bytes]]:
-        """The data key row and the newest ``window`` stored items, in one transaction
-        when the keys live in the session's database."""
-        sid, branch_id = self.session_id, self.underlying_session._branch_id
+    async def _branch_of(self, branch_id: str | None) -> str:
+        """``branch_id``, or the wrapped session's current branch (which an Advanced
+        session reads from the log the first time)."""
+        base = self.underlying_session
+        if isinstance(base, BranchingSession):
+            return await base._resolve(branch_id)
+        if branch_id is not None:
+            raise TypeError(
+                "branch_id= needs an Advanced session underneath "
+                f"(AdvancedSQLiteSession, AdvancedSQLAlchemySession), not {type(base).__name__}"
+            )
+        return base._branch_id
+
+    async def _read(
+        self, branch_id: str, window: int | None
+    ) -> tuple[DataKeyRow | None, list[bytes]]:
+        """The data key row and the newest ``window`` stored items of a branch, in one
+        transaction when the keys live in the session's database."""
+        sid = self.session_id
 
         def read(conn: Connection) -> tuple[DataKeyRow | None, list[bytes]]:
             row = _keys.read_data_key_tx(conn, sid) if self._same_store else None

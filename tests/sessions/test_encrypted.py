@@ -61,10 +61,13 @@ async def test_items_round_trip_exactly(sessions: Sessions) -> None:
 
 async def test_the_wrapped_session_holds_only_envelopes(sessions: Sessions) -> None:
     session = encrypted(sessions)
-    await session.add_items([secret(1)])
-    (stored,) = await raw_items(session.underlying_session)
-    assert set(stored) == {"__convstore_encrypted__", "kid", "ts", "iv", "ct"}
-    assert MARKER not in json.dumps(stored)
+    await session.add_items([secret(1), {"role": "assistant", "content": MARKER}, 7])
+    user, assistant, number = await raw_items(session.underlying_session)
+    fields = {"__convstore_encrypted__", "kid", "ts", "iv", "ct"}
+    assert set(user) == {*fields, "role"}
+    assert user["role"] == "user"  # the one readable mark: where turns start
+    assert set(assistant) == set(number) == fields
+    assert MARKER not in json.dumps([user, assistant, number])
 
 
 async def test_both_call_forms(sessions: Sessions) -> None:
@@ -253,6 +256,8 @@ async def test_a_flipped_byte_is_detected_and_pop_removes_nothing(sessions: Sess
         pytest.param(lambda e: {**e, "extra": 1}, id="extra-field"),
         pytest.param(lambda e: {k: v for k, v in e.items() if k != "ct"}, id="missing-field"),
         pytest.param(lambda e: {**e, "__convstore_encrypted__": 2}, id="unknown-format"),
+        pytest.param(lambda e: {k: v for k, v in e.items() if k != "role"}, id="role-removed"),
+        pytest.param(lambda e: {**e, "role": "assistant"}, id="role-changed"),
     ],
 )
 async def test_every_change_to_an_envelope_is_detected(sessions: Sessions, change: Any) -> None:

@@ -1,5 +1,6 @@
 """convstore's write side: event types, codec, the log and its backends."""
 
+from .audit import AuditReport, Checkpoint, Finding, StreamCheck, audit
 from .codec import decode_event, decode_item, encode_event, encode_item, encode_items
 from .errors import (
     ConcurrencyError,
@@ -49,9 +50,11 @@ __all__ = [
     "NO_STREAM",
     "AnyEvent",
     "AppendResult",
+    "AuditReport",
     "BranchCreated",
     "BranchDeleted",
     "BranchSwitched",
+    "Checkpoint",
     "ConcurrencyError",
     "ConfigurationError",
     "ConvstoreError",
@@ -59,6 +62,7 @@ __all__ = [
     "Event",
     "EventStore",
     "ExpectedVersion",
+    "Finding",
     "IntegrityError",
     "InvalidArgumentError",
     "ItemPopped",
@@ -76,9 +80,11 @@ __all__ = [
     "SessionCleared",
     "SessionStarted",
     "StoreClosedError",
+    "StreamCheck",
     "StreamInfo",
     "TransientError",
     "UsageRecorded",
+    "audit",
     "decode_event",
     "decode_item",
     "encode_event",

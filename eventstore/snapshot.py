@@ -1,0 +1,80 @@
+"""Reading one consistent snapshot of the database without stalling writers.
+
+Audit, verify and export read the whole log. Holding the log's write lock for that
+long would stall every append, so they read a snapshot instead, on a connection of
+their own, while the application keeps writing:
+
+* a SQLite file: a second, read-only connection in WAL mode, inside ``BEGIN``: every
+  statement of the transaction sees the database as of its first read, and writers
+  go on committing to the WAL meanwhile;
+* PostgreSQL: a ``REPEATABLE READ, READ ONLY`` transaction (one snapshot for all its
+  statements);
+* MySQL/MariaDB: a ``REPEATABLE READ`` transaction, whose first read fixes the
+  snapshot (InnoDB's consistent read);
+* a private in-memory SQLite database has no other connection: the function runs on
+  the store's own connection (no writer of another process exists to stall).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+from pathlib import Path
+
+from sqlalchemy import Connection, create_engine, text
+from sqlalchemy.pool import StaticPool
+
+from .backends.base import AsyncEngineRunner, Runner, T, TxFunction, translate_errors
+from .backends.sqlite import ThreadRunner
+
+
+async def run_snapshot(runner: Runner, fn: TxFunction[T]) -> T:
+    """Run the read-only ``fn`` in one consistent snapshot; appends continue meanwhile."""
+    if isinstance(runner, ThreadRunner):
+        if runner.database == ":memory:":
+            return await runner.run(lambda conn: _sqlite_snapshot(conn, fn), write=False)
+        return await asyncio.to_thread(_sqlite_file_snapshot, runner, fn)
+    if isinstance(runner, AsyncEngineRunner):
+        return await _engine_snapshot(runner, fn)
+    raise TypeError(f"no snapshot reads for {type(runner).__name__}")
+
+
+def _sqlite_snapshot(conn: Connection, fn: TxFunction[T]) -> T:
+    # The connection is in autocommit mode (isolation_level=None): an explicit BEGIN
+    # makes the following reads one transaction, hence one snapshot.
+    conn.exec_driver_sql("BEGIN")
+    return fn(conn)
+
+
+def _connect_read_only(database: str) -> sqlite3.Connection:
+    uri = Path(database).resolve().as_uri() + "?mode=ro"
+    return sqlite3.connect(uri, uri=True, isolation_level=None, check_same_thread=False)
+
+
+def _sqlite_file_snapshot(runner: ThreadRunner, fn: TxFunction[T]) -> T:
+    engine = create_engine(
+        "sqlite://", creator=lambda: _connect_read_only(runner.database), poolclass=StaticPool
+    )
+    try:
+        with translate_errors(runner.dialect), engine.connect() as conn, conn.begin():
+            return _sqlite_snapshot(conn, fn)
+    finally:
+        engine.dispose()
+
+
+async def _engine_snapshot(runner: AsyncEngineRunner, fn: TxFunction[T]) -> T:
+    dialect = runner.dialect.name
+    with translate_errors(runner.dialect):
+        async with runner.engine.connect() as conn:
+            if dialect == "sqlite":  # an aiosqlite engine the caller handed us
+                return await conn.run_sync(lambda c: _in_transaction(c, fn, "BEGIN"))
+            await conn.execution_options(isolation_level="REPEATABLE READ")
+            first = "SET TRANSACTION READ ONLY" if dialect == "postgresql" else None
+            return await conn.run_sync(lambda c: _in_transaction(c, fn, first))
+
+
+def _in_transaction(conn: Connection, fn: TxFunction[T], first: str | None) -> T:
+    with conn.begin():
+        if first is not None:
+            conn.execute(text(first))
+        return fn(conn)

@@ -22,10 +22,13 @@ import sqlite3
 from pathlib import Path
 
 from sqlalchemy import Connection, create_engine, text
+from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.pool import StaticPool
 
+from .backends import open_runner
 from .backends.base import AsyncEngineRunner, Runner, T, TxFunction, translate_errors
-from .backends.sqlite import ThreadRunner
+from .backends.sqlite import SQLiteDialect, ThreadRunner
+from .errors import ConfigurationError
 
 
 async def run_snapshot(runner: Runner, fn: TxFunction[T]) -> T:
@@ -78,3 +81,46 @@ def _in_transaction(conn: Connection, fn: TxFunction[T], first: str | None) -> T
         if first is not None:
             conn.execute(text(first))
         return fn(conn)
+
+
+class ReadOnlySource:
+    """Another database, read without changing it (``convstore import-sdk`` reads the
+    SDK's tables through this): a SQLite file is opened read-only (never created,
+    never switched to WAL); a URL gets an engine of its own, closed by :meth:`close`."""
+
+    def __init__(self, target: str) -> None:
+        self._engine: Engine | None = None
+        self._runner: Runner | None = None
+        path = target
+        if "://" in target:
+            url = make_url(target)
+            if url.get_backend_name() == "sqlite":
+                path = url.database or ""
+        if "://" not in path:
+            if not Path(path).is_file():
+                raise ConfigurationError(f"no SQLite database at {path}")
+            self._engine = create_engine(
+                "sqlite://", creator=lambda: _connect_read_only(path), poolclass=StaticPool
+            )
+            self._dialect = SQLiteDialect()
+        else:
+            self._runner = open_runner(target)
+
+    async def read(self, fn: TxFunction[T]) -> T:
+        """Run the read-only ``fn`` in one transaction of the source."""
+        if self._runner is not None:
+            return await run_snapshot(self._runner, fn)
+        engine = self._engine
+        assert engine is not None
+
+        def in_thread() -> T:
+            with translate_errors(self._dialect), engine.connect() as conn, conn.begin():
+                return _sqlite_snapshot(conn, fn)
+
+        return await asyncio.to_thread(in_thread)
+
+    async def close(self) -> None:
+        if self._runner is not None:
+            await self._runner.close()
+        if self._engine is not None:
+            self._engine.dispose()

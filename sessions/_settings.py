@@ -7,16 +7,24 @@ so a session must hold the SDK's :class:`SessionSettings`, not a look-alike.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cache
 from typing import Any
 
 from eventstore import InvalidArgumentError
 
-try:
-    from agents.memory.session_settings import SessionSettings as _SDKSessionSettings
-    from agents.memory.session_settings import coerce_session_settings as _coerce
-except ImportError:  # the 'agents' extra is not installed
-    _SDKSessionSettings = None  # type: ignore[assignment,misc]
-    _coerce = None  # type: ignore[assignment]
+
+@cache
+def _sdk() -> tuple[Any, Any] | None:
+    """The SDK's SessionSettings class and coercion function, or None without the SDK.
+
+    Imported on first use, not at import time: importing the SDK takes about two
+    seconds, and the ``convstore`` command (which imports this package) never needs it.
+    """
+    try:
+        from agents.memory.session_settings import SessionSettings, coerce_session_settings
+    except ImportError:  # the 'agents' extra is not installed
+        return None
+    return SessionSettings, coerce_session_settings
 
 
 @dataclass
@@ -28,9 +36,11 @@ class FallbackSessionSettings:
 
 def make_settings(value: Any) -> Any:
     """``value`` (None, a dict or a SessionSettings) as the settings object to keep."""
+    sdk = _sdk()
     try:
-        if _coerce is not None:
-            settings = _coerce(value) if value is not None else _SDKSessionSettings()
+        if sdk is not None:
+            settings_class, coerce = sdk
+            settings = coerce(value) if value is not None else settings_class()
         elif value is None:
             settings = FallbackSessionSettings()
         elif isinstance(value, dict):

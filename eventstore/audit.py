@@ -237,8 +237,8 @@ def _check_stream(
                 Finding(
                     sid,
                     version,
-                    "the history up to this version differs from the checkpoint "
-                    "(rewritten, with the hashes recomputed)",
+                    "the history up to this version differs from the checkpoint taken "
+                    "of it (changed since, even if every hash was recomputed to match)",
                     check="checkpoint",
                 )
             )

@@ -350,3 +350,44 @@ async def test_retention_refuses_a_tampered_session(store: EventStore) -> None:
     await sql(store, "DELETE FROM convstore_events WHERE stream_id = 'alice' AND version = 3")
     with pytest.raises(IntegrityError, match="alice"):
         await retention(store, timedelta(0))
+
+
+async def test_writers_go_on_while_audit_reads_its_snapshot(shared_backend: Backend) -> None:
+    """An append from another connection commits while the audit is in the middle of
+    its read, and the audit reports the snapshot it started with (no lock held)."""
+    import asyncio
+    import threading
+
+    store = shared_backend.store(projectors=(HISTORY,))
+    for name in ("a", "b", "c"):
+        await StoreSession(name, store).add_items([{"role": "user", "content": name}])
+    appended: list[int] = []
+
+    async def append_elsewhere() -> None:
+        async with EventStore(shared_backend.target, projectors=[HISTORY]) as other:
+            await StoreSession("a", other).add_items([{"role": "user", "content": "more"}])
+            appended.append(await other.head_position())
+
+    def during_audit(count: int) -> None:
+        if not appended:  # once, in the middle of the scan
+            writer = threading.Thread(target=asyncio.run, args=(append_elsewhere(),))
+            writer.start()
+            writer.join(timeout=60)
+            assert appended, "the append waited for the audit"
+
+    report = await audit_database(store, progress=during_audit)
+    assert appended == [7]
+    assert report.ok, [str(f) for f in report.findings]
+    assert report.head_position == 6  # the snapshot, not the append made meanwhile
+    assert (await audit_database(store)).head_position == 7
+
+
+async def test_two_audits_at_once(shared_backend: Backend) -> None:
+    import asyncio
+
+    store = shared_backend.store(projectors=(HISTORY,))
+    await StoreSession("a", store).add_items([{"role": "user", "content": "x"}] * 5)
+    other = shared_backend.store(projectors=(HISTORY,))
+    first, second = await asyncio.gather(audit_database(store), audit_database(other))
+    assert first.ok
+    assert second.ok

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import sqlite3
 import subprocess
 import sys
@@ -339,3 +340,17 @@ def test_progress_is_plain_lines_off_a_terminal(monkeypatch: pytest.MonkeyPatch)
     quiet = io.StringIO()
     ProgressBar(10, "x", stream=quiet).close()  # quick work prints nothing off a terminal
     assert quiet.getvalue() == ""
+
+
+def test_the_replay_audit_example_runs() -> None:
+    root = Path(__file__).parent.parent
+    done = subprocess.run(
+        [sys.executable, str(root / "examples" / "replay_audit.py")],
+        check=True,
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(root)},
+    )
+    assert "4. after an edit with raw SQL: ok=False" in done.stdout
+    assert "5. replay refused" in done.stdout
+    assert "6. restored 4 events from the export: audit ok=True" in done.stdout

@@ -3,6 +3,7 @@
 from .audit import AuditReport, Checkpoint, Finding, StreamCheck, audit
 from .codec import decode_event, decode_item, encode_event, encode_item, encode_items
 from .errors import (
+    BranchError,
     ConcurrencyError,
     ConfigurationError,
     ConvstoreError,
@@ -16,6 +17,7 @@ from .errors import (
     SerializationError,
     StoreClosedError,
     TransientError,
+    TurnNotFoundError,
 )
 from .events import (
     MAIN_BRANCH,
@@ -53,6 +55,7 @@ __all__ = [
     "AuditReport",
     "BranchCreated",
     "BranchDeleted",
+    "BranchError",
     "BranchSwitched",
     "Checkpoint",
     "ConcurrencyError",
@@ -83,6 +86,7 @@ __all__ = [
     "StreamCheck",
     "StreamInfo",
     "TransientError",
+    "TurnNotFoundError",
     "UsageRecorded",
     "audit",
     "decode_event",

@@ -77,3 +77,12 @@ class SchemaError(PersistenceError):
 
 class InvalidArgumentError(ConvstoreError, ValueError):
     """An argument is out of range or of the wrong kind; nothing was written."""
+
+
+class BranchError(InvalidArgumentError):
+    """A branch operation was refused (unknown, deleted or protected branch, a blank or
+    reused name); nothing was written. A ``ValueError``, as the SDK raises."""
+
+
+class TurnNotFoundError(InvalidArgumentError):
+    """No user turn (or item) with that number in the branch; nothing was written."""

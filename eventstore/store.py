@@ -14,13 +14,13 @@ import time
 import warnings
 import weakref
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Self, TypeVar
 
-from sqlalchemy import Connection, Row, bindparam, insert, inspect, select, update
+from sqlalchemy import Connection, Row, bindparam, delete, insert, inspect, select, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from . import schema
+from . import registry, schema
 from .backends import open_runner
 from .backends.base import AsyncEngineRunner, T, TxFunction
 from .chain import GENESIS, chain_hash
@@ -29,6 +29,7 @@ from .errors import (
     ConcurrencyError,
     IntegrityError,
     InvalidArgumentError,
+    PersistenceError,
     SchemaError,
     StoreClosedError,
     TransientError,
@@ -56,16 +57,31 @@ _RACE_RETRIES = 5
 # Appends of up to this many events count as quick (see EventStore.run).
 _QUICK_BATCH = 100
 
-# Databases whose tables this process has already created or checked, per component.
-_ready_by_engine: weakref.WeakKeyDictionary[Any, set[str]] = weakref.WeakKeyDictionary()
-_ready_by_key: dict[object, set[str]] = {}
+
+@dataclass(slots=True)
+class _DatabaseState:
+    """What this process knows of one database: components whose tables are checked,
+    and its live projections (valid while its generation is unchanged)."""
+
+    components: set[tuple[str, int]] = field(default_factory=set)
+    live: registry.LiveSet | None = None
 
 
-def _ready_set(key: object) -> set[str]:
+# Per database: an engine, or a SQLite file's path (which a new store revalidates with
+# one quick read, since the file may have been deleted and created again).
+_state_by_engine: weakref.WeakKeyDictionary[Any, _DatabaseState] = weakref.WeakKeyDictionary()
+_state_by_key: dict[object, _DatabaseState] = {}
+
+
+def _database_state(key: object) -> _DatabaseState:
     try:
-        return _ready_by_engine.setdefault(key, set())
-    except TypeError:  # not weakly referenceable (a SQLite path key)
-        return _ready_by_key.setdefault(key, set())
+        return _state_by_engine.setdefault(key, _DatabaseState())
+    except TypeError:  # not weakly referenceable (a SQLite file key)
+        return _state_by_key.setdefault(key, _DatabaseState())
+
+
+class _LiveSetChanged(Exception):
+    """Raised inside an append whose idea of the live projections is stale."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -169,8 +185,13 @@ class EventStore:
 
     ``target`` is a SQLite path (``":memory:"`` for a private in-memory database), a
     SQLAlchemy URL, or an existing :class:`~sqlalchemy.ext.asyncio.AsyncEngine` (which
-    the store uses but does not dispose). ``projectors`` are kept current inside every
-    append transaction.
+    the store uses but does not dispose).
+
+    Every append keeps every live projection of the *database* current in its own
+    transaction, whoever opened it (see :mod:`eventstore.registry`). ``projectors``
+    are the ones this store adds to the database if it does not keep them yet (and
+    then catches up from the log); by default, every projection installed with
+    convstore (history, branches, usage).
     """
 
     def __init__(
@@ -178,17 +199,22 @@ class EventStore:
         target: str | os.PathLike[str] | AsyncEngine,
         *,
         create_tables: bool = True,
-        projectors: Sequence[Projector] = (),
+        projectors: Sequence[Projector] | None = None,
         engine_kwargs: dict[str, Any] | None = None,
     ) -> None:
         self._runner = open_runner(target, engine_kwargs=engine_kwargs)
         self._dialect = self._runner.dialect
-        self._projectors = tuple(projectors)
-        self._projector_names = tuple(p.name for p in self._projectors)
+        self._requested = registry.default_projectors() if projectors is None else tuple(projectors)
+        for projector in self._requested:  # every store of this process can keep it now
+            registry.register_projector(projector, replace=False)
+        self._live: tuple[Projector, ...] = ()
+        self._live_names: frozenset[str] = frozenset()
+        self._unknown: tuple[str, ...] = ()
+        self._generation = -1
         self._create_tables = create_tables
         self._closed = False
         self._components = {schema.SCHEMA_COMPONENT: schema.SCHEMA_VERSION} | {
-            p.name: p.schema_version for p in self._projectors
+            p.name: p.schema_version for p in self._requested
         }
 
     # -- lifecycle -------------------------------------------------------------------
@@ -200,7 +226,9 @@ class EventStore:
 
     @property
     def projectors(self) -> tuple[Projector, ...]:
-        return self._projectors
+        """The projections every append keeps current (the database's live set, once
+        the store has opened it; before that, the ones it was asked to keep)."""
+        return self._live if self._generation >= 0 else self._requested
 
     @property
     def closed(self) -> bool:
@@ -258,65 +286,180 @@ class EventStore:
     # -- schema ----------------------------------------------------------------------
 
     async def ensure_tables(self) -> None:
-        """Create the tables (``create_tables=True``) or check they exist and match."""
-        ready = _ready_set(self._runner.engine_key)
-        if ready.issuperset(self._components):
-            return
+        """Create the tables (``create_tables=True``) or check they exist and match;
+        add this store's projections to the database and catch up any that are behind."""
+        state = _database_state(self._runner.engine_key)
+        live = state.live
+        if (
+            live is not None
+            and state.components.issuperset(self._components.items())
+            and live.names.issuperset(p.name for p in self._requested)
+        ):
+            if live.generation == self._generation:
+                return
+            if not self._runner.revalidate or await self._still_valid(live):
+                self._adopt(live)
+                return
+            state.components.clear()
+            state.live = None
         self._check_open()
-        await self._run(self._prepare_tx, write=True)
-        ready.update(self._components)
+        behind = await self._run(self._prepare_tx, write=True)
+        state.components.update(self._components.items())
+        if behind:
+            await self._catch_up(behind)
+        state.live = await self._run(registry.live_set, write=False)
+        self._adopt(state.live)
 
-    def _prepare_tx(self, conn: Connection) -> None:
+    async def _still_valid(self, live: registry.LiveSet) -> bool:
+        try:
+            return await self._run(registry.live_set, write=False, quick=True) == live
+        except PersistenceError:  # e.g. the tables are gone: a new file at that path
+            return False
+
+    def _adopt(self, live: registry.LiveSet) -> None:
+        self._live_names = live.names
+        self._live, self._unknown = registry.resolve(live.names, self._requested)
+        self._generation = live.generation
+
+    def _check_known(self) -> None:
+        """Before writing: every live projection must be one this process can keep."""
+        if self._unknown:  # registered since? then keep it from now on
+            self._live, self._unknown = registry.resolve(self._live_names, self._requested)
+            if self._unknown:
+                raise registry.unknown_error(self._unknown)
+
+    async def _reload_live_set(self) -> None:
+        state = _database_state(self._runner.engine_key)
+        state.live = None
+        await self.ensure_tables()
+
+    async def catch_up(
+        self,
+        projectors: Sequence[Projector],
+        *,
+        progress: Callable[[int], None] | None = None,
+    ) -> None:
+        """Replay the log into each of ``projectors`` that is behind and make it live.
+
+        Appends go on meanwhile (only the last batch holds the log's lock); an
+        interrupted catch-up resumes where it stopped the next time a store opens
+        the database.
+        """
+        self._check_open()
+        await self.ensure_tables()
+        await self._catch_up(projectors, progress=progress)
+        await self._reload_live_set()
+
+    async def _catch_up(
+        self,
+        projectors: Sequence[Projector],
+        *,
+        progress: Callable[[int], None] | None = None,
+    ) -> None:
+
+        def replay(
+            conn: Connection, targets: Sequence[Projector], after: int, limit: int | None
+        ) -> int:
+            return replay_into(conn, targets, after=after, limit=limit, progress=progress)
+
+        async def in_write_tx(fn: Callable[[Connection], int]) -> int:
+            return await self._run(fn, write=True)
+
+        for projector in projectors:
+            await registry.catch_up(in_write_tx, self.lock_log, replay, projector)
+
+    def _prepare_tx(self, conn: Connection) -> list[Projector]:
+        """Create, migrate and check the tables; return the known projections behind."""
         with self._dialect.schema_lock(conn):
             if self._create_tables:
                 schema.metadata.create_all(conn)
-                for projector in self._projectors:
-                    projector.metadata.create_all(conn)
-                self._insert_missing_rows(conn)
-            self._check_schema(conn)
+                if conn.execute(select(schema.head.c.name)).first() is None:
+                    conn.execute(insert(schema.head).values(name=schema.HEAD_ROW, position=0))
+                if schema.SCHEMA_COMPONENT not in self._stored_versions(conn):
+                    conn.execute(
+                        insert(schema.schema_versions).values(
+                            component=schema.SCHEMA_COMPONENT, version=schema.SCHEMA_VERSION
+                        )
+                    )
+            self._check_log_schema(conn)
+            tracked = registry.read_tracking(conn)
+            stored = self._stored_versions(conn)
+            for projector in self._requested:
+                self._prepare_projection(conn, projector, tracked, stored)
+            tracked = registry.read_tracking(conn)
+            behind = [n for n, row in tracked.items() if not row.live]
+            found, _ = registry.resolve(behind, self._requested)
+            return list(found)
 
-    def _insert_missing_rows(self, conn: Connection) -> None:
-        if conn.execute(select(schema.head.c.name)).first() is None:
-            conn.execute(insert(schema.head).values(name=schema.HEAD_ROW, position=0))
-        known = set(conn.execute(select(schema.schema_versions.c.component)).scalars())
-        for component, version in self._components.items():
-            if component not in known:
-                conn.execute(
-                    insert(schema.schema_versions).values(component=component, version=version)
-                )
-        tracked = set(conn.execute(select(schema.tracking.c.projection)).scalars())
-        new = [p for p in self._projectors if p.name not in tracked]
-        for projector in new:
-            conn.execute(insert(schema.tracking).values(projection=projector.name, position=0))
-        # A projection added to a database that already has a log starts consistent.
-        replay_into(conn, new)
+    def _prepare_projection(
+        self,
+        conn: Connection,
+        projector: Projector,
+        tracked: dict[str, registry.TrackingRow],
+        stored: dict[str, int],
+    ) -> None:
+        """Add ``projector`` to the database, or rebuild tables of an older shape."""
+        found = stored.get(projector.name)
+        if found is not None and found > projector.schema_version:
+            raise SchemaError(
+                f"{projector.name!r} tables are at schema version {found}, newer than this "
+                f"release understands ({projector.schema_version}): upgrade convstore"
+            )
+        current = found == projector.schema_version and projector.name in tracked
+        if current:
+            return
+        if not self._create_tables:
+            raise SchemaError(
+                f"the tables of the {projector.name!r} projection "
+                + ("do not exist" if found is None else f"are at schema version {found}")
+                + ": open with create_tables=True (or run 'convstore DB init') first"
+            )
+        # A projection is disposable: tables of an older shape are dropped and rebuilt
+        # from the log (the catch-up that follows fills them).
+        if found is not None:
+            projector.metadata.drop_all(conn)
+        projector.metadata.create_all(conn)
+        sv = schema.schema_versions
+        conn.execute(delete(sv).where(sv.c.component == projector.name))
+        conn.execute(insert(sv).values(component=projector.name, version=projector.schema_version))
+        if projector.name in tracked:
+            registry.set_behind(conn, projector.name, 0)
+        else:
+            registry.add_projection(conn, projector)
 
-    def _check_schema(self, conn: Connection) -> None:
+    @staticmethod
+    def _stored_versions(conn: Connection) -> dict[str, int]:
+        sv = schema.schema_versions
+        return {
+            row.component: row.version for row in conn.execute(select(sv.c.component, sv.c.version))
+        }
+
+    def _check_log_schema(self, conn: Connection) -> None:
         if not inspect(conn).has_table(schema.schema_versions.name):
             raise SchemaError(
                 "the convstore tables do not exist in this database: open it with "
                 "create_tables=True (or run 'convstore DB init') first"
             )
-        sv = schema.schema_versions
-        stored = {
-            row.component: row.version for row in conn.execute(select(sv.c.component, sv.c.version))
-        }
-        for component, version in self._components.items():
-            found = stored.get(component)
-            if found is None:
+        found = self._stored_versions(conn).get(schema.SCHEMA_COMPONENT)
+        version = schema.SCHEMA_VERSION
+        if found is None:
+            raise SchemaError("the convstore tables are incomplete: run 'convstore DB init'")
+        if found > version:
+            raise SchemaError(
+                f"the log's tables are at schema version {found}, newer than this "
+                f"release understands ({version}): upgrade convstore"
+            )
+        if found < version:
+            if not self._create_tables:
                 raise SchemaError(
-                    f"the tables of {component!r} do not exist: open with create_tables=True"
+                    f"the log's tables are at schema version {found} and need migrating to "
+                    f"{version}: open with create_tables=True (or run 'convstore DB init')"
                 )
-            if found > version:
-                raise SchemaError(
-                    f"{component!r} tables are at schema version {found}, newer than this "
-                    f"release understands ({version}): upgrade convstore"
-                )
-            if found < version:
-                raise SchemaError(
-                    f"{component!r} tables are at schema version {found} and need migrating "
-                    f"to {version}"
-                )
+            schema.migrate(conn, found)
+            sv = schema.schema_versions
+            conn.execute(
+                update(sv).where(sv.c.component == schema.SCHEMA_COMPONENT).values(version=version)
+            )
 
     # -- writing ---------------------------------------------------------------------
 
@@ -346,6 +489,7 @@ class EventStore:
         if len({e.event_id for e in batch + preamble}) != len(batch) + len(preamble):
             raise InvalidArgumentError("the events of one append need distinct event ids")
         await self.ensure_tables()
+        self._check_known()
         for _ in range(_RACE_RETRIES):
             try:
                 return await self._run(
@@ -355,6 +499,10 @@ class EventStore:
                     write=True,
                     quick=len(batch) <= _QUICK_BATCH,
                 )
+            except _LiveSetChanged:
+                await self._reload_live_set()
+                self._check_known()
+                continue
             except IntegrityError:
                 # Either these event ids are stored already (an idempotent retry), or a
                 # concurrent writer created the stream first; tell them apart.
@@ -384,6 +532,7 @@ class EventStore:
         check_stream_id(stream_id)
         preamble = _encode(on_new_stream)
         await self.ensure_tables()
+        self._check_known()
         for _ in range(_RACE_RETRIES):
             try:
                 return await self._run(
@@ -391,6 +540,10 @@ class EventStore:
                     write=True,
                     quick=True,
                 )
+            except _LiveSetChanged:
+                await self._reload_live_set()
+                self._check_known()
+                continue
             except IntegrityError:  # raced with the stream's creation: decide again
                 continue
         raise TransientError(f"stream {stream_id!r}: append kept racing with its creation")
@@ -469,12 +622,11 @@ class EventStore:
             "new_head_hash": previous,
             "now": now,
         }
-        last_position = self._dialect.advance_head(
-            conn,
-            len(to_write),
-            track=self._projector_names,
-            stream=stream_values if row is not None else None,
+        last_position, generation = self._dialect.advance_head(
+            conn, len(to_write), stream=stream_values if row is not None else None
         )
+        if generation != self._generation:
+            raise _LiveSetChanged()
         if row is None:
             _INSERT_STREAM.execute(conn, stream_values)
         first_position = last_position - len(to_write) + 1
@@ -511,7 +663,7 @@ class EventStore:
                 )
             )
         _INSERT_EVENTS.execute_many(conn, rows)
-        for projector in self._projectors:
+        for projector in self._live:
             projector.apply(conn, recorded)
         return AppendResult(
             stream_id=stream_id,
@@ -640,22 +792,24 @@ def replay_into(
     conn: Connection,
     projectors: Sequence[Projector],
     *,
+    after: int = 0,
+    limit: int | None = None,
     batch_size: int = 1000,
     progress: Callable[[int], None] | None = None,
-    track: bool = True,
 ) -> int:
-    """Apply the whole log, in position order, to ``projectors``; return the last position.
+    """Apply the log after position ``after`` (at most ``limit`` events), in position
+    order, to ``projectors``; return the last position applied (``after`` if none).
 
-    Runs inside the caller's write transaction, so no append interleaves. With
-    ``track`` the projectors' tracking rows are set to the last position applied.
+    Runs inside the caller's transaction; tracking rows are the caller's business.
     """
     if not projectors:
-        return 0
+        return after
     e = schema.events
-    after = 0
-    while True:
+    done = 0
+    while limit is None or done < limit:
+        size = batch_size if limit is None else min(batch_size, limit - done)
         rows = conn.execute(
-            select(e).where(e.c.position > after).order_by(e.c.position).limit(batch_size)
+            select(e).where(e.c.position > after).order_by(e.c.position).limit(size)
         ).all()
         if not rows:
             break
@@ -663,13 +817,7 @@ def replay_into(
         for projector in projectors:
             projector.apply(conn, recorded)
         after = recorded[-1].position
+        done += len(recorded)
         if progress is not None:
             progress(len(recorded))
-    if not track:
-        return after
-    conn.execute(
-        update(schema.tracking)
-        .where(schema.tracking.c.projection.in_([p.name for p in projectors]))
-        .values(position=after)
-    )
     return after

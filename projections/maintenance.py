@@ -8,8 +8,9 @@ from typing import Any
 
 from sqlalchemy import Connection, select
 
-from eventstore import EventStore, Projector, RecordedEvent, Rows, replay_into
+from eventstore import EventStore, Projector, RecordedEvent, Rows
 from eventstore.audit import Finding, decode_row, scan_streams
+from eventstore.registry import set_behind
 from eventstore.schema import head, tracking
 
 
@@ -48,18 +49,25 @@ class VerifyReport:
 async def rebuild(store: EventStore, *, progress: Callable[[int], None] | None = None) -> int:
     """Empty every projection of ``store`` and replay the whole log into it.
 
-    Appends wait while it runs (it holds the log's write lock). Returns the last
-    position applied; ``progress`` is called with the number of events of each batch.
+    Appends go on while it runs (they skip a projection that is behind, and the last
+    batch is replayed under the log's lock); reads of a projection being rebuilt see
+    it as far as it has been caught up. Interrupted, it resumes the next time a store
+    opens the database. Returns the log's head position; ``progress`` is called with
+    the number of events of each batch.
     """
+    await store.ensure_tables()
     projectors = store.projectors
 
-    def rebuild_tx(conn: Connection) -> int:
+    def reset_tx(conn: Connection) -> int:
         store.lock_log(conn)
         for projector in projectors:
             projector.reset(conn)
-        return replay_into(conn, projectors, progress=progress)
+            set_behind(conn, projector.name, 0)
+        return int(conn.execute(select(head.c.position)).scalar_one())
 
-    return await store.run(rebuild_tx, write=True)
+    await store.run(reset_tx, write=True)
+    await store.catch_up(projectors, progress=progress)
+    return await store.head_position()
 
 
 async def verify(
@@ -112,26 +120,26 @@ class ProjectionCheck:
         return found
 
     def compare_rest(self, conn: Connection, stream_ids: Set[str]) -> list[Difference]:
-        """Rows of streams the log does not have, and tracking rows behind the head."""
+        """Rows of streams the log does not have, and projections behind the head."""
         found: list[Difference] = []
         last = int(conn.execute(select(head.c.position)).scalar_one())
+        # A live projection is kept by every append; one that is not is behind (being
+        # caught up) and holds the log only up to its tracking position.
         tracked = {
-            row.projection: row.position
-            for row in conn.execute(select(tracking.c.projection, tracking.c.position))
+            row.projection: last if row.live else row.position
+            for row in conn.execute(
+                select(tracking.c.projection, tracking.c.position, tracking.c.live)
+            )
         }
+        names = sorted(tracked.keys() | {p.name for p in self.projectors})
+        for name in names:
+            if tracked.get(name) != last:
+                found.append(Difference(name, "tracking", (name,), (tracked.get(name),), (last,)))
         for projector in self.projectors:
-            if tracked.get(projector.name) != last:
-                found.append(
-                    Difference(
-                        projector.name,
-                        "tracking",
-                        (projector.name,),
-                        (tracked.get(projector.name),),
-                        (last,),
-                    )
-                )
             for sid in sorted(projector.stream_ids(conn) - stream_ids):
                 for table, rows in projector.live_rows(conn, sid).items():
+                    if not rows:
+                        continue
                     found.append(
                         Difference(projector.name, table, (sid,), (f"{len(rows)} row(s)",), None)
                     )
@@ -158,7 +166,7 @@ class ProjectionCheck:
                     Finding(
                         None,
                         None,
-                        f"projection {d.projection} has applied the log up to position "
+                        f"projection {d.projection} is behind: it holds the log up to position "
                         f"{live}, but the head is {d.rebuilt[0] if d.rebuilt else None}",
                         check="projection",
                     )

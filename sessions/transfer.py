@@ -278,12 +278,10 @@ class _Importer:
         conn.execute(insert(e), rows)
         conn.execute(update(schema.head).values(position=position))
         self._write_streams(conn, heads, recorded)
+        # Like an append: the live projections are kept current in the same transaction
+        # (one that is behind catches up from the log, where these events now are).
         for projector in self.store.projectors:
             projector.apply(conn, recorded)
-        names = [p.name for p in self.store.projectors]
-        if names:
-            t = schema.tracking
-            conn.execute(update(t).where(t.c.projection.in_(names)).values(position=position))
         self.imported += len(rows)
         self.sessions.update(r.stream_id for r in recorded)
 

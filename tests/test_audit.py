@@ -164,15 +164,14 @@ async def test_reordering_with_the_projection_fixed_up(store: EventStore) -> Non
     await set_payload(store, "alice", 2, three)
     await set_payload(store, "alice", 3, two)
     # Fix the projection so it agrees with the reordered log.
-    await sql(store, "DELETE FROM convstore_items WHERE stream_id = 'alice'")
-    item = decode_event("ItemsAdded", 2, three).items[0]  # type: ignore[union-attr]
-    await sql(
-        store,
-        "INSERT INTO convstore_items (stream_id, branch_id, seq, position, item) "
-        "VALUES ('alice', 'main', :seq, 2, :i)",
-        seq=2 << 20,
-        i=bytes(item),
-    )
+    for version, data in ((2, three), (3, two)):
+        item = decode_event("ItemsAdded", 2, data).items[0]  # type: ignore[union-attr]
+        await sql(
+            store,
+            "UPDATE convstore_items SET item = :i WHERE stream_id = 'alice' AND seq = :seq",
+            seq=version << 20,
+            i=bytes(item),
+        )
     report = await audit_database(store)
     assert {("alice", 2), ("alice", 3)} <= found(report)
 
@@ -238,8 +237,8 @@ async def test_projection_edited_alone(store: EventStore) -> None:
 async def test_projection_rows_of_a_session_the_log_does_not_have(store: EventStore) -> None:
     await sql(
         store,
-        "INSERT INTO convstore_items (stream_id, branch_id, seq, position, item) "
-        "VALUES ('mallory', 'main', 1, 1, :i)",
+        "INSERT INTO convstore_items (stream_id, branch_id, seq, position, item, kind) "
+        "VALUES ('mallory', 'main', 1, 1, :i, 'message')",
         i=b'"x"',
     )
     report = await audit_database(store)

@@ -14,7 +14,7 @@ SQLAlchemy :class:`~sqlalchemy.Connection`. A runner decides where it executes:
 from __future__ import annotations
 
 import abc
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from typing import Any, ClassVar, TypeVar
 
@@ -32,7 +32,7 @@ T = TypeVar("T")
 _ADVANCE_HEAD = Prepared(
     text(
         "UPDATE convstore_head SET position = position + :count WHERE name = 'log' "
-        "RETURNING position"
+        "RETURNING position, generation"
     )
 )
 _UPDATE_STREAM = Prepared(
@@ -40,9 +40,6 @@ _UPDATE_STREAM = Prepared(
         "UPDATE convstore_streams SET version = :new_version, head_hash = :new_head_hash, "
         "updated_at = :now WHERE stream_id = :sid"
     )
-)
-_TRACK = Prepared(
-    text("UPDATE convstore_tracking SET position = :position WHERE projection = :projection")
 )
 TxFunction = Callable[[Connection], T]
 
@@ -63,27 +60,27 @@ class Dialect(abc.ABC):
         self,
         conn: Connection,
         count: int,
-        track: Sequence[str] = (),
         stream: Mapping[str, Any] | None = None,
-    ) -> int:
-        """Reserve ``count`` positions; return the last one. Holds the log's write lock
-        until the transaction ends, which is what makes positions commit-ordered.
+    ) -> tuple[int, int]:
+        """Reserve ``count`` positions; return the last one and the generation of the
+        live projection set (eventstore/registry.py). Holds the log's write lock until
+        the transaction ends, which is what makes positions commit-ordered.
 
-        The tracking rows of the projections named in ``track`` (those the transaction
-        keeps current) are set to that last position too, and ``stream`` (``sid``,
-        ``new_version``, ``new_head_hash``, ``now``) updates an existing stream's row:
-        a backend may do all of it in one round trip.
+        ``stream`` (``sid``, ``new_version``, ``new_head_hash``, ``now``) updates an
+        existing stream's row too: a backend may do both in one round trip.
         """
-        last = self.reserve_positions(conn, count)
-        if track:
-            _TRACK.execute_many(conn, [{"projection": n, "position": last} for n in track])
+        reserved = self.reserve_positions(conn, count)
         if stream is not None:
             _UPDATE_STREAM.execute(conn, stream)
-        return last
+        return reserved
 
-    def reserve_positions(self, conn: Connection, count: int) -> int:
-        """The head-row update alone: advance by ``count``, return the last position."""
-        return int(_ADVANCE_HEAD.scalar(conn, {"count": count}))
+    def reserve_positions(self, conn: Connection, count: int) -> tuple[int, int]:
+        """The head-row update alone: advance by ``count``; the last position and the
+        live-set generation."""
+        row = _ADVANCE_HEAD.first(conn, {"count": count})
+        if row is None:
+            raise exc.NoResultFound("the head row is missing")
+        return int(row[0]), int(row[1])
 
     def schema_lock(self, conn: Connection) -> AbstractContextManager[None]:
         """Serialise concurrent table creation (several processes opening one database)."""
@@ -132,6 +129,12 @@ class Runner(abc.ABC):
     @abc.abstractmethod
     def engine_key(self) -> object:
         """Identity of the database, for caching 'tables are ready' per process."""
+
+    @property
+    def revalidate(self) -> bool:
+        """Whether a new store must check, with one quick read, that what this process
+        cached about the database (tables ready, live projections) still holds."""
+        return False
 
 
 class AsyncEngineRunner(Runner):

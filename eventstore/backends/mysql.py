@@ -33,6 +33,8 @@ _ADVANCE = Prepared(
     )
 )
 
+_GENERATION = Prepared(text("SELECT generation FROM convstore_head WHERE name = 'log'"))
+
 _BY_ERRNO: dict[int, type[PersistenceError]] = {
     1062: IntegrityError,  # ER_DUP_ENTRY
     1586: IntegrityError,  # ER_DUP_ENTRY_WITH_KEY_NAME
@@ -59,9 +61,11 @@ def _compile_key(type_: Key, compiler: TypeCompiler, **kw: object) -> str:
 class MySQLDialect(Dialect):
     name: ClassVar[str] = "mysql"
 
-    def reserve_positions(self, conn: Connection, count: int) -> int:
-        # LAST_INSERT_ID(expr) comes back in the UPDATE's own reply: no SELECT needed.
-        return int(_ADVANCE.last_row_id(conn, {"count": count}))
+    def reserve_positions(self, conn: Connection, count: int) -> tuple[int, int]:
+        # LAST_INSERT_ID(expr) comes back in the UPDATE's own reply; the generation of
+        # the live projections needs a read (of the row this transaction now holds).
+        position = int(_ADVANCE.last_row_id(conn, {"count": count}))
+        return position, int(_GENERATION.scalar(conn))
 
     @contextmanager
     def schema_lock(self, conn: Connection) -> Iterator[None]:

@@ -19,7 +19,7 @@ Details in ``docs/design.md`` ("Measured").
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any, ClassVar
 
@@ -38,20 +38,15 @@ from ..prepared import Prepared
 from ..schema import Key
 from .base import Dialect
 
-# The head advance, the tracking rows and the stream's row in one round trip
-# (data-modifying CTEs; every part runs even though only the head's is selected).
-_ADVANCE_TRACK = (
-    "WITH head AS (UPDATE convstore_head SET position = position + :count "
-    "WHERE name = 'log' RETURNING position), "
-    "tracked AS (UPDATE convstore_tracking SET position = (SELECT position FROM head) "
-    "WHERE projection = ANY(:names)) "
-)
-_ADVANCE_AND_TRACK = Prepared(text(_ADVANCE_TRACK + "SELECT position FROM head"))
-_ADVANCE_TRACK_AND_STREAM = Prepared(
+# The head advance and the stream's row in one round trip (a data-modifying CTE:
+# every part runs even though only the head's is selected).
+_ADVANCE_AND_STREAM = Prepared(
     text(
-        _ADVANCE_TRACK + ", streamed AS (UPDATE convstore_streams SET version = :new_version, "
+        "WITH head AS (UPDATE convstore_head SET position = position + :count "
+        "WHERE name = 'log' RETURNING position, generation), "
+        "streamed AS (UPDATE convstore_streams SET version = :new_version, "
         "head_hash = :new_head_hash, updated_at = :now WHERE stream_id = :sid) "
-        "SELECT position FROM head"
+        "SELECT position, generation FROM head"
     )
 )
 
@@ -86,13 +81,14 @@ class PostgresDialect(Dialect):
         self,
         conn: Connection,
         count: int,
-        track: Sequence[str] = (),
         stream: Mapping[str, Any] | None = None,
-    ) -> int:
-        values = {"count": count, "names": list(track)}
+    ) -> tuple[int, int]:
         if stream is None:
-            return int(_ADVANCE_AND_TRACK.scalar(conn, values))
-        return int(_ADVANCE_TRACK_AND_STREAM.scalar(conn, {**values, **stream}))
+            return self.reserve_positions(conn, count)
+        row = _ADVANCE_AND_STREAM.first(conn, {"count": count, **stream})
+        if row is None:
+            raise SchemaError("the head row of convstore_head is missing")
+        return int(row[0]), int(row[1])
 
     @contextmanager
     def schema_lock(self, conn: Connection) -> Iterator[None]:

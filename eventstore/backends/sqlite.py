@@ -320,6 +320,12 @@ class ThreadRunner(Runner):
     def engine_key(self) -> object:
         return self._key
 
+    @property
+    def revalidate(self) -> bool:
+        # A file can be deleted and created again at the same path (a test fixture, a
+        # reset development database): another database, whatever this process knew.
+        return not self._memory
+
 
 def _shutdown(executor: ThreadPoolExecutor, engine: Engine, reader: Engine | None) -> None:
     try:

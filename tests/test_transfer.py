@@ -120,3 +120,32 @@ def test_a_payload_that_is_not_json_line_travels_as_base64() -> None:
     (event,) = read_lines(io.BytesIO(line))
     assert event.payload_bytes() == Row.payload
     assert export_line(Row) == line
+
+
+async def test_branches_audit_export_import_and_retention(tmp_path: Path) -> None:
+    """Sessions with branches: audited, copied byte for byte, removed without leftovers."""
+    from datetime import timedelta
+
+    from sessions import AdvancedSQLiteSession
+    from sessions.admin import retention
+
+    db = tmp_path / "branches.db"
+    async with AdvancedSQLiteSession(session_id="s", db_path=db) as session:
+        await session.add_items([{"role": "user", "content": "one"}])
+        await session.add_items([{"role": "assistant", "content": "1"}])
+        await session.add_items([{"role": "user", "content": "two"}])
+        branch = await session.create_branch_from_turn(2, "retry")
+        await session.add_items([{"role": "user", "content": "two, again"}])
+        on_branch = await session.get_items()
+    async with open_store(db) as store:
+        assert (await audit_database(store)).ok
+        exported = await export_bytes(store)
+    async with open_store(tmp_path / "copy.db", create=True) as copy:
+        await import_events(copy, io.BytesIO(exported))
+        assert await export_bytes(copy) == exported
+        report = await audit_database(copy)
+        assert report.ok, [str(f) for f in report.findings]
+        assert await session_history(copy, "s", branch=branch) == on_branch
+        assert [r.session_id for r in await retention(copy, timedelta(0))] == ["s"]
+        report = await audit_database(copy)
+        assert report.ok, [str(f) for f in report.findings]

@@ -394,8 +394,9 @@ async def _import_sdk(store: EventStore, args: argparse.Namespace) -> int:
     for note in result.notes:
         print(f"note: {note}")
     print(
-        f"imported {result.items:,} item(s) and {result.usage:,} usage record(s) into "
-        f"{result.sessions:,} session(s); {result.up_to_date:,} session(s) already up to date"
+        f"imported {result.items:,} item(s), {result.branches:,} branch(es) and "
+        f"{result.usage:,} usage record(s) into {result.sessions:,} session(s); "
+        f"{result.up_to_date:,} session(s) already up to date"
     )
     return 0
 

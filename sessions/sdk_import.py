@@ -9,10 +9,11 @@ the same id:
 * ``SessionStarted`` (metadata ``imported_from: agents-sdk``), then one ``ItemsAdded``
   per SDK message row, so each item keeps its own place in the log;
 * from an ``AdvancedSQLiteSession`` database (it has ``message_structure``): the items
-  of the ``main`` branch in its sequence order (the SDK copies a branch's items into
-  new message rows; those copies are not imported as main items), and the ``main``
-  branch's ``turn_usage`` rows as ``UsageRecorded`` events. Other branches are
-  counted and reported, not imported: branch events come with the branch projection.
+  of the ``main`` branch in its sequence order, the ``main`` branch's ``turn_usage``
+  rows as ``UsageRecorded`` events, and every other branch as a ``BranchCreated`` from
+  ``main`` after the items it shares with ``main`` (the SDK copies a branch's earlier
+  items into new rows; those copies become the shared prefix, not new items) followed
+  by the branch's own items and usage. The current branch stays ``main``.
 
 Event ids are derived from the session id, the SDK's message id and the item's bytes
 (uuid5), so running the import again appends only messages the SDK has written since,
@@ -36,6 +37,7 @@ from sqlalchemy import Connection, MetaData, Table, inspect, select
 
 from eventstore import (
     MAIN_BRANCH,
+    BranchCreated,
     ConfigurationError,
     Event,
     EventStore,
@@ -47,6 +49,7 @@ from eventstore import (
     encode_items,
 )
 from eventstore.snapshot import ReadOnlySource
+from projections.history import item_seq
 
 # The namespace of the event ids of imported SDK history.
 NAMESPACE = uuid.UUID("6f1d0f3c-8f5e-4d0b-9a57-1c5d3b1e2a40")
@@ -61,6 +64,7 @@ class SdkImportResult:
     sessions: int = 0  # sessions with something new imported
     items: int = 0  # items appended
     usage: int = 0  # turn usage rows appended
+    branches: int = 0  # AdvancedSQLiteSession branches other than main appended
     up_to_date: int = 0  # sessions whose SDK history was imported already
     notes: list[str] = field(default_factory=list)  # what was left out, and why
 
@@ -70,7 +74,7 @@ class _SdkSession:
     session_id: str
     messages: list[tuple[int, str]]  # (message id, message_data), in the SDK's order
     usage: list[Any]
-    other_branch_messages: int
+    branches: dict[str, list[tuple[int, str]]]  # other branches' items, in their order
 
 
 def _event_id(*parts: object) -> uuid.UUID:
@@ -102,7 +106,7 @@ class _Reader:
         meta = MetaData()
         messages = Table(self.messages_table, meta, autoload_with=conn)
         rows = None
-        other = 0
+        branches: dict[str, list[tuple[int, str]]] = {}
         usage: list[Any] = []
         if "message_structure" in names:
             structure = Table("message_structure", meta, autoload_with=conn)
@@ -115,17 +119,21 @@ class _Reader:
             )
             rows = conn.execute(joined).all() or None
             if rows is not None:
-                others = select(structure.c.id).where(
-                    structure.c.session_id == session_id, ~on_main
+                others = conn.execute(
+                    select(structure.c.branch_id, messages.c.id, messages.c.message_data)
+                    .join(structure, structure.c.message_id == messages.c.id)
+                    .where(structure.c.session_id == session_id, ~on_main)
+                    .order_by(structure.c.branch_id, structure.c.sequence_number)
                 )
-                other = len(conn.execute(others).all())
+                for branch_id, message_id, data in others:
+                    branches.setdefault(str(branch_id), []).append((int(message_id), str(data)))
         if "turn_usage" in names:
             turns = Table("turn_usage", meta, autoload_with=conn)
             usage = list(
                 conn.execute(
                     select(turns)
-                    .where(turns.c.session_id == session_id, turns.c.branch_id == MAIN_BRANCH)
-                    .order_by(turns.c.user_turn_number)
+                    .where(turns.c.session_id == session_id)
+                    .order_by(turns.c.branch_id, turns.c.user_turn_number)
                 ).all()
             )
         if rows is None:  # a plain SDK session (or one written before it was advanced)
@@ -134,7 +142,15 @@ class _Reader:
                 .where(messages.c.session_id == session_id)
                 .order_by(messages.c.id)
             ).all()
-        return _SdkSession(session_id, [(int(i), str(d)) for i, d in rows], usage, other)
+        return _SdkSession(session_id, [(int(i), str(d)) for i, d in rows], usage, branches)
+
+
+def _usage_events(sid: str, rows: list[Any], branch_id: str) -> list[NewEvent]:
+    return [
+        NewEvent(_usage_event(row), _event_id(sid, "usage", branch_id, row.user_turn_number))
+        for row in rows
+        if str(row.branch_id) == branch_id
+    ]
 
 
 def _usage_event(row: Any) -> UsageRecorded:
@@ -147,7 +163,7 @@ def _usage_event(row: Any) -> UsageRecorded:
         if value is not None:
             details[name] = value
     return UsageRecorded(
-        branch_id=MAIN_BRANCH,
+        branch_id=str(row.branch_id),
         turn=int(row.user_turn_number),
         requests=int(row.requests or 0),
         input_tokens=int(row.input_tokens or 0),
@@ -157,10 +173,11 @@ def _usage_event(row: Any) -> UsageRecorded:
     )
 
 
-def _events(found: _SdkSession, result: SdkImportResult) -> list[NewEvent]:
-    sid = found.session_id
-    events = [NewEvent(SessionStarted(metadata={"imported_from": "agents-sdk"}), _event_id(sid))]
-    for message_id, data in found.messages:
+def _item_events(
+    sid: str, messages: list[tuple[int, str]], branch_id: str, result: SdkImportResult
+) -> list[NewEvent]:
+    events = []
+    for message_id, data in messages:
         try:
             items = encode_items([json.loads(data)])
         except (ValueError, SerializationError) as error:
@@ -169,12 +186,42 @@ def _events(found: _SdkSession, result: SdkImportResult) -> list[NewEvent]:
                 f"imported ({error})"
             )
             continue
-        event: Event = ItemsAdded(items=items)
+        event: Event = ItemsAdded(items=items, branch_id=branch_id)
         events.append(NewEvent(event, _event_id(sid, message_id, _digest(data))))
-    for row in found.usage:
-        events.append(
-            NewEvent(_usage_event(row), _event_id(sid, "usage", MAIN_BRANCH, row.user_turn_number))
+    return events
+
+
+def _main_events(found: _SdkSession, result: SdkImportResult) -> list[NewEvent]:
+    sid = found.session_id
+    events = [NewEvent(SessionStarted(metadata={"imported_from": "agents-sdk"}), _event_id(sid))]
+    events.extend(_item_events(sid, found.messages, MAIN_BRANCH, result))
+    events.extend(_usage_events(sid, found.usage, MAIN_BRANCH))
+    return events
+
+
+def _branch_events(
+    found: _SdkSession, main_seqs: list[int], result: SdkImportResult
+) -> list[NewEvent]:
+    """Each other branch: created from main after the items it shares with main (the SDK
+    copied them into new rows), then its own items. ``main_seqs`` are the keys of
+    main's imported items, in order."""
+    sid = found.session_id
+    main_data = [data for _, data in found.messages]
+    events: list[NewEvent] = []
+    for branch_id, messages in found.branches.items():
+        shared = 0
+        while (
+            shared < min(len(messages), len(main_data), len(main_seqs))
+            and messages[shared][1] == main_data[shared]
+        ):
+            shared += 1
+        fork_seq = main_seqs[shared - 1] if shared else 0
+        created = BranchCreated(
+            branch_id=branch_id, parent_branch_id=MAIN_BRANCH, fork_seq=fork_seq, name=branch_id
         )
+        events.append(NewEvent(created, _event_id(sid, "branch", branch_id)))
+        events.extend(_item_events(sid, messages[shared:], branch_id, result))
+        events.extend(_usage_events(sid, found.usage, branch_id))
     return events
 
 
@@ -204,12 +251,7 @@ async def import_sdk(
 
 async def _import_session(store: EventStore, found: _SdkSession, result: SdkImportResult) -> None:
     sid = found.session_id
-    if found.other_branch_messages:
-        result.notes.append(
-            f"session {sid!r}: {found.other_branch_messages} item(s) on branches other than "
-            "main were not imported"
-        )
-    events = _events(found, result)
+    events = _main_events(found, result)
     stored = await store.read_stream(sid)
     if stored and stored[0].event_id != str(events[0].event_id):
         result.notes.append(
@@ -218,15 +260,34 @@ async def _import_session(store: EventStore, found: _SdkSession, result: SdkImpo
         )
         return
     have = {e.event_id for e in stored}
+    version = len(stored)
     new = [e for e in events if str(e.event_id) not in have]
+    version = await _append(store, sid, new, version)
+    if found.branches:
+        # The keys of main's items as imported (in this run or an earlier one).
+        stored = await store.read_stream(sid)
+        by_id = {e.event_id: e.version for e in stored}
+        main_seqs = [
+            item_seq(by_id[str(e.event_id)], 0)
+            for e in events
+            if isinstance(e.event, ItemsAdded) and str(e.event_id) in by_id
+        ]
+        branch = [
+            e for e in _branch_events(found, main_seqs, result) if str(e.event_id) not in by_id
+        ]
+        await _append(store, sid, branch, version)
+        new += branch
     if not new:
         result.up_to_date += 1
         return
-    version = len(stored)
-    for start in range(0, len(new), APPEND_BATCH):
-        chunk = new[start : start + APPEND_BATCH]
-        appended = await store.append(sid, chunk, expected_version=version)
-        version = appended.last_version
     result.sessions += 1
     result.items += sum(isinstance(e.event, ItemsAdded) for e in new)
     result.usage += sum(isinstance(e.event, UsageRecorded) for e in new)
+    result.branches += sum(isinstance(e.event, BranchCreated) for e in new)
+
+
+async def _append(store: EventStore, sid: str, events: list[NewEvent], version: int) -> int:
+    for start in range(0, len(events), APPEND_BATCH):
+        chunk = events[start : start + APPEND_BATCH]
+        version = (await store.append(sid, chunk, expected_version=version)).last_version
+    return version

@@ -205,7 +205,7 @@ async def test_import_sdk(db: str, capsys: pytest.CaptureFixture[str], tmp_path:
     await sdk.add_items([{"role": "user", "content": "from the SDK"}])
     sdk.close()
     code, out, _ = await _in_thread(capsys, db, "import-sdk", str(source))
-    assert (code, "imported 1 item(s)" in out) == (0, True)
+    assert (code, "imported 1 item(s), 0 branch(es)" in out) == (0, True)
     code, out, _ = await _in_thread(capsys, db, "history", "carol", "--json")
     assert json.loads(out) == [{"role": "user", "content": "from the SDK"}]
     code, out, _ = await _in_thread(capsys, db, "--json", "import-sdk", str(source))

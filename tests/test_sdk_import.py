@@ -102,6 +102,8 @@ async def test_advanced_sessions_main_branch_and_usage(target: EventStore, tmp_p
     await session.add_items([{"role": "user", "content": "two"}])
     await session.create_branch_from_turn(2, "retry")
     await session.add_items([{"role": "user", "content": "two, again"}])
+    usage = Usage(requests=2, input_tokens=20, output_tokens=7, total_tokens=27)
+    await session.store_run_usage(SimpleNamespace(context_wrapper=SimpleNamespace(usage=usage)))  # type: ignore[arg-type]
     session.close()
     result = await import_sdk(target, str(source))
     assert await session_history(target, "carol") == [
@@ -109,13 +111,22 @@ async def test_advanced_sessions_main_branch_and_usage(target: EventStore, tmp_p
         {"role": "assistant", "content": "1"},
         {"role": "user", "content": "two"},
     ]
-    assert result.usage == 1
+    assert result.usage == 2
     recorded = [e.event for e in await target.read_stream("carol")]
     used = [e for e in recorded if isinstance(e, UsageRecorded)]
-    assert [(u.turn, u.input_tokens, u.output_tokens, u.total_tokens) for u in used] == [
-        (1, 10, 5, 15)
+    assert [(u.branch_id, u.turn, u.input_tokens, u.total_tokens) for u in used] == [
+        ("main", 1, 10, 15),
+        ("retry", 2, 20, 27),
     ]
-    assert any("branches other than main" in note for note in result.notes)
+    assert result.branches == 1
+    assert await session_history(target, "carol", branch="retry") == [
+        {"role": "user", "content": "one"},
+        {"role": "assistant", "content": "1"},
+        {"role": "user", "content": "two, again"},
+    ]
+    assert (await audit_database(target)).ok
+    again = await import_sdk(target, str(source))
+    assert (again.sessions, again.branches, again.up_to_date) == (0, 0, 1)
 
 
 async def test_custom_table_names_and_a_missing_table(target: EventStore, tmp_path: Path) -> None:

@@ -530,14 +530,15 @@ def check_existing_database(db: str) -> None:
         raise UsageError(f"{path} is {what}, not a convstore database")
     uri = file.resolve().as_uri() + "?mode=ro"
     try:
-        with sqlite3.connect(uri, uri=True) as conn:
+        conn = sqlite3.connect(uri, uri=True)
+        try:
             found = conn.execute(
                 "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'convstore_schema'"
             ).fetchone()
+        finally:
+            conn.close()
     except sqlite3.Error as error:
         raise UsageError(f"{path}: {error}") from None
-    finally:
-        conn.close()
     if found is None:
         raise UsageError(
             f"{path} is a SQLite database but not a convstore one (no convstore tables); "

@@ -268,6 +268,10 @@ def test_foreign_and_empty_files_are_left_alone(
         assert "not a convstore one" in err
     assert foreign.read_bytes() == before
     assert not Path(f"{foreign}-wal").exists()
+    broken = tmp_path / "broken.db"
+    broken.write_bytes(b"SQLite format 3\x00" + b"\xff" * 200)
+    code, _, err = run(capsys, str(broken), "sessions")
+    assert (code, err.count("\n"), broken.stat().st_size) == (2, 1, 216)
     text_file = tmp_path / "notes.txt"
     text_file.write_text("hello")
     code, _, err = run(capsys, str(text_file), "log", "x")

@@ -54,7 +54,7 @@ def raw_sql(db: str, statement: str) -> None:
     from sqlalchemy import text
 
     async def go() -> None:
-        async with EventStore(db, create_tables=False) as store:
+        async with EventStore(db, create_tables=False, projectors=[HISTORY]) as store:
             await store.run(lambda conn: conn.execute(text(statement)), write=True)
 
     asyncio.run(go())

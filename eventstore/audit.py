@@ -305,7 +305,7 @@ def _position_findings(
     if highest > head:
         found.append(Finding(None, None, f"an event has position {highest}, after the head {head}"))
     missing = head - events
-    if missing == removed_events:
+    if missing == removed_events or missing < 0:  # (< 0: positions after the head, above)
         return found
     gaps = _gaps(conn, head)
     listed = ", ".join(f"{a}" if a == b else f"{a}..{b}" for a, b in gaps[:MAX_LISTED_GAPS])

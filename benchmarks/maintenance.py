@@ -8,6 +8,7 @@ order, each in a fresh process (so its peak memory is its own):
 * ``import``   load the file into an empty database (projections kept current);
 * ``audit``    the full audit (chains, versions, positions, streams, projections);
 * ``verify``   projections against a fold of the log;
+* ``rebuild``  ``projections.rebuild``: empty the projections, replay the log into them;
 * ``replay``   what ``convstore DB replay`` does: an audit of the log, then a rebuild;
 * ``export``   the whole log as JSON Lines (to a file).
 
@@ -38,10 +39,11 @@ import msgspec
 
 from eventstore import EventStore, ItemsAdded, SessionStarted, encode_event, encode_items
 from eventstore.chain import GENESIS, chain_hash
+from projections import rebuild
 from sessions.admin import audit_database, open_store, replay, verify_projections
 from sessions.transfer import export_events, import_events
 
-PHASES = ("import", "audit", "verify", "replay", "export")
+PHASES = ("import", "audit", "verify", "rebuild", "replay", "export")
 TITLES = {"sqlite-file": "SQLite file", "postgres": "PostgreSQL", "mysql": "MariaDB"}
 _encoder = msgspec.json.Encoder()
 
@@ -115,6 +117,8 @@ async def run_phase(phase: str, target: str, export_file: Path, out_file: Path) 
             verified = await verify_projections(store)
             assert verified.ok
             detail = verified.events_replayed
+        elif phase == "rebuild":
+            detail = await rebuild(store)
         elif phase == "replay":
             detail = await replay(store)
         else:

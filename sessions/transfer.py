@@ -68,7 +68,12 @@ class ExportedEvent(msgspec.Struct, omit_defaults=True):
         if len(self.payload):
             return bytes(self.payload)
         if self.payload_base64 is not None:
-            return base64.b64decode(self.payload_base64, validate=True)
+            try:
+                return base64.b64decode(self.payload_base64, validate=True)
+            except ValueError:  # binascii.Error
+                raise InvalidArgumentError(
+                    f"{self.stream_id} v{self.version}: payload_base64 is not base64"
+                ) from None
         raise InvalidArgumentError(f"{self.stream_id} v{self.version}: the line has no payload")
 
 

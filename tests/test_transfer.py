@@ -100,6 +100,13 @@ async def test_import_refuses_an_edited_file(source: EventStore, tmp_path: Path)
 async def test_bad_lines_are_named(tmp_path: Path) -> None:
     with pytest.raises(InvalidArgumentError, match="line 2"):
         list(read_lines(io.BytesIO(b"\n{not json}\n")))
+    line = (
+        b'{"position":1,"stream_id":"s","version":1,"event_id":"e","event_type":"SessionStarted",'
+        b'"schema_version":1,"recorded_at":0,"hash":"00","payload_base64":"not base64!"}\n'
+    )
+    async with open_store(tmp_path / "x.db", create=True) as target:
+        with pytest.raises(InvalidArgumentError, match="s v1: payload_base64 is not base64"):
+            await import_events(target, io.BytesIO(line))
 
 
 async def test_export_one_session(source: EventStore) -> None:

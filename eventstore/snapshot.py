@@ -18,8 +18,12 @@ their own, while the application keeps writing:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import sqlite3
+import threading
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from sqlalchemy import Connection, create_engine, text
 from sqlalchemy.engine import Engine, make_url
@@ -36,10 +40,44 @@ async def run_snapshot(runner: Runner, fn: TxFunction[T]) -> T:
     if isinstance(runner, ThreadRunner):
         if runner.database == ":memory:":
             return await runner.run(lambda conn: _sqlite_snapshot(conn, fn), write=False)
-        return await asyncio.to_thread(_sqlite_file_snapshot, runner, fn)
+        return await in_own_thread(lambda: _sqlite_file_snapshot(runner, fn))
     if isinstance(runner, AsyncEngineRunner):
         return await _engine_snapshot(runner, fn)
     raise TypeError(f"no snapshot reads for {type(runner).__name__}")
+
+
+async def in_own_thread(fn: Callable[[], T]) -> T:
+    """Run ``fn`` on a thread of its own and await its result.
+
+    Not the loop's default executor: its idle threads outlive the call (until the
+    loop's executor is shut down), and a long read should not hold one of the few
+    threads other work shares. The thread is joined once it has answered; if the
+    caller is cancelled, it finishes its read and exits on its own.
+    """
+    loop = asyncio.get_running_loop()
+    future: asyncio.Future[T] = loop.create_future()
+
+    def settle(ok: bool, value: Any) -> None:
+        if future.done():
+            return
+        if ok:
+            future.set_result(value)
+        else:
+            future.set_exception(value)
+
+    def work() -> None:
+        try:
+            outcome: tuple[bool, Any] = (True, fn())
+        except BaseException as error:  # handed to the awaiting task
+            outcome = (False, error)
+        with contextlib.suppress(RuntimeError):  # the loop is closed: nobody waits
+            loop.call_soon_threadsafe(settle, *outcome)
+
+    thread = threading.Thread(target=work, name="convstore-snapshot", daemon=True)
+    thread.start()
+    result = await future
+    thread.join()  # it has answered: only its exit is left
+    return result
 
 
 def _sqlite_snapshot(conn: Connection, fn: TxFunction[T]) -> T:
@@ -117,7 +155,7 @@ class ReadOnlySource:
             with translate_errors(self._dialect), engine.connect() as conn, conn.begin():
                 return _sqlite_snapshot(conn, fn)
 
-        return await asyncio.to_thread(in_thread)
+        return await in_own_thread(in_thread)
 
     async def close(self) -> None:
         if self._runner is not None:

@@ -1,10 +1,13 @@
 """convstore's write side: event types, codec, the log and its backends."""
 
+import logging as _logging
+
 from .audit import AuditReport, Checkpoint, Finding, StreamCheck, audit
 from .codec import decode_event, decode_item, encode_event, encode_item, encode_items
 from .errors import (
     ArgumentTypeError,
     BranchError,
+    CancelledAfterCommit,
     ConcurrencyError,
     ConfigurationError,
     ConnectionLostError,
@@ -50,6 +53,10 @@ from .records import (
 )
 from .store import EventStore, replay_into
 
+# Library logging goes to the "convstore" logger tree (retries, slow transactions,
+# failed group commits); nothing is printed unless the application configures logging.
+_logging.getLogger("convstore").addHandler(_logging.NullHandler())
+
 __all__ = [
     "ANY",
     "MAIN_BRANCH",
@@ -62,6 +69,7 @@ __all__ = [
     "BranchDeleted",
     "BranchError",
     "BranchSwitched",
+    "CancelledAfterCommit",
     "Checkpoint",
     "ConcurrencyError",
     "ConfigurationError",

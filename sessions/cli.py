@@ -142,6 +142,17 @@ def parse_duration(text: str) -> timedelta:
     return total
 
 
+def format_duration(value: timedelta) -> str:
+    """A timedelta the way :func:`parse_duration` reads it (``1d12h``; ``0s``)."""
+    seconds = int(value.total_seconds())
+    parts = []
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60), ("s", 1)):
+        count, seconds = divmod(seconds, size)
+        if count:
+            parts.append(f"{count}{unit}")
+    return "".join(parts) or "0s"
+
+
 def parse_as_of(text: str) -> int | datetime:
     """A version number, or an ISO 8601 time (``Z`` or an offset; UTC if none)."""
     if text.isdigit():
@@ -411,7 +422,9 @@ async def _retention(store: EventStore, args: argparse.Namespace) -> int:
         ["session", "events", "last written (UTC)"],
         [(r.session_id, r.version, _when(r.updated_at)) for r in removed],
     )
-    print(f"{verb} {len(removed)} session(s) idle for longer than {args.older_than}")
+    print(
+        f"{verb} {len(removed)} session(s) idle for longer than {format_duration(args.older_than)}"
+    )
     return 0
 
 
@@ -597,3 +610,7 @@ def main(argv: Sequence[str] | None = None) -> None:
 def _fail(message: str) -> int:
     print(f"convstore: {' '.join(message.split())}", file=sys.stderr)
     return 2
+
+
+if __name__ == "__main__":
+    main()

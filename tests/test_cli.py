@@ -18,7 +18,7 @@ from eventstore import EventStore
 from sessions import StoreSession
 from sessions._progress import ProgressBar
 from sessions.base import HISTORY
-from sessions.cli import main, parse_duration
+from sessions.cli import format_duration, main, parse_duration
 
 from .conftest import Backend
 
@@ -326,6 +326,8 @@ def test_the_command_does_not_import_the_agents_sdk(tmp_path: Path) -> None:
 def test_durations() -> None:
     assert parse_duration("1w2d") == parse_duration("9d")
     assert parse_duration("90m").total_seconds() == 5400
+    assert format_duration(parse_duration("1d12h")) == "1d12h"
+    assert format_duration(parse_duration("0s")) == "0s"
 
 
 def test_progress_is_plain_lines_off_a_terminal(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -8,6 +8,7 @@ executes (see :mod:`eventstore.backends.base` for why).
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import random
 import time
@@ -51,8 +52,13 @@ from .records import (
     StreamInfo,
     to_datetime,
 )
+from .snapshot import run_snapshot
 
 R = TypeVar("R")
+
+log = logging.getLogger("convstore.eventstore")
+# A transaction taking longer than this is logged (at debug level).
+SLOW_SECONDS = 0.5
 
 MAX_STREAM_ID_LENGTH = 255
 # The largest limit, version or position any read accepts: a signed 64-bit integer,
@@ -287,6 +293,12 @@ class EventStore:
         return self._live if self._generation >= 0 else self._requested
 
     @property
+    def engine(self) -> AsyncEngine:
+        """An :class:`AsyncEngine` on this store's database, to inspect it or run your own
+        SQL (on SQLite, an aiosqlite engine on the same database, made on first use)."""
+        return self._runner.engine
+
+    @property
     def closed(self) -> bool:
         return self._closed
 
@@ -358,16 +370,26 @@ class EventStore:
         no-op). A lock timeout is never retried: it is the bound the caller set."""
         lost = 0
         for attempt in range(_TRANSIENT_RETRIES):
+            started = time.perf_counter()
             try:
-                return await self._runner.run(fn, write=write, quick=quick)
-            except TransientError:
+                result = await self._runner.run(fn, write=write, quick=quick)
+            except TransientError as error:
                 if attempt == _TRANSIENT_RETRIES - 1:
+                    log.warning("giving up after %d attempts: %s", attempt + 1, error)
                     raise
+                log.debug("retrying (attempt %d) after a transient error: %s", attempt + 1, error)
                 await asyncio.sleep(random.uniform(0, 0.002 * 2**attempt))
+                continue
             except ConnectionLostError as error:
                 lost += 1
                 if lost > _RECONNECTS or (error.outcome_unknown and write and not idempotent):
                     raise
+                log.debug("retrying after a lost connection: %s", error)
+                continue
+            elapsed = time.perf_counter() - started
+            if elapsed > SLOW_SECONDS:
+                log.debug("slow %s transaction: %.3f s", "write" if write else "read", elapsed)
+            return result
         raise AssertionError("unreachable")
 
     # -- schema ----------------------------------------------------------------------
@@ -892,6 +914,14 @@ class EventStore:
         """The last position handed out (the log's length, positions being gapless)."""
         h = schema.head
         return await self.run(lambda conn: int(conn.execute(select(h.c.position)).scalar_one()))
+
+    async def read_snapshot(self, fn: TxFunction[T]) -> T:
+        """Run the read-only ``fn`` in one consistent snapshot of the database, on a
+        connection of its own, so appends continue meanwhile (audit, verify, export;
+        see :mod:`eventstore.snapshot`)."""
+        self._check_open()
+        await self.ensure_tables()
+        return await run_snapshot(self._runner, fn)
 
 
 def _check_bounds(**values: int | None) -> None:

@@ -293,6 +293,14 @@ async def test_every_change_to_an_envelope_is_detected(sessions: Sessions, chang
     assert len(await raw_items(session.underlying_session)) == 1
 
 
+async def test_a_turn_mark_added_to_another_item_is_detected(sessions: Sessions) -> None:
+    session = encrypted(sessions)
+    await session.add_items([{"role": "assistant", "content": MARKER}])
+    await rewrite_newest(session.underlying_session, lambda e: {**e, "role": "user"})
+    with pytest.raises(TamperedError):
+        await session.get_items()
+
+
 async def test_an_envelope_copied_to_another_session_does_not_open(sessions: Sessions) -> None:
     a, b = encrypted(sessions, "a"), encrypted(sessions, "b")
     await a.add_items([secret(1)])

@@ -400,12 +400,26 @@ class EventStore:
             state.components.clear()
             state.live = None
         self._check_open()
-        behind = await self._run(self._prepare_tx, write=True)
+        behind = await self._prepare()
         state.components.update(self._components.items())
         if behind:
             await self._catch_up(behind)
         state.live = await self._run(registry.live_set, write=False)
         self._adopt(state.live)
+
+    async def _prepare(self) -> list[Projector]:
+        """Run :meth:`_prepare_tx`. Another process preparing the same database at the
+        same moment may insert the same registry rows first (on MySQL/MariaDB the schema
+        lock is a named lock, released before the transaction commits): the duplicate
+        means it is done, so preparing again finds it and goes on."""
+        for attempt in range(3):
+            try:
+                return await self._run(self._prepare_tx, write=True)
+            except IntegrityError:
+                if attempt == 2:
+                    raise
+                log.debug("tables prepared by another process meanwhile; checking again")
+        raise AssertionError("unreachable")
 
     async def _still_valid(self, live: registry.LiveSet) -> bool:
         try:

@@ -5,6 +5,7 @@ from .base import StoreSession
 from .branching import BranchingSession, BranchNode
 from .sqlalchemy import SQLAlchemySession
 from .sqlite import SQLiteSession
+from .usage import TurnUsage, UsageSession, UsageStats, UsageTotals, render_usage, usage_report
 
 __all__ = [
     "AdvancedSQLAlchemySession",
@@ -14,4 +15,10 @@ __all__ = [
     "SQLAlchemySession",
     "SQLiteSession",
     "StoreSession",
+    "TurnUsage",
+    "UsageSession",
+    "UsageStats",
+    "UsageTotals",
+    "render_usage",
+    "usage_report",
 ]

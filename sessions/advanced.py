@@ -1,4 +1,4 @@
-"""AdvancedSQLiteSession and AdvancedSQLAlchemySession: branches, turns, time travel.
+"""AdvancedSQLiteSession and AdvancedSQLAlchemySession: branches, turns, time travel, usage.
 
 Drop-ins for the SDK's ``agents.extensions.memory.AdvancedSQLiteSession`` (same
 methods, argument names and return shapes), on SQLite and on every SQLAlchemy
@@ -12,12 +12,14 @@ from typing import Any, Self
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from .branching import BranchingSession
+from projections.usage import USAGE
+
 from .sqlalchemy import SQLAlchemySession
 from .sqlite import SQLiteSession
+from .usage import UsageSession
 
 
-class AdvancedSQLiteSession(BranchingSession, SQLiteSession):
+class AdvancedSQLiteSession(UsageSession, SQLiteSession):
     """A SQLite session with branches, turns and time travel.
 
     ``create_tables`` is accepted for the SDK's sake: a SQLite database always gets
@@ -33,9 +35,10 @@ class AdvancedSQLiteSession(BranchingSession, SQLiteSession):
         session_settings: Any = None,
     ) -> None:
         SQLiteSession.__init__(self, session_id, db_path, session_settings=session_settings)
+        self._store.keep([USAGE])
 
 
-class AdvancedSQLAlchemySession(BranchingSession, SQLAlchemySession):
+class AdvancedSQLAlchemySession(UsageSession, SQLAlchemySession):
     """Branches, turns and time travel on PostgreSQL, MySQL/MariaDB or SQLite URLs,
     with :class:`SQLAlchemySession`'s constructors."""
 
@@ -58,6 +61,7 @@ class AdvancedSQLAlchemySession(BranchingSession, SQLAlchemySession):
             session_settings=session_settings,
             engine_kwargs=engine_kwargs,
         )
+        self._store.keep([USAGE])
 
     @classmethod
     def from_url(

@@ -33,6 +33,7 @@ from sqlalchemy import (
     BigInteger,
     Column,
     Connection,
+    Index,
     MetaData,
     Select,
     Table,
@@ -179,15 +180,17 @@ class _Ops(Protocol):
     def has_shape(self, sid: str, bid: str) -> bool: ...
     def known_branches(self, sid: str) -> set[str]: ...
     def drop_above(self, sid: str, owner: str, above: int) -> None: ...
-    def record(self, sid: str, owner: str | None, seq: int, tokens: Tokens) -> None: ...
+    def record(
+        self, sid: str, owner: str | None, seq: int, ordinal: int, tokens: Tokens
+    ) -> None: ...
 
 
 def apply_event(ops: _Ops, recorded: RecordedEvent) -> None:
     """One event's effect on usage (the one implementation of the rules)."""
     sid, version, event = recorded.stream_id, recorded.version, recorded.event
     match event:
-        case UsageRecorded(anchor_branch=owner, anchor_seq=seq):
-            ops.record(sid, owner, seq, Tokens.of_event(event))
+        case UsageRecorded(anchor_branch=owner, anchor_seq=seq, turn=ordinal):
+            ops.record(sid, owner, seq, ordinal, Tokens.of_event(event))
         case ItemPopped(seq=seq, branch_id=b):
             shape = ops.shape(sid, b)
             segments = shape.shown(b)
@@ -240,6 +243,7 @@ class UsageState:
     session: Figures | None = None
     shapes: dict[str, BranchShape] = field(default_factory=dict)
     turns: dict[str, dict[int, Figures]] = field(default_factory=dict)  # owner -> seq -> own
+    ordinals: dict[tuple[str, int], int] = field(default_factory=dict)  # (owner, seq) -> n
 
     def shape(self, sid: str, bid: str) -> BranchShape:
         return self.shapes.get(bid) or BranchShape()
@@ -258,11 +262,13 @@ class UsageState:
         for seq in [s for s in rows if s > above]:
             del rows[seq]
 
-    def record(self, sid: str, owner: str | None, seq: int, tokens: Tokens) -> None:
+    def record(self, sid: str, owner: str | None, seq: int, ordinal: int, tokens: Tokens) -> None:
         new_turn = 0
         if owner is not None:
             rows = self.turns.setdefault(owner, {})
             new_turn = int(seq not in rows)
+            if new_turn:
+                self.ordinals[(owner, seq)] = ordinal
             rows[seq] = (rows.get(seq) or Figures(turns=1)).plus(Figures(0, 1, tokens))
         self.session = (self.session or Figures()).plus(Figures(new_turn, 1, tokens))
 
@@ -355,11 +361,13 @@ class UsageProjector:
             Column("stream_id", StreamId, primary_key=True),
             Column("branch_id", Key(255), primary_key=True),
             Column("anchor_seq", BigInteger, primary_key=True, autoincrement=False),
+            Column("ordinal", BigInteger, nullable=False),  # the anchor's owner ordinal
             *_figure_columns(""),
             *_figure_columns("cum_"),
             sqlite_with_rowid=False,
             **MYSQL_TABLE_OPTIONS,
         )
+        Index(f"{prefix}_usage_turns_ordinal", t.c.stream_id, t.c.branch_id, t.c.ordinal)
         self.branches = b = Table(
             f"{prefix}_usage_branches",
             m,
@@ -376,6 +384,20 @@ class UsageProjector:
         self._turn = Prepared(self.turn_query(sid, bid, q))
         self._shape = Prepared(
             select(b.c.pinned, b.c.segments).where(b.c.stream_id == sid, b.c.branch_id == bid)
+        )
+        lo = bindparam("lo", type_=BigInteger)
+        hi = bindparam("hi", type_=BigInteger)
+        in_range = (t.c.stream_id == sid, t.c.branch_id == bid, t.c.anchor_seq > lo)
+        own = [t.c[n] for n in ("turns", "recordings", *_TOKEN_COLUMNS, "details")]
+        self._turn_range = Prepared(
+            select(t.c.anchor_seq, t.c.ordinal, *own)
+            .where(*in_range, t.c.anchor_seq <= hi)
+            .order_by(t.c.anchor_seq)
+        )
+        self._turn_at = Prepared(
+            select(t).where(
+                *in_range, t.c.anchor_seq <= hi, t.c.ordinal == bindparam("n", type_=BigInteger)
+            )
         )
         self._later = Prepared(
             select(t).where(t.c.stream_id == sid, t.c.branch_id == bid, t.c.anchor_seq > q)
@@ -454,21 +476,28 @@ class UsageProjector:
         row = self._turn.first(conn, {"sid": stream_id, "bid": owner, "q": seq})
         return None if row is None else _figures(_named(self.turns, row))
 
-    def shown_turns(self, conn: Connection, stream_id: str, branch_id: str) -> dict[int, Figures]:
-        """Own usage of every turn with usage that a branch shows, by anchor seq."""
-        t = self.turns
-        found: dict[int, Figures] = {}
-        for src, lo, hi in self.shape(conn, stream_id, branch_id).shown(branch_id):
-            rows = conn.execute(
-                select(t).where(
-                    t.c.stream_id == stream_id,
-                    t.c.branch_id == src,
-                    t.c.anchor_seq > lo,
-                    t.c.anchor_seq <= hi,
-                )
+    def turn_rows(
+        self, conn: Connection, stream_id: str, owner: str, lo: int, hi: int
+    ) -> list[tuple[int, int, Figures]]:
+        """``(seq, ordinal, own usage)`` of an owner's turns with usage in ``(lo, hi]``."""
+        rows = self._turn_range.all(conn, {"sid": stream_id, "bid": owner, "lo": lo, "hi": hi})
+        decode = _details_decoder.decode
+        return [
+            (
+                int(seq),
+                int(ordinal),
+                Figures(int(turns), int(recs), Tokens(int(r), int(i), int(o), int(t), decode(d))),
             )
-            found.update((int(r.anchor_seq), _figures(r._mapping)) for r in rows)
-        return found
+            for seq, ordinal, turns, recs, r, i, o, t, d in rows
+        ]
+
+    def turn_at(
+        self, conn: Connection, stream_id: str, owner: str, ordinal: int, lo: int, hi: int
+    ) -> Figures | None:
+        """The usage of an owner's turn by ordinal, if its anchor is in ``(lo, hi]``."""
+        key = {"sid": stream_id, "bid": owner, "n": ordinal, "lo": lo, "hi": hi}
+        row = self._turn_at.first(conn, key)
+        return None if row is None else _figures(_named(self.turns, row))
 
     # -- checking, one stream at a time ---------------------------------------------
 
@@ -484,8 +513,9 @@ class UsageProjector:
             "sessions": {(r.stream_id,): _figures_tuple(_figures(r._mapping)) for r in sessions},
             "turns": {
                 (r.stream_id, r.branch_id, int(r.anchor_seq)): (
-                    _figures_tuple(_figures(r._mapping))
-                    + _figures_tuple(_figures(r._mapping, "cum_"))
+                    int(r.ordinal),
+                    *_figures_tuple(_figures(r._mapping)),
+                    *_figures_tuple(_figures(r._mapping, "cum_")),
                 )
                 for r in turns
             },
@@ -520,7 +550,8 @@ def state_rows(stream_id: str, state: UsageState) -> Rows:
     turns: dict[tuple[Any, ...], tuple[Any, ...]] = {}
     for owner in state.turns:
         for seq, own, total in state.running(owner):
-            turns[(stream_id, owner, seq)] = _figures_tuple(own) + _figures_tuple(total)
+            ordinal = state.ordinals[(owner, seq)]
+            turns[(stream_id, owner, seq)] = (ordinal, *_figures_tuple(own), *_figures_tuple(total))
     sessions = {} if state.session is None else {(stream_id,): _figures_tuple(state.session)}
     branches = {(stream_id, b): (shape.pinned, shape.segments) for b, shape in state.shapes.items()}
     return {"sessions": sessions, "turns": turns, "branches": branches}
@@ -576,10 +607,10 @@ class _TableOps:
     def drop_above(self, sid: str, owner: str, above: int) -> None:
         self.p._drop.execute(self.conn, {"sid": sid, "bid": owner, "q": above})
 
-    def record(self, sid: str, owner: str | None, seq: int, tokens: Tokens) -> None:
+    def record(self, sid: str, owner: str | None, seq: int, ordinal: int, tokens: Tokens) -> None:
         new_turn = 0
         if owner is not None:
-            new_turn = self._record_turn(sid, owner, seq, tokens)
+            new_turn = self._record_turn(sid, owner, seq, ordinal, tokens)
         added = Figures(new_turn, 1, tokens)
         s = self.p.sessions
         row = self.p._session.first(self.conn, {"sid": sid})
@@ -589,7 +620,7 @@ class _TableOps:
             total = _figures(_named(s, row)).plus(added)
             self.conn.execute(update(s).where(s.c.stream_id == sid).values(**_values("", total)))
 
-    def _record_turn(self, sid: str, owner: str, seq: int, tokens: Tokens) -> int:
+    def _record_turn(self, sid: str, owner: str, seq: int, ordinal: int, tokens: Tokens) -> int:
         t = self.p.turns
         key = {"sid": sid, "bid": owner, "q": seq}
         row = self.p._turn.first(self.conn, key)
@@ -601,6 +632,7 @@ class _TableOps:
                     stream_id=sid,
                     branch_id=owner,
                     anchor_seq=seq,
+                    ordinal=ordinal,
                     **_values("", added),
                     **_values("cum_", before.plus(added)),
                 )

@@ -120,13 +120,44 @@ class UsageStats:
         }
 
 
+def _parts(
+    conn: Connection, session_id: str, branch_id: str
+) -> list[tuple[str, int, int, int, int]]:
+    """Per segment of a branch: ``(source, lo, hi, first ordinal, turns before)``."""
+    segments = HISTORY.segments(conn, session_id, branch_id)
+    ranges = HISTORY.turn_ranges(conn, session_id, branch_id)
+    parts, before = [], 0
+    for (src, lo, hi), (_, first, last) in zip(segments, ranges, strict=True):
+        parts.append((src, lo, hi, first, before))
+        before += last - first
+    return parts
+
+
+def turn_figures(conn: Connection, session_id: str, branch_id: str) -> list[tuple[int, Figures]]:
+    """``(turn number, usage)`` of each turn with usage a branch shows: reads only the
+    usage rows, numbered by their owner's ordinals (no scan of the history)."""
+    found = []
+    for src, lo, hi, first, before in _parts(conn, session_id, branch_id):
+        for _seq, ordinal, figures in USAGE.turn_rows(conn, session_id, src, lo, hi):
+            found.append((before + ordinal - first, figures))
+    return found
+
+
+def one_turn_figures(
+    conn: Connection, session_id: str, branch_id: str, number: int
+) -> Figures | None:
+    """The usage of turn ``number`` of a branch (a few index look-ups)."""
+    for src, lo, hi, first, before in reversed(_parts(conn, session_id, branch_id)):
+        if number > before:
+            return USAGE.turn_at(conn, session_id, src, first + number - before, lo, hi)
+    return None
+
+
 def read_usage(conn: Connection, session_id: str, branch_id: str) -> UsageStats:
     """The usage figures of a session and one of its branches, in one transaction."""
-    shown = USAGE.shown_turns(conn, session_id, branch_id)
     turns = tuple(
-        TurnUsage(turn.number, UsageTotals.of(shown[turn.seq]))
-        for turn in HISTORY.read_turns(conn, session_id, branch_id)
-        if turn.seq in shown
+        TurnUsage(n, UsageTotals.of(figures))
+        for n, figures in turn_figures(conn, session_id, branch_id)
     )
     names = [
         MAIN_BRANCH,
@@ -382,9 +413,9 @@ class UsageSession(BranchingSession):
 
     # -- the SDK's queries -------------------------------------------------------------
 
-    async def _query(self, fn: Any) -> Any:
+    async def _query(self, fn: Any, *, quick: bool = False) -> Any:
         await self._flush_usage()
-        return await self._store.run(fn)
+        return await self._store.run(fn, quick=quick)
 
     async def get_session_usage(self, branch_id: str | None = None) -> dict[str, int] | None:
         """Usage of the whole session (``branch_id`` None: everything spent, removed
@@ -394,10 +425,12 @@ class UsageSession(BranchingSession):
         if branch_id:
             branch = await self._resolve(branch_id)
             found: Figures | None = await self._query(
-                lambda conn: USAGE.branch_figures(conn, self.session_id, branch)
+                lambda conn: USAGE.branch_figures(conn, self.session_id, branch), quick=True
             )
         else:
-            found = await self._query(lambda conn: USAGE.session_figures(conn, self.session_id))
+            found = await self._query(
+                lambda conn: USAGE.session_figures(conn, self.session_id), quick=True
+            )
         if found is None or not found.recordings:
             return None
         t = found.tokens
@@ -420,20 +453,16 @@ class UsageSession(BranchingSession):
         if user_turn_number is not None:
 
             def one(conn: Connection) -> dict[str, Any]:
-                turn = HISTORY.find_turn(conn, sid, branch, user_turn_number)
-                anchor = None if turn is None else self._anchor_of(conn, branch, turn.seq)
-                found = None if anchor is None else USAGE.turn_figures(conn, sid, *anchor)
+                found = one_turn_figures(conn, sid, branch, user_turn_number)
                 return {} if found is None else _sdk_turn(found)
 
-            result: dict[str, Any] = await self._query(one)
+            result: dict[str, Any] = await self._query(one, quick=True)
             return result
 
         def every(conn: Connection) -> list[dict[str, Any]]:
-            shown = USAGE.shown_turns(conn, sid, branch)
             return [
-                {"user_turn_number": turn.number, **_sdk_turn(shown[turn.seq])}
-                for turn in HISTORY.read_turns(conn, sid, branch)
-                if turn.seq in shown
+                {"user_turn_number": n, **_sdk_turn(figures)}
+                for n, figures in turn_figures(conn, sid, branch)
             ]
 
         rows: list[dict[str, Any]] = await self._query(every)

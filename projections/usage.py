@@ -56,7 +56,6 @@ from eventstore import (
     UsageRecorded,
 )
 from eventstore.prepared import Prepared
-from eventstore.registry import register_projector
 from eventstore.schema import MYSQL_TABLE_OPTIONS, Blob, Key, StreamId
 
 from .history import (
@@ -663,5 +662,6 @@ class _TableOps:
         return added.turns
 
 
+# The projector has no state of its own: one instance serves every store. (It is not
+# registered here: this module is imported while the registry loads entry points.)
 USAGE = UsageProjector()
-register_projector(USAGE, replace=False)

@@ -32,6 +32,7 @@ from eventstore import (
     UsageRecorded,
     encode_items,
 )
+from eventstore.registry import register_projector
 from projections.history import MAX_ITEMS_PER_EVENT, describe, item_seq, segment_of
 from projections.usage import USAGE, Figures
 
@@ -40,6 +41,10 @@ from .base import HISTORY
 from .branching import BranchingSession
 
 LOG = logging.getLogger("convstore.usage")
+
+# Every store of a process that uses these sessions can keep the usage projection of
+# a database, whoever opened it (the entry point does the same for installed copies).
+register_projector(USAGE, replace=False)
 
 
 @dataclass(frozen=True, slots=True)

@@ -96,9 +96,10 @@ class UsageRecorded(Event, frozen=True, tag="UsageRecorded"):
     The turn is named by its *anchor*: the user message that starts it, as the key
     ``anchor_seq`` of that item under the branch that stored it (``anchor_branch``).
     ``anchor_branch=None`` records spending that no turn of the history answers (it
-    counts for the session only). ``branch_id`` is the session's branch when the usage
-    was recorded and ``turn`` the anchor's user-turn ordinal in its owner branch (0
-    without an anchor); both are informative, the projection reads the anchor.
+    counts for the session only). ``turn`` is the anchor's user-turn ordinal in its
+    owner branch (its ``user_turn`` in the history; 0 without an anchor), which numbers
+    the turn in every branch that shows it. ``branch_id`` is the session's branch when
+    the usage was recorded (informative).
     ``details`` holds the token details, e.g. ``{"input_tokens_details":
     {"cached_tokens": 3}, "output_tokens_details": {"reasoning_tokens": 5}}``.
     """

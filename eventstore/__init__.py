@@ -1,20 +1,27 @@
 """convstore's write side: event types, codec, the log and its backends."""
 
+import logging as _logging
+
 from .codec import decode_event, decode_item, encode_event, encode_item, encode_items
 from .errors import (
+    ArgumentTypeError,
     BranchError,
+    CancelledAfterCommit,
     ConcurrencyError,
     ConfigurationError,
+    ConnectionLostError,
     ConvstoreError,
     DecodeError,
     IntegrityError,
     InvalidArgumentError,
+    LockTimeoutError,
     MissingDependencyError,
     OperationalError,
     PersistenceError,
     SchemaError,
     SerializationError,
     StoreClosedError,
+    StoreInUseError,
     TransientError,
     TurnNotFoundError,
 )
@@ -45,18 +52,25 @@ from .records import (
 )
 from .store import EventStore, replay_into
 
+# Library logging goes to the "convstore" logger tree (retries, slow transactions,
+# failed group commits); nothing is printed unless the application configures logging.
+_logging.getLogger("convstore").addHandler(_logging.NullHandler())
+
 __all__ = [
     "ANY",
     "MAIN_BRANCH",
     "NO_STREAM",
     "AnyEvent",
     "AppendResult",
+    "ArgumentTypeError",
     "BranchCreated",
     "BranchDeleted",
     "BranchError",
     "BranchSwitched",
+    "CancelledAfterCommit",
     "ConcurrencyError",
     "ConfigurationError",
+    "ConnectionLostError",
     "ConvstoreError",
     "DecodeError",
     "Event",
@@ -67,6 +81,7 @@ __all__ = [
     "ItemPopped",
     "ItemsAdded",
     "ItemsExpired",
+    "LockTimeoutError",
     "MissingDependencyError",
     "NewEvent",
     "OperationalError",
@@ -79,6 +94,7 @@ __all__ = [
     "SessionCleared",
     "SessionStarted",
     "StoreClosedError",
+    "StoreInUseError",
     "StreamInfo",
     "TransientError",
     "TurnNotFoundError",

@@ -7,6 +7,9 @@ classified by SQLSTATE / vendor error code, never by message text.
 
 from __future__ import annotations
 
+import asyncio
+from typing import Any
+
 
 class ConvstoreError(Exception):
     """Base class of every error raised by convstore."""
@@ -71,6 +74,29 @@ class TransientError(OperationalError):
     """An operation failed in a way that is safe and useful to retry (deadlock, busy)."""
 
 
+class StoreInUseError(ConvstoreError, RuntimeError):
+    """``close()`` was called on a store that open sessions share; close the sessions
+    instead (the store closes with the last of them)."""
+
+
+class LockTimeoutError(OperationalError, TimeoutError):
+    """A write waited longer than the store's ``lock_timeout`` for a lock; nothing was
+    written. Another writer holds the lock (or is stalled holding it): retry later."""
+
+
+class ConnectionLostError(OperationalError, ConnectionError):
+    """The connection to the database broke during the operation.
+
+    ``outcome_unknown`` is true when it broke while committing: the transaction may or
+    may not have been committed. Reads, and appends (idempotent by event id), are
+    retried by the store before this reaches the caller.
+    """
+
+    def __init__(self, message: str, *, outcome_unknown: bool = False) -> None:
+        super().__init__(message)
+        self.outcome_unknown = outcome_unknown
+
+
 class SchemaError(PersistenceError):
     """The tables are missing, or were written by an incompatible release."""
 
@@ -86,3 +112,27 @@ class BranchError(InvalidArgumentError):
 
 class TurnNotFoundError(InvalidArgumentError):
     """No user turn (or item) with that number in the branch; nothing was written."""
+
+
+class ArgumentTypeError(InvalidArgumentError, TypeError):
+    """An argument of the wrong type, or a keyword or settings key that is not taken.
+
+    A :class:`TypeError` as well, because that is what the Agents SDK (and Python)
+    raise in the same case; the message names what to use instead where there is
+    an alternative.
+    """
+
+
+class CancelledAfterCommit(asyncio.CancelledError):
+    """The caller was cancelled while its write was being committed, and it committed.
+
+    A write that has reached the database is not abandoned half-way: the store waits
+    for its outcome, then propagates the cancellation. If the write was withdrawn
+    before it started, or rolled back, a plain :class:`asyncio.CancelledError` is
+    raised; if it committed, this subclass, whose ``result`` is what the write
+    returned. Code that only knows ``CancelledError`` sees a normal cancellation.
+    """
+
+    def __init__(self, result: Any) -> None:
+        super().__init__("cancelled after the write committed")
+        self.result = result

@@ -12,7 +12,7 @@ what was not recorded automatically.
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Coroutine, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -22,13 +22,11 @@ from sqlalchemy import Connection, select
 from eventstore import (
     MAIN_BRANCH,
     BranchError,
+    ConvstoreError,
     Event,
     EventStore,
     InvalidArgumentError,
     ItemsAdded,
-    NewEvent,
-    PersistenceError,
-    StoreClosedError,
     UsageRecorded,
     encode_items,
 )
@@ -240,6 +238,11 @@ class UsageSession(BranchingSession):
 
     _usage_runs: RunUsages | None = None
 
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        """The next class's constructor, then the store keeps the usage projection."""
+        super().__init__(*args, **kwargs)
+        self._store.keep([USAGE])
+
     @property
     def _runs(self) -> RunUsages:
         if self._usage_runs is None:
@@ -279,22 +282,20 @@ class UsageSession(BranchingSession):
         if not encoded:
             await self._flush_usage()
             return
-        added = [
-            ItemsAdded(items=encoded[i : i + MAX_ITEMS_PER_EVENT], branch_id=branch)
-            for i in range(0, len(encoded), MAX_ITEMS_PER_EVENT)
-        ]
         claims = self._runs.claim()
-        try:
-            if claims:
+        if not claims:
+            first_version = (await self._append_items(branch, encoded)).first_version
+        else:
+            added = [
+                ItemsAdded(items=encoded[i : i + MAX_ITEMS_PER_EVENT], branch_id=branch)
+                for i in range(0, len(encoded), MAX_ITEMS_PER_EVENT)
+            ]
+            try:
                 first_version = await self._append_with_usage(added, claims, branch)
-            else:
-                result = await self._store.append(
-                    self.session_id, [NewEvent(e) for e in added], on_new_stream=self._preamble()
-                )
-                first_version = result.first_version
-        except Exception:
-            self._runs.unclaim(claims)
-            raise
+            except Exception:
+                self._runs.unclaim(claims)
+                raise
+            self._undelivered.clear()
         users = [i for i, raw in enumerate(encoded) if describe(bytes(raw)).is_user]
         if run is not None and users:  # later usage of this run answers its last message
             i = users[-1]
@@ -374,16 +375,20 @@ class UsageSession(BranchingSession):
         if self._usage_runs is None or not self._usage_runs.pending(skip=skip):
             return
         self._check_open()
-        branch = await self._branch()
+        await self._write_usage(await self._branch(), skip)
+
+    async def _write_usage(self, branch: str | None, skip: RunUsage | None) -> None:
+        """Append the unrecorded increments (``branch``: the current one, if known)."""
         claims = self._runs.claim(skip=skip)
+        if not claims:
+            return
+        sid = self.session_id
+
+        def decide(conn: Connection, version: int) -> tuple[list[Event], list[Anchor | None]]:
+            return self._usage_events(conn, claims, branch or HISTORY.read_current(conn, sid))
+
         try:
-
-            def decide(conn: Connection, version: int) -> tuple[list[Event], list[Anchor | None]]:
-                return self._usage_events(conn, claims, branch)
-
-            decided = await self._store.append_decided(
-                self.session_id, decide, on_new_stream=self._preamble()
-            )
+            decided = await self._store.append_decided(sid, decide, on_new_stream=self._preamble())
         except Exception:
             self._runs.unclaim(claims)
             raise
@@ -407,14 +412,24 @@ class UsageSession(BranchingSession):
         self._runs.see(wrapper, from_zero=True)
         await self._flush_usage()
 
-    async def close(self) -> None:
-        """Record what runs left unrecorded, then close."""
-        if not self._closed and self._usage_runs is not None:
+    def _release(self) -> Coroutine[Any, Any, None] | None:
+        """At close: first record what runs left unrecorded, then let go of the store."""
+        release = super()._release
+        if self._usage_runs is None or not self._usage_runs.pending():
+            return release()
+        branch = self._branch_id if self._current_loaded else None
+
+        async def record_then_release() -> None:
             try:
-                await self._flush_usage()
-            except (PersistenceError, StoreClosedError) as error:
+                await self._write_usage(branch, None)
+            except ConvstoreError as error:
                 LOG.warning("usage of session %r not recorded at close: %s", self.session_id, error)
-        await super().close()
+            finally:
+                rest = release()
+                if rest is not None:
+                    await rest
+
+        return record_then_release()
 
     # -- the SDK's queries -------------------------------------------------------------
 

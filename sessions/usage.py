@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+import msgspec
 from sqlalchemy import Connection, select
 
 from eventstore import (
@@ -39,6 +40,7 @@ from .base import HISTORY
 from .branching import BranchingSession
 
 LOG = logging.getLogger("convstore.usage")
+_details = msgspec.json.Decoder(dict[str, Any])
 
 # Every store of a process that uses these sessions can keep the usage projection of
 # a database, whoever opened it (the entry point does the same for installed copies).
@@ -149,11 +151,13 @@ def turn_figures(conn: Connection, session_id: str, branch_id: str) -> list[tupl
 def one_turn_figures(
     conn: Connection, session_id: str, branch_id: str, number: int
 ) -> Figures | None:
-    """The usage of turn ``number`` of a branch (a few index look-ups)."""
-    for src, lo, hi, first, before in reversed(_parts(conn, session_id, branch_id)):
-        if number > before:
-            return USAGE.turn_at(conn, session_id, src, first + number - before, lo, hi)
-    return None
+    """The usage of turn ``number`` of a branch: the history finds the turn's user
+    message by its ordinal (index look-ups), then its usage row is a key look-up."""
+    turn = HISTORY.find_turn(conn, session_id, branch_id, number)
+    if turn is None:
+        return None
+    found = segment_of(HISTORY.segments(conn, session_id, branch_id), turn.seq)
+    return None if found is None else USAGE.turn_figures(conn, session_id, found[0], turn.seq)
 
 
 def read_usage(conn: Connection, session_id: str, branch_id: str) -> UsageStats:
@@ -480,10 +484,23 @@ class UsageSession(BranchingSession):
             return result
 
         def every(conn: Connection) -> list[dict[str, Any]]:
-            return [
-                {"user_turn_number": n, **_sdk_turn(figures)}
-                for n, figures in turn_figures(conn, sid, branch)
-            ]
+            found = []
+            decode = _details.decode
+            for src, lo, hi, first, before in _parts(conn, sid, branch):
+                for n, r, i, o, t, d in USAGE.turn_rows_raw(conn, sid, src, lo, hi):
+                    details = decode(bytes(d))
+                    found.append(
+                        {
+                            "user_turn_number": before + n - first,
+                            "requests": r,
+                            "input_tokens": i,
+                            "output_tokens": o,
+                            "total_tokens": t,
+                            "input_tokens_details": details.get("input_tokens_details"),
+                            "output_tokens_details": details.get("output_tokens_details"),
+                        }
+                    )
+            return found
 
         rows: list[dict[str, Any]] = await self._query(every)
         return rows

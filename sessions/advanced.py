@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 from typing import Any, Never
 
-from projections.usage import USAGE
+from projections.usage_table import USAGE
 
 from ._settings import refuse_unknown_keywords
 from .sqlalchemy import SQLAlchemySession

@@ -33,7 +33,8 @@ from eventstore import (
 )
 from eventstore.registry import register_projector
 from projections.history import MAX_ITEMS_PER_EVENT, describe, item_seq, segment_of
-from projections.usage import USAGE, Figures
+from projections.usage import Figures
+from projections.usage_table import USAGE
 
 from ._usage_runs import Anchor, Claim, RunUsage, RunUsages
 from .base import HISTORY
@@ -300,8 +301,10 @@ class UsageSession(BranchingSession):
                 self._runs.unclaim(claims)
                 raise
             self._undelivered.clear()
+        if run is None:
+            return
         users = [i for i, raw in enumerate(encoded) if describe(bytes(raw)).is_user]
-        if run is not None and users:  # later usage of this run answers its last message
+        if users:  # the run's later usage answers its last user message
             i = users[-1]
             run.anchor = (
                 branch,

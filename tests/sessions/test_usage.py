@@ -360,3 +360,16 @@ async def test_usage_report(advanced_sessions: Opener) -> None:
         await usage_report(session.store, "nobody")
     with pytest.raises(InvalidArgumentError):
         await usage_report(session.store, "s", branch="nope")
+
+
+async def test_closing_writes_what_a_failed_run_left(advanced_sessions: Opener) -> None:
+    reader = advanced_sessions("s")
+    session = advanced_sessions("s")
+    model = ScriptedModel([call_tool("broken", 1, usage(8, 2))])
+    with pytest.raises(UserError):
+        await Runner.run(Agent(name="a", model=model, tools=[broken]), "one", session=session)
+    assert await usage_events(reader) == []
+    session.close()  # not awaited, as the SDK's close() is called
+    await session.close()
+    assert await reader.get_session_usage() == figures(1, 8, 2, 1)
+    assert strip(await reader.get_turn_usage()) == [turn(1, 1, 8, 2)]

@@ -373,3 +373,33 @@ async def test_closing_writes_what_a_failed_run_left(advanced_sessions: Opener) 
     await session.close()
     assert await reader.get_session_usage() == figures(1, 8, 2, 1)
     assert strip(await reader.get_turn_usage()) == [turn(1, 1, 8, 2)]
+
+
+async def test_usage_is_added_to_a_database_that_has_a_log_already(shared_backend: Backend) -> None:
+    from sessions import AdvancedSQLAlchemySession, SQLAlchemySession, SQLiteSession
+
+    target = shared_backend.target
+    plain: Any
+    if shared_backend.name == "sqlite-file":
+        plain = SQLiteSession("s", target)
+    else:
+        plain = SQLAlchemySession("s", db_url=target, create_tables=True)
+    await plain.add_items([{"role": "user", "content": "q"}, {"role": "assistant", "content": "a"}])
+    await plain.pop_item()
+    advanced: UsageSession
+    if shared_backend.name == "sqlite-file":
+        advanced = AdvancedSQLiteSession(session_id="s", db_path=target)
+    else:
+        advanced = AdvancedSQLAlchemySession("s", db_url=target, create_tables=True)
+    try:
+        assert await advanced.get_session_usage() is None  # caught up from the log
+        model = ScriptedModel([say("b", usage(2, 1))])
+        await Runner.run(Agent(name="a", model=model), "again", session=advanced)
+        await plain.pop_item()  # a plain session's pop keeps the usage projection too
+        await plain.pop_item()
+        assert await advanced.get_session_usage("main") is None
+        assert await advanced.get_session_usage() == figures(1, 2, 1, 1)
+        await assert_matches_replay(advanced.store)
+    finally:
+        await advanced.close()
+        await plain.close()

@@ -136,3 +136,32 @@ class CancelledAfterCommit(asyncio.CancelledError):
     def __init__(self, result: Any) -> None:
         super().__init__("cancelled after the write committed")
         self.result = result
+
+
+class InvalidKeyError(ConfigurationError):
+    """An encryption key is empty, too short or of the wrong kind; nothing was written."""
+
+
+class DecryptionError(ConvstoreError):
+    """Encrypted content cannot be read. Nothing was returned, removed or written."""
+
+
+class WrongKeyError(DecryptionError):
+    """The master key given is not the one the session's keys are wrapped with."""
+
+
+class TamperedError(DecryptionError):
+    """An encrypted item failed authentication: changed, or copied from elsewhere."""
+
+
+class KeyNotFoundError(DecryptionError):
+    """The data key an encrypted item names does not exist (a lost or separate key table)."""
+
+
+class KeyShreddedError(DecryptionError):
+    """The session's data key was destroyed (crypto-shredding): its items are gone for good."""
+
+
+class NotEncryptedError(DecryptionError):
+    """An encrypted session met plaintext: history written before encryption was turned on,
+    or an item added through the unencrypted session underneath."""

@@ -1,8 +1,19 @@
 """convstore's sessions: drop-in implementations of the Agents SDK Session protocol."""
 
+from eventstore import (
+    DecryptionError,
+    InvalidKeyError,
+    KeyNotFoundError,
+    KeyShreddedError,
+    NotEncryptedError,
+    TamperedError,
+    WrongKeyError,
+)
+
 from .advanced import AdvancedSQLAlchemySession, AdvancedSQLiteSession
 from .base import StoreSession
 from .branching import BranchingSession, BranchNode
+from .encrypted import EncryptedSession, purge_expired, rotate_master_key, shred_session
 from .sqlalchemy import SQLAlchemySession
 from .sqlite import SQLiteSession
 from .usage import TurnUsage, UsageSession, UsageStats, UsageTotals, render_usage, usage_report
@@ -12,13 +23,24 @@ __all__ = [
     "AdvancedSQLiteSession",
     "BranchNode",
     "BranchingSession",
+    "DecryptionError",
+    "EncryptedSession",
+    "InvalidKeyError",
+    "KeyNotFoundError",
+    "KeyShreddedError",
+    "NotEncryptedError",
     "SQLAlchemySession",
     "SQLiteSession",
     "StoreSession",
+    "TamperedError",
     "TurnUsage",
     "UsageSession",
     "UsageStats",
     "UsageTotals",
+    "WrongKeyError",
+    "purge_expired",
     "render_usage",
+    "rotate_master_key",
+    "shred_session",
     "usage_report",
 ]

@@ -243,13 +243,10 @@ class UsageSession(BranchingSession):
 
     _usage_runs: RunUsages | None = None
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        """The next class's constructor, then the store keeps the usage projection."""
-        super().__init__(*args, **kwargs)
-        self._store.keep([USAGE])
-
     @property
     def _runs(self) -> RunUsages:
+        """The runs seen; the first use also makes the store keep the usage projection
+        (AdvancedSQLiteSession asks at construction, the others at their first call)."""
         if self._usage_runs is None:
             self._usage_runs = RunUsages()
             self._store.keep([USAGE])
@@ -379,7 +376,7 @@ class UsageSession(BranchingSession):
 
     async def _flush_usage(self, *, skip: RunUsage | None = None) -> None:
         """Record every unrecorded increment but ``skip``'s (ended or other runs)."""
-        if self._usage_runs is None or not self._usage_runs.pending(skip=skip):
+        if not self._runs.pending(skip=skip):
             return
         self._check_open()
         await self._write_usage(await self._branch(), skip)

@@ -403,3 +403,22 @@ async def test_usage_is_added_to_a_database_that_has_a_log_already(shared_backen
     finally:
         await advanced.close()
         await plain.close()
+
+
+async def test_an_initialised_database_takes_advanced_sessions_without_create_tables(
+    shared_backend: Backend,
+) -> None:
+    from sessions import AdvancedSQLAlchemySession
+    from sessions.admin import init_database
+
+    await init_database(shared_backend.target)
+    url = shared_backend.target
+    if shared_backend.name == "sqlite-file":
+        url = f"sqlite:///{url}"
+    session = AdvancedSQLAlchemySession("s", db_url=url)  # create_tables=False
+    try:
+        model = ScriptedModel([say("a", usage(3, 1))])
+        await Runner.run(Agent(name="a", model=model), "one", session=session)
+        assert await session.get_session_usage() == figures(1, 3, 1, 1)
+    finally:
+        await session.close()

@@ -280,6 +280,19 @@ class EventStore:
         the store has opened it; before that, the ones it was asked to keep)."""
         return self._live if self._generation >= 0 else self._requested
 
+    def keep(self, projectors: Sequence[Projector]) -> None:
+        """Also keep ``projectors``: the next operation adds any the database does not
+        keep yet (and catches it up from the log). For a session class that needs a
+        projection on a store another session opened (e.g. one shared SQLite store)."""
+        have = {p.name for p in self._requested}
+        added = tuple(p for p in projectors if p.name not in have)
+        if not added:
+            return
+        for projector in added:
+            registry.register_projector(projector, replace=False)
+        self._requested += added
+        self._components.update({p.name: p.schema_version for p in added})
+
     @property
     def engine(self) -> AsyncEngine:
         """An :class:`AsyncEngine` on this store's database, to inspect it or run your own

@@ -16,6 +16,7 @@ from .branching import BranchingSession, BranchNode
 from .encrypted import EncryptedSession, purge_expired, rotate_master_key, shred_session
 from .sqlalchemy import SQLAlchemySession
 from .sqlite import SQLiteSession
+from .usage import TurnUsage, UsageSession, UsageStats, UsageTotals, render_usage, usage_report
 
 __all__ = [
     "AdvancedSQLAlchemySession",
@@ -32,8 +33,14 @@ __all__ = [
     "SQLiteSession",
     "StoreSession",
     "TamperedError",
+    "TurnUsage",
+    "UsageSession",
+    "UsageStats",
+    "UsageTotals",
     "WrongKeyError",
     "purge_expired",
+    "render_usage",
     "rotate_master_key",
     "shred_session",
+    "usage_report",
 ]

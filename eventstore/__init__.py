@@ -1,6 +1,6 @@
 """convstore's write side: event types, codec, the log and its backends."""
 
-from .codec import decode_event, decode_item, encode_event, encode_item, encode_items
+from .codec import decode_event, decode_item, decode_items, encode_event, encode_item, encode_items
 from .errors import (
     BranchError,
     ConcurrencyError,
@@ -85,6 +85,7 @@ __all__ = [
     "UsageRecorded",
     "decode_event",
     "decode_item",
+    "decode_items",
     "encode_event",
     "encode_item",
     "encode_items",

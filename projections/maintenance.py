@@ -10,7 +10,7 @@ from sqlalchemy import Connection, select
 
 from eventstore import EventStore, InvalidArgumentError, Projector, replay_into
 from eventstore.registry import set_behind
-from eventstore.schema import head, tracking
+from eventstore.schema import tracking
 
 
 @runtime_checkable
@@ -78,7 +78,7 @@ async def rebuild(store: EventStore, *, progress: Callable[[int], None] | None =
         for projector in projectors:
             projector.reset(conn)
             set_behind(conn, projector.name, 0)
-        return int(conn.execute(select(head.c.position)).scalar_one())
+        return store.committed_position(conn)
 
     await store.run(reset_tx, write=True)
     await store.catch_up(projectors, progress=progress)
@@ -99,7 +99,7 @@ async def verify(
 
         def compare_tx(conn: Connection) -> VerifyReport:
             store.lock_log(conn)
-            last = int(conn.execute(select(head.c.position)).scalar_one())
+            last = store.committed_position(conn)
             tracked = {
                 row.projection: last if row.live else row.position
                 for row in conn.execute(

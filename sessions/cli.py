@@ -131,7 +131,7 @@ async def _history(store: EventStore, args: argparse.Namespace) -> int:
 
 
 async def _replay(store: EventStore, args: argparse.Namespace) -> int:
-    bar = ProgressBar(await store.head_position(), "replaying")
+    bar = ProgressBar(await store.count_events(), "replaying")
     replayed = await admin.replay(store, progress=bar.update)
     bar.close()
     if args.json:
@@ -142,7 +142,7 @@ async def _replay(store: EventStore, args: argparse.Namespace) -> int:
 
 
 async def _verify(store: EventStore, args: argparse.Namespace) -> int:
-    bar = ProgressBar(await store.head_position(), "verifying")
+    bar = ProgressBar(await store.count_events(), "verifying")
     report = await admin.verify_projections(store, progress=bar.update)
     bar.close()
     if args.json:

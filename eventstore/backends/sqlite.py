@@ -3,8 +3,9 @@
 Writers serialise on SQLite's own database lock, taken up front with
 ``BEGIN IMMEDIATE`` so a transaction never has to upgrade a read lock (the upgrade is
 what makes concurrent SQLite writers fail with "database is locked"). Positions come
-from the head row, like every backend, and are commit-ordered because only one writer
-exists at a time.
+from the last event's (the head row stays only as a floor, see
+:meth:`SQLiteDialect.reserve_positions`), and are gapless and commit-ordered because
+only one writer exists at a time.
 
 File databases use WAL (readers never block the writer) with ``synchronous=FULL``:
 a committed append survives power loss, the same durability as the SDK's sessions.
@@ -40,6 +41,12 @@ from .base import Dialect, Runner, T, TxFunction, translate_errors
 BUSY_TIMEOUT_SECONDS = 60.0
 
 _BEGIN_WRITE = Prepared(text("BEGIN IMMEDIATE"))
+_NEXT_POSITIONS = Prepared(
+    text(
+        "SELECT max(position, coalesce((SELECT max(position) FROM convstore_events), 0)), "
+        "generation FROM convstore_head WHERE name = 'log'"
+    )
+)
 
 
 class SQLiteDialect(Dialect):
@@ -53,6 +60,20 @@ class SQLiteDialect(Dialect):
 
     def lock_stream(self) -> bool:
         return False  # BEGIN IMMEDIATE already holds the only write lock there is
+
+    def reserve_positions(self, conn: Connection, count: int) -> tuple[int, int]:
+        # The writer holds the database's only write lock (BEGIN IMMEDIATE), so the
+        # next positions follow the last event; reading them writes no page, where
+        # advancing the head row wrote one more page to every commit. The head row's
+        # position stays a floor (a command that deletes the newest events raises it
+        # first), so a position is never handed out twice.
+        row = _NEXT_POSITIONS.first(conn)
+        if row is None:
+            raise OperationalError("sqlite: the head row of convstore_head is missing")
+        return int(row[0]) + count, int(row[1])
+
+    def last_position(self, conn: Connection, *, locked: bool = False) -> int:
+        return int(_NEXT_POSITIONS.scalar(conn))
 
     def classify(self, error: BaseException) -> type[PersistenceError]:
         name = getattr(error, "sqlite_errorname", None)

@@ -71,6 +71,29 @@ class TransientError(OperationalError):
     """An operation failed in a way that is safe and useful to retry (deadlock, busy)."""
 
 
+class StoreInUseError(ConvstoreError, RuntimeError):
+    """``close()`` was called on a store that open sessions share; close the sessions
+    instead (the store closes with the last of them)."""
+
+
+class LockTimeoutError(OperationalError, TimeoutError):
+    """A write waited longer than the store's ``lock_timeout`` for a lock; nothing was
+    written. Another writer holds the lock (or is stalled holding it): retry later."""
+
+
+class ConnectionLostError(OperationalError, ConnectionError):
+    """The connection to the database broke during the operation.
+
+    ``outcome_unknown`` is true when it broke while committing: the transaction may or
+    may not have been committed. Reads, and appends (idempotent by event id), are
+    retried by the store before this reaches the caller.
+    """
+
+    def __init__(self, message: str, *, outcome_unknown: bool = False) -> None:
+        super().__init__(message)
+        self.outcome_unknown = outcome_unknown
+
+
 class SchemaError(PersistenceError):
     """The tables are missing, or were written by an incompatible release."""
 
@@ -86,3 +109,8 @@ class BranchError(InvalidArgumentError):
 
 class TurnNotFoundError(InvalidArgumentError):
     """No user turn (or item) with that number in the branch; nothing was written."""
+
+
+class ArgumentTypeError(InvalidArgumentError, TypeError):
+    """An argument is of the wrong type (``add_items("hello")``, ``add_items(None)``);
+    nothing was written. Also a :class:`TypeError`, as the SDK raises for these."""

@@ -13,7 +13,7 @@ import random
 import time
 import warnings
 import weakref
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, MutableMapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Self, TypeVar
 
@@ -32,16 +32,20 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from . import registry, schema
 from .backends import open_runner
-from .backends.base import AsyncEngineRunner, T, TxFunction
+from .backends.base import AsyncEngineRunner, T, Timeouts, TxFunction
 from .chain import GENESIS, chain_hash
 from .codec import decode_event, encode_event
 from .errors import (
+    ArgumentTypeError,
     ConcurrencyError,
+    ConnectionLostError,
     IntegrityError,
     InvalidArgumentError,
     PersistenceError,
     SchemaError,
+    SerializationError,
     StoreClosedError,
+    StoreInUseError,
     TransientError,
 )
 from .events import Event, event_type_of
@@ -61,8 +65,14 @@ from .records import (
 R = TypeVar("R")
 
 MAX_STREAM_ID_LENGTH = 255
+# The largest limit, version or position any read accepts: a signed 64-bit integer,
+# what every backend's LIMIT and BIGINT columns hold (larger would overflow SQLite's
+# driver and MariaDB's parser).
+MAX_INTEGER = 2**63 - 1
 _TRANSIENT_RETRIES = 12
-_RACE_RETRIES = 5
+# A server that ended our pooled connections: each retry takes a fresh one (SQLAlchemy
+# discards the pool's connections older than the one found dead).
+_RECONNECTS = 3
 # Appends of up to this many events count as quick (see EventStore.run).
 _QUICK_BATCH = 100
 
@@ -91,6 +101,19 @@ def _database_state(key: object) -> _DatabaseState:
 
 class _LiveSetChanged(Exception):
     """Raised inside an append whose idea of the live projections is stale."""
+
+
+# The largest event payload each database accepts (absent: not asked yet).
+_limits_by_engine: weakref.WeakKeyDictionary[Any, int | None] = weakref.WeakKeyDictionary()
+_limits_by_key: dict[object, int | None] = {}
+
+
+def _limits(key: object) -> MutableMapping[Any, int | None]:
+    try:
+        weakref.ref(key)
+    except TypeError:  # not weakly referenceable (a SQLite path key)
+        return _limits_by_key
+    return _limits_by_engine
 
 
 @dataclass(frozen=True, slots=True)
@@ -143,6 +166,17 @@ def check_stream_id(stream_id: object) -> str:
         raise InvalidArgumentError(f"a stream id must be a non-empty string, not {stream_id!r}")
     if len(stream_id) > MAX_STREAM_ID_LENGTH:
         raise InvalidArgumentError(f"a stream id has at most {MAX_STREAM_ID_LENGTH} characters")
+    # The same ids on every backend: PostgreSQL cannot store NUL in text, and a lone
+    # surrogate is not UTF-8 at all (SQLite and MariaDB fail to encode it).
+    if "\x00" in stream_id:
+        raise InvalidArgumentError(f"a stream id cannot contain NUL: {stream_id!r}")
+    if not stream_id.isascii():
+        try:
+            stream_id.encode("utf-8")
+        except UnicodeEncodeError as exc:
+            raise InvalidArgumentError(
+                f"a stream id must be valid Unicode text, not {stream_id!r} ({exc.reason})"
+            ) from exc
     return stream_id
 
 
@@ -161,6 +195,18 @@ _INSERT_STREAM = Prepared(
         updated_at=bindparam("now"),
     )
 )
+
+
+def _stream_exists(conn: Connection, stream_id: str) -> bool:
+    """Whether the stream's row exists.
+
+    An append that fails on a constraint was racing with the stream's creation only if
+    it found no stream row and one exists now; the retry then finds (and locks) that row,
+    so it cannot race again. Anything else (a stream row deleted under its events, a
+    stray projection row, a constraint added by hand) fails the same way every time and
+    is reported with its cause instead of being retried.
+    """
+    return _STREAM.first(conn, {"sid": stream_id}) is not None
 
 
 def _recorded(row: Row[Any]) -> RecordedEvent:
@@ -201,6 +247,13 @@ class EventStore:
     are the ones this store adds to the database if it does not keep them yet (and
     then catches up from the log); by default, every projection installed with
     convstore (history, branches, usage).
+
+    ``lock_timeout`` (seconds) bounds how long a write waits for another writer's lock
+    before failing with :class:`~eventstore.errors.LockTimeoutError`;
+    ``idle_in_transaction_timeout`` makes the server end a connection of ours that sits
+    idle inside a transaction that long (a stalled client), releasing its locks
+    (PostgreSQL and MariaDB). Both apply to SQLite and to engines the store creates from
+    a URL; an ``AsyncEngine`` handed in keeps its own settings (docs/reliability.md).
     """
 
     def __init__(
@@ -210,8 +263,11 @@ class EventStore:
         create_tables: bool = True,
         projectors: Sequence[Projector] | None = None,
         engine_kwargs: dict[str, Any] | None = None,
+        lock_timeout: float | None = 10.0,
+        idle_in_transaction_timeout: float | None = 5.0,
     ) -> None:
-        self._runner = open_runner(target, engine_kwargs=engine_kwargs)
+        timeouts = Timeouts(lock_timeout, idle_in_transaction_timeout)
+        self._runner = open_runner(target, engine_kwargs=engine_kwargs, timeouts=timeouts)
         self._dialect = self._runner.dialect
         self._requested = registry.default_projectors() if projectors is None else tuple(projectors)
         for projector in self._requested:  # every store of this process can keep it now
@@ -222,6 +278,7 @@ class EventStore:
         self._generation = -1
         self._create_tables = create_tables
         self._closed = False
+        self._holders = 0
         self._components = {schema.SCHEMA_COMPONENT: schema.SCHEMA_VERSION} | {
             p.name: p.schema_version for p in self._requested
         }
@@ -252,11 +309,31 @@ class EventStore:
         return self._closed
 
     async def close(self) -> None:
-        """Release connections (and the engine, if the store created it). Idempotent."""
+        """Release connections (and the engine, if the store created it). Idempotent.
+
+        A store shared by open sessions (:meth:`share`) refuses with
+        :class:`StoreInUseError`: closing it would break every other session on it.
+        """
         if self._closed:
             return
+        if self._holders:
+            raise StoreInUseError(
+                f"this store is shared by {self._holders} open session(s): close them "
+                "instead (the store closes with the last)"
+            )
         self._closed = True
         await self._runner.close()
+
+    def share(self) -> Self:
+        """Count one more holder (a session sharing this store); return the store."""
+        self._check_open()
+        self._holders += 1
+        return self
+
+    def unshare(self) -> bool:
+        """Count one holder less; True when none is left (the caller then closes)."""
+        self._holders = max(0, self._holders - 1)
+        return self._holders == 0
 
     async def __aenter__(self) -> Self:
         return self
@@ -290,7 +367,14 @@ class EventStore:
         await self.ensure_tables()
         return await self._run(fn, write=write, quick=quick)
 
-    async def _run(self, fn: TxFunction[T], *, write: bool, quick: bool = False) -> T:
+    async def _run(
+        self, fn: TxFunction[T], *, write: bool, quick: bool = False, idempotent: bool = False
+    ) -> T:
+        """Run ``fn``, retrying deadlocks and busy errors, and a lost connection when
+        that is safe: it broke before the commit (nothing was written), or ``fn`` is a
+        read, or it is ``idempotent`` (an append: a second copy of its event ids is a
+        no-op). A lock timeout is never retried: it is the bound the caller set."""
+        lost = 0
         for attempt in range(_TRANSIENT_RETRIES):
             try:
                 return await self._runner.run(fn, write=write, quick=quick)
@@ -298,6 +382,10 @@ class EventStore:
                 if attempt == _TRANSIENT_RETRIES - 1:
                     raise
                 await asyncio.sleep(random.uniform(0, 0.002 * 2**attempt))
+            except ConnectionLostError as error:
+                lost += 1
+                if lost > _RECONNECTS or (error.outcome_unknown and write and not idempotent):
+                    raise
         raise AssertionError("unreachable")
 
     # -- schema ----------------------------------------------------------------------
@@ -513,7 +601,9 @@ class EventStore:
             raise InvalidArgumentError("the events of one append need distinct event ids")
         await self.ensure_tables()
         self._check_known()
-        for _ in range(_RACE_RETRIES):
+        await self._check_sizes(batch + preamble)
+        raced = False
+        while True:
             try:
                 return await self._run(
                     lambda conn: self._append_tx(
@@ -521,20 +611,28 @@ class EventStore:
                     ),
                     write=True,
                     quick=len(batch) <= _QUICK_BATCH,
+                    idempotent=True,
                 )
             except _LiveSetChanged:
                 await self._reload_live_set()
                 self._check_known()
                 continue
             except IntegrityError:
-                # Either these event ids are stored already (an idempotent retry), or a
-                # concurrent writer created the stream first; tell them apart.
-                original = await self._run(
-                    lambda conn: self._original_tx(conn, stream_id, batch), write=False, quick=True
+                # These event ids are stored already (an idempotent retry), or a
+                # concurrent writer created the stream first, or something else is wrong.
+                original, exists = await self._run(
+                    lambda conn: (
+                        self._original_tx(conn, stream_id, batch),
+                        _stream_exists(conn, stream_id),
+                    ),
+                    write=False,
+                    quick=True,
                 )
                 if original is not None:
                     return original
-        raise TransientError(f"stream {stream_id!r}: append kept racing with its creation")
+                if raced or not exists:
+                    raise  # not a creation race: the constraint's own error says why
+                raced = True
 
     async def append_decided(
         self,
@@ -556,7 +654,8 @@ class EventStore:
         preamble = _encode(on_new_stream)
         await self.ensure_tables()
         self._check_known()
-        for _ in range(_RACE_RETRIES):
+        raced = False
+        while True:
             try:
                 return await self._run(
                     lambda conn: self._decided_tx(conn, stream_id, decide, preamble),
@@ -567,9 +666,33 @@ class EventStore:
                 await self._reload_live_set()
                 self._check_known()
                 continue
-            except IntegrityError:  # raced with the stream's creation: decide again
-                continue
-        raise TransientError(f"stream {stream_id!r}: append kept racing with its creation")
+            except IntegrityError:
+                exists = await self._run(
+                    lambda conn: _stream_exists(conn, stream_id), write=False, quick=True
+                )
+                if raced or not exists:
+                    raise  # not a creation race: the constraint's own error says why
+                raced = True  # raced with the stream's creation: decide again
+
+    async def _check_sizes(self, batch: list[_Encoded]) -> None:
+        """Refuse, before writing, an event larger than the database accepts in one
+        statement (MariaDB's max_allowed_packet would otherwise drop the connection)."""
+        key = self._runner.engine_key
+        known = _limits(key)
+        if key in known:
+            limit = known[key]
+        else:
+            limit = known[key] = await self._run(self._dialect.max_value_bytes, write=False)
+        if limit is None:
+            return
+        for enc in batch:
+            size = self._dialect.wire_size(enc.payload)
+            if size > limit:
+                raise SerializationError(
+                    f"this {enc.event_type} event takes {size:,} bytes as sent to "
+                    f"{self._dialect.name}, over {self._dialect.limit_name} "
+                    f"({limit:,} bytes): add fewer or smaller items per call"
+                )
 
     def _decided_tx(
         self,
@@ -818,8 +941,18 @@ def _check_bounds(**values: int | None) -> None:
     for name, value in values.items():
         if value is None:
             continue
-        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-            raise InvalidArgumentError(f"{name} must be an integer >= 0, not {value!r}")
+        check_count(name, value)
+
+
+def check_count(name: str, value: object) -> int:
+    """``value`` if it is an integer from 0 to :data:`MAX_INTEGER`, else raise."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ArgumentTypeError(f"{name} must be an integer >= 0, not {value!r}")
+    if not 0 <= value <= MAX_INTEGER:
+        raise InvalidArgumentError(
+            f"{name} must be an integer from 0 to {MAX_INTEGER} (2**63 - 1), not {value!r}"
+        )
+    return value
 
 
 def replay_into(

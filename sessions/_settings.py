@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from eventstore import InvalidArgumentError
+from eventstore.store import check_count
 
 try:
     from agents.memory.session_settings import SessionSettings as _SDKSessionSettings
@@ -44,8 +45,7 @@ def make_settings(value: Any) -> Any:
 
 
 def resolve_limit(explicit: int | None, settings: Any) -> int | None:
-    """An explicit ``limit`` wins over ``settings.limit``; both must be >= 0."""
+    """An explicit ``limit`` wins over ``settings.limit``; both must be from 0 to 2**63 - 1
+    (one bound for every backend)."""
     limit = explicit if explicit is not None else getattr(settings, "limit", None)
-    if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 0):
-        raise InvalidArgumentError(f"limit must be an integer >= 0 or None, not {limit!r}")
-    return limit
+    return None if limit is None else check_count("limit", limit)

@@ -10,6 +10,7 @@ that a concurrent pop just removed.
 
 from __future__ import annotations
 
+import functools
 import itertools
 import json
 import time
@@ -76,9 +77,10 @@ def content_texts(content: Any) -> list[str]:
     return []
 
 
-def _timestamp(micros: int) -> str:
+@functools.lru_cache(maxsize=1024)
+def _timestamp(seconds: int) -> str:
     """A time as the SDK's AdvancedSQLiteSession shows it (UTC, to the second)."""
-    return f"{to_datetime(micros):%Y-%m-%d %H:%M:%S}"
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(seconds))
 
 
 def _check_name(branch_name: str | None) -> None:
@@ -151,7 +153,7 @@ class BranchingSession(StoreSession):
         if not state.exists(branch):
             raise BranchError(f"Branch '{branch}' does not exist at that point")
         items = [decode_item(row) for row in state.items(branch)]
-        return items if n is None else items[len(items) - n :] if n else []
+        return items if n is None else items[max(0, len(items) - n) :] if n else []
 
     async def add_items(self, items: list[Any], *, wrapper: Any = None) -> None:
         await self._branch()
@@ -434,7 +436,7 @@ class BranchingSession(StoreSession):
             "turn": turn.number,
             "content": content_preview(content, PREVIEW_LENGTH),
             "full_content": content,
-            "timestamp": _timestamp(turn.recorded_at),
+            "timestamp": _timestamp(turn.recorded_at // 1_000_000),
             "can_branch": True,
         }
 

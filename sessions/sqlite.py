@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from eventstore import EventStore
+from eventstore.backends import check_sqlite_path
 
 from .base import HISTORY, StoreSession
 
@@ -21,24 +22,22 @@ class _SharedStores:
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._stores: dict[str, tuple[EventStore, int]] = {}
+        self._stores: dict[str, EventStore] = {}
 
     def acquire(self, path: str) -> EventStore:
         with self._lock:
-            store, count = self._stores.get(path, (None, 0))
+            store = self._stores.get(path)
             if store is None or store.closed:
-                store, count = EventStore(path, projectors=[HISTORY]), 0
-            self._stores[path] = (store, count + 1)
-            return store
+                store = self._stores[path] = EventStore(path, projectors=[HISTORY])
+            return store.share()  # a session cannot close it under the others
 
-    def release(self, path: str) -> EventStore | None:
-        """Drop one reference; return the store if it has no session left (to close)."""
+    def release(self, path: str, store: EventStore) -> EventStore | None:
+        """Drop one holder; return the store if no session holds it any more (to close)."""
         with self._lock:
-            store, count = self._stores[path]
-            if count > 1:
-                self._stores[path] = (store, count - 1)
+            if not store.unshare():
                 return None
-            del self._stores[path]
+            if self._stores.get(path) is store:
+                del self._stores[path]
             return store
 
 
@@ -59,7 +58,7 @@ class SQLiteSession(StoreSession):
         *,
         session_settings: Any = None,
     ) -> None:
-        self.db_path = os.fspath(db_path)
+        self.db_path = check_sqlite_path(db_path)
         if self.db_path == ":memory:":
             self._shared_path: str | None = None
             super().__init__(
@@ -79,6 +78,6 @@ class SQLiteSession(StoreSession):
         if self._shared_path is None:
             await self._store.close()
             return
-        last = _shared.release(self._shared_path)
+        last = _shared.release(self._shared_path, self._store)
         if last is not None:
             await last.close()

@@ -41,8 +41,10 @@ from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.sql.compiler import TypeCompiler
 
 from ..errors import (
+    ConvstoreError,
     IntegrityError,
     InvalidArgumentError,
+    LockTimeoutError,
     OperationalError,
     PersistenceError,
     SchemaError,
@@ -50,7 +52,7 @@ from ..errors import (
 )
 from ..prepared import Prepared
 from ..schema import Key
-from .base import Dialect
+from .base import Dialect, Timeouts
 
 # Bits of a position below the transaction id: the most events one transaction writes
 # is 2**20 - 1, and transaction ids stay below 2**43 (8.8e12 transactions).
@@ -96,13 +98,16 @@ _LAST_READABLE = Prepared(
 )
 _LAST_COMMITTED = Prepared(text("SELECT coalesce(max(position), 0) FROM convstore_events"))
 
+# A bytea value (an event's payload) holds at most 1 GB.
+_MAX_FIELD_BYTES = 2**30 - 1
+
 # An arbitrary constant naming convstore's schema-creation lock.
 _SCHEMA_LOCK_KEY = 0x636F6E76  # "conv"
 
 _BY_SQLSTATE: dict[str, type[PersistenceError]] = {
     "40001": TransientError,  # serialization_failure
     "40P01": TransientError,  # deadlock_detected
-    "55P03": TransientError,  # lock_not_available
+    "55P03": LockTimeoutError,  # lock_not_available: lock_timeout expired
     "42P01": SchemaError,  # undefined_table
     "42703": SchemaError,  # undefined_column
 }
@@ -199,7 +204,21 @@ class PostgresDialect(Dialect):
         conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _SCHEMA_LOCK_KEY})
         yield  # released when the transaction ends
 
-    def classify(self, error: BaseException) -> type[PersistenceError]:
+    def session_setup(self, timeouts: Timeouts, conn: Any) -> list[str]:
+        statements = []
+        if timeouts.lock_timeout is not None:
+            statements.append(f"SET lock_timeout = '{round(timeouts.lock_timeout * 1000)}ms'")
+        if timeouts.idle_in_transaction is not None:
+            ms = round(timeouts.idle_in_transaction * 1000)
+            statements.append(f"SET idle_in_transaction_session_timeout = '{ms}ms'")
+        return statements
+
+    def max_value_bytes(self, conn: Connection) -> int | None:
+        return _MAX_FIELD_BYTES
+
+    limit_name: ClassVar[str] = "PostgreSQL's largest field (1 GB)"
+
+    def classify(self, error: BaseException) -> type[ConvstoreError]:
         code = getattr(error, "sqlstate", None) or getattr(error, "pgcode", None)
         if not isinstance(code, str):
             return OperationalError

@@ -32,7 +32,8 @@ def added(value: Any) -> ItemsAdded:
 
 def _pause_inside_append(target: str, paused: Any, release: Any) -> None:
     async def main() -> None:
-        async with EventStore(target) as store:
+        # No idle-in-transaction limit: the server must not end this stall for us.
+        async with EventStore(target, idle_in_transaction_timeout=None) as store:
             await store.ensure_tables()
             write = store._write_tx
 

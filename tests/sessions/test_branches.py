@@ -365,3 +365,47 @@ async def test_plain_and_advanced_sessions_on_one_database(
         ]
         assert [i["content"] for i in await session.get_items()] == ["plain first", "a"]
         await assert_matches_replay(session.store)
+
+
+async def test_runner_branches_mid_conversation_and_continues_on_both(
+    advanced: Opener,
+) -> None:
+    from agents import Agent, Runner, function_tool
+    from agents.testing import ScriptedModel, assistant_message, function_call
+
+    @function_tool
+    def make_note(title: str) -> str:
+        """Make a note."""
+        return f"made {title}"
+
+    model = ScriptedModel(
+        [
+            [assistant_message("hello!", item_id="r1")],
+            [function_call("make_note", {"title": "groceries"}, call_id="c1")],
+            [assistant_message("noted", item_id="r2")],
+            [assistant_message("on the branch", item_id="r3")],
+            [assistant_message("back on main", item_id="r4")],
+        ]
+    )
+    agent = Agent(name="Notes", instructions="Help with notes.", model=model, tools=[make_note])
+    session = advanced("runner")
+    await Runner.run(agent, "hi", session=session)
+    await Runner.run(agent, "note groceries", session=session)
+    main_before = await session.get_items()
+    assert await session.get_tool_usage() == [("make_note", 1, 2)]
+
+    await session.create_branch_from_turn(2, "instead")
+    await Runner.run(agent, "tell me a joke", session=session)
+    texts = [
+        c["content"] if isinstance(c["content"], str) else c["content"][0]["text"]
+        for c in model.calls[3].input
+        if "content" in c
+    ]
+    assert texts == ["hi", "hello!", "tell me a joke"], "the model saw the branch, not main"
+
+    await session.switch_to_branch("main")
+    await Runner.run(agent, "thanks", session=session)
+    assert model.calls[4].input[: len(main_before)] == main_before
+    assert [t["turn"] for t in await session.get_conversation_turns()] == [1, 2, 3]
+    assert [t["turn"] for t in await session.get_conversation_turns("instead")] == [1, 2]
+    await assert_matches_replay(session.store)

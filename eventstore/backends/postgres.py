@@ -90,7 +90,7 @@ _IN_PROGRESS = Prepared(
         "(SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
         "AND NOT pg_has_role('pg_read_all_stats', 'MEMBER') "
         "AND usesysid IS DISTINCT FROM (SELECT oid FROM pg_roles WHERE rolname = current_user)), "
-        "current_setting('transaction_isolation')"
+        "current_setting('transaction_isolation'), pg_is_in_recovery()"
     )
 )
 _LAST_READABLE = Prepared(
@@ -171,10 +171,12 @@ class PostgresDialect(Dialect):
         row = _IN_PROGRESS.first(conn)
         if row is None:
             raise SchemaError("no snapshot")  # a SELECT without FROM always has a row
-        next_id, oldest, running, prepared, hidden, isolation = row
-        if hidden or isolation != "read committed":
-            # Sessions of another role, whose ids we may not read; or a snapshot taken
-            # now for the whole transaction: the oldest transaction of the cluster.
+        next_id, oldest, running, prepared, hidden, isolation, standby = row
+        if hidden or isolation != "read committed" or standby:
+            # Sessions of another role, whose ids we may not read; a snapshot taken now
+            # for the whole transaction; or a standby, whose sessions are not the
+            # primary's writers: the oldest transaction in progress in the cluster
+            # (every id below it has ended, and it only grows).
             return int(oldest) << POSITION_SHIFT
         lowest = int(next_id)
         for xid in (*running, *prepared):  # 32-bit ids: place each in next_id's epoch

@@ -79,3 +79,18 @@ async def test_a_log_of_a_newer_revision_is_refused(shared_backend: Backend) -> 
     _forget_open_databases()
     with pytest.raises(SchemaError, match="newer than this release"):
         await shared_backend.store().append("s", [added(2)])
+
+
+async def test_positions_stay_above_the_head_rows_floor(backend: Backend) -> None:
+    """Where positions are gapless, the head row's position is a floor: a command that
+    deletes the newest events raises it first, so no position is handed out twice."""
+    store = backend.store()
+    first = await store.append("s", [added(1)])
+    if not store.dense_positions:
+        pytest.skip("positions come from transaction ids here")
+    await store.run(
+        lambda conn: conn.execute(text("UPDATE convstore_head SET position = 100")), write=True
+    )
+    second = await store.append("s", [added(2)])
+    assert (first.last_position, second.last_position) == (1, 101)
+    assert await store.head_position() == 101

@@ -1,26 +1,37 @@
 """convstore's write side: event types, codec, the log and its backends."""
 
+import logging as _logging
+
+from .audit import AuditReport, Checkpoint, Finding, StreamCheck, audit
 from .codec import decode_event, decode_item, decode_items, encode_event, encode_item, encode_items
 from .errors import (
     ArgumentTypeError,
     BranchError,
+    CancelledAfterCommit,
     ConcurrencyError,
     ConfigurationError,
     ConnectionLostError,
     ConvstoreError,
     DecodeError,
+    DecryptionError,
     IntegrityError,
     InvalidArgumentError,
+    InvalidKeyError,
+    KeyNotFoundError,
+    KeyShreddedError,
     LockTimeoutError,
     MissingDependencyError,
+    NotEncryptedError,
     OperationalError,
     PersistenceError,
     SchemaError,
     SerializationError,
     StoreClosedError,
     StoreInUseError,
+    TamperedError,
     TransientError,
     TurnNotFoundError,
+    WrongKeyError,
 )
 from .events import (
     MAIN_BRANCH,
@@ -49,6 +60,10 @@ from .records import (
 )
 from .store import EventStore, replay_into
 
+# Library logging goes to the "convstore" logger tree (retries, slow transactions,
+# failed group commits); nothing is printed unless the application configures logging.
+_logging.getLogger("convstore").addHandler(_logging.NullHandler())
+
 __all__ = [
     "ANY",
     "MAIN_BRANCH",
@@ -56,26 +71,35 @@ __all__ = [
     "AnyEvent",
     "AppendResult",
     "ArgumentTypeError",
+    "AuditReport",
     "BranchCreated",
     "BranchDeleted",
     "BranchError",
     "BranchSwitched",
+    "CancelledAfterCommit",
+    "Checkpoint",
     "ConcurrencyError",
     "ConfigurationError",
     "ConnectionLostError",
     "ConvstoreError",
     "DecodeError",
+    "DecryptionError",
     "Event",
     "EventStore",
     "ExpectedVersion",
+    "Finding",
     "IntegrityError",
     "InvalidArgumentError",
+    "InvalidKeyError",
     "ItemPopped",
     "ItemsAdded",
     "ItemsExpired",
+    "KeyNotFoundError",
+    "KeyShreddedError",
     "LockTimeoutError",
     "MissingDependencyError",
     "NewEvent",
+    "NotEncryptedError",
     "OperationalError",
     "PersistenceError",
     "Projector",
@@ -87,10 +111,14 @@ __all__ = [
     "SessionStarted",
     "StoreClosedError",
     "StoreInUseError",
+    "StreamCheck",
     "StreamInfo",
+    "TamperedError",
     "TransientError",
     "TurnNotFoundError",
     "UsageRecorded",
+    "WrongKeyError",
+    "audit",
     "decode_event",
     "decode_item",
     "decode_items",

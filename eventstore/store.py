@@ -8,6 +8,7 @@ executes (see :mod:`eventstore.backends.base` for why).
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import random
 import time
@@ -61,8 +62,13 @@ from .records import (
     StreamInfo,
     to_datetime,
 )
+from .snapshot import run_snapshot
 
 R = TypeVar("R")
+
+log = logging.getLogger("convstore.eventstore")
+# A transaction taking longer than this is logged (at debug level).
+SLOW_SECONDS = 0.5
 
 MAX_STREAM_ID_LENGTH = 255
 # The largest limit, version or position any read accepts: a signed 64-bit integer,
@@ -305,6 +311,12 @@ class EventStore:
         return self._dialect.dense_positions
 
     @property
+    def engine(self) -> AsyncEngine:
+        """An :class:`AsyncEngine` on this store's database, to inspect it or run your own
+        SQL (on SQLite, an aiosqlite engine on the same database, made on first use)."""
+        return self._runner.engine
+
+    @property
     def closed(self) -> bool:
         return self._closed
 
@@ -376,16 +388,26 @@ class EventStore:
         no-op). A lock timeout is never retried: it is the bound the caller set."""
         lost = 0
         for attempt in range(_TRANSIENT_RETRIES):
+            started = time.perf_counter()
             try:
-                return await self._runner.run(fn, write=write, quick=quick)
-            except TransientError:
+                result = await self._runner.run(fn, write=write, quick=quick)
+            except TransientError as error:
                 if attempt == _TRANSIENT_RETRIES - 1:
+                    log.warning("giving up after %d attempts: %s", attempt + 1, error)
                     raise
+                log.debug("retrying (attempt %d) after a transient error: %s", attempt + 1, error)
                 await asyncio.sleep(random.uniform(0, 0.002 * 2**attempt))
+                continue
             except ConnectionLostError as error:
                 lost += 1
                 if lost > _RECONNECTS or (error.outcome_unknown and write and not idempotent):
                     raise
+                log.debug("retrying after a lost connection: %s", error)
+                continue
+            elapsed = time.perf_counter() - started
+            if elapsed > SLOW_SECONDS:
+                log.debug("slow %s transaction: %.3f s", "write" if write else "read", elapsed)
+            return result
         raise AssertionError("unreachable")
 
     # -- schema ----------------------------------------------------------------------
@@ -920,6 +942,15 @@ class EventStore:
         append committed before it (rebuild, verify, a projection's catch-up)."""
         self._dialect.lock_log(conn)
 
+    def reserve_positions(self, conn: Connection, count: int) -> int:
+        """Inside a write transaction: positions for ``count`` events written by the
+        caller (an import), the way an append takes them; returns the last of them, the
+        first being ``last - count + 1``."""
+        if count <= 0:
+            raise InvalidArgumentError(f"count must be an integer > 0, not {count!r}")
+        last, _ = self._dialect.advance_head(conn, count)
+        return last
+
     def committed_position(self, conn: Connection) -> int:
         """Inside a transaction that holds :meth:`lock_log`: the last position stored."""
         return self._dialect.last_position(conn, locked=True)
@@ -935,6 +966,14 @@ class EventStore:
         e = schema.events
         query = select(func.count()).select_from(e)
         return await self.run(lambda conn: int(conn.execute(query).scalar_one()))
+
+    async def read_snapshot(self, fn: TxFunction[T]) -> T:
+        """Run the read-only ``fn`` in one consistent snapshot of the database, on a
+        connection of its own, so appends continue meanwhile (audit, verify, export;
+        see :mod:`eventstore.snapshot`)."""
+        self._check_open()
+        await self.ensure_tables()
+        return await run_snapshot(self._runner, fn)
 
 
 def _check_bounds(**values: int | None) -> None:

@@ -82,8 +82,8 @@ async def test_a_log_of_a_newer_revision_is_refused(shared_backend: Backend) -> 
 
 
 async def test_positions_stay_above_the_head_rows_floor(backend: Backend) -> None:
-    """Where positions are gapless, the head row's position is a floor: a command that
-    deletes the newest events raises it first, so no position is handed out twice."""
+    """Where positions are gapless, they continue after the head row's position, even
+    where the newest events are gone (retention): no position is handed out twice."""
     store = backend.store()
     first = await store.append("s", [added(1)])
     if not store.dense_positions:

@@ -36,10 +36,12 @@ format: $(STAMP)
 	$(VENV)/bin/ruff format .
 	$(VENV)/bin/ruff check --fix .
 
+# The default set (about 10 minutes on 2 cores); each script alone takes --json, and
+# more backends or sizes (see benchmarks/README.md and docs/performance.md).
 bench: $(STAMP)
-	$(PY) benchmarks/sessions_vs_sdk.py
-	$(PY) benchmarks/append_throughput.py
-	$(PY) benchmarks/read_cost.py
+	$(PY) benchmarks/sessions_vs_sdk.py --backends sqlite-file,postgres
+	$(PY) benchmarks/append_throughput.py --quick
+	$(PY) benchmarks/read_cost.py --quick
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .hypothesis

@@ -3,14 +3,14 @@
 1. One writer appending in sequence (SQLite file, PostgreSQL, MariaDB/MySQL).
 2. Four writer processes (multiprocessing, spawn) appending to four distinct streams,
    then to one shared stream with ``expected_version="any"``.
-3. PostgreSQL only: what commit-ordered positions cost. The store reserves positions
-   with ``UPDATE convstore_head ... RETURNING`` on a single row whose lock lasts until
-   commit (eventstore/backends/base.py, postgres.py), which serialises appends to
-   different streams. Plain asyncpg loops give the reference: an INSERT into a table
-   whose position is a BIGSERIAL (numbers handed out at insert time, writers in
-   parallel), and the same INSERT preceded by the store's technique, an
-   ``UPDATE ... RETURNING`` of one counter row. The store's figure is reported as a
-   ratio to the BIGSERIAL loop.
+3. PostgreSQL only: what commit-ordered positions cost. Plain asyncpg loops give the
+   reference: an INSERT into a table whose position is a BIGSERIAL (numbers handed
+   out at insert time, writers in parallel, but not commit-ordered); the same INSERT
+   preceded by an ``UPDATE ... RETURNING`` of one counter row whose lock lasts until
+   commit (the store's technique up to schema revision 2, and still MariaDB's); and
+   the store's technique since revision 3: the position derived from the transaction
+   id, after a ``FOR SHARE`` read of one row (eventstore/backends/postgres.py). The
+   store's figure is reported as a ratio to the BIGSERIAL loop.
 
 Every run lasts a fixed time, on tables dropped and recreated before it; the writers
 start together (a barrier, after connecting and a warm-up) and its rate is all events
@@ -67,6 +67,7 @@ SAMPLE_EVENTS = 64  # distinct payloads the writers cycle through
 SEQ_TABLE = "bench_seq_baseline"
 HEAD_EVENTS_TABLE = "bench_head_baseline"
 HEAD_COUNTER_TABLE = "bench_head_counter"
+XID_EVENTS_TABLE = "bench_xid_baseline"
 _BASELINE_DDL = (
     f"""CREATE TABLE {SEQ_TABLE} (
         position BIGSERIAL PRIMARY KEY,
@@ -75,6 +76,12 @@ _BASELINE_DDL = (
         recorded_at BIGINT NOT NULL
     )""",
     f"""CREATE TABLE {HEAD_EVENTS_TABLE} (
+        position BIGINT PRIMARY KEY,
+        stream_id VARCHAR(255) NOT NULL,
+        payload BYTEA NOT NULL,
+        recorded_at BIGINT NOT NULL
+    )""",
+    f"""CREATE TABLE {XID_EVENTS_TABLE} (
         position BIGINT PRIMARY KEY,
         stream_id VARCHAR(255) NOT NULL,
         payload BYTEA NOT NULL,
@@ -89,6 +96,15 @@ _HEAD_ADVANCE = (
 )
 _HEAD_INSERT = (
     f"INSERT INTO {HEAD_EVENTS_TABLE} (position, stream_id, payload, recorded_at) "
+    "VALUES ($1, $2, $3, $4)"
+)
+
+_XID_POSITION = (
+    f"SELECT (pg_current_xact_id()::text::bigint << 20) + 1 FROM {HEAD_COUNTER_TABLE} "
+    "WHERE name = 'log' FOR SHARE"
+)
+_XID_INSERT = (
+    f"INSERT INTO {XID_EVENTS_TABLE} (position, stream_id, payload, recorded_at) "
     "VALUES ($1, $2, $3, $4)"
 )
 
@@ -125,10 +141,10 @@ class StoreWriter:
 class PlainWriter:
     """The same payload in a plain table, one transaction per event (raw asyncpg)."""
 
-    def __init__(self, url: str, stream_id: str, *, head_row: bool) -> None:
+    def __init__(self, url: str, stream_id: str, *, technique: str) -> None:
         self.url = plain_url(url)
         self.stream_id = stream_id
-        self.head_row = head_row
+        self.technique = technique  # "seq", "head" or "xid"
         self.payloads = [encode_event(event) for event in sample_events()]
         self.conn: Any = None
 
@@ -140,9 +156,12 @@ class PlainWriter:
         payload = self.payloads[n % len(self.payloads)]
         now = time.time_ns() // 1000
         async with self.conn.transaction():
-            if self.head_row:
+            if self.technique == "head":
                 position = await self.conn.fetchval(_HEAD_ADVANCE)
                 await self.conn.execute(_HEAD_INSERT, position, self.stream_id, payload, now)
+            elif self.technique == "xid":
+                position = await self.conn.fetchval(_XID_POSITION)
+                await self.conn.execute(_XID_INSERT, position, self.stream_id, payload, now)
             else:
                 await self.conn.execute(_SEQ_INSERT, self.stream_id, payload, now)
 
@@ -153,7 +172,7 @@ class PlainWriter:
 
 @dataclass(frozen=True)
 class Job:
-    kind: str  # "store", "plain-seq" or "plain-head"
+    kind: str  # "store", "plain-seq", "plain-head" or "plain-xid"
     target: str  # SQLite path or database URL
     stream_id: str
     seconds: float
@@ -172,7 +191,7 @@ class Outcome:
 def make_writer(job: Job) -> Writer:
     if job.kind == "store":
         return StoreWriter(job.target, job.stream_id)
-    return PlainWriter(job.target, job.stream_id, head_row=job.kind == "plain-head")
+    return PlainWriter(job.target, job.stream_id, technique=job.kind.removeprefix("plain-"))
 
 
 async def timed_appends(writer: Writer, seconds: float) -> tuple[int, float, float]:
@@ -220,7 +239,7 @@ SHARED = f"{WRITERS} processes, 1 stream"
 @dataclass(frozen=True)
 class Variant:
     scenario: str  # SINGLE, DISTINCT, SHARED, or the kind of a plain loop
-    kind: str  # "store", "plain-seq" or "plain-head"
+    kind: str  # "store", "plain-seq", "plain-head" or "plain-xid"
     writers: int
     shared: bool = False
 
@@ -240,7 +259,7 @@ def variants_for(key: str) -> list[Variant]:
     if key == "postgres":
         variants += [
             Variant(kind, kind, writers)
-            for kind in ("plain-seq", "plain-head")
+            for kind in ("plain-seq", "plain-head", "plain-xid")
             for writers in (1, WRITERS)
         ]
     return variants
@@ -400,10 +419,12 @@ def report_baseline(results: Sequence[Measurement]) -> str:
     store = {1: by[(SINGLE, 1)], WRITERS: by[(DISTINCT, WRITERS)]}
     seq = {n: by[("plain-seq", n)] for n in (1, WRITERS)}
     head = {n: by[("plain-head", n)] for n in (1, WRITERS)}
+    xid = {n: by[("plain-xid", n)] for n in (1, WRITERS)}
     rows = []
     for label, rates in (
         ("plain INSERT, BIGSERIAL position (baseline)", seq),
         ("plain INSERT + UPDATE head row RETURNING", head),
+        ("plain INSERT, position from xid, FOR SHARE", xid),
         ("convstore EventStore.append", store),
     ):
         rows.append(
@@ -426,19 +447,18 @@ def report_baseline(results: Sequence[Measurement]) -> str:
     ]
     table = render_table(headers, rows, right={1, 2, 3, 4, 5})
     explanation = (
-        "The store takes each append's positions with UPDATE convstore_head SET position =\n"
-        "position + n ... RETURNING on one row, and that row lock lasts until commit: a\n"
-        "writer gets positions only after every earlier writer committed or rolled back,\n"
-        "so positions are gapless and in commit order (a reader tailing by position never\n"
-        "skips an event that commits late). Appends to different streams therefore\n"
-        "serialise from that UPDATE to the end of their commit, WAL flush included. A\n"
-        "BIGSERIAL hands numbers out at insert time and lets writers commit in parallel\n"
-        "(sharing WAL flushes), but numbers can commit out of order and leave gaps.\n"
-        "The store's append is also more work than one INSERT: the stream row (SELECT\n"
-        "... FOR UPDATE, then INSERT or UPDATE), the head row and the event row with its\n"
-        "hash chain, through SQLAlchemy, and the head row stays locked while the client\n"
-        "works between those statements (with more writers than CPUs, also while a\n"
-        "writer waits for a CPU). The ÷ BIGSERIAL columns divide a row's events/s by\n"
+        "A BIGSERIAL hands numbers out at insert time and lets writers commit in\n"
+        "parallel (sharing WAL flushes), but numbers can commit out of order: a reader\n"
+        "tailing by position could skip one. UPDATE ... RETURNING of one head row, whose\n"
+        "lock lasts until commit, makes positions gapless and commit-ordered, but every\n"
+        "append then waits for the one before to commit (schema revision 2). Since\n"
+        "revision 3 the store derives positions from the transaction id (xid << 20 plus\n"
+        "the event's offset) after a FOR SHARE read of the head row (shared locks do not\n"
+        "wait for each other), and readers stop below the oldest transaction in\n"
+        "progress: writers run in parallel, and a tailing reader still never skips an\n"
+        "event. The store's append is also more work than one INSERT: the stream row\n"
+        "(SELECT ... FOR UPDATE, then INSERT or UPDATE) and the event row with its hash\n"
+        "chain, through SQLAlchemy. The ÷ BIGSERIAL columns divide a row's events/s by\n"
         "the plain BIGSERIAL loop's with the same number of writers."
     )
     return f"{table}\n\n{explanation}"

@@ -4,7 +4,9 @@ One session is filled to each size (items added 10,000 per call, not timed), the
 ``get_items(limit=20)`` and ``pop_item()`` + ``add_items`` (to keep the size) are timed;
 the sizes are timed in alternate rounds, and the ratio column divides the median
 latency at the large size by the one at the small size (1.00x: the history's length
-costs nothing).
+costs nothing). On a SQLite file, replay is timed last: ``projections.rebuild`` of
+the large session's database (every projection emptied and rebuilt from the log),
+in items/s.
 
     python benchmarks/read_cost.py [--quick] [--json] [--backends ...]
 """
@@ -38,6 +40,8 @@ from _common import (
     say,
 )
 
+from eventstore import EventStore
+from projections import rebuild
 from sessions.base import StoreSession
 from sessions.sqlalchemy import SQLAlchemySession
 from sessions.sqlite import SQLiteSession
@@ -56,6 +60,33 @@ class Result:
     items: int
     get20_seconds: float  # median latency of get_items(limit=20)
     pop_seconds: float  # median latency of pop_item()
+
+
+@dataclass
+class Replay:
+    backend: str
+    items: int  # items added to the log (the fill and the re-adds after each pop)
+    events: int
+    seconds: list[float]  # each rebuild
+
+    @property
+    def items_per_second(self) -> float:
+        return self.items / statistics.median(self.seconds)
+
+
+REPLAYS = 3
+
+
+async def time_replay(path: Path, items: int) -> Replay:
+    """Rebuild every projection of the SQLite file at ``path`` from its log, REPLAYS times."""
+    async with EventStore(path) as store:
+        events = await store.count_events()
+        seconds = []
+        for _ in range(REPLAYS):
+            started = time.perf_counter()
+            await rebuild(store)
+            seconds.append(time.perf_counter() - started)
+    return Replay("sqlite-file", items, events, seconds)
 
 
 async def fill(session: StoreSession, count: int, status: Status, label: str) -> None:
@@ -89,7 +120,7 @@ async def time_pops(session: StoreSession, count: int) -> list[float]:
 
 
 async def run_backend(
-    backend: str, sizes: Sequence[int], url: str | None, status: Status
+    backend: str, sizes: Sequence[int], url: str | None, status: Status, replays: list[Replay]
 ) -> list[Result]:
     """Fill one session per size, then time them in alternate rounds (noise hits all)."""
     label = TITLES[backend]
@@ -119,6 +150,10 @@ async def run_backend(
         finally:
             for session in sessions:
                 await session.close()
+            status.clear()
+        if backend == "sqlite-file":
+            status.show(f"{label}: replaying {sizes[-1]:,} items, {REPLAYS} times")
+            replays.append(await time_replay(Path(tmp) / f"{sizes[-1]}.db", sizes[-1] + POPS))
             status.clear()
     if url is not None:
         await drop_tables_at(url)
@@ -180,6 +215,7 @@ async def main(argv: Sequence[str] | None = None) -> int:
     servers: dict[str, str] = {}
     skipped: dict[str, str] = {}
     results: list[Result] = []
+    replays: list[Replay] = []
     for backend in args.backends:
         url = urls.get(backend)
         if url is not None:
@@ -189,7 +225,7 @@ async def main(argv: Sequence[str] | None = None) -> int:
                 say(status, f"skipped {TITLES[backend]}: {skipped[backend]}", quiet=args.json)
                 continue
             servers[backend] = version
-        results.extend(await run_backend(backend, sizes, url, status))
+        results.extend(await run_backend(backend, sizes, url, status, replays))
     env = environment(servers)
     if args.json:
         print(
@@ -200,6 +236,9 @@ async def main(argv: Sequence[str] | None = None) -> int:
                     "parameters": {"sizes": sizes, "reads": READS, "pops": POPS},
                     "skipped": skipped,
                     "results": [asdict(r) for r in results],
+                    "replay": [
+                        asdict(r) | {"items_per_second": r.items_per_second} for r in replays
+                    ],
                 },
                 indent=2,
             )
@@ -208,6 +247,13 @@ async def main(argv: Sequence[str] | None = None) -> int:
         print(describe_environment(env))
         print()
         print(render(results) if results else "no backend could be measured")
+        for r in replays:
+            rates = sorted(r.items / t for t in r.seconds)
+            print(
+                f"\nReplay ({TITLES[r.backend]}, projections.rebuild): {r.items:,} items in "
+                f"{r.events:,} events, {r.items_per_second:,.0f} items/s (median of "
+                f"{len(r.seconds)}; {rates[0]:,.0f}-{rates[-1]:,.0f})"
+            )
     return 0 if results else 1
 
 

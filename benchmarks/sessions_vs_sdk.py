@@ -2,10 +2,15 @@
 
 For each backend pair (SQLite file, SQLite ``:memory:``, PostgreSQL, MariaDB/MySQL):
 
-* ``add_items([item])``: one item per call, items/s, from one task and from 16 tasks at
-  once on one session;
+* ``add_items([item])``: one item per call, items/s, from one task and from 8 tasks at
+  once on one session; ``add_items`` of a 4-item turn (user message, tool call, its
+  output, assistant message), turns/s;
 * ``get_items()`` and ``get_items(limit=20)`` on a session of 100,000 items, latency;
-* ``pop_item()`` on a session of 10,000 items, pops/s.
+* ``pop_item()`` on a session of 10,000 items, pops/s;
+* a fresh session object and its first ``get_items()`` on a database of 1,000
+  sessions (the per-request pattern of a web app), latency;
+* memory: the peak that ``get_items()`` of the 100,000-item session allocates
+  (``tracemalloc``), as a multiple of what the returned list holds.
 
 The two implementations run in alternate rounds (the order flips every round) and each
 figure is the median of its rounds, so a burst of machine noise hits both alike. The
@@ -25,6 +30,7 @@ import statistics
 import sys
 import tempfile
 import time
+import tracemalloc
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -59,7 +65,10 @@ from sessions.sqlalchemy import SQLAlchemySession
 from sessions.sqlite import SQLiteSession
 
 BACKENDS = ("sqlite-file", "sqlite-memory", "postgres", "mysql")
-TASKS = 16  # concurrent adders in the concurrent measurement
+TASKS = 8  # concurrent adders in the concurrent measurement
+TURN = 4  # items per add_items call in the turn measurement
+SESSIONS = 1000  # sessions in the database of the fresh-session measurement
+SESSION_ITEMS = 8  # items in each of them
 FILL_BATCH = 1000  # items per add_items call when filling a session (not timed)
 
 
@@ -78,6 +87,7 @@ class Params:
     limit_calls: int  # get_items(limit=20) calls per round
     rounds: int  # alternating rounds per measurement
     full_read_rounds: int  # rounds of one full get_items() each
+    fresh_opens: int  # fresh session objects (+ get_items) per round
 
 
 DEFAULT = Params(
@@ -88,6 +98,7 @@ DEFAULT = Params(
     limit_calls=50,
     rounds=8,
     full_read_rounds=7,
+    fresh_opens=200,
 )
 QUICK = Params(
     add_calls=400,
@@ -97,6 +108,7 @@ QUICK = Params(
     limit_calls=25,
     rounds=4,
     full_read_rounds=5,
+    fresh_opens=50,
 )
 
 
@@ -104,7 +116,8 @@ QUICK = Params(
 class Result:
     backend: str
     measurement: str
-    kind: str  # "throughput" (per second, higher is better) or "latency" (seconds)
+    kind: str  # "throughput" (per second, higher is better), "latency" (seconds) or
+    # "memory" (peak allocated during the call / bytes of the result; lower is better)
     unit: str
     convstore: float
     sdk: float
@@ -140,6 +153,18 @@ class Backend:
 
     async def close(self, ours: Session, theirs: Session) -> None:
         raise NotImplementedError
+
+    def again(self, first: Session, session_id: str) -> Session:
+        """A new session object of ``first``'s class on ``first``'s database."""
+        raise NotImplementedError
+
+    async def release(self, session: Session) -> None:
+        """Close a session object made by :meth:`again`, as a request handler would."""
+        close = getattr(session, "close", None)
+        if close is not None:
+            done = close()
+            if asyncio.iscoroutine(done):
+                await done
 
 
 class SQLiteFile(Backend):
@@ -177,6 +202,10 @@ class SQLiteFile(Backend):
         assert isinstance(theirs, SdkSQLiteSession)
         await ours.close()
         theirs.close()
+
+    def again(self, first: Session, session_id: str) -> Session:
+        assert isinstance(first, SQLiteSession | SdkSQLiteSession)
+        return type(first)(session_id, first.db_path)
 
 
 class SQLiteMemory(Backend):
@@ -268,6 +297,14 @@ class Server(Backend):
         for engine in self._engines.pop(id(ours)):
             await engine.dispose()
 
+    def again(self, first: Session, session_id: str) -> Session:
+        # One shared engine per side, as a web app holds one.
+        if isinstance(first, SQLAlchemySession):
+            assert first.engine is not None
+            return SQLAlchemySession(session_id, engine=first.engine)
+        assert isinstance(first, SdkSQLAlchemySession)
+        return SdkSQLAlchemySession(session_id, engine=first._engine)
+
 
 # -- measuring -----------------------------------------------------------------------
 
@@ -341,10 +378,12 @@ async def measure_add(
     note: Callable[[str], None],
     *,
     tasks: int = 1,
+    per_call: int = 1,
 ) -> Result:
-    """``add_items([item])`` calls, from ``tasks`` asyncio tasks at once on one session."""
+    """``add_items`` calls of ``per_call`` items, from ``tasks`` asyncio tasks at once on
+    one session."""
     await backend.reset()
-    ours, theirs = await backend.open(f"bench-add-{tasks}")
+    ours, theirs = await backend.open(f"bench-add-{tasks}-{per_call}")
     try:
         for session in (ours, theirs):  # warm up: create the session, open connections
             for item in items[:5]:
@@ -355,16 +394,17 @@ async def measure_add(
             cursor = 0
 
             async def add_each(chunk: list[dict[str, Any]]) -> None:
-                for item in chunk:
-                    await session.add_items([item])
+                for n in range(0, len(chunk), per_call):
+                    await session.add_items(chunk[n : n + per_call])
 
             async def run() -> float:
                 nonlocal cursor
+                size = per_task * per_call
                 chunks = [
-                    [items[(cursor + t * per_task + i) % len(items)] for i in range(per_task)]
+                    [items[(cursor + t * size + i) % len(items)] for i in range(size)]
                     for t in range(tasks)
                 ]
-                cursor += per_task * tasks
+                cursor += size * tasks
                 start = time.perf_counter()
                 if tasks == 1:
                     await add_each(chunks[0])
@@ -375,6 +415,9 @@ async def measure_add(
             return run
 
         times = await alternate(p.rounds, adders(ours), adders(theirs), note)
+        if per_call > 1:
+            name = f"add_items(turn of {per_call}), {per_task * p.rounds:,} calls"
+            return throughput(backend, name, "turns", per_task * tasks, times)
         name = (
             f"add_items([item]), {per_task * p.rounds:,} calls"
             if tasks == 1
@@ -428,12 +471,88 @@ async def measure_reads(
             limited_read(theirs),
             lambda r: note(f"get_items(limit=20) {r}"),
         )
+        note("memory of get_items()")
+        ours_memory, sdk_memory = await read_memory(ours), await read_memory(theirs)
         return [
             latency(backend, f"get_items(), {len(items):,} items", 1, full),
             latency(backend, f"get_items(limit=20), {len(items):,} items", p.limit_calls, limited),
+            Result(
+                backend=backend.key,
+                measurement=f"get_items() peak memory / result, {len(items):,} items",
+                kind="memory",
+                unit="x",
+                convstore=ours_memory,
+                sdk=sdk_memory,
+                ratio=sdk_memory / ours_memory,
+            ),
         ]
     finally:
         await backend.close(ours, theirs)
+
+
+async def read_memory(session: Session) -> float:
+    """Peak bytes allocated during one ``get_items()`` over the bytes its result holds
+    (what is freed when the result is dropped)."""
+    gc.collect()
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        tracemalloc.reset_peak()
+        result = await session.get_items()
+        held, peak = tracemalloc.get_traced_memory()
+        del result
+        gc.collect()
+        returned = held - tracemalloc.get_traced_memory()[0]
+    finally:
+        tracemalloc.stop()
+    return (peak - before) / max(returned, 1)
+
+
+async def measure_fresh(
+    backend: Backend, p: Params, items: Sequence[dict[str, Any]], note: Callable[[str], None]
+) -> Result:
+    """A new session object on an open database of many sessions, and its first read."""
+    await backend.reset()
+    first_ours, first_theirs = await backend.open("bench-fresh-0")
+    try:
+        for session in (first_ours, first_theirs):  # the tables, before any other object
+            await session.get_items()
+        for n in range(SESSIONS):
+            if n % 100 == 0:
+                note(f"filling {n:,}/{SESSIONS:,} sessions")
+            ours, theirs = (
+                backend.again(first_ours, f"bench-fresh-{n}"),
+                backend.again(first_theirs, f"bench-fresh-{n}"),
+            )
+            chunk = [items[(n * SESSION_ITEMS + i) % len(items)] for i in range(SESSION_ITEMS)]
+            for session in (ours, theirs):
+                await session.add_items(chunk)
+                await backend.release(session)
+        counter = 0
+
+        def opener(first: Session) -> Timed:
+            async def run() -> float:
+                nonlocal counter
+                start = time.perf_counter()
+                for _ in range(p.fresh_opens):
+                    counter = (counter * 7 + 13) % SESSIONS
+                    session = backend.again(first, f"bench-fresh-{counter}")
+                    if len(await session.get_items()) != SESSION_ITEMS:
+                        raise RuntimeError(f"{type(session).__module__}: get_items() is wrong")
+                    await backend.release(session)
+                return time.perf_counter() - start
+
+            return run
+
+        times = await alternate(p.rounds, opener(first_ours), opener(first_theirs), note)
+        return latency(
+            backend,
+            f"new session object + get_items(), {SESSIONS:,} sessions",
+            p.fresh_opens,
+            times,
+        )
+    finally:
+        await backend.close(first_ours, first_theirs)
 
 
 async def measure_pop(
@@ -476,15 +595,31 @@ async def run_backend(
         return lambda detail: status.show(f"{backend.key}: {step} {detail}")
 
     results = [await measure_add(backend, p, items, note_for("add_items"))]
+    results.append(await measure_add(backend, p, items, note_for("turns"), per_call=TURN))
     results.append(await measure_add(backend, p, items, note_for("concurrent adds"), tasks=TASKS))
     history = items[: p.history_items]
     results += await measure_reads(backend, p, history, note_for("reads"))
     results.append(await measure_pop(backend, p, items, note_for("pop_item")))
+    if backend.key != "sqlite-memory":  # a new object there is a new, empty database
+        results.append(await measure_fresh(backend, p, items, note_for("fresh sessions")))
     await backend.reset()
     return results
 
 
 # -- output --------------------------------------------------------------------------
+
+
+def spread(r: Result) -> str:
+    """The range of round-by-round ratios (round i of convstore against round i of the
+    SDK, which ran right next to it)."""
+    if not r.convstore_rounds or not r.sdk_rounds:
+        return ""
+    pairs = zip(r.convstore_rounds, r.sdk_rounds, strict=True)
+    if r.kind == "throughput":
+        ratios = [ours / sdk for ours, sdk in pairs]
+    else:
+        ratios = [sdk / ours for ours, sdk in pairs]
+    return f"{min(ratios):.2f}-{max(ratios):.2f}x"
 
 
 def report(backends: Sequence[Backend], results: Sequence[Result]) -> str:
@@ -495,19 +630,25 @@ def report(backends: Sequence[Backend], results: Sequence[Result]) -> str:
         if r.kind == "throughput":
             unit = r.unit.removesuffix("/s")
             ours, sdk = fmt_rate(r.convstore, unit), fmt_rate(r.sdk, unit)
+        elif r.kind == "memory":
+            ours, sdk = f"{r.convstore:.2f}x", f"{r.sdk:.2f}x"
         else:
             ours, sdk = fmt_seconds(r.convstore), fmt_seconds(r.sdk)
         label = titles[r.backend] if r.backend != previous else ""
         previous = r.backend
-        rows.append([label, r.measurement, ours, sdk, fmt_ratio(r.ratio)])
+        rows.append([label, r.measurement, ours, sdk, fmt_ratio(r.ratio), spread(r)])
     table = render_table(
-        ["backend", "measurement", "convstore", "SDK", "speed ratio"], rows, right={2, 3, 4}
+        ["backend", "measurement", "convstore", "SDK", "speed ratio", "ratio spread"],
+        rows,
+        right={2, 3, 4, 5},
     )
     legend = (
         "speed ratio = convstore's speed relative to the SDK's; above 1.00x convstore is\n"
         "faster. Throughput rows (/s, higher is better): convstore / SDK. Latency rows\n"
-        "(ms per call, lower is better): SDK time / convstore time. Each figure is the\n"
-        "median of alternating rounds."
+        "(ms per call, lower is better): SDK time / convstore time. Memory rows: peak\n"
+        "bytes allocated during the call / bytes the result holds (lower is better).\n"
+        "Each figure is the median of alternating rounds; spread: min-max of the rounds\n"
+        "(--json has every round)."
     )
     return f"{table}\n\n{legend}"
 

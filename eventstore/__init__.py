@@ -3,7 +3,7 @@
 import logging as _logging
 
 from .audit import AuditReport, Checkpoint, Finding, StreamCheck, audit
-from .codec import decode_event, decode_item, encode_event, encode_item, encode_items
+from .codec import decode_event, decode_item, decode_items, encode_event, encode_item, encode_items
 from .errors import (
     ArgumentTypeError,
     BranchError,
@@ -121,6 +121,7 @@ __all__ = [
     "audit",
     "decode_event",
     "decode_item",
+    "decode_items",
     "encode_event",
     "encode_item",
     "encode_items",

@@ -7,8 +7,11 @@ is wrong as a :class:`Finding` naming the session, the version and the problem:
   whose stored hash is not ``H(previous stored hash, its fields)`` was edited (its
   payload, type, id, time or hash), and its neighbours show where rows were swapped;
 * version contiguity (1, 2, 3 … per stream) and positions increasing with versions;
-* global positions: every position up to the head holds an event, except those of
-  sessions removed on purpose (retention / delete leave a tombstone saying how many);
+* global positions (SQLite, MariaDB, where they are gapless): every position up to
+  the head holds an event, except those of sessions removed on purpose (retention /
+  delete leave a tombstone saying how many). On PostgreSQL positions come from
+  transaction ids and have gaps (:mod:`eventstore.backends.postgres`): an event removed
+  there shows in its stream (versions, chain, ``convstore_streams``, checkpoints);
 * decodability of every payload;
 * ``convstore_streams`` against the log (version, head hash, times), both ways;
 * optionally, exported checkpoints (:mod:`eventstore.checkpoints`): a stream whose
@@ -334,10 +337,20 @@ def audit_snapshot(
     checkpoints: Mapping[str, Checkpoint] | None = None,
     progress: Callable[[int], None] | None = None,
     collect_heads: bool = False,
+    dense_positions: bool = True,
 ) -> AuditReport:
-    """Audit through ``conn``, which must read one consistent snapshot (see :func:`audit`)."""
+    """Audit through ``conn``, which must read one consistent snapshot (see :func:`audit`).
+
+    Without ``dense_positions`` (PostgreSQL: positions come from transaction ids and
+    have gaps), the head is the last position and positions are not checked for gaps;
+    removed events are still found per stream (versions, chain, streams row,
+    checkpoints)."""
     s, t = schema.streams, schema.tombstones
-    head = int(conn.execute(select(schema.head.c.position)).scalar_one())
+    if dense_positions:
+        head = int(conn.execute(select(schema.head.c.position)).scalar_one())
+    else:
+        e = schema.events
+        head = int(conn.execute(select(func.coalesce(func.max(e.c.position), 0))).scalar_one())
     streams = {row.stream_id: row for row in conn.execute(select(s))}
     tombstones: dict[str, list[Row[Any]]] = {}
     if has_tombstones(conn):
@@ -376,7 +389,8 @@ def audit_snapshot(
     for check in checks:
         findings.extend(check.finish(conn, seen))
     removed_events = sum(row.version for rows in tombstones.values() for row in rows)
-    findings.extend(_position_findings(conn, head, events, removed_events))
+    if dense_positions:
+        findings.extend(_position_findings(conn, head, events, removed_events))
     notes: list[str] = []
     if checkpoints:
         findings.extend(_missing_checkpointed(checkpoints, seen, tombstones, notes))
@@ -448,5 +462,6 @@ async def audit(
             checkpoints=checkpoints,
             progress=progress,
             collect_heads=collect_heads,
+            dense_positions=store.dense_positions,
         )
     )

@@ -23,14 +23,21 @@ from sqlalchemy import (
     Table,
     UniqueConstraint,
     false,
+    inspect,
     text,
 )
 from sqlalchemy.dialects import mysql
+from sqlalchemy.schema import DropIndex
 
 SCHEMA_COMPONENT = "eventstore"
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 # Revision 2 added convstore_head.generation and convstore_tracking.live (the live
 # set of projections belongs to the database: see eventstore/registry.py).
+# Revision 3: on PostgreSQL positions come from each append's transaction id and no
+# longer from convstore_head.position (see eventstore/backends/postgres.py); tables
+# keep their shape, and a release that still takes positions from the head row must
+# not write to the log any more (it refuses a newer revision). It also drops the
+# index on convstore_streams.updated_at (one page less written by every append).
 
 # Stream ids compare byte for byte on MySQL/MariaDB too ("User" and "user" are two sessions).
 MYSQL_TABLE_OPTIONS: dict[str, Any] = {"mysql_charset": "utf8mb4", "mysql_collate": "utf8mb4_bin"}
@@ -79,7 +86,6 @@ streams = Table(
     Column("updated_at", BigInteger, nullable=False),
     **MYSQL_TABLE_OPTIONS,
 )
-Index("convstore_streams_updated_at", streams.c.updated_at)
 
 # One row: the last position handed out. Writers lock it for the rest of their
 # transaction, which is what makes positions follow commit order (see backends).
@@ -154,3 +160,10 @@ def migrate(conn: Connection, found: int) -> None:
                 "(SELECT position FROM convstore_head WHERE name = 'log')"
             )
         )
+    if found < 3:
+        # Every append rewrote a page of this index, which no query reads.
+        # (Declared on a detached copy of the table: an Index joins its table's metadata.)
+        name = "convstore_streams_updated_at"
+        if any(index["name"] == name for index in inspect(conn).get_indexes(streams.name)):
+            detached = Table(streams.name, MetaData(), Column("updated_at", BigInteger))
+            conn.execute(DropIndex(Index(name, detached.c.updated_at)))

@@ -18,7 +18,17 @@ from collections.abc import Callable, Iterable, MutableMapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Self, TypeVar
 
-from sqlalchemy import Connection, Row, bindparam, delete, insert, inspect, select, update
+from sqlalchemy import (
+    Connection,
+    Row,
+    bindparam,
+    delete,
+    func,
+    insert,
+    inspect,
+    select,
+    update,
+)
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from . import registry, schema
@@ -294,6 +304,14 @@ class EventStore:
         self._components.update({p.name: p.schema_version for p in added})
 
     @property
+    def dense_positions(self) -> bool:
+        """Whether positions are 1, 2, 3 … without gaps (SQLite, MariaDB/MySQL). On
+        PostgreSQL they are unique and increase in reading order, with gaps (see
+        :mod:`eventstore.backends.postgres`). On every backend a reader resuming after
+        the last position it read never skips an event."""
+        return self._dialect.dense_positions
+
+    @property
     def engine(self) -> AsyncEngine:
         """An :class:`AsyncEngine` on this store's database, to inspect it or run your own
         SQL (on SQLite, an aiosqlite engine on the same database, made on first use)."""
@@ -484,7 +502,12 @@ class EventStore:
         def replay(
             conn: Connection, targets: Sequence[Projector], after: int, limit: int | None
         ) -> int:
-            return replay_into(conn, targets, after=after, limit=limit, progress=progress)
+            # Batches (a limit) run while appends go on: they read only what no later
+            # commit can precede. The last step (no limit) holds lock_log: all of it.
+            bound = None if limit is None else self._dialect.read_horizon(conn)
+            return replay_into(
+                conn, targets, after=after, limit=limit, progress=progress, below=bound
+            )
 
         async def in_write_tx(fn: Callable[[Connection], int]) -> int:
             return await self._run(fn, write=True)
@@ -580,6 +603,7 @@ class EventStore:
                     f"{version}: open with create_tables=True (or run 'convstore DB init')"
                 )
             schema.migrate(conn, found)
+            self._dialect.migrate_log(conn, found)
             sv = schema.schema_versions
             conn.execute(
                 update(sv).where(sv.c.component == schema.SCHEMA_COMPONENT).values(version=version)
@@ -894,7 +918,14 @@ class EventStore:
         query = select(e).where(e.c.position > after_position).order_by(e.c.position)
         if limit is not None:
             query = query.limit(limit)
-        rows = await self.run(lambda conn: conn.execute(query).all())
+
+        def read_tx(conn: Connection) -> Sequence[Row[Any]]:
+            bound = self._dialect.read_horizon(conn)  # see backends/postgres.py
+            if bound is None:
+                return conn.execute(query).all()
+            return conn.execute(query.where(e.c.position < bound)).all()
+
+        rows = await self.run(read_tx)
         return [_recorded(row) for row in rows]
 
     async def list_streams(
@@ -922,13 +953,34 @@ class EventStore:
         return None if row is None else _stream_info(row)
 
     def lock_log(self, conn: Connection) -> None:
-        """Inside a write transaction: make appends wait until it ends (rebuild, verify)."""
-        self._dialect.advance_head(conn, 0)
+        """Inside a write transaction: make appends wait until it ends, and see every
+        append committed before it (rebuild, verify, a projection's catch-up)."""
+        self._dialect.lock_log(conn)
+
+    def reserve_positions(self, conn: Connection, count: int) -> int:
+        """Inside a write transaction: positions for ``count`` events written by the
+        caller (an import), the way an append takes them; returns the last of them, the
+        first being ``last - count + 1``."""
+        if count <= 0:
+            raise InvalidArgumentError(f"count must be an integer > 0, not {count!r}")
+        last, _ = self._dialect.advance_head(conn, count)
+        return last
+
+    def committed_position(self, conn: Connection) -> int:
+        """Inside a transaction that holds :meth:`lock_log`: the last position stored."""
+        return self._dialect.last_position(conn, locked=True)
 
     async def head_position(self) -> int:
-        """The last position handed out (the log's length, positions being gapless)."""
-        h = schema.head
-        return await self.run(lambda conn: int(conn.execute(select(h.c.position)).scalar_one()))
+        """The last position a reader of :meth:`read_all` can see now (0: none). On
+        SQLite and MariaDB positions are gapless, so it is also the log's length;
+        on PostgreSQL positions have gaps (see :meth:`count_events`)."""
+        return await self.run(self._dialect.last_position)
+
+    async def count_events(self) -> int:
+        """How many events the log holds (for progress reports)."""
+        e = schema.events
+        query = select(func.count()).select_from(e)
+        return await self.run(lambda conn: int(conn.execute(query).scalar_one()))
 
     async def read_snapshot(self, fn: TxFunction[T]) -> T:
         """Run the read-only ``fn`` in one consistent snapshot of the database, on a
@@ -965,11 +1017,13 @@ def replay_into(
     limit: int | None = None,
     batch_size: int = 1000,
     progress: Callable[[int], None] | None = None,
+    below: int | None = None,
 ) -> int:
     """Apply the log after position ``after`` (at most ``limit`` events), in position
     order, to ``projectors``; return the last position applied (``after`` if none).
 
     Runs inside the caller's transaction; tracking rows are the caller's business.
+    With ``below``, only positions below it are read (a backend's read horizon).
     """
     if not projectors:
         return after
@@ -977,9 +1031,10 @@ def replay_into(
     done = 0
     while limit is None or done < limit:
         size = batch_size if limit is None else min(batch_size, limit - done)
-        rows = conn.execute(
-            select(e).where(e.c.position > after).order_by(e.c.position).limit(size)
-        ).all()
+        query = select(e).where(e.c.position > after)
+        if below is not None:
+            query = query.where(e.c.position < below)
+        rows = conn.execute(query.order_by(e.c.position).limit(size)).all()
         if not rows:
             break
         recorded = [_recorded(row) for row in rows]

@@ -39,6 +39,7 @@ from eventstore import (
     SessionStarted,
     StoreClosedError,
     decode_item,
+    decode_items,
     encode_items,
 )
 from eventstore.store import check_stream_id
@@ -164,14 +165,14 @@ class StoreSession:
             found = await self._store.run(
                 lambda conn: HISTORY.read_last_turns(conn, self.session_id, branch_id, turns, n),
             )
-            return [decode_item(row) for row in found]
+            return decode_items(found)
         if n == 0:
             return []
         rows = await self._store.run(
             lambda conn: HISTORY.read_items(conn, self.session_id, branch_id, n),
             quick=n is not None and n <= _QUICK_READ,
         )
-        return [decode_item(row) for row in rows]
+        return decode_items(rows)
 
     async def add_items(self, items: list[Any], *, wrapper: Any = None) -> None:
         """Append ``items`` in order. Concurrent callers never lose or duplicate one."""

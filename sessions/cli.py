@@ -377,7 +377,7 @@ async def _audit(store: EventStore, args: argparse.Namespace) -> int:
     checkpoints = None
     if args.against:
         checkpoints = load_checkpoints(args.against_data, key=_audit_key(args))
-    bar = ProgressBar(await store.head_position(), "auditing")
+    bar = ProgressBar(await store.count_events(), "auditing")
     report = await admin.audit_database(store, checkpoints=checkpoints, progress=bar.update)
     bar.close()
     return _report_findings(report, args)
@@ -393,7 +393,7 @@ async def _checkpoint(store: EventStore, args: argparse.Namespace) -> int:
 
 
 async def _verify(store: EventStore, args: argparse.Namespace) -> int:
-    bar = ProgressBar(await store.head_position(), "verifying")
+    bar = ProgressBar(await store.count_events(), "verifying")
     report = await admin.verify_projections(store, progress=bar.update)
     bar.close()
     if args.json:
@@ -408,7 +408,7 @@ async def _verify(store: EventStore, args: argparse.Namespace) -> int:
 
 
 async def _replay(store: EventStore, args: argparse.Namespace) -> int:
-    bar = ProgressBar(await store.head_position(), "replaying")
+    bar = ProgressBar(await store.count_events(), "replaying")
     try:
         replayed = await admin.replay(store, progress=bar.update)
     except admin.AuditFailedError as error:
@@ -440,7 +440,7 @@ def _write_output(path: str | None, data: bytes) -> None:
 async def _export(store: EventStore, args: argparse.Namespace) -> int:
     from .transfer import export_events
 
-    bar = ProgressBar(await store.head_position(), "exporting")
+    bar = ProgressBar(await store.count_events(), "exporting")
     out: BinaryIO = args.output_file or sys.stdout.buffer
     try:
         count = await export_events(store, out, session=args.session, progress=bar.update)

@@ -25,6 +25,7 @@ store's projectors in the import transaction.
 from __future__ import annotations
 
 import base64
+import dataclasses
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from functools import partial
@@ -213,7 +214,6 @@ class _Importer:
             ).first()
             heads[sid] = _Head(*row) if row else _Head(0, GENESIS, 0, 0)
         existing = self._existing(conn, batch, heads)
-        position = int(conn.execute(select(schema.head.c.position)).scalar_one())
         rows: list[dict[str, Any]] = []
         recorded: list[RecordedEvent] = []
         for line in batch:
@@ -247,11 +247,10 @@ class _Importer:
                     f"session {line.stream_id!r} v{line.version}: its hash does not verify "
                     "(the file was changed, or exported from a tampered log)"
                 )
-            position += 1
             event = decode_event(line.event_type, line.schema_version, data)
             rows.append(
                 {
-                    "position": position,
+                    "position": 0,  # taken below, once the batch's size is known
                     "stream_id": line.stream_id,
                     "version": line.version,
                     "event_id": line.event_id,
@@ -264,7 +263,7 @@ class _Importer:
             )
             recorded.append(
                 RecordedEvent(
-                    position=position,
+                    position=0,
                     stream_id=line.stream_id,
                     version=line.version,
                     event_id=line.event_id,
@@ -280,8 +279,15 @@ class _Importer:
             heads[line.stream_id] = _Head(line.version, line.hash, created, line.recorded_at)
         if not rows:
             return
+        # Positions the way an append takes them (on PostgreSQL from this transaction's
+        # id, so a reader tailing the log never skips an imported event).
+        first = self.store.reserve_positions(conn, len(rows)) - len(rows) + 1
+        for offset, values in enumerate(rows):
+            values["position"] = first + offset
+        recorded = [
+            dataclasses.replace(r, position=first + offset) for offset, r in enumerate(recorded)
+        ]
         conn.execute(insert(e), rows)
-        conn.execute(update(schema.head).values(position=position))
         self._write_streams(conn, heads, recorded)
         # Like an append: the live projections are kept current in the same transaction
         # (one that is behind catches up from the log, where these events now are).

@@ -80,7 +80,8 @@ async def set_payload(store: EventStore, sid: str, version: int, data: bytes) ->
 async def test_a_clean_log_audits_clean(store: EventStore) -> None:
     report = await audit_database(store)
     assert report.ok, [str(f) for f in report.findings]
-    assert (report.streams, report.events, report.head_position) == (2, 7, 7)
+    last = 7 if store.dense_positions else (await store.read_all())[-1].position
+    assert (report.streams, report.events, report.head_position) == (2, 7, last)
 
 
 async def test_consistent_forgery_of_payload_and_projection(store: EventStore) -> None:
@@ -130,7 +131,8 @@ async def test_deleted_middle_events(store: EventStore) -> None:
     report = await audit_database(store)
     text_of = {str(f) for f in report.findings}
     assert any("alice' v4: v2..v3 missing" in t for t in text_of), text_of
-    assert any(f.stream_id is None and "2 positions" in str(f) for f in report.findings)
+    if store.dense_positions:  # PostgreSQL's positions have gaps by design
+        assert any(f.stream_id is None and "2 positions" in str(f) for f in report.findings)
 
 
 async def test_deleted_last_event_with_its_projection_row(store: EventStore) -> None:
@@ -152,6 +154,11 @@ async def test_deleted_stream(store: EventStore) -> None:
 
 
 async def test_stream_erased_everywhere_shows_as_missing_positions(store: EventStore) -> None:
+    if not store.dense_positions:
+        pytest.skip(
+            "positions have gaps on PostgreSQL: a session erased from every table shows "
+            "against checkpoints (test_checkpoints_name_a_session_erased_everywhere)"
+        )
     for table in ("convstore_events", "convstore_items", "convstore_streams"):
         await sql(store, f"DELETE FROM {table} WHERE stream_id = 'bob'")
     report = await audit_database(store)
@@ -316,9 +323,10 @@ async def test_deleted_sessions_leave_a_tombstone_that_audits_clean(store: Event
     assert await sql(store, "SELECT count(*) FROM convstore_items WHERE stream_id = 'bob'") == [
         (0,)
     ]
-    # Removing the tombstone makes the removal look like what it then is: a deletion.
+    # Removing the tombstone makes the removal look like what it then is: a deletion
+    # (where positions are gapless; on PostgreSQL only checkpoints show it).
     await sql(store, "DELETE FROM convstore_tombstones")
-    assert not (await audit_database(store)).ok
+    assert (await audit_database(store)).ok is not store.dense_positions
 
 
 async def test_retention_removes_idle_sessions(store: EventStore) -> None:
@@ -375,10 +383,13 @@ async def test_writers_go_on_while_audit_reads_its_snapshot(shared_backend: Back
             assert appended, "the append waited for the audit"
 
     report = await audit_database(store, progress=during_audit)
-    assert appended == [7]
     assert report.ok, [str(f) for f in report.findings]
-    assert report.head_position == 6  # the snapshot, not the append made meanwhile
-    assert (await audit_database(store)).head_position == 7
+    if store.dense_positions:
+        assert appended == [7]
+        assert report.head_position == 6  # the snapshot, not the append made meanwhile
+    else:
+        assert report.head_position < appended[0]  # the snapshot, not the later append
+    assert (await audit_database(store)).head_position == appended[0]
 
 
 async def test_two_audits_at_once(shared_backend: Backend) -> None:

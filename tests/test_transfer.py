@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import re
 from pathlib import Path
 
 import pytest
@@ -33,6 +34,19 @@ async def export_bytes(store: EventStore, session: str | None = None) -> bytes:
     return out.getvalue()
 
 
+def same_events(a: bytes, b: bytes, *stores: EventStore) -> bool:
+    """Byte for byte where every store has gapless positions; on PostgreSQL positions
+    come from the importing transaction (eventstore/backends/postgres.py), so every
+    field but the position must be the same bytes."""
+    if all(store.dense_positions for store in stores):
+        return a == b
+    return _without_positions(a) == _without_positions(b)
+
+
+def _without_positions(data: bytes) -> list[bytes]:
+    return [re.sub(rb'^\{"position":\d+,', b"{", line) for line in data.splitlines()]
+
+
 @pytest.fixture
 async def source(backend: Backend) -> EventStore:
     store = backend.store(projectors=(HISTORY,))
@@ -46,7 +60,7 @@ async def test_export_import_export_is_byte_identical(source: EventStore, tmp_pa
     async with open_store(tmp_path / "copy.db", create=True) as target:
         result = await import_events(target, io.BytesIO(first))
         assert (result.imported, result.skipped, result.sessions) == (8, 0, 2)
-        assert await export_bytes(target) == first
+        assert same_events(await export_bytes(target), first, source, target)
         report = await audit_database(target)
         assert report.ok, [str(f) for f in report.findings]
         assert await session_history(target, "alice") == await session_history(source, "alice")
@@ -61,7 +75,7 @@ async def test_import_into_every_backend(backend: Backend, tmp_path: Path) -> No
         exported = await export_bytes(source)
     target = backend.store(projectors=(HISTORY,))
     await import_events(target, io.BytesIO(exported))
-    assert await export_bytes(target) == exported
+    assert same_events(await export_bytes(target), exported, target)
     assert (await audit_database(target)).ok
 
 
@@ -74,7 +88,7 @@ async def test_importing_twice_skips_what_is_there(source: EventStore, tmp_path:
         assert result.skipped + result.imported == 8
         again = await import_events(target, io.BytesIO(exported))
         assert (again.imported, again.skipped) == (0, 8)
-        assert await export_bytes(target) == exported
+        assert same_events(await export_bytes(target), exported, source, target)
         assert (await audit_database(target)).ok
 
 

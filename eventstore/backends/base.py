@@ -45,6 +45,7 @@ _ADVANCE_HEAD = Prepared(
         "RETURNING position, generation"
     )
 )
+_LAST_POSITION = Prepared(text("SELECT position FROM convstore_head WHERE name = 'log'"))
 _UPDATE_STREAM = Prepared(
     text(
         "UPDATE convstore_streams SET version = :new_version, head_hash = :new_head_hash, "
@@ -58,6 +59,9 @@ class Dialect(abc.ABC):
     """The SQL that differs between databases, and how their errors are classified."""
 
     name: ClassVar[str]
+    # Positions 1, 2, 3 … with no gap (every backend that serialises appends on the
+    # head row); False where positions may skip numbers (see backends/postgres.py).
+    dense_positions: ClassVar[bool] = True
 
     def begin(self, conn: Connection, *, write: bool) -> None:  # noqa: B027 (optional hook)
         """Called first in every transaction (e.g. to take SQLite's write lock)."""
@@ -91,6 +95,27 @@ class Dialect(abc.ABC):
         if row is None:
             raise exc.NoResultFound("the head row is missing")
         return int(row[0]), int(row[1])
+
+    def lock_log(self, conn: Connection) -> None:
+        """Inside a write transaction: make appends wait until it ends, and let it see
+        every append committed before (rebuild, verify, a projection's catch-up)."""
+        self.reserve_positions(conn, 0)
+
+    def read_horizon(self, conn: Connection) -> int | None:
+        """First statement of a transaction that tails the log: a bound such that no
+        event can still commit at a position below it, for the reads that follow in
+        the same transaction to stay under (``position < bound``); None where every
+        committed position is safe already (appends serialised until commit)."""
+        return None
+
+    def last_position(self, conn: Connection, *, locked: bool = False) -> int:
+        """The last position a reader can see; with ``locked`` (:meth:`lock_log` is
+        held), the last committed one. 0 for an empty log."""
+        return int(_LAST_POSITION.scalar(conn))
+
+    def migrate_log(self, conn: Connection, found: int) -> None:  # noqa: B027 (optional hook)
+        """After :func:`eventstore.schema.migrate`: what a backend adds to bring the
+        log from revision ``found`` to the current one."""
 
     def schema_lock(self, conn: Connection) -> AbstractContextManager[None]:
         """Serialise concurrent table creation (several processes opening one database)."""

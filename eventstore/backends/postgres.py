@@ -1,20 +1,33 @@
 """PostgreSQL (asyncpg): the production target.
 
-Commit-ordered positions. A ``BIGSERIAL`` hands out numbers when rows are inserted,
-not when they commit: writer A takes 10, writer B takes 11 and commits first, and a
-reader tailing ``position > 9`` sees 11, moves on, and never sees 10 when A commits.
-We avoid that by allocating positions from the one-row table ``convstore_head``
-(``UPDATE ... RETURNING``): the row lock is held until commit, so a writer can only
-take positions after every earlier writer has committed or rolled back. Positions are
-therefore commit-ordered and gapless (a rolled-back writer releases its numbers).
+Commit-ordered reading without a global lock. A ``BIGSERIAL`` hands out numbers when
+rows are inserted, not when they commit: writer A takes 10, writer B takes 11 and
+commits first, and a reader tailing ``position > 9`` sees 11, moves on, and never sees
+10 when A commits. Until schema revision 3 every append took its positions from one
+row of ``convstore_head`` and held that row's lock until commit, so appends to
+*different* sessions waited for each other, and one writer paused inside an append
+(a GC pause, SIGSTOP, a network partition) stopped every session's writes.
 
-The cost is that appends to *different* streams serialise on that row for the rest
-of their transaction (the event insert, the projection update and the commit).
-Measured with ``benchmarks/append_throughput.py`` on the 2-core CI machine (one event
-per transaction, 4 writer processes): a plain ``BIGSERIAL`` insert does 4,663 events/s,
-the same insert plus this ``UPDATE ... RETURNING`` 1,690 (-64%; with one writer 1,851
-vs 1,498, -19%); the store's whole append does 1,013 with 4 writers and 805 with one.
-Details in ``docs/design.md`` ("Measured").
+Now an event's position is derived from its transaction's id: ``xid << 20`` plus its
+offset in the transaction (:data:`POSITION_SHIFT`). Transaction ids are handed out in
+one cluster-wide order, and a reader only reads positions below
+``pg_snapshot_xmin(pg_current_snapshot()) << 20`` — below the oldest transaction still
+in progress, in the same snapshot its rows come from (:meth:`PostgresDialect.readable`).
+Every transaction below that bound has committed (its rows are visible) or rolled
+back (they never will be), and any transaction that commits later has an id at or
+above it, hence higher positions: a reader resuming after the last position it saw
+never skips an event. Appends to different streams take no common lock and never
+wait for each other. What changes: positions have gaps (they are unique and strictly
+increasing in reading order, not 1, 2, 3 …), and an event becomes readable by position
+once every older write transaction of the cluster has ended, so a transaction held
+open elsewhere delays tailing readers (``read_all``, a projection's catch-up) — never
+writers, and never reads of a session, which read projections, not positions.
+
+The live projection set (eventstore/registry.py) is still guarded by the head row:
+each append reads its ``generation`` ``FOR SHARE`` in the statement that computes its
+positions (shared locks do not conflict with each other), and whoever changes the set
+or needs appends to stop (:meth:`PostgresDialect.lock_log`) locks it exclusively,
+which waits for appends in flight and holds new ones back until it commits.
 """
 
 from __future__ import annotations
@@ -30,6 +43,7 @@ from sqlalchemy.sql.compiler import TypeCompiler
 from ..errors import (
     ConvstoreError,
     IntegrityError,
+    InvalidArgumentError,
     LockTimeoutError,
     OperationalError,
     PersistenceError,
@@ -40,17 +54,49 @@ from ..prepared import Prepared
 from ..schema import Key
 from .base import Dialect, Timeouts
 
-# The head advance and the stream's row in one round trip (a data-modifying CTE:
-# every part runs even though only the head's is selected).
-_ADVANCE_AND_STREAM = Prepared(
+# Bits of a position below the transaction id: the most events one transaction writes
+# is 2**20 - 1, and transaction ids stay below 2**43 (8.8e12 transactions).
+POSITION_SHIFT = 20
+MAX_EVENTS_PER_TRANSACTION = (1 << POSITION_SHIFT) - 1
+
+_GENERATION_SHARED = "head AS (SELECT generation FROM convstore_head WHERE name = 'log' FOR SHARE)"
+_TRANSACTION_BASE = f"(pg_current_xact_id()::text::bigint << {POSITION_SHIFT})"
+_RESERVE = Prepared(
+    text(f"WITH {_GENERATION_SHARED} SELECT {_TRANSACTION_BASE} + :count, generation FROM head")
+)
+# The same and the stream's row in one round trip (a data-modifying CTE runs even
+# though nothing selects from it).
+_RESERVE_AND_STREAM = Prepared(
     text(
-        "WITH head AS (UPDATE convstore_head SET position = position + :count "
-        "WHERE name = 'log' RETURNING position, generation), "
+        f"WITH {_GENERATION_SHARED}, "
         "streamed AS (UPDATE convstore_streams SET version = :new_version, "
         "head_hash = :new_head_hash, updated_at = :now WHERE stream_id = :sid) "
-        "SELECT position, generation FROM head"
+        f"SELECT {_TRANSACTION_BASE} + :count, generation FROM head"
     )
 )
+_LOCK_LOG = Prepared(text("SELECT name FROM convstore_head WHERE name = 'log' FOR UPDATE"))
+# The snapshot's next transaction id, and the transactions in progress in this
+# database (prepared ones too), read in one statement: the ids are taken after the
+# snapshot, so a transaction below ``next`` that is not listed has ended before any
+# later statement's snapshot. ``hidden`` counts sessions whose ids we may not see.
+_IN_PROGRESS = Prepared(
+    text(
+        "SELECT pg_snapshot_xmax(pg_current_snapshot())::text::bigint, "
+        "pg_snapshot_xmin(pg_current_snapshot())::text::bigint, "
+        "array(SELECT backend_xid::text::bigint FROM pg_stat_activity "
+        "WHERE datname = current_database() AND backend_xid IS NOT NULL), "
+        "array(SELECT transaction::text::bigint FROM pg_prepared_xacts "
+        "WHERE database = current_database()), "
+        "(SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+        "AND NOT pg_has_role('pg_read_all_stats', 'MEMBER') "
+        "AND usesysid IS DISTINCT FROM (SELECT oid FROM pg_roles WHERE rolname = current_user)), "
+        "current_setting('transaction_isolation'), pg_is_in_recovery()"
+    )
+)
+_LAST_READABLE = Prepared(
+    text("SELECT coalesce(max(position), 0) FROM convstore_events WHERE position < :bound")
+)
+_LAST_COMMITTED = Prepared(text("SELECT coalesce(max(position), 0) FROM convstore_events"))
 
 # A bytea value (an event's payload) holds at most 1 GB.
 _MAX_FIELD_BYTES = 2**30 - 1
@@ -73,6 +119,17 @@ _BY_CLASS: dict[str, type[PersistenceError]] = {
 }
 
 
+def _full_xid(xid: int, near: int) -> int:
+    """The 64-bit id of the 32-bit transaction id ``xid`` (a transaction in progress,
+    hence within 2**31 of the 64-bit id ``near``)."""
+    full = (near & ~0xFFFFFFFF) | xid
+    if full - near > 1 << 31:
+        full -= 1 << 32
+    elif near - full > 1 << 31:
+        full += 1 << 32
+    return full
+
+
 @compiles(Key, "postgresql")
 def _compile_key(type_: Key, compiler: TypeCompiler, **kw: object) -> str:
     """Ids compare and sort byte for byte (as on SQLite), whatever the database locale."""
@@ -82,18 +139,67 @@ def _compile_key(type_: Key, compiler: TypeCompiler, **kw: object) -> str:
 class PostgresDialect(Dialect):
     name: ClassVar[str] = "postgresql"
 
+    dense_positions: ClassVar[bool] = False
+
     def advance_head(
         self,
         conn: Connection,
         count: int,
         stream: Mapping[str, Any] | None = None,
     ) -> tuple[int, int]:
+        if count > MAX_EVENTS_PER_TRANSACTION:
+            raise InvalidArgumentError(
+                f"at most {MAX_EVENTS_PER_TRANSACTION:,} events per append on PostgreSQL"
+            )
         if stream is None:
             return self.reserve_positions(conn, count)
-        row = _ADVANCE_AND_STREAM.first(conn, {"count": count, **stream})
+        row = _RESERVE_AND_STREAM.first(conn, {"count": count, **stream})
         if row is None:
             raise SchemaError("the head row of convstore_head is missing")
         return int(row[0]), int(row[1])
+
+    def reserve_positions(self, conn: Connection, count: int) -> tuple[int, int]:
+        row = _RESERVE.first(conn, {"count": count})
+        if row is None:
+            raise SchemaError("the head row of convstore_head is missing")
+        return int(row[0]), int(row[1])
+
+    def lock_log(self, conn: Connection) -> None:
+        _LOCK_LOG.execute(conn)
+
+    def read_horizon(self, conn: Connection) -> int:
+        row = _IN_PROGRESS.first(conn)
+        if row is None:
+            raise SchemaError("no snapshot")  # a SELECT without FROM always has a row
+        next_id, oldest, running, prepared, hidden, isolation, standby = row
+        if hidden or isolation != "read committed" or standby:
+            # Sessions of another role, whose ids we may not read; a snapshot taken now
+            # for the whole transaction; or a standby, whose sessions are not the
+            # primary's writers: the oldest transaction in progress in the cluster
+            # (every id below it has ended, and it only grows).
+            return int(oldest) << POSITION_SHIFT
+        lowest = int(next_id)
+        for xid in (*running, *prepared):  # 32-bit ids: place each in next_id's epoch
+            lowest = min(lowest, _full_xid(int(xid), int(next_id)))
+        return lowest << POSITION_SHIFT
+
+    def last_position(self, conn: Connection, *, locked: bool = False) -> int:
+        # Under lock_log no append of this database is in flight: every event counts.
+        if locked:
+            return int(_LAST_COMMITTED.scalar(conn))
+        return int(_LAST_READABLE.scalar(conn, {"bound": self.read_horizon(conn)}))
+
+    def migrate_log(self, conn: Connection, found: int) -> None:
+        if found < 3:
+            # Until revision 3 the head row handed out 1, 2, 3 …; from now on positions
+            # start at a transaction's id << POSITION_SHIFT, which must lie above them.
+            last = int(_LAST_COMMITTED.scalar(conn))
+            base = int(conn.execute(text(f"SELECT {_TRANSACTION_BASE}")).scalar_one())
+            if last >= base:
+                raise SchemaError(
+                    f"cannot migrate: the log's last position {last:,} is not below this "
+                    f"cluster's transaction positions ({base:,})"
+                )
 
     @contextmanager
     def schema_lock(self, conn: Connection) -> Iterator[None]:

@@ -3,8 +3,8 @@
 Writers serialise on SQLite's own database lock, taken up front with
 ``BEGIN IMMEDIATE`` so a transaction never has to upgrade a read lock (the upgrade is
 what makes concurrent SQLite writers fail with "database is locked"). Positions come
-from the head row, like every backend, and are commit-ordered because only one writer
-exists at a time.
+from the head row, like MariaDB, and are gapless and commit-ordered because only one
+writer exists at a time (the audit checks every position up to the head).
 
 File databases use WAL (readers never block the writer) with ``synchronous=FULL``:
 a committed append survives power loss, the same durability as the SDK's sessions.

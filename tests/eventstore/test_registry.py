@@ -223,7 +223,8 @@ async def test_log_tables_of_revision_1_are_migrated(tmp_path: Path) -> None:
         await store.append("s", [added(1)])
 
         def make_revision_1(conn: Connection) -> None:
-            # Revision 1 advanced the tracking rows with every append.
+            # Revision 1 advanced the head and tracking rows with every append.
+            conn.execute(text("UPDATE convstore_head SET position = 1"))
             conn.execute(text("UPDATE convstore_tracking SET position = 1"))
             conn.execute(text("ALTER TABLE convstore_head DROP COLUMN generation"))
             conn.execute(text("ALTER TABLE convstore_tracking DROP COLUMN live"))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import uuid
 
 import msgspec
@@ -23,11 +24,14 @@ from eventstore import (
     SessionStarted,
     StoreClosedError,
     decode_item,
+    decode_items,
+    encode_item,
     encode_items,
 )
 
 from ..conftest import Backend, make_engine
 from .chain_check import assert_chain_valid
+from .positions import assert_positions
 
 
 def added(*items: object) -> ItemsAdded:
@@ -51,17 +55,19 @@ async def test_versions_and_positions_count_from_one(backend: Backend) -> None:
     second = await store.append("b", [added(3)], expected_version=0)
     third = await store.append("a", [added(4)], expected_version=2)
     assert (first.first_version, first.last_version) == (1, 2)
-    assert (first.first_position, first.last_position) == (1, 2)
-    assert (second.first_version, second.first_position) == (1, 3)
-    assert (third.first_version, third.first_position) == (3, 4)
+    assert first.last_position == first.first_position + 1  # one append: consecutive
+    assert (second.first_version, third.first_version) == (1, 3)
+    positions = [first.first_position, first.last_position]
+    positions += [second.first_position, third.first_position]
+    assert_positions(store, positions)
     log = await store.read_all()
     assert [(e.stream_id, e.version, e.position) for e in log] == [
-        ("a", 1, 1),
-        ("a", 2, 2),
-        ("b", 1, 3),
-        ("a", 3, 4),
+        ("a", 1, positions[0]),
+        ("a", 2, positions[1]),
+        ("b", 1, positions[2]),
+        ("a", 3, positions[3]),
     ]
-    assert await store.head_position() == 4
+    assert await store.head_position() == positions[3]
 
 
 @pytest.mark.parametrize(
@@ -254,7 +260,8 @@ async def test_read_all_pages_through_the_log(backend: Backend) -> None:
     while page := await store.read_all(after_position=after, limit=3):
         seen.extend(page)
         after = page[-1].position
-    assert [e.position for e in seen] == list(range(1, 8))
+    assert len(seen) == 7
+    assert_positions(store, [e.position for e in seen])
     assert [decode_item(e.event.items[0]) for e in seen] == list(range(7))  # type: ignore[union-attr]
 
 
@@ -369,3 +376,20 @@ async def test_store_on_an_engine_of_the_callers_own(backend: Backend) -> None:
         assert count == 1
     finally:
         await engine.dispose()
+
+
+def test_decode_items_round_trips_and_restores_the_collector() -> None:
+    items = [{"role": "user", "content": "é ü"}, [1, 2.5, None], "text", 3]
+    rows = [encode_item(item) for item in items]
+    assert gc.isenabled()
+    assert decode_items(rows) == items
+    assert gc.isenabled()  # paused only while decoding
+    gc.disable()
+    try:
+        assert decode_items(rows) == items
+        assert not gc.isenabled()  # a caller's choice is left alone
+    finally:
+        gc.enable()
+    with pytest.raises(msgspec.DecodeError):
+        decode_items([b"{"])
+    assert gc.isenabled()  # restored after an error too

@@ -243,7 +243,8 @@ class StoreSession:
 
     def _check_open(self) -> None:
         if self._closed:
-            raise StoreClosedError(f"session {self.session_id!r} is closed")
+            # The SDK's words ("SQLiteSession is closed"), which code may match on.
+            raise StoreClosedError(f"{type(self).__name__} is closed (session {self.session_id!r})")
 
     @property
     def closed(self) -> bool:

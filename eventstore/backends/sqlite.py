@@ -378,10 +378,11 @@ class ThreadRunner(Runner):
 
 
 def _shutdown(executor: ThreadPoolExecutor, engine: Engine, reader: Engine | None) -> None:
-    try:
-        executor.submit(engine.dispose)
-    except RuntimeError:  # interpreter exit: the executor is already shut down
-        engine.dispose()
+    # Also run by the garbage collector, which may interrupt any code, including an
+    # ``executor.submit`` of another runner that holds concurrent.futures' global lock:
+    # so no submit here (it would wait for that lock forever). Nothing can be queued on
+    # an unreachable runner, and the connection may be closed from any thread.
     executor.shutdown(wait=False)
+    engine.dispose()
     if reader is not None:
         reader.dispose()

@@ -18,9 +18,12 @@ from sqlalchemy.ext.asyncio import create_async_engine
 
 from eventstore import (
     ConfigurationError,
+    EventStore,
     InvalidArgumentError,
+    ItemsAdded,
     SchemaError,
     StoreClosedError,
+    encode_items,
 )
 from sessions import SQLAlchemySession, SQLiteSession, StoreSession
 from sessions.base import _closing_tasks
@@ -346,3 +349,27 @@ async def test_both_classes_are_sdk_sessions(tmp_path: Path) -> None:
 async def test_backend_sessions_are_sdk_sessions(session: StoreSession) -> None:
     assert isinstance(session, Session)
     assert type(session).__name__ in repr(session)
+
+
+async def test_a_collected_sqlite_store_never_deadlocks_the_collector(tmp_path: Path) -> None:
+    """The garbage collector may release a leaked store inside another store's
+    ``executor.submit``, which holds concurrent.futures' global lock: its clean-up must
+    not need that lock (it once did, and the whole process hung)."""
+    import concurrent.futures.thread as cf_thread
+    import threading
+
+    store = EventStore(tmp_path / "leak.db")
+    await store.append("s", [ItemsAdded(items=encode_items([{"n": 1}]))])
+    finalize = store._runner._finalizer  # type: ignore[attr-defined]
+    finished = threading.Event()
+
+    def collect_inside_submit() -> None:
+        with cf_thread._global_shutdown_lock:  # type: ignore[attr-defined]
+            finalize()  # what the collector runs for an unreachable runner
+        finished.set()
+
+    helper = threading.Thread(target=collect_inside_submit, daemon=True)
+    helper.start()
+    helper.join(timeout=30)
+    assert finished.is_set(), "the finalizer waited for a lock its own thread holds"
+    await store.close()

@@ -7,12 +7,13 @@ on read; the stored bytes are never rewritten.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+import re
+from collections.abc import Callable
 from typing import Any
 
 import msgspec
 
-from .errors import DecodeError, SerializationError
+from .errors import ArgumentTypeError, DecodeError, SerializationError
 from .events import EVENT_TYPES, AnyEvent, Event, event_type_of
 
 Upcaster = Callable[[dict[str, Any]], dict[str, Any]]
@@ -21,6 +22,11 @@ _encoder = msgspec.json.Encoder()
 _event_decoder = msgspec.json.Decoder(AnyEvent)
 _dict_decoder = msgspec.json.Decoder(dict[str, Any])
 _any_decoder = msgspec.json.Decoder()
+
+# The deepest nesting of lists and dicts an item may have. Decoding is recursive, so a
+# fixed bound (well below Python's recursion limit) keeps every stored item readable
+# whatever the depth of the stack that reads it.
+MAX_DEPTH = 256
 
 # (event_type, revision) -> function lifting a payload of that revision to revision + 1.
 UPCASTERS: dict[tuple[str, int], Upcaster] = {}
@@ -97,13 +103,51 @@ def encode_item(item: Any, *, where: str = "item") -> msgspec.Raw:
         data = _encoder.encode(item)
     except (TypeError, ValueError, OverflowError, UnicodeError) as exc:
         raise SerializationError(f"{where} is not JSON-serialisable: {exc}") from exc
+    except RecursionError as exc:
+        raise SerializationError(_too_deep(where)) from exc
+    # Brackets bound the nesting depth from above: only an item with many of them
+    # needs the exact (slower) measurement.
+    if data.count(b"[") + data.count(b"{") > MAX_DEPTH and _deeper_than(data, MAX_DEPTH):
+        raise SerializationError(_too_deep(where))
     if _any_decoder.decode(data) != item:
         raise SerializationError(f"{where} would not round-trip as JSON: {_find_non_json(item)}")
     return msgspec.Raw(data)
 
 
-def encode_items(items: Iterable[Any]) -> tuple[msgspec.Raw, ...]:
-    """Encode every item, or raise for the first one that cannot be stored exactly."""
+def _too_deep(where: str) -> str:
+    return f"{where} is nested more than {MAX_DEPTH} levels deep, the most convstore stores"
+
+
+_JSON_STRING = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"')
+_BRACKETS = bytes.maketrans(b"[{]}", b"(())")
+_NOT_BRACKETS = bytes(b for b in range(256) if b not in b"[{]}")
+
+
+def _deeper_than(data: bytes, limit: int) -> bool:
+    """Whether the JSON ``data`` nests lists/dicts more than ``limit`` levels deep.
+
+    With strings removed, only the brackets remain; each pass deletes every innermost
+    pair, so a document ``limit`` deep is empty after ``limit`` passes (all in C).
+    """
+    brackets = _JSON_STRING.sub(b"", data).translate(_BRACKETS, _NOT_BRACKETS)
+    for _ in range(limit):
+        if not brackets:
+            return False
+        brackets = brackets.replace(b"()", b"")
+    return bool(brackets)
+
+
+def encode_items(items: list[Any] | tuple[Any, ...]) -> tuple[msgspec.Raw, ...]:
+    """Encode every item, or raise for the first one that cannot be stored exactly.
+
+    ``items`` must be a list (or tuple) of items: a string, dict or bytes would
+    otherwise be taken apart into characters, keys or integers and stored as such.
+    """
+    if not isinstance(items, list | tuple):
+        raise ArgumentTypeError(
+            f"items must be a list of items, not {type(items).__name__} "
+            f"(to add one item, pass [item])"
+        )
     return tuple(encode_item(item, where=f"items[{i}]") for i, item in enumerate(items))
 
 

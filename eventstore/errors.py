@@ -76,12 +76,44 @@ class TransientError(OperationalError):
     """An operation failed in a way that is safe and useful to retry (deadlock, busy)."""
 
 
+class StoreInUseError(ConvstoreError, RuntimeError):
+    """``close()`` was called on a store that open sessions share; close the sessions
+    instead (the store closes with the last of them)."""
+
+
+class LockTimeoutError(OperationalError, TimeoutError):
+    """A write waited longer than the store's ``lock_timeout`` for a lock; nothing was
+    written. Another writer holds the lock (or is stalled holding it): retry later."""
+
+
+class ConnectionLostError(OperationalError, ConnectionError):
+    """The connection to the database broke during the operation.
+
+    ``outcome_unknown`` is true when it broke while committing: the transaction may or
+    may not have been committed. Reads, and appends (idempotent by event id), are
+    retried by the store before this reaches the caller.
+    """
+
+    def __init__(self, message: str, *, outcome_unknown: bool = False) -> None:
+        super().__init__(message)
+        self.outcome_unknown = outcome_unknown
+
+
 class SchemaError(PersistenceError):
     """The tables are missing, or were written by an incompatible release."""
 
 
 class InvalidArgumentError(ConvstoreError, ValueError):
     """An argument is out of range or of the wrong kind; nothing was written."""
+
+
+class BranchError(InvalidArgumentError):
+    """A branch operation was refused (unknown, deleted or protected branch, a blank or
+    reused name); nothing was written. A ``ValueError``, as the SDK raises."""
+
+
+class TurnNotFoundError(InvalidArgumentError):
+    """No user turn (or item) with that number in the branch; nothing was written."""
 
 
 class ArgumentTypeError(InvalidArgumentError, TypeError):
@@ -106,3 +138,32 @@ class CancelledAfterCommit(asyncio.CancelledError):
     def __init__(self, result: Any) -> None:
         super().__init__("cancelled after the write committed")
         self.result = result
+
+
+class InvalidKeyError(ConfigurationError):
+    """An encryption key is empty, too short or of the wrong kind; nothing was written."""
+
+
+class DecryptionError(ConvstoreError):
+    """Encrypted content cannot be read. Nothing was returned, removed or written."""
+
+
+class WrongKeyError(DecryptionError):
+    """The master key given is not the one the session's keys are wrapped with."""
+
+
+class TamperedError(DecryptionError):
+    """An encrypted item failed authentication: changed, or copied from elsewhere."""
+
+
+class KeyNotFoundError(DecryptionError):
+    """The data key an encrypted item names does not exist (a lost or separate key table)."""
+
+
+class KeyShreddedError(DecryptionError):
+    """The session's data key was destroyed (crypto-shredding): its items are gone for good."""
+
+
+class NotEncryptedError(DecryptionError):
+    """An encrypted session met plaintext: history written before encryption was turned on,
+    or an item added through the unencrypted session underneath."""

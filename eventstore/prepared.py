@@ -115,9 +115,18 @@ def _call(conn: Connection, sql: str, params: Any, *, many: bool) -> Any:
             cursor.execute(sql, params)
     except dialect.loaded_dbapi.Error as error:
         cursor.close()
-        if dialect.is_disconnect(error, dbapi_conn, cursor):
+        lost = dialect.is_disconnect(error, dbapi_conn, cursor)
+        if lost:
+            # As SQLAlchemy does: every pooled connection as old as this one is replaced
+            # at its next checkout (the server that ended one usually ended them all).
+            conn.engine.pool._invalidate(dbapi_conn, error)
             conn.invalidate(error)
         raise exc.DBAPIError.instance(
-            sql, params, error, dialect.loaded_dbapi.Error, dialect=dialect
+            sql,
+            params,
+            error,
+            dialect.loaded_dbapi.Error,
+            dialect=dialect,
+            connection_invalidated=lost,
         ) from error
     return cursor

@@ -11,7 +11,9 @@ from typing import Any
 
 from sqlalchemy import (
     BigInteger,
+    Boolean,
     Column,
+    Connection,
     Index,
     Integer,
     LargeBinary,
@@ -20,11 +22,15 @@ from sqlalchemy import (
     String,
     Table,
     UniqueConstraint,
+    false,
+    text,
 )
 from sqlalchemy.dialects import mysql
 
 SCHEMA_COMPONENT = "eventstore"
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+# Revision 2 added convstore_head.generation and convstore_tracking.live (the live
+# set of projections belongs to the database: see eventstore/registry.py).
 
 # Stream ids compare byte for byte on MySQL/MariaDB too ("User" and "user" are two sessions).
 MYSQL_TABLE_OPTIONS: dict[str, Any] = {"mysql_charset": "utf8mb4", "mysql_collate": "utf8mb4_bin"}
@@ -77,20 +83,24 @@ Index("convstore_streams_updated_at", streams.c.updated_at)
 
 # One row: the last position handed out. Writers lock it for the rest of their
 # transaction, which is what makes positions follow commit order (see backends).
+# ``generation`` counts changes to the set of live projections (eventstore/registry.py).
 head = Table(
     "convstore_head",
     metadata,
     Column("name", String(32), primary_key=True),
     Column("position", BigInteger, nullable=False),
+    Column("generation", BigInteger, nullable=False, server_default="0"),
     **MYSQL_TABLE_OPTIONS,
 )
 
-# Tracking rows: the last position each projection has applied.
+# One row per projection the database keeps. A live one is kept current by every
+# append; one that is behind holds the log up to ``position`` (eventstore/registry.py).
 tracking = Table(
     "convstore_tracking",
     metadata,
     Column("projection", String(64), primary_key=True),
     Column("position", BigInteger, nullable=False),
+    Column("live", Boolean, nullable=False, server_default=false()),
     **MYSQL_TABLE_OPTIONS,
 )
 
@@ -104,3 +114,43 @@ schema_versions = Table(
 )
 
 HEAD_ROW = "log"
+
+# What is left of a session that retention or an explicit delete removed: its final
+# version and head hash, so audit can tell a session removed on purpose (and the
+# positions its events held) from one deleted behind the store's back. A session id
+# used again after its removal starts a new stream and may get a second tombstone. Written only by
+# the retention/erasure commands, in the transaction that deletes the events.
+tombstones = Table(
+    "convstore_tombstones",
+    metadata,
+    Column("stream_id", StreamId, primary_key=True),
+    Column("removed_at", BigInteger, primary_key=True, autoincrement=False),
+    Column("version", BigInteger, nullable=False),
+    Column("head_hash", String(64), nullable=False),
+    Column("created_at", BigInteger, nullable=False),
+    Column("updated_at", BigInteger, nullable=False),
+    Column("reason", String(32), nullable=False),
+    **MYSQL_TABLE_OPTIONS,
+)
+
+
+def migrate(conn: Connection, found: int) -> None:
+    """Bring tables written at schema revision ``found`` to :data:`SCHEMA_VERSION`.
+
+    In place and additive: no event row is rewritten.
+    """
+    if found < 2:
+        conn.execute(
+            text("ALTER TABLE convstore_head ADD COLUMN generation BIGINT NOT NULL DEFAULT 0")
+        )
+        conn.execute(
+            text("ALTER TABLE convstore_tracking ADD COLUMN live BOOLEAN NOT NULL DEFAULT FALSE")
+        )
+        # Revision 1 advanced every tracking row with each append: those at the head
+        # were kept by every writer that knew them, and are live from now on.
+        conn.execute(
+            text(
+                "UPDATE convstore_tracking SET live = TRUE WHERE position = "
+                "(SELECT position FROM convstore_head WHERE name = 'log')"
+            )
+        )

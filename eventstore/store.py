@@ -14,24 +14,29 @@ import random
 import time
 import warnings
 import weakref
-from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, MutableMapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any, Self, TypeVar
 
-from sqlalchemy import Connection, Row, bindparam, insert, inspect, select, update
+from sqlalchemy import Connection, Row, bindparam, delete, insert, inspect, select, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from . import schema
+from . import registry, schema
 from .backends import open_runner
-from .backends.base import AsyncEngineRunner, T, TxFunction
+from .backends.base import AsyncEngineRunner, T, Timeouts, TxFunction
 from .chain import GENESIS, chain_hash
 from .codec import decode_event, encode_event
 from .errors import (
+    ArgumentTypeError,
     ConcurrencyError,
+    ConnectionLostError,
     IntegrityError,
     InvalidArgumentError,
+    PersistenceError,
     SchemaError,
+    SerializationError,
     StoreClosedError,
+    StoreInUseError,
     TransientError,
 )
 from .events import Event, event_type_of
@@ -47,6 +52,7 @@ from .records import (
     StreamInfo,
     to_datetime,
 )
+from .snapshot import run_snapshot
 
 R = TypeVar("R")
 
@@ -55,21 +61,55 @@ log = logging.getLogger("convstore.eventstore")
 SLOW_SECONDS = 0.5
 
 MAX_STREAM_ID_LENGTH = 255
+# The largest limit, version or position any read accepts: a signed 64-bit integer,
+# what every backend's LIMIT and BIGINT columns hold (larger would overflow SQLite's
+# driver and MariaDB's parser).
+MAX_INTEGER = 2**63 - 1
 _TRANSIENT_RETRIES = 12
-_RACE_RETRIES = 5
+# A server that ended our pooled connections: each retry takes a fresh one (SQLAlchemy
+# discards the pool's connections older than the one found dead).
+_RECONNECTS = 3
 # Appends of up to this many events count as quick (see EventStore.run).
 _QUICK_BATCH = 100
 
-# Databases whose tables this process has already created or checked, per component.
-_ready_by_engine: weakref.WeakKeyDictionary[Any, set[str]] = weakref.WeakKeyDictionary()
-_ready_by_key: dict[object, set[str]] = {}
+
+@dataclass(slots=True)
+class _DatabaseState:
+    """What this process knows of one database: components whose tables are checked,
+    and its live projections (valid while its generation is unchanged)."""
+
+    components: set[tuple[str, int]] = field(default_factory=set)
+    live: registry.LiveSet | None = None
 
 
-def _ready_set(key: object) -> set[str]:
+# Per database: an engine, or a SQLite file's path (which a new store revalidates with
+# one quick read, since the file may have been deleted and created again).
+_state_by_engine: weakref.WeakKeyDictionary[Any, _DatabaseState] = weakref.WeakKeyDictionary()
+_state_by_key: dict[object, _DatabaseState] = {}
+
+
+def _database_state(key: object) -> _DatabaseState:
     try:
-        return _ready_by_engine.setdefault(key, set())
+        return _state_by_engine.setdefault(key, _DatabaseState())
+    except TypeError:  # not weakly referenceable (a SQLite file key)
+        return _state_by_key.setdefault(key, _DatabaseState())
+
+
+class _LiveSetChanged(Exception):
+    """Raised inside an append whose idea of the live projections is stale."""
+
+
+# The largest event payload each database accepts (absent: not asked yet).
+_limits_by_engine: weakref.WeakKeyDictionary[Any, int | None] = weakref.WeakKeyDictionary()
+_limits_by_key: dict[object, int | None] = {}
+
+
+def _limits(key: object) -> MutableMapping[Any, int | None]:
+    try:
+        weakref.ref(key)
     except TypeError:  # not weakly referenceable (a SQLite path key)
-        return _ready_by_key.setdefault(key, set())
+        return _limits_by_key
+    return _limits_by_engine
 
 
 @dataclass(frozen=True, slots=True)
@@ -122,6 +162,17 @@ def check_stream_id(stream_id: object) -> str:
         raise InvalidArgumentError(f"a stream id must be a non-empty string, not {stream_id!r}")
     if len(stream_id) > MAX_STREAM_ID_LENGTH:
         raise InvalidArgumentError(f"a stream id has at most {MAX_STREAM_ID_LENGTH} characters")
+    # The same ids on every backend: PostgreSQL cannot store NUL in text, and a lone
+    # surrogate is not UTF-8 at all (SQLite and MariaDB fail to encode it).
+    if "\x00" in stream_id:
+        raise InvalidArgumentError(f"a stream id cannot contain NUL: {stream_id!r}")
+    if not stream_id.isascii():
+        try:
+            stream_id.encode("utf-8")
+        except UnicodeEncodeError as exc:
+            raise InvalidArgumentError(
+                f"a stream id must be valid Unicode text, not {stream_id!r} ({exc.reason})"
+            ) from exc
     return stream_id
 
 
@@ -140,6 +191,18 @@ _INSERT_STREAM = Prepared(
         updated_at=bindparam("now"),
     )
 )
+
+
+def _stream_exists(conn: Connection, stream_id: str) -> bool:
+    """Whether the stream's row exists.
+
+    An append that fails on a constraint was racing with the stream's creation only if
+    it found no stream row and one exists now; the retry then finds (and locks) that row,
+    so it cannot race again. Anything else (a stream row deleted under its events, a
+    stray projection row, a constraint added by hand) fails the same way every time and
+    is reported with its cause instead of being retried.
+    """
+    return _STREAM.first(conn, {"sid": stream_id}) is not None
 
 
 def _recorded(row: Row[Any]) -> RecordedEvent:
@@ -173,8 +236,20 @@ class EventStore:
 
     ``target`` is a SQLite path (``":memory:"`` for a private in-memory database), a
     SQLAlchemy URL, or an existing :class:`~sqlalchemy.ext.asyncio.AsyncEngine` (which
-    the store uses but does not dispose). ``projectors`` are kept current inside every
-    append transaction.
+    the store uses but does not dispose).
+
+    Every append keeps every live projection of the *database* current in its own
+    transaction, whoever opened it (see :mod:`eventstore.registry`). ``projectors``
+    are the ones this store adds to the database if it does not keep them yet (and
+    then catches up from the log); by default, every projection installed with
+    convstore (history, branches, usage).
+
+    ``lock_timeout`` (seconds) bounds how long a write waits for another writer's lock
+    before failing with :class:`~eventstore.errors.LockTimeoutError`;
+    ``idle_in_transaction_timeout`` makes the server end a connection of ours that sits
+    idle inside a transaction that long (a stalled client), releasing its locks
+    (PostgreSQL and MariaDB). Both apply to SQLite and to engines the store creates from
+    a URL; an ``AsyncEngine`` handed in keeps its own settings (docs/reliability.md).
     """
 
     def __init__(
@@ -182,17 +257,26 @@ class EventStore:
         target: str | os.PathLike[str] | AsyncEngine,
         *,
         create_tables: bool = True,
-        projectors: Sequence[Projector] = (),
+        projectors: Sequence[Projector] | None = None,
         engine_kwargs: dict[str, Any] | None = None,
+        lock_timeout: float | None = 10.0,
+        idle_in_transaction_timeout: float | None = 5.0,
     ) -> None:
-        self._runner = open_runner(target, engine_kwargs=engine_kwargs)
+        timeouts = Timeouts(lock_timeout, idle_in_transaction_timeout)
+        self._runner = open_runner(target, engine_kwargs=engine_kwargs, timeouts=timeouts)
         self._dialect = self._runner.dialect
-        self._projectors = tuple(projectors)
-        self._projector_names = tuple(p.name for p in self._projectors)
+        self._requested = registry.default_projectors() if projectors is None else tuple(projectors)
+        for projector in self._requested:  # every store of this process can keep it now
+            registry.register_projector(projector, replace=False)
+        self._live: tuple[Projector, ...] = ()
+        self._live_names: frozenset[str] = frozenset()
+        self._unknown: tuple[str, ...] = ()
+        self._generation = -1
         self._create_tables = create_tables
         self._closed = False
+        self._holders = 0
         self._components = {schema.SCHEMA_COMPONENT: schema.SCHEMA_VERSION} | {
-            p.name: p.schema_version for p in self._projectors
+            p.name: p.schema_version for p in self._requested
         }
 
     # -- lifecycle -------------------------------------------------------------------
@@ -204,7 +288,9 @@ class EventStore:
 
     @property
     def projectors(self) -> tuple[Projector, ...]:
-        return self._projectors
+        """The projections every append keeps current (the database's live set, once
+        the store has opened it; before that, the ones it was asked to keep)."""
+        return self._live if self._generation >= 0 else self._requested
 
     @property
     def engine(self) -> AsyncEngine:
@@ -217,11 +303,31 @@ class EventStore:
         return self._closed
 
     async def close(self) -> None:
-        """Release connections (and the engine, if the store created it). Idempotent."""
+        """Release connections (and the engine, if the store created it). Idempotent.
+
+        A store shared by open sessions (:meth:`share`) refuses with
+        :class:`StoreInUseError`: closing it would break every other session on it.
+        """
         if self._closed:
             return
+        if self._holders:
+            raise StoreInUseError(
+                f"this store is shared by {self._holders} open session(s): close them "
+                "instead (the store closes with the last)"
+            )
         self._closed = True
         await self._runner.close()
+
+    def share(self) -> Self:
+        """Count one more holder (a session sharing this store); return the store."""
+        self._check_open()
+        self._holders += 1
+        return self
+
+    def unshare(self) -> bool:
+        """Count one holder less; True when none is left (the caller then closes)."""
+        self._holders = max(0, self._holders - 1)
+        return self._holders == 0
 
     async def __aenter__(self) -> Self:
         return self
@@ -255,7 +361,14 @@ class EventStore:
         await self.ensure_tables()
         return await self._run(fn, write=write, quick=quick)
 
-    async def _run(self, fn: TxFunction[T], *, write: bool, quick: bool = False) -> T:
+    async def _run(
+        self, fn: TxFunction[T], *, write: bool, quick: bool = False, idempotent: bool = False
+    ) -> T:
+        """Run ``fn``, retrying deadlocks and busy errors, and a lost connection when
+        that is safe: it broke before the commit (nothing was written), or ``fn`` is a
+        read, or it is ``idempotent`` (an append: a second copy of its event ids is a
+        no-op). A lock timeout is never retried: it is the bound the caller set."""
+        lost = 0
         for attempt in range(_TRANSIENT_RETRIES):
             started = time.perf_counter()
             try:
@@ -267,6 +380,12 @@ class EventStore:
                 log.debug("retrying (attempt %d) after a transient error: %s", attempt + 1, error)
                 await asyncio.sleep(random.uniform(0, 0.002 * 2**attempt))
                 continue
+            except ConnectionLostError as error:
+                lost += 1
+                if lost > _RECONNECTS or (error.outcome_unknown and write and not idempotent):
+                    raise
+                log.debug("retrying after a lost connection: %s", error)
+                continue
             elapsed = time.perf_counter() - started
             if elapsed > SLOW_SECONDS:
                 log.debug("slow %s transaction: %.3f s", "write" if write else "read", elapsed)
@@ -276,65 +395,180 @@ class EventStore:
     # -- schema ----------------------------------------------------------------------
 
     async def ensure_tables(self) -> None:
-        """Create the tables (``create_tables=True``) or check they exist and match."""
-        ready = _ready_set(self._runner.engine_key)
-        if ready.issuperset(self._components):
-            return
+        """Create the tables (``create_tables=True``) or check they exist and match;
+        add this store's projections to the database and catch up any that are behind."""
+        state = _database_state(self._runner.engine_key)
+        live = state.live
+        if (
+            live is not None
+            and state.components.issuperset(self._components.items())
+            and live.names.issuperset(p.name for p in self._requested)
+        ):
+            if live.generation == self._generation:
+                return
+            if not self._runner.revalidate or await self._still_valid(live):
+                self._adopt(live)
+                return
+            state.components.clear()
+            state.live = None
         self._check_open()
-        await self._run(self._prepare_tx, write=True)
-        ready.update(self._components)
+        behind = await self._run(self._prepare_tx, write=True)
+        state.components.update(self._components.items())
+        if behind:
+            await self._catch_up(behind)
+        state.live = await self._run(registry.live_set, write=False)
+        self._adopt(state.live)
 
-    def _prepare_tx(self, conn: Connection) -> None:
+    async def _still_valid(self, live: registry.LiveSet) -> bool:
+        try:
+            return await self._run(registry.live_set, write=False, quick=True) == live
+        except PersistenceError:  # e.g. the tables are gone: a new file at that path
+            return False
+
+    def _adopt(self, live: registry.LiveSet) -> None:
+        self._live_names = live.names
+        self._live, self._unknown = registry.resolve(live.names, self._requested)
+        self._generation = live.generation
+
+    def _check_known(self) -> None:
+        """Before writing: every live projection must be one this process can keep."""
+        if self._unknown:  # registered since? then keep it from now on
+            self._live, self._unknown = registry.resolve(self._live_names, self._requested)
+            if self._unknown:
+                raise registry.unknown_error(self._unknown)
+
+    async def _reload_live_set(self) -> None:
+        state = _database_state(self._runner.engine_key)
+        state.live = None
+        await self.ensure_tables()
+
+    async def catch_up(
+        self,
+        projectors: Sequence[Projector],
+        *,
+        progress: Callable[[int], None] | None = None,
+    ) -> None:
+        """Replay the log into each of ``projectors`` that is behind and make it live.
+
+        Appends go on meanwhile (only the last batch holds the log's lock); an
+        interrupted catch-up resumes where it stopped the next time a store opens
+        the database.
+        """
+        self._check_open()
+        await self.ensure_tables()
+        await self._catch_up(projectors, progress=progress)
+        await self._reload_live_set()
+
+    async def _catch_up(
+        self,
+        projectors: Sequence[Projector],
+        *,
+        progress: Callable[[int], None] | None = None,
+    ) -> None:
+
+        def replay(
+            conn: Connection, targets: Sequence[Projector], after: int, limit: int | None
+        ) -> int:
+            return replay_into(conn, targets, after=after, limit=limit, progress=progress)
+
+        async def in_write_tx(fn: Callable[[Connection], int]) -> int:
+            return await self._run(fn, write=True)
+
+        for projector in projectors:
+            await registry.catch_up(in_write_tx, self.lock_log, replay, projector)
+
+    def _prepare_tx(self, conn: Connection) -> list[Projector]:
+        """Create, migrate and check the tables; return the known projections behind."""
         with self._dialect.schema_lock(conn):
             if self._create_tables:
                 schema.metadata.create_all(conn)
-                for projector in self._projectors:
-                    projector.metadata.create_all(conn)
-                self._insert_missing_rows(conn)
-            self._check_schema(conn)
+                if conn.execute(select(schema.head.c.name)).first() is None:
+                    conn.execute(insert(schema.head).values(name=schema.HEAD_ROW, position=0))
+                if schema.SCHEMA_COMPONENT not in self._stored_versions(conn):
+                    conn.execute(
+                        insert(schema.schema_versions).values(
+                            component=schema.SCHEMA_COMPONENT, version=schema.SCHEMA_VERSION
+                        )
+                    )
+            self._check_log_schema(conn)
+            tracked = registry.read_tracking(conn)
+            stored = self._stored_versions(conn)
+            for projector in self._requested:
+                self._prepare_projection(conn, projector, tracked, stored)
+            tracked = registry.read_tracking(conn)
+            behind = [n for n, row in tracked.items() if not row.live]
+            found, _ = registry.resolve(behind, self._requested)
+            return list(found)
 
-    def _insert_missing_rows(self, conn: Connection) -> None:
-        if conn.execute(select(schema.head.c.name)).first() is None:
-            conn.execute(insert(schema.head).values(name=schema.HEAD_ROW, position=0))
-        known = set(conn.execute(select(schema.schema_versions.c.component)).scalars())
-        for component, version in self._components.items():
-            if component not in known:
-                conn.execute(
-                    insert(schema.schema_versions).values(component=component, version=version)
-                )
-        tracked = set(conn.execute(select(schema.tracking.c.projection)).scalars())
-        new = [p for p in self._projectors if p.name not in tracked]
-        for projector in new:
-            conn.execute(insert(schema.tracking).values(projection=projector.name, position=0))
-        # A projection added to a database that already has a log starts consistent.
-        replay_into(conn, new)
+    def _prepare_projection(
+        self,
+        conn: Connection,
+        projector: Projector,
+        tracked: dict[str, registry.TrackingRow],
+        stored: dict[str, int],
+    ) -> None:
+        """Add ``projector`` to the database, or rebuild tables of an older shape."""
+        found = stored.get(projector.name)
+        if found is not None and found > projector.schema_version:
+            raise SchemaError(
+                f"{projector.name!r} tables are at schema version {found}, newer than this "
+                f"release understands ({projector.schema_version}): upgrade convstore"
+            )
+        current = found == projector.schema_version and projector.name in tracked
+        if current:
+            return
+        if not self._create_tables:
+            raise SchemaError(
+                f"the tables of the {projector.name!r} projection "
+                + ("do not exist" if found is None else f"are at schema version {found}")
+                + ": open with create_tables=True (or run 'convstore DB init') first"
+            )
+        # A projection is disposable: tables of an older shape are dropped and rebuilt
+        # from the log (the catch-up that follows fills them).
+        if found is not None:
+            projector.metadata.drop_all(conn)
+        projector.metadata.create_all(conn)
+        sv = schema.schema_versions
+        conn.execute(delete(sv).where(sv.c.component == projector.name))
+        conn.execute(insert(sv).values(component=projector.name, version=projector.schema_version))
+        if projector.name in tracked:
+            registry.set_behind(conn, projector.name, 0)
+        else:
+            registry.add_projection(conn, projector)
 
-    def _check_schema(self, conn: Connection) -> None:
+    @staticmethod
+    def _stored_versions(conn: Connection) -> dict[str, int]:
+        sv = schema.schema_versions
+        return {
+            row.component: row.version for row in conn.execute(select(sv.c.component, sv.c.version))
+        }
+
+    def _check_log_schema(self, conn: Connection) -> None:
         if not inspect(conn).has_table(schema.schema_versions.name):
             raise SchemaError(
                 "the convstore tables do not exist in this database: open it with "
                 "create_tables=True (or run 'convstore DB init') first"
             )
-        sv = schema.schema_versions
-        stored = {
-            row.component: row.version for row in conn.execute(select(sv.c.component, sv.c.version))
-        }
-        for component, version in self._components.items():
-            found = stored.get(component)
-            if found is None:
+        found = self._stored_versions(conn).get(schema.SCHEMA_COMPONENT)
+        version = schema.SCHEMA_VERSION
+        if found is None:
+            raise SchemaError("the convstore tables are incomplete: run 'convstore DB init'")
+        if found > version:
+            raise SchemaError(
+                f"the log's tables are at schema version {found}, newer than this "
+                f"release understands ({version}): upgrade convstore"
+            )
+        if found < version:
+            if not self._create_tables:
                 raise SchemaError(
-                    f"the tables of {component!r} do not exist: open with create_tables=True"
+                    f"the log's tables are at schema version {found} and need migrating to "
+                    f"{version}: open with create_tables=True (or run 'convstore DB init')"
                 )
-            if found > version:
-                raise SchemaError(
-                    f"{component!r} tables are at schema version {found}, newer than this "
-                    f"release understands ({version}): upgrade convstore"
-                )
-            if found < version:
-                raise SchemaError(
-                    f"{component!r} tables are at schema version {found} and need migrating "
-                    f"to {version}"
-                )
+            schema.migrate(conn, found)
+            sv = schema.schema_versions
+            conn.execute(
+                update(sv).where(sv.c.component == schema.SCHEMA_COMPONENT).values(version=version)
+            )
 
     # -- writing ---------------------------------------------------------------------
 
@@ -364,7 +598,10 @@ class EventStore:
         if len({e.event_id for e in batch + preamble}) != len(batch) + len(preamble):
             raise InvalidArgumentError("the events of one append need distinct event ids")
         await self.ensure_tables()
-        for _ in range(_RACE_RETRIES):
+        self._check_known()
+        await self._check_sizes(batch + preamble)
+        raced = False
+        while True:
             try:
                 return await self._run(
                     lambda conn: self._append_tx(
@@ -372,16 +609,28 @@ class EventStore:
                     ),
                     write=True,
                     quick=len(batch) <= _QUICK_BATCH,
+                    idempotent=True,
                 )
+            except _LiveSetChanged:
+                await self._reload_live_set()
+                self._check_known()
+                continue
             except IntegrityError:
-                # Either these event ids are stored already (an idempotent retry), or a
-                # concurrent writer created the stream first; tell them apart.
-                original = await self._run(
-                    lambda conn: self._original_tx(conn, stream_id, batch), write=False, quick=True
+                # These event ids are stored already (an idempotent retry), or a
+                # concurrent writer created the stream first, or something else is wrong.
+                original, exists = await self._run(
+                    lambda conn: (
+                        self._original_tx(conn, stream_id, batch),
+                        _stream_exists(conn, stream_id),
+                    ),
+                    write=False,
+                    quick=True,
                 )
                 if original is not None:
                     return original
-        raise TransientError(f"stream {stream_id!r}: append kept racing with its creation")
+                if raced or not exists:
+                    raise  # not a creation race: the constraint's own error says why
+                raced = True
 
     async def append_decided(
         self,
@@ -402,16 +651,46 @@ class EventStore:
         check_stream_id(stream_id)
         preamble = _encode(on_new_stream)
         await self.ensure_tables()
-        for _ in range(_RACE_RETRIES):
+        self._check_known()
+        raced = False
+        while True:
             try:
                 return await self._run(
                     lambda conn: self._decided_tx(conn, stream_id, decide, preamble),
                     write=True,
                     quick=True,
                 )
-            except IntegrityError:  # raced with the stream's creation: decide again
+            except _LiveSetChanged:
+                await self._reload_live_set()
+                self._check_known()
                 continue
-        raise TransientError(f"stream {stream_id!r}: append kept racing with its creation")
+            except IntegrityError:
+                exists = await self._run(
+                    lambda conn: _stream_exists(conn, stream_id), write=False, quick=True
+                )
+                if raced or not exists:
+                    raise  # not a creation race: the constraint's own error says why
+                raced = True  # raced with the stream's creation: decide again
+
+    async def _check_sizes(self, batch: list[_Encoded]) -> None:
+        """Refuse, before writing, an event larger than the database accepts in one
+        statement (MariaDB's max_allowed_packet would otherwise drop the connection)."""
+        key = self._runner.engine_key
+        known = _limits(key)
+        if key in known:
+            limit = known[key]
+        else:
+            limit = known[key] = await self._run(self._dialect.max_value_bytes, write=False)
+        if limit is None:
+            return
+        for enc in batch:
+            size = self._dialect.wire_size(enc.payload)
+            if size > limit:
+                raise SerializationError(
+                    f"this {enc.event_type} event takes {size:,} bytes as sent to "
+                    f"{self._dialect.name}, over {self._dialect.limit_name} "
+                    f"({limit:,} bytes): add fewer or smaller items per call"
+                )
 
     def _decided_tx(
         self,
@@ -487,12 +766,11 @@ class EventStore:
             "new_head_hash": previous,
             "now": now,
         }
-        last_position = self._dialect.advance_head(
-            conn,
-            len(to_write),
-            track=self._projector_names,
-            stream=stream_values if row is not None else None,
+        last_position, generation = self._dialect.advance_head(
+            conn, len(to_write), stream=stream_values if row is not None else None
         )
+        if generation != self._generation:
+            raise _LiveSetChanged()
         if row is None:
             _INSERT_STREAM.execute(conn, stream_values)
         first_position = last_position - len(to_write) + 1
@@ -529,7 +807,7 @@ class EventStore:
                 )
             )
         _INSERT_EVENTS.execute_many(conn, rows)
-        for projector in self._projectors:
+        for projector in self._live:
             projector.apply(conn, recorded)
         return AppendResult(
             stream_id=stream_id,
@@ -637,35 +915,55 @@ class EventStore:
         h = schema.head
         return await self.run(lambda conn: int(conn.execute(select(h.c.position)).scalar_one()))
 
+    async def read_snapshot(self, fn: TxFunction[T]) -> T:
+        """Run the read-only ``fn`` in one consistent snapshot of the database, on a
+        connection of its own, so appends continue meanwhile (audit, verify, export;
+        see :mod:`eventstore.snapshot`)."""
+        self._check_open()
+        await self.ensure_tables()
+        return await run_snapshot(self._runner, fn)
+
 
 def _check_bounds(**values: int | None) -> None:
     for name, value in values.items():
         if value is None:
             continue
-        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-            raise InvalidArgumentError(f"{name} must be an integer >= 0, not {value!r}")
+        check_count(name, value)
+
+
+def check_count(name: str, value: object) -> int:
+    """``value`` if it is an integer from 0 to :data:`MAX_INTEGER`, else raise."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ArgumentTypeError(f"{name} must be an integer >= 0, not {value!r}")
+    if not 0 <= value <= MAX_INTEGER:
+        raise InvalidArgumentError(
+            f"{name} must be an integer from 0 to {MAX_INTEGER} (2**63 - 1), not {value!r}"
+        )
+    return value
 
 
 def replay_into(
     conn: Connection,
     projectors: Sequence[Projector],
     *,
+    after: int = 0,
+    limit: int | None = None,
     batch_size: int = 1000,
     progress: Callable[[int], None] | None = None,
-    track: bool = True,
 ) -> int:
-    """Apply the whole log, in position order, to ``projectors``; return the last position.
+    """Apply the log after position ``after`` (at most ``limit`` events), in position
+    order, to ``projectors``; return the last position applied (``after`` if none).
 
-    Runs inside the caller's write transaction, so no append interleaves. With
-    ``track`` the projectors' tracking rows are set to the last position applied.
+    Runs inside the caller's transaction; tracking rows are the caller's business.
     """
     if not projectors:
-        return 0
+        return after
     e = schema.events
-    after = 0
-    while True:
+    done = 0
+    while limit is None or done < limit:
+        size = batch_size if limit is None else min(batch_size, limit - done)
         rows = conn.execute(
-            select(e).where(e.c.position > after).order_by(e.c.position).limit(batch_size)
+            select(e).where(e.c.position > after).order_by(e.c.position).limit(size)
         ).all()
         if not rows:
             break
@@ -673,13 +971,7 @@ def replay_into(
         for projector in projectors:
             projector.apply(conn, recorded)
         after = recorded[-1].position
+        done += len(recorded)
         if progress is not None:
             progress(len(recorded))
-    if not track:
-        return after
-    conn.execute(
-        update(schema.tracking)
-        .where(schema.tracking.c.projection.in_([p.name for p in projectors]))
-        .values(position=after)
-    )
     return after

@@ -1,14 +1,18 @@
 """convstore's read side: pure folds, the tables the append keeps current, rebuild, verify."""
 
-from .history import HistoryProjector, HistoryState, apply, fold, item_seq
+from .history import BranchInfo, HistoryState, apply, describe, fold, item_seq
+from .history_table import HistoryProjector, ViewRow
 from .maintenance import Difference, VerifyReport, rebuild, verify
 
 __all__ = [
+    "BranchInfo",
     "Difference",
     "HistoryProjector",
     "HistoryState",
     "VerifyReport",
+    "ViewRow",
     "apply",
+    "describe",
     "fold",
     "item_seq",
     "rebuild",

@@ -1,57 +1,67 @@
 """The history projection: the items of each branch of each session, in order.
 
-Two readings of the same rules:
+Branches share, never copy. Every item is stored once, under the branch that added
+it (its *owner*), keyed by ``seq`` (item ``i`` of the event at stream version ``v``
+has ``seq = v * 2**20 + i``: increasing along a stream, unique, known without a
+read). What a branch *shows* is a short list of **segments** ``(source, lo, hi)``:
+the source branch's items with ``lo < seq <= hi``, oldest segment first. A branch
+created from a parent at ``fork_seq`` gets the parent's segments cut at
+``fork_seq`` plus an open tail of its own, so creating it touches no item and costs
+the same at 100 items as at 1,000,000; reading its newest 20 items reads at most 20
+rows from each segment it needs, newest first.
 
-* :func:`apply` is the pure fold ``apply(state, event) -> state`` over a persistent
-  (shared-structure) list, so folding a stream is O(events) and a state can be kept
-  for any version (time travel) without copying;
-* :class:`HistoryProjector` keeps the table ``convstore_items`` current inside the
-  append transaction, so reads never replay the log.
+A branch whose segments are just "all of my own items" (every session's main branch
+until something forces more) stores no segments at all: that is the common case and
+it reads with one range scan.
 
-Item keys (``seq``) are derived from the event alone: item ``i`` of the event at
-stream version ``v`` has ``seq = v * 2**20 + i``. Keys are increasing along a stream,
-unique, and need no read of the projection to assign (one ``INSERT`` per append).
-An ``ItemsAdded`` event therefore carries at most 2**20 items; sessions split larger
-batches into several events of one atomic append.
+The rules (one implementation each, in :func:`apply`, mirrored by the table in
+:mod:`projections.history_table`):
+
+* **ItemsAdded** on B: new rows owned by B (they fall in B's open tail).
+* **ItemPopped** ``seq`` on B: if B owns the row and no other branch's segment can
+  reach it (``seq > pinned(B)``), the row is deleted; otherwise B's segment holding
+  it is split around it (the row stays for the branches that share it).
+* **SessionCleared** on B (or every branch): B shows nothing from here on (its
+  segments become an open tail after this version); its unshared rows are deleted.
+* **ItemsExpired** ``upto_seq`` on B: B's segments start after ``upto_seq``.
+* **BranchCreated** C from P at ``fork_seq``: C's segments are P's cut at
+  ``fork_seq`` plus C's open tail; each source it shares is pinned up to the cut.
+* **BranchSwitched**: the session's current branch. **BranchDeleted**: B leaves the
+  tree (its unshared rows are deleted; its id stays used).
+
+Turn numbers come from ``user_turn``: the number of user messages among the owner's
+rows up to and including that row (rows are only ever deleted from the newest end of
+an owner, so it never needs renumbering). A segment ``(src, lo, hi)`` therefore
+holds ``ordinal(src, hi) - ordinal(src, lo)`` user turns, found with two index
+look-ups, and turn ``n`` of any branch is found without reading the history.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
-from sqlalchemy import (
-    BigInteger,
-    Column,
-    Connection,
-    MetaData,
-    Select,
-    Table,
-    bindparam,
-    delete,
-    func,
-    insert,
-    select,
-)
-from sqlalchemy.sql.elements import BindParameter
+import msgspec
 
 from eventstore import (
+    MAIN_BRANCH,
     AnyEvent,
+    BranchCreated,
+    BranchDeleted,
+    BranchSwitched,
     ItemPopped,
     ItemsAdded,
     ItemsExpired,
     RecordedEvent,
-    Rows,
     SessionCleared,
 )
-from eventstore.prepared import Prepared
-from eventstore.schema import MYSQL_TABLE_OPTIONS, Blob, Key, StreamId
+from eventstore.records import to_micros
 
 SEQ_SHIFT = 20
-IdOrParam = str | BindParameter[Any]  # an id, or a bound parameter standing for one
-Limit = int | BindParameter[Any] | None
 MAX_ITEMS_PER_EVENT = 1 << SEQ_SHIFT
+OPEN = 1 << 62  # the upper bound of an open tail: above every seq
+Segment = tuple[str, int, int]  # (source branch, lo exclusive, hi inclusive)
 
 
 def item_seq(version: int, index: int) -> int:
@@ -59,272 +69,344 @@ def item_seq(version: int, index: int) -> int:
     return (version << SEQ_SHIFT) | index
 
 
+# -- what an item is (for turns, tools and search) ----------------------------------
+
+TOOL_CALL_KINDS = frozenset(
+    {
+        "tool_call",
+        "function_call",
+        "computer_call",
+        "file_search_call",
+        "web_search_call",
+        "code_interpreter_call",
+        "tool_search_call",
+        "custom_tool_call",
+        "mcp_call",
+        "mcp_approval_request",
+        "shell_call",
+        "apply_patch_call",
+    }
+)
+_TYPE_NAMED = frozenset(
+    {
+        "computer_call",
+        "file_search_call",
+        "web_search_call",
+        "code_interpreter_call",
+        "shell_call",
+        "apply_patch_call",
+    }
+)
+
+
+class _Shape(msgspec.Struct):
+    """The few fields of an SDK item that classify it (others are skipped unread)."""
+
+    role: Any = None
+    type: Any = None
+    name: Any = None
+    namespace: Any = None
+    server_label: Any = None
+
+
+_shape = msgspec.json.Decoder(_Shape)
+
+
+@dataclass(frozen=True, slots=True)
+class ItemKind:
+    """How the SDK's AdvancedSQLiteSession would classify an item."""
+
+    kind: str  # "user", "assistant", the item's "type", or "other"
+    tool_name: str | None
+
+    @property
+    def is_user(self) -> bool:
+        return self.kind == "user"
+
+
+_OTHER = ItemKind("other", None)
+
+
+def describe(item: bytes) -> ItemKind:
+    """Classify one stored item (its JSON) without decoding all of it."""
+    try:
+        shape = _shape.decode(item)
+    except msgspec.ValidationError:  # not a JSON object
+        return _OTHER
+    if shape.role == "user":
+        kind = "user"
+    elif shape.role == "assistant":
+        kind = "assistant"
+    elif isinstance(shape.type, str) and shape.type:
+        kind = shape.type
+    else:
+        return _OTHER
+    return ItemKind(kind, _tool_name(shape))
+
+
+def _tool_name(shape: _Shape) -> str | None:
+    kind, name, namespace, label = shape.type, shape.name, shape.namespace, shape.server_label
+    if kind in ("mcp_call", "mcp_approval_request") and label is not None:
+        if name and label:
+            return f"{label}.{name}"
+        return str(label) if label else (str(name) if name else None)
+    if kind in ("tool_search_call", "tool_search_output"):
+        return "tool_search"
+    if kind in _TYPE_NAMED:
+        return str(kind)
+    if name is None:
+        return None
+    text = str(name)
+    if isinstance(namespace, str) and namespace and namespace != text:
+        return f"{namespace}.{text}"
+    return text
+
+
 # -- the pure fold ------------------------------------------------------------------
 
 
 @dataclass(frozen=True, slots=True)
-class Node:
-    """One item in a persistent singly linked list, newest first."""
+class Row:
+    """One stored item, in a persistent stack per owner branch (newest first)."""
 
     seq: int
     item: bytes
-    prev: Node | None
+    position: int
+    kind: ItemKind
+    user_turn: int | None
+    prev: Row | None
+
+
+@dataclass(frozen=True, slots=True)
+class BranchInfo:
+    """One branch of a session's tree."""
+
+    parent: str | None = None
+    fork_seq: int | None = None
+    name: str | None = None
+    created_version: int = 0
+    created_at: int = 0  # microseconds since the epoch
+    deleted: bool = False
+    pinned: int = 0  # rows of this branch up to here may be shown by another branch
+    segments: tuple[Segment, ...] | None = None  # None: all of its own rows
 
 
 @dataclass(frozen=True, slots=True)
 class HistoryState:
-    """Items of every branch of one session (``branches[branch_id]`` is the newest node)."""
+    """Everything the history projection knows of one session."""
 
-    branches: dict[str, Node | None] = field(default_factory=dict)
+    rows: dict[str, Row | None] = field(default_factory=dict)
+    branches: dict[str, BranchInfo] = field(default_factory=dict)
+    switched_to: str | None = None  # the last BranchSwitched (None: never switched)
 
-    def items(self, branch_id: str = "main") -> list[bytes]:
-        """The item JSON of a branch, oldest first."""
-        return [node.item for node in reversed(list(_walk(self.branches.get(branch_id))))]
+    @property
+    def current(self) -> str:
+        """The session's current branch."""
+        return MAIN_BRANCH if self.switched_to is None else self.switched_to
 
-    def rows(self, stream_id: str) -> Iterator[tuple[str, str, int, bytes]]:
-        """The ``(stream_id, branch_id, seq, item)`` rows the table should hold."""
-        for branch_id, top in self.branches.items():
-            for node in _walk(top):
-                yield (stream_id, branch_id, node.seq, node.item)
+    def segments(self, branch_id: str) -> tuple[Segment, ...]:
+        info = self.branches.get(branch_id)
+        if info is None or info.segments is None:
+            return ((branch_id, 0, OPEN),)
+        return info.segments
+
+    def view(self, branch_id: str = MAIN_BRANCH) -> list[Row]:
+        """The rows a branch shows, oldest first."""
+        shown: list[Row] = []
+        for src, lo, hi in self.segments(branch_id):
+            part = [r for r in _walk(self.rows.get(src)) if lo < r.seq <= hi]
+            shown.extend(reversed(part))
+        return shown
+
+    def items(self, branch_id: str = MAIN_BRANCH) -> list[bytes]:
+        """The item JSON a branch shows, oldest first."""
+        return [row.item for row in self.view(branch_id)]
+
+    def branch_ids(self) -> list[str]:
+        """Every branch that exists (main first, then by creation)."""
+        created = sorted(
+            (b for b, info in self.branches.items() if not info.deleted and b != MAIN_BRANCH),
+            key=lambda b: (self.branches[b].created_version, b),
+        )
+        return [MAIN_BRANCH, *created]
+
+    def exists(self, branch_id: str) -> bool:
+        if branch_id == MAIN_BRANCH:
+            return True
+        info = self.branches.get(branch_id)
+        return info is not None and not info.deleted
 
 
-def _walk(node: Node | None) -> Iterator[Node]:
-    while node is not None:
-        yield node
-        node = node.prev
+def _walk(row: Row | None) -> Iterator[Row]:
+    while row is not None:
+        yield row
+        row = row.prev
 
 
-def apply(state: HistoryState, event: AnyEvent, version: int) -> HistoryState:
+def _info(state: HistoryState, branch_id: str) -> BranchInfo:
+    return state.branches.get(branch_id) or BranchInfo()
+
+
+def split_segments(
+    segments: Sequence[Segment], seq: int, prev_seq: int | None
+) -> tuple[Segment, ...]:
+    """``segments`` without the row ``seq`` (``prev_seq``: the row before it in the
+    same source and segment, or None). Empty pieces go, except an open tail."""
+    out: list[Segment] = []
+    for src, lo, hi in segments:
+        if not lo < seq <= hi:
+            out.append((src, lo, hi))
+            continue
+        if prev_seq is not None and prev_seq > lo:
+            out.append((src, lo, prev_seq))
+        if hi == OPEN or hi > seq:
+            out.append((src, seq, hi))
+    return tuple(out)
+
+
+def segment_of(segments: Sequence[Segment], seq: int) -> Segment | None:
+    for segment in segments:
+        if segment[1] < seq <= segment[2]:
+            return segment
+    return None
+
+
+def expire_segments(segments: Sequence[Segment], upto: int) -> tuple[Segment, ...]:
+    return tuple((src, max(lo, upto), hi) for src, lo, hi in segments if hi == OPEN or hi > upto)
+
+
+def fork_segments(
+    parent: Sequence[Segment], fork_seq: int, child: str, version: int
+) -> tuple[Segment, ...]:
+    """A new branch's segments: the parent's cut at ``fork_seq``, then its own tail."""
+    shared = tuple((src, lo, min(hi, fork_seq)) for src, lo, hi in parent if lo < min(hi, fork_seq))
+    return (*shared, (child, version << SEQ_SHIFT, OPEN))
+
+
+def cleared_segments(branch_id: str, version: int) -> tuple[Segment, ...]:
+    return ((branch_id, version << SEQ_SHIFT, OPEN),)
+
+
+def apply(
+    state: HistoryState,
+    event: AnyEvent,
+    version: int,
+    *,
+    position: int = 0,
+    recorded_at: int = 0,
+) -> HistoryState:
     """The history after ``event`` (stored at stream ``version``). Never mutates ``state``."""
-    if isinstance(event, ItemsAdded):
-        top = state.branches.get(event.branch_id)
-        for index, raw in enumerate(event.items):
-            top = Node(item_seq(version, index), bytes(raw), top)
-        return HistoryState({**state.branches, event.branch_id: top})
-    if isinstance(event, ItemPopped):
-        top = state.branches.get(event.branch_id)
-        if top is not None and top.seq == event.seq:
-            top = top.prev
-        else:  # not the newest item (only possible in a hand-made log): drop it anyway
-            kept = [n for n in _walk(top) if n.seq != event.seq]
-            top = None
-            for node in reversed(kept):
-                top = Node(node.seq, node.item, top)
-        return HistoryState({**state.branches, event.branch_id: top})
-    if isinstance(event, SessionCleared):
-        if event.branch_id is None:
-            return HistoryState({name: None for name in state.branches})
-        return HistoryState({**state.branches, event.branch_id: None})
-    if isinstance(event, ItemsExpired):
-        kept = [n for n in _walk(state.branches.get(event.branch_id)) if n.seq > event.upto_seq]
-        top = None
-        for node in reversed(kept):
-            top = Node(node.seq, node.item, top)
-        return HistoryState({**state.branches, event.branch_id: top})
-    return state
+    match event:
+        case ItemsAdded(items=items, branch_id=b):
+            top = state.rows.get(b)
+            turn = _last_turn(top)
+            for index, raw in enumerate(items):
+                data = bytes(raw)
+                kind = describe(data)
+                if kind.is_user:
+                    turn += 1
+                top = Row(
+                    item_seq(version, index),
+                    data,
+                    position,
+                    kind,
+                    turn if kind.is_user else None,
+                    top,
+                )
+            return replace(state, rows={**state.rows, b: top})
+        case ItemPopped(seq=seq, branch_id=b):
+            info = _info(state, b)
+            segments = state.segments(b)
+            segment = segment_of(segments, seq)
+            if segment is None:
+                return state
+            src = segment[0]
+            if src == b and seq > info.pinned:
+                rows = [r for r in _walk(state.rows.get(b)) if r.seq != seq]
+                return replace(state, rows={**state.rows, b: _restack(rows)})
+            below = [r.seq for r in _walk(state.rows.get(src)) if segment[1] < r.seq < seq]
+            split = split_segments(segments, seq, max(below) if below else None)
+            return _with_info(state, b, replace(info, segments=split))
+        case SessionCleared(branch_id=None):
+            cleared = state
+            for b in {*state.rows, *state.branches, MAIN_BRANCH}:
+                cleared = _clear(cleared, b, version)
+            return cleared
+        case SessionCleared(branch_id=str(b)):
+            return _clear(state, b, version)
+        case ItemsExpired(upto_seq=upto, branch_id=b):
+            info = _info(state, b)
+            return _with_info(
+                state, b, replace(info, segments=expire_segments(state.segments(b), upto))
+            )
+        case BranchCreated(branch_id=c, parent_branch_id=p, fork_seq=fork, name=name):
+            segments = fork_segments(state.segments(p), fork, c, version)
+            branches = dict(state.branches)
+            for src, _lo, hi in segments[:-1]:
+                held = branches.get(src) or BranchInfo()
+                branches[src] = replace(held, pinned=max(held.pinned, hi))
+            branches[c] = BranchInfo(
+                parent=p,
+                fork_seq=fork,
+                name=name,
+                created_version=version,
+                created_at=recorded_at,
+                pinned=(branches.get(c) or BranchInfo()).pinned,
+                segments=segments,
+            )
+            return replace(state, branches=branches)
+        case BranchSwitched(branch_id=b):
+            return replace(state, switched_to=b)
+        case BranchDeleted(branch_id=b):
+            info = _info(state, b)
+            kept = [r for r in _walk(state.rows.get(b)) if r.seq <= info.pinned]
+            deleted = replace(state, rows={**state.rows, b: _restack(kept)})
+            deleted = _with_info(deleted, b, replace(info, deleted=True, segments=()))
+            if deleted.current == b:
+                deleted = replace(deleted, switched_to=MAIN_BRANCH)
+            return deleted
+        case _:
+            return state
+
+
+def _last_turn(top: Row | None) -> int:
+    for row in _walk(top):
+        if row.user_turn is not None:
+            return row.user_turn
+    return 0
+
+
+def _restack(newest_first: list[Row]) -> Row | None:
+    top = None
+    for row in reversed(newest_first):
+        top = Row(row.seq, row.item, row.position, row.kind, row.user_turn, top)
+    return top
+
+
+def _with_info(state: HistoryState, branch_id: str, info: BranchInfo) -> HistoryState:
+    return replace(state, branches={**state.branches, branch_id: info})
+
+
+def _clear(state: HistoryState, branch_id: str, version: int) -> HistoryState:
+    info = _info(state, branch_id)
+    kept = [r for r in _walk(state.rows.get(branch_id)) if r.seq <= info.pinned]
+    cleared = replace(state, rows={**state.rows, branch_id: _restack(kept)})
+    if branch_id not in state.branches:
+        return cleared  # nothing shared, no segments: the branch is simply empty again
+    return _with_info(
+        cleared, branch_id, replace(info, segments=cleared_segments(branch_id, version))
+    )
 
 
 def fold(events: Sequence[RecordedEvent], state: HistoryState | None = None) -> HistoryState:
     """Fold recorded events of one stream into its history."""
     state = state or HistoryState()
     for recorded in events:
-        state = apply(state, recorded.event, recorded.version)
+        state = apply(
+            state,
+            recorded.event,
+            recorded.version,
+            position=recorded.position,
+            recorded_at=to_micros(recorded.recorded_at),
+        )
     return state
-
-
-# -- the table kept by the append transaction ---------------------------------------
-
-
-def items_table(metadata: MetaData, name: str = "convstore_items") -> Table:
-    return Table(
-        name,
-        metadata,
-        Column("stream_id", StreamId, primary_key=True),
-        Column("branch_id", Key(255), primary_key=True),
-        Column("seq", BigInteger, primary_key=True, autoincrement=False),
-        Column("position", BigInteger, nullable=False),
-        Column("item", Blob, nullable=False),
-        sqlite_with_rowid=False,  # clustered on the key: a range scan reads the items in place
-        **MYSQL_TABLE_OPTIONS,
-    )
-
-
-class HistoryProjector:
-    """Keeps ``convstore_items`` equal to :func:`fold` of the log, in the append transaction."""
-
-    name = "history"
-    schema_version = 1
-
-    def __init__(self, *, table_name: str = "convstore_items") -> None:
-        self.metadata = MetaData()
-        self.items = t = items_table(self.metadata, table_name)
-        branch = (t.c.stream_id == bindparam("sid"), t.c.branch_id == bindparam("bid"))
-        self._insert = Prepared(insert(t))
-        self._delete_item = Prepared(delete(t).where(*branch, t.c.seq == bindparam("item_seq")))
-        self._delete_branch = Prepared(delete(t).where(*branch))
-        self._delete_stream = Prepared(delete(t).where(t.c.stream_id == bindparam("sid")))
-        self._delete_upto = Prepared(delete(t).where(*branch, t.c.seq <= bindparam("upto")))
-        # The reads are built by the same methods the query-plan tests compile.
-        sid, bid = bindparam("sid", type_=Key(255)), bindparam("bid", type_=Key(255))
-        self._all = Prepared(self.items_query(sid, bid, None))
-        self._newest = Prepared(self.items_query(sid, bid, bindparam("n")))
-        self._top = Prepared(self.top_query(sid, bid))
-
-    def apply(self, conn: Connection, events: Sequence[RecordedEvent]) -> None:
-        rows: list[dict[str, Any]] = []
-        for recorded in events:
-            event = recorded.event
-            if isinstance(event, ItemsAdded):
-                rows.extend(
-                    {
-                        "stream_id": recorded.stream_id,
-                        "branch_id": event.branch_id,
-                        "seq": item_seq(recorded.version, index),
-                        "position": recorded.position,
-                        "item": bytes(raw),
-                    }
-                    for index, raw in enumerate(event.items)
-                )
-                continue
-            # A removal must see the rows added before it in this same batch.
-            self._flush(conn, rows)
-            sid = recorded.stream_id
-            if isinstance(event, ItemPopped):
-                self._delete_item.execute(
-                    conn, {"sid": sid, "bid": event.branch_id, "item_seq": event.seq}
-                )
-            elif isinstance(event, SessionCleared):
-                if event.branch_id is None:
-                    self._delete_stream.execute(conn, {"sid": sid})
-                else:
-                    self._delete_branch.execute(conn, {"sid": sid, "bid": event.branch_id})
-            elif isinstance(event, ItemsExpired):
-                self._delete_upto.execute(
-                    conn, {"sid": sid, "bid": event.branch_id, "upto": event.upto_seq}
-                )
-        self._flush(conn, rows)
-
-    def _flush(self, conn: Connection, rows: list[dict[str, Any]]) -> None:
-        if rows:
-            self._insert.execute_many(conn, rows)
-            rows.clear()
-
-    def reset(self, conn: Connection) -> None:
-        conn.execute(delete(self.items))
-
-    # -- reads (each one statement, so one consistent snapshot on every backend) ----
-
-    def items_query(self, stream_id: IdOrParam, branch_id: IdOrParam, limit: Limit) -> Select[Any]:
-        """The items of a branch: all oldest first, or (with ``limit``) the newest, newest
-        first. Either way one range scan of the primary key, never a sort. Ids and limit
-        are values, or bound parameters for the prepared form."""
-        t = self.items
-        query = select(t.c.item).where(t.c.stream_id == stream_id, t.c.branch_id == branch_id)
-        if limit is None:
-            return query.order_by(t.c.seq)
-        return query.order_by(t.c.seq.desc()).limit(limit)
-
-    def read_items(
-        self, conn: Connection, stream_id: str, branch_id: str, limit: int | None
-    ) -> list[bytes]:
-        """The newest ``limit`` items (all if None), oldest first."""
-        key = {"sid": stream_id, "bid": branch_id}
-        if limit is None:
-            return [bytes(row[0]) for row in self._all.all(conn, key)]
-        rows = self._newest.all(conn, {**key, "n": limit})
-        return [bytes(row[0]) for row in reversed(rows)]
-
-    def read_entries(
-        self, conn: Connection, stream_id: str, branch_id: str, limit: int | None
-    ) -> list[tuple[int, bytes]]:
-        """``(seq, item)`` of the newest ``limit`` items (all if None), oldest first.
-
-        ``seq`` is the item's key in the log (see :func:`item_seq`): what ItemPopped and
-        ItemsExpired name.
-        """
-        t = self.items
-        query = select(t.c.seq, t.c.item).where(
-            t.c.stream_id == stream_id, t.c.branch_id == branch_id
-        )
-        if limit is None:
-            rows = conn.execute(query.order_by(t.c.seq)).all()
-        else:
-            rows = list(reversed(conn.execute(query.order_by(t.c.seq.desc()).limit(limit)).all()))
-        return [(int(row[0]), bytes(row[1])) for row in rows]
-
-    def read_top(
-        self, conn: Connection, stream_id: str, branch_id: str
-    ) -> tuple[int, bytes] | None:
-        """``(seq, item)`` of the newest item of a branch, or None if it has none.
-
-        Under the stream's lock (``EventStore.append_decided``) the answer cannot change
-        before the caller's events are written.
-        """
-        row = self._top.first(conn, {"sid": stream_id, "bid": branch_id})
-        return None if row is None else (row[0], bytes(row[1]))
-
-    def top_query(self, stream_id: IdOrParam, branch_id: IdOrParam) -> Select[Any]:
-        """The newest item of a branch (what :meth:`read_top` runs). An ordered index
-        scan, not ``max()``: PostgreSQL's max() shortcut is lost when the key's collation
-        differs from the comparison's, and then max() reads the whole session."""
-        t = self.items
-        return (
-            select(t.c.seq, t.c.item)
-            .where(t.c.stream_id == stream_id, t.c.branch_id == branch_id)
-            .order_by(t.c.seq.desc())
-            .limit(1)
-        )
-
-    def count_items(self, conn: Connection, stream_id: str, branch_id: str) -> int:
-        t = self.items
-        return int(
-            conn.execute(
-                select(func.count())
-                .select_from(t)
-                .where(t.c.stream_id == stream_id, t.c.branch_id == branch_id)
-            ).scalar_one()
-        )
-
-    # -- checking, one stream at a time ---------------------------------------------
-
-    def expected_rows(self, stream_id: str, events: Sequence[RecordedEvent]) -> Rows:
-        """The rows ``convstore_items`` should hold for one stream, folded from its log."""
-        positions: dict[int, int] = {}
-        state = HistoryState()
-        for recorded in events:
-            state = apply(state, recorded.event, recorded.version)
-            if isinstance(recorded.event, ItemsAdded):
-                positions[recorded.version] = recorded.position
-        return {
-            "items": {
-                (sid, bid, seq): (positions[seq >> SEQ_SHIFT], item)
-                for sid, bid, seq, item in state.rows(stream_id)
-            }
-        }
-
-    def live_rows(self, conn: Connection, stream_id: str) -> Rows:
-        """The rows ``convstore_items`` holds for one stream."""
-        t = self.items
-        rows = conn.execute(
-            select(t).where(t.c.stream_id == stream_id).order_by(t.c.branch_id, t.c.seq)
-        )
-        return {
-            "items": {(r.stream_id, r.branch_id, r.seq): (r.position, bytes(r.item)) for r in rows}
-        }
-
-    def stream_ids(self, conn: Connection) -> set[str]:
-        """Every stream that has rows in ``convstore_items``."""
-        t = self.items
-        return set(conn.execute(select(t.c.stream_id).distinct()).scalars())
-
-    def scratch(self) -> HistoryProjector:
-        """The same projection into scratch tables (for verify)."""
-        return HistoryProjector(table_name="convstore_scratch_items")
-
-    def snapshot(self, conn: Connection) -> dict[str, dict[tuple[Any, ...], tuple[Any, ...]]]:
-        """Every row of every table, as ``{table: {primary key: other columns}}``."""
-        t = self.items
-        rows = conn.execute(select(t).order_by(t.c.stream_id, t.c.branch_id, t.c.seq))
-        return {
-            "items": {(r.stream_id, r.branch_id, r.seq): (r.position, bytes(r.item)) for r in rows}
-        }

@@ -1,7 +1,39 @@
 """convstore's sessions: drop-in implementations of the Agents SDK Session protocol."""
 
+from eventstore import (
+    DecryptionError,
+    InvalidKeyError,
+    KeyNotFoundError,
+    KeyShreddedError,
+    NotEncryptedError,
+    TamperedError,
+    WrongKeyError,
+)
+
+from .advanced import AdvancedSQLAlchemySession, AdvancedSQLiteSession
 from .base import StoreSession
+from .branching import BranchingSession, BranchNode
+from .encrypted import EncryptedSession, purge_expired, rotate_master_key, shred_session
 from .sqlalchemy import SQLAlchemySession
 from .sqlite import SQLiteSession
 
-__all__ = ["SQLAlchemySession", "SQLiteSession", "StoreSession"]
+__all__ = [
+    "AdvancedSQLAlchemySession",
+    "AdvancedSQLiteSession",
+    "BranchNode",
+    "BranchingSession",
+    "DecryptionError",
+    "EncryptedSession",
+    "InvalidKeyError",
+    "KeyNotFoundError",
+    "KeyShreddedError",
+    "NotEncryptedError",
+    "SQLAlchemySession",
+    "SQLiteSession",
+    "StoreSession",
+    "TamperedError",
+    "WrongKeyError",
+    "purge_expired",
+    "rotate_master_key",
+    "shred_session",
+]

@@ -8,16 +8,25 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
+from functools import cache
 from typing import Any
 
 from eventstore import ArgumentTypeError, InvalidArgumentError
+from eventstore.store import check_count
 
-try:
-    from agents.memory.session_settings import SessionSettings as _SDKSessionSettings
-    from agents.memory.session_settings import coerce_session_settings as _coerce
-except ImportError:  # the 'agents' extra is not installed
-    _SDKSessionSettings = None  # type: ignore[assignment,misc]
-    _coerce = None  # type: ignore[assignment]
+
+@cache
+def _sdk() -> tuple[Any, Any] | None:
+    """The SDK's SessionSettings class and coercion function, or None without the SDK.
+
+    Imported on first use, not at import time: importing the SDK takes about two
+    seconds, and the ``convstore`` command (which imports this package) never needs it.
+    """
+    try:
+        from agents.memory.session_settings import SessionSettings, coerce_session_settings
+    except ImportError:  # the 'agents' extra is not installed
+        return None
+    return SessionSettings, coerce_session_settings
 
 
 @dataclass
@@ -34,9 +43,11 @@ def make_settings(value: Any) -> Any:
     object is a TypeError (:class:`ArgumentTypeError`), a bad value a ValueError
     (:class:`InvalidArgumentError`).
     """
+    sdk = _sdk()
     try:
-        if _coerce is not None:
-            settings = _coerce(value) if value is not None else _SDKSessionSettings()
+        if sdk is not None:
+            settings_class, coerce = sdk
+            settings = coerce(value) if value is not None else settings_class()
         elif value is None:
             settings = FallbackSessionSettings()
         elif isinstance(value, dict):
@@ -52,11 +63,10 @@ def make_settings(value: Any) -> Any:
 
 
 def resolve_limit(explicit: int | None, settings: Any) -> int | None:
-    """An explicit ``limit`` wins over ``settings.limit``; both must be >= 0."""
+    """An explicit ``limit`` wins over ``settings.limit``; both must be from 0 to 2**63 - 1
+    (one bound for every backend)."""
     limit = explicit if explicit is not None else getattr(settings, "limit", None)
-    if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 0):
-        raise InvalidArgumentError(f"limit must be an integer >= 0 or None, not {limit!r}")
-    return limit
+    return None if limit is None else check_count("limit", limit)
 
 
 _APART = (
@@ -69,6 +79,9 @@ _APART = (
 _SDK_ONLY = {
     "sessions_table": _APART,
     "messages_table": _APART,
+    "logger": (
+        "convstore logs through logging.getLogger('convstore'), configure that logger instead"
+    ),
     "ensure_ascii": (
         "convstore stores every item as the exact UTF-8 JSON it encodes to, readable by "
         "any SQL client, so there is nothing to choose"

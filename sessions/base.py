@@ -30,6 +30,7 @@ from eventstore import (
     CancelledAfterCommit,
     Event,
     EventStore,
+    InvalidArgumentError,
     ItemPopped,
     ItemsAdded,
     NewEvent,
@@ -40,7 +41,8 @@ from eventstore import (
     encode_items,
 )
 from eventstore.store import check_stream_id
-from projections.history import MAX_ITEMS_PER_EVENT, HistoryProjector
+from projections.history import MAX_ITEMS_PER_EVENT
+from projections.history_table import HistoryProjector
 
 from ._settings import make_settings, resolve_limit
 
@@ -120,6 +122,7 @@ class StoreSession:
         self._closed = True  # until the store is open (a refused session owns nothing)
         self.session_id = check_stream_id(session_id)
         self.session_settings = make_settings(session_settings)
+        self._owns_store = not isinstance(store, EventStore)
         self._store = store if isinstance(store, EventStore) else store()
         self._branch_id = MAIN_BRANCH
         self._closing: Closing | None = None
@@ -137,14 +140,34 @@ class StoreSession:
 
     # -- the Session protocol --------------------------------------------------------
 
-    async def get_items(self, limit: int | None = None, *, wrapper: Any = None) -> list[Any]:
-        """The history, oldest first; with ``limit``, only the newest ``limit`` items."""
+    async def get_items(
+        self, limit: int | None = None, *, turns: int | None = None, wrapper: Any = None
+    ) -> list[Any]:
+        """The history, oldest first; with ``limit``, only the newest ``limit`` items.
+
+        ``turns=n`` reads the last ``n`` whole turns instead (a turn starts at a user
+        message), so the window never begins with a tool output cut off from its
+        call; ``limit`` then caps the number of items. Either read costs the same
+        whatever the length of the history.
+        """
         self._check_open()
-        n = resolve_limit(limit, self.session_settings)
+        return await self._read(self._branch_id, resolve_limit(limit, self.session_settings), turns)
+
+    async def _read(self, branch_id: str, n: int | None, turns: int | None) -> list[Any]:
+        """Items of ``branch_id``: the newest ``n`` (all if None), or the last ``turns``."""
+        if turns is not None:
+            if isinstance(turns, bool) or not isinstance(turns, int) or turns < 0:
+                raise InvalidArgumentError(f"turns must be an integer >= 0, not {turns!r}")
+            if turns == 0 or n == 0:
+                return []
+            found = await self._store.run(
+                lambda conn: HISTORY.read_last_turns(conn, self.session_id, branch_id, turns, n),
+            )
+            return [decode_item(row) for row in found]
         if n == 0:
             return []
         rows = await self._store.run(
-            lambda conn: HISTORY.read_items(conn, self.session_id, self._branch_id, n),
+            lambda conn: HISTORY.read_items(conn, self.session_id, branch_id, n),
             quick=n is not None and n <= _QUICK_READ,
         )
         return [decode_item(row) for row in rows]
@@ -271,8 +294,9 @@ class StoreSession:
         return self._store.close()
 
     def _owns_resources(self) -> bool:
-        """Whether leaking this session leaks a connection (then it warns when collected)."""
-        return True
+        """Whether leaking this session leaks a connection (then it warns when collected):
+        not when it was handed a store that its owner closes."""
+        return self._owns_store
 
     async def __aenter__(self) -> Self:
         return self

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any, Never
 
 from eventstore import ConfigurationError, EventStore
+from eventstore.backends import check_sqlite_path
 
 from ._settings import refuse_unknown_keywords
 from .base import HISTORY, StoreSession
@@ -23,26 +24,22 @@ class _SharedStores:
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._stores: dict[str, tuple[EventStore, int]] = {}
+        self._stores: dict[str, EventStore] = {}
 
     def acquire(self, path: str) -> EventStore:
         with self._lock:
-            store, count = self._stores.get(path, (None, 0))
+            store = self._stores.get(path)
             if store is None or store.closed:
-                store, count = EventStore(path, projectors=[HISTORY]), 0
-            self._stores[path] = (store, count + 1)
-            return store
+                store = self._stores[path] = EventStore(path, projectors=[HISTORY])
+            return store.share()  # a session cannot close it under the others
 
     def release(self, path: str, store: EventStore) -> EventStore | None:
-        """Drop one reference; return the store if it has no session left (to close)."""
+        """Drop one holder; return the store if no session holds it any more (to close)."""
         with self._lock:
-            shared, count = self._stores.get(path, (None, 0))
-            if shared is not store:  # replaced after it was closed: ours is gone already
-                return store if not store.closed else None
-            if count > 1:
-                self._stores[path] = (store, count - 1)
+            if not store.unshare():
                 return None
-            del self._stores[path]
+            if self._stores.get(path) is store:
+                del self._stores[path]
             return store
 
 
@@ -66,9 +63,7 @@ class SQLiteSession(StoreSession):
         **sdk_only: Never,
     ) -> None:
         refuse_unknown_keywords(type(self), sdk_only)
-        self.db_path = os.fspath(db_path)
-        if not isinstance(self.db_path, str):
-            raise ConfigurationError(f"db_path must be a path, not {db_path!r}")
+        self.db_path = check_sqlite_path(db_path)
         if "://" in self.db_path:
             raise ConfigurationError(
                 f"SQLiteSession takes a file path, not a URL ({self.db_path!r}): "

@@ -10,13 +10,13 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
-from ..errors import ConfigurationError, MissingDependencyError
-from .base import AsyncEngineRunner, Dialect, Runner
+from ..errors import ArgumentTypeError, ConfigurationError, MissingDependencyError
+from .base import AsyncEngineRunner, Dialect, Runner, Timeouts
 from .mysql import MySQLDialect
 from .postgres import PostgresDialect
 from .sqlite import SQLiteDialect, ThreadRunner
 
-__all__ = ["Dialect", "Runner", "dialect_for", "open_runner"]
+__all__ = ["Dialect", "Runner", "Timeouts", "check_sqlite_path", "dialect_for", "open_runner"]
 
 # Plain URL schemes get the async driver convstore installs with the matching extra.
 _ASYNC_DRIVERS = {
@@ -39,16 +39,45 @@ def dialect_for(name: str) -> Dialect:
     raise ConfigurationError(f"convstore does not support the {name!r} database")
 
 
+def check_sqlite_path(path: object) -> str:
+    """``path`` as a string if it can name a SQLite database, else raise (up front)."""
+    if not isinstance(path, str | os.PathLike):
+        raise ArgumentTypeError(
+            f"db_path must be a file path or ':memory:', not {type(path).__name__}"
+        )
+    text = os.fspath(path)
+    if not isinstance(text, str) or not text:
+        raise ConfigurationError(f"db_path must be a file path or ':memory:', not {path!r}")
+    if "\x00" in text:
+        raise ConfigurationError(f"db_path cannot contain NUL: {path!r}")
+    return text
+
+
 def open_runner(
     target: str | os.PathLike[str] | AsyncEngine,
     *,
     engine_kwargs: dict[str, Any] | None = None,
+    timeouts: Timeouts | None = None,
 ) -> Runner:
-    """A runner for a SQLite path, a SQLAlchemy URL or an existing async engine."""
+    """A runner for a SQLite path, a SQLAlchemy URL or an existing async engine.
+
+    ``timeouts`` bound lock waits (every SQLite database, and the connections of an
+    engine made here from a URL); an engine handed in keeps its own settings.
+    """
+    if engine_kwargs is not None and not isinstance(engine_kwargs, dict):
+        raise ArgumentTypeError(
+            f"engine_kwargs must be a dict of create_async_engine arguments, "
+            f"not {type(engine_kwargs).__name__}"
+        )
     if isinstance(target, AsyncEngine):
         return AsyncEngineRunner(target, dialect_for(target.dialect.name), owned=False)
-    if isinstance(target, os.PathLike) or "://" not in target:
-        return ThreadRunner(os.fspath(target))
+    if isinstance(target, os.PathLike) or (isinstance(target, str) and "://" not in target):
+        return ThreadRunner(check_sqlite_path(target), timeouts)
+    if not isinstance(target, str):
+        raise ArgumentTypeError(
+            "a database must be a SQLite path, a SQLAlchemy URL or an AsyncEngine, "
+            f"not {type(target).__name__}"
+        )
     try:
         url = make_url(target)
     except ArgumentError as error:
@@ -58,7 +87,7 @@ def open_runner(
         # Any SQLite driver named in the URL gets the dedicated-thread runner, which
         # runs a transaction in one hop instead of one per statement. Its ``engine`` is
         # an aiosqlite engine on the same database (an in-memory one is made shareable).
-        return ThreadRunner(url.database or ":memory:", shareable=True)
+        return ThreadRunner(url.database or ":memory:", timeouts, shareable=True)
     if backend not in _ASYNC_DRIVERS:
         raise ConfigurationError(f"convstore does not support the {backend!r} database")
     canonical, default_driver, extra = _ASYNC_DRIVERS[backend]
@@ -69,5 +98,12 @@ def open_runner(
         url = url.set(drivername=f"{canonical}+{driver}")
     if importlib.util.find_spec(driver) is None:
         raise MissingDependencyError(driver, _EXTRA_OF_DRIVER.get(driver, extra))
-    engine = create_async_engine(url, **(engine_kwargs or {}))
-    return AsyncEngineRunner(engine, dialect_for(engine.dialect.name), owned=True)
+    try:
+        engine = create_async_engine(url, **(engine_kwargs or {}))
+    except TypeError as error:
+        raise ArgumentTypeError(f"engine_kwargs: {error}") from error
+    except (ArgumentError, ValueError) as error:
+        raise ConfigurationError(f"engine_kwargs: {error}") from error
+    return AsyncEngineRunner(
+        engine, dialect_for(engine.dialect.name), owned=True, timeouts=timeouts or Timeouts()
+    )

@@ -16,16 +16,21 @@ from __future__ import annotations
 import abc
 import asyncio
 import logging
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import AbstractContextManager, contextmanager, nullcontext
+from dataclasses import dataclass
 from typing import Any, ClassVar, TypeVar
 
-from sqlalchemy import Connection, exc, text
+from sqlalchemy import Connection, event, exc, text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from ..errors import (
+    ArgumentTypeError,
     CancelledAfterCommit,
+    ConnectionLostError,
     ConvstoreError,
+    InvalidArgumentError,
+    OperationalError,
     PersistenceError,
 )
 from ..prepared import Prepared
@@ -37,7 +42,7 @@ log = logging.getLogger("convstore.eventstore")
 _ADVANCE_HEAD = Prepared(
     text(
         "UPDATE convstore_head SET position = position + :count WHERE name = 'log' "
-        "RETURNING position"
+        "RETURNING position, generation"
     )
 )
 _UPDATE_STREAM = Prepared(
@@ -45,9 +50,6 @@ _UPDATE_STREAM = Prepared(
         "UPDATE convstore_streams SET version = :new_version, head_hash = :new_head_hash, "
         "updated_at = :now WHERE stream_id = :sid"
     )
-)
-_TRACK = Prepared(
-    text("UPDATE convstore_tracking SET position = :position WHERE projection = :projection")
 )
 TxFunction = Callable[[Connection], T]
 
@@ -68,49 +70,102 @@ class Dialect(abc.ABC):
         self,
         conn: Connection,
         count: int,
-        track: Sequence[str] = (),
         stream: Mapping[str, Any] | None = None,
-    ) -> int:
-        """Reserve ``count`` positions; return the last one. Holds the log's write lock
-        until the transaction ends, which is what makes positions commit-ordered.
+    ) -> tuple[int, int]:
+        """Reserve ``count`` positions; return the last one and the generation of the
+        live projection set (eventstore/registry.py). Holds the log's write lock until
+        the transaction ends, which is what makes positions commit-ordered.
 
-        The tracking rows of the projections named in ``track`` (those the transaction
-        keeps current) are set to that last position too, and ``stream`` (``sid``,
-        ``new_version``, ``new_head_hash``, ``now``) updates an existing stream's row:
-        a backend may do all of it in one round trip.
+        ``stream`` (``sid``, ``new_version``, ``new_head_hash``, ``now``) updates an
+        existing stream's row too: a backend may do both in one round trip.
         """
-        last = self.reserve_positions(conn, count)
-        if track:
-            _TRACK.execute_many(conn, [{"projection": n, "position": last} for n in track])
+        reserved = self.reserve_positions(conn, count)
         if stream is not None:
             _UPDATE_STREAM.execute(conn, stream)
-        return last
+        return reserved
 
-    def reserve_positions(self, conn: Connection, count: int) -> int:
-        """The head-row update alone: advance by ``count``, return the last position."""
-        return int(_ADVANCE_HEAD.scalar(conn, {"count": count}))
+    def reserve_positions(self, conn: Connection, count: int) -> tuple[int, int]:
+        """The head-row update alone: advance by ``count``; the last position and the
+        live-set generation."""
+        row = _ADVANCE_HEAD.first(conn, {"count": count})
+        if row is None:
+            raise exc.NoResultFound("the head row is missing")
+        return int(row[0]), int(row[1])
 
     def schema_lock(self, conn: Connection) -> AbstractContextManager[None]:
         """Serialise concurrent table creation (several processes opening one database)."""
         return nullcontext()
 
     @abc.abstractmethod
-    def classify(self, error: BaseException) -> type[PersistenceError]:
+    def classify(self, error: BaseException) -> type[ConvstoreError]:
         """The convstore error class for a driver error, chosen by its code."""
+
+    def session_setup(self, timeouts: Timeouts, conn: Any) -> list[str]:
+        """Statements that bound lock waits and idle transactions on a new connection
+        of an engine the store created (``conn`` is the driver's connection)."""
+        return []
+
+    def max_value_bytes(self, conn: Connection) -> int | None:
+        """The largest payload one statement can carry to this database, if bounded."""
+        return None
+
+    def wire_size(self, payload: bytes) -> int:
+        """How many bytes ``payload`` takes in the statement that sends it."""
+        return len(payload)
+
+    limit_name: ClassVar[str] = "the largest value it stores"
+
+
+@dataclass(frozen=True, slots=True)
+class Timeouts:
+    """Bounds on waiting, in seconds (None: the database's own setting).
+
+    ``lock_timeout``: how long a write waits for a lock before it fails with
+    :class:`~eventstore.errors.LockTimeoutError`. ``idle_in_transaction``: how long the
+    server lets a connection of ours sit idle inside a transaction before it ends the
+    connection (a stalled client then releases its locks instead of holding them).
+    """
+
+    lock_timeout: float | None = 10.0
+    idle_in_transaction: float | None = 5.0
+
+    def __post_init__(self) -> None:
+        for name in ("lock_timeout", "idle_in_transaction"):
+            value = getattr(self, name)
+            if value is None:
+                continue
+            if isinstance(value, bool) or not isinstance(value, int | float):
+                raise ArgumentTypeError(f"{name} must be a number of seconds, not {value!r}")
+            if not 0 < value <= 86400:
+                raise InvalidArgumentError(f"{name} must be from 0 to 86400 seconds, not {value}")
 
 
 @contextmanager
-def translate_errors(dialect: Dialect) -> Iterator[None]:
-    """The one place where driver errors become convstore errors."""
+def translate_errors(dialect: Dialect, *, committing: bool = False) -> Iterator[None]:
+    """The one place where driver errors become convstore errors.
+
+    ``committing`` marks the commit itself: a connection lost there leaves the outcome
+    unknown, while one lost before it certainly rolled the transaction back.
+    """
     try:
         yield
     except ConvstoreError:
         raise
     except exc.DBAPIError as error:
+        if error.connection_invalidated:
+            raise ConnectionLostError(
+                f"{dialect.name}: connection lost: {error.orig}", outcome_unknown=committing
+            ) from error
         cls = dialect.classify(error.orig or error)
         raise cls(f"{dialect.name}: {error.orig}") from error
     except exc.SQLAlchemyError as error:
         raise PersistenceError(f"{dialect.name}: {error}") from error
+    except ConnectionRefusedError as error:
+        raise OperationalError(f"{dialect.name}: cannot connect: {error}") from error
+    except OSError as error:  # a socket error the driver did not wrap
+        raise ConnectionLostError(
+            f"{dialect.name}: connection lost: {error}", outcome_unknown=committing
+        ) from error
 
 
 async def outcome_then_cancel(
@@ -182,18 +237,39 @@ class Runner(abc.ABC):
         """Identity of the database, for caching 'tables are ready' per process."""
 
     @property
+    def revalidate(self) -> bool:
+        """Whether a new store must check, with one quick read, that what this process
+        cached about the database (tables ready, live projections) still holds."""
+        return False
+
+    @property
     @abc.abstractmethod
     def engine(self) -> AsyncEngine:
         """An :class:`AsyncEngine` on this runner's database (for users to inspect it)."""
 
 
 class AsyncEngineRunner(Runner):
-    """Transactions on an :class:`AsyncEngine`, through ``run_sync``."""
+    """Transactions on an :class:`AsyncEngine`, through ``run_sync``.
 
-    def __init__(self, engine: AsyncEngine, dialect: Dialect, *, owned: bool) -> None:
+    On an engine it created (``owned``), every new connection gets the ``timeouts``
+    as session settings (no cost per transaction). An engine the user hands over is
+    left as configured: its connections are theirs (set the same limits in its
+    ``connect_args``, as docs/reliability.md shows).
+    """
+
+    def __init__(
+        self,
+        engine: AsyncEngine,
+        dialect: Dialect,
+        *,
+        owned: bool,
+        timeouts: Timeouts | None = None,
+    ) -> None:
         self._engine = engine
         self.dialect = dialect
         self.owned = owned
+        if owned and timeouts is not None:
+            _set_up_connections(engine, dialect, timeouts)
         # The event loop the pooled connections were made in (asyncpg and asyncmy
         # connections belong to one loop).
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -223,9 +299,16 @@ class AsyncEngineRunner(Runner):
             raise cancelled from error
 
     def _in_transaction(self, conn: Connection, fn: TxFunction[T], write: bool) -> T:
-        with conn.begin():
+        transaction = conn.begin()
+        try:
             self.dialect.begin(conn, write=write)
-            return fn(conn)
+            result = fn(conn)
+        except BaseException:
+            transaction.rollback()
+            raise
+        with translate_errors(self.dialect, committing=True):
+            transaction.commit()
+        return result
 
     async def close(self) -> None:
         if not self.owned:
@@ -242,3 +325,18 @@ class AsyncEngineRunner(Runner):
     @property
     def engine_key(self) -> object:
         return self.engine.sync_engine
+
+
+def _set_up_connections(engine: AsyncEngine, dialect: Dialect, timeouts: Timeouts) -> None:
+    def on_connect(dbapi_connection: Any, record: Any) -> None:
+        statements = dialect.session_setup(timeouts, dbapi_connection)
+        if not statements:
+            return
+        cursor = dbapi_connection.cursor()
+        try:
+            for statement in statements:
+                cursor.execute(statement)
+        finally:
+            cursor.close()
+
+    event.listen(engine.sync_engine, "connect", on_connect)

@@ -19,7 +19,7 @@ Details in ``docs/design.md`` ("Measured").
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any, ClassVar
 
@@ -28,7 +28,9 @@ from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.sql.compiler import TypeCompiler
 
 from ..errors import (
+    ConvstoreError,
     IntegrityError,
+    LockTimeoutError,
     OperationalError,
     PersistenceError,
     SchemaError,
@@ -36,24 +38,22 @@ from ..errors import (
 )
 from ..prepared import Prepared
 from ..schema import Key
-from .base import Dialect
+from .base import Dialect, Timeouts
 
-# The head advance, the tracking rows and the stream's row in one round trip
-# (data-modifying CTEs; every part runs even though only the head's is selected).
-_ADVANCE_TRACK = (
-    "WITH head AS (UPDATE convstore_head SET position = position + :count "
-    "WHERE name = 'log' RETURNING position), "
-    "tracked AS (UPDATE convstore_tracking SET position = (SELECT position FROM head) "
-    "WHERE projection = ANY(:names)) "
-)
-_ADVANCE_AND_TRACK = Prepared(text(_ADVANCE_TRACK + "SELECT position FROM head"))
-_ADVANCE_TRACK_AND_STREAM = Prepared(
+# The head advance and the stream's row in one round trip (a data-modifying CTE:
+# every part runs even though only the head's is selected).
+_ADVANCE_AND_STREAM = Prepared(
     text(
-        _ADVANCE_TRACK + ", streamed AS (UPDATE convstore_streams SET version = :new_version, "
+        "WITH head AS (UPDATE convstore_head SET position = position + :count "
+        "WHERE name = 'log' RETURNING position, generation), "
+        "streamed AS (UPDATE convstore_streams SET version = :new_version, "
         "head_hash = :new_head_hash, updated_at = :now WHERE stream_id = :sid) "
-        "SELECT position FROM head"
+        "SELECT position, generation FROM head"
     )
 )
+
+# A bytea value (an event's payload) holds at most 1 GB.
+_MAX_FIELD_BYTES = 2**30 - 1
 
 # An arbitrary constant naming convstore's schema-creation lock.
 _SCHEMA_LOCK_KEY = 0x636F6E76  # "conv"
@@ -61,7 +61,7 @@ _SCHEMA_LOCK_KEY = 0x636F6E76  # "conv"
 _BY_SQLSTATE: dict[str, type[PersistenceError]] = {
     "40001": TransientError,  # serialization_failure
     "40P01": TransientError,  # deadlock_detected
-    "55P03": TransientError,  # lock_not_available
+    "55P03": LockTimeoutError,  # lock_not_available: lock_timeout expired
     "42P01": SchemaError,  # undefined_table
     "42703": SchemaError,  # undefined_column
 }
@@ -86,20 +86,35 @@ class PostgresDialect(Dialect):
         self,
         conn: Connection,
         count: int,
-        track: Sequence[str] = (),
         stream: Mapping[str, Any] | None = None,
-    ) -> int:
-        values = {"count": count, "names": list(track)}
+    ) -> tuple[int, int]:
         if stream is None:
-            return int(_ADVANCE_AND_TRACK.scalar(conn, values))
-        return int(_ADVANCE_TRACK_AND_STREAM.scalar(conn, {**values, **stream}))
+            return self.reserve_positions(conn, count)
+        row = _ADVANCE_AND_STREAM.first(conn, {"count": count, **stream})
+        if row is None:
+            raise SchemaError("the head row of convstore_head is missing")
+        return int(row[0]), int(row[1])
 
     @contextmanager
     def schema_lock(self, conn: Connection) -> Iterator[None]:
         conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _SCHEMA_LOCK_KEY})
         yield  # released when the transaction ends
 
-    def classify(self, error: BaseException) -> type[PersistenceError]:
+    def session_setup(self, timeouts: Timeouts, conn: Any) -> list[str]:
+        statements = []
+        if timeouts.lock_timeout is not None:
+            statements.append(f"SET lock_timeout = '{round(timeouts.lock_timeout * 1000)}ms'")
+        if timeouts.idle_in_transaction is not None:
+            ms = round(timeouts.idle_in_transaction * 1000)
+            statements.append(f"SET idle_in_transaction_session_timeout = '{ms}ms'")
+        return statements
+
+    def max_value_bytes(self, conn: Connection) -> int | None:
+        return _MAX_FIELD_BYTES
+
+    limit_name: ClassVar[str] = "PostgreSQL's largest field (1 GB)"
+
+    def classify(self, error: BaseException) -> type[ConvstoreError]:
         code = getattr(error, "sqlstate", None) or getattr(error, "pgcode", None)
         if not isinstance(code, str):
             return OperationalError

@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import sqlite3
 import threading
 import time
@@ -32,51 +33,105 @@ from sqlalchemy.pool import StaticPool
 
 from ..errors import (
     ConfigurationError,
+    ConvstoreError,
     IntegrityError,
+    LockTimeoutError,
     OperationalError,
     PersistenceError,
+    SerializationError,
     StoreClosedError,
     TransientError,
 )
 from ..prepared import Prepared
-from .base import Dialect, Runner, T, TxFunction, outcome_then_cancel, translate_errors
-
-BUSY_TIMEOUT_SECONDS = 60.0
+from .base import (
+    Dialect,
+    Runner,
+    T,
+    Timeouts,
+    TxFunction,
+    outcome_then_cancel,
+    translate_errors,
+)
 
 log = logging.getLogger("convstore.sqlite")
 
 _BEGIN_WRITE = Prepared(text("BEGIN IMMEDIATE"))
 
+# New database files are readable by their owner only: conversations are personal data.
+FILE_MODE = 0o600
+
 
 class SQLiteDialect(Dialect):
     name: ClassVar[str] = "sqlite"
+    limit_name: ClassVar[str] = "SQLite's largest value (SQLITE_LIMIT_LENGTH)"
+
+    def __init__(self, *, read_only: bool = False) -> None:
+        self.read_only = read_only
 
     def begin(self, conn: Connection, *, write: bool) -> None:
         # Reads run in autocommit mode: each statement sees one consistent snapshot,
         # and a read that needs several statements to agree asks for write=True.
-        if write:
+        # A read-only database cannot take the write lock: its "write" transactions
+        # begin deferred, and fail only if they actually write.
+        if write and not self.read_only:
             _BEGIN_WRITE.execute(conn)
 
     def lock_stream(self) -> bool:
         return False  # BEGIN IMMEDIATE already holds the only write lock there is
 
-    def classify(self, error: BaseException) -> type[PersistenceError]:
+    def max_value_bytes(self, conn: Connection) -> int | None:
+        raw = conn.connection.driver_connection
+        if isinstance(raw, sqlite3.Connection):
+            return raw.getlimit(sqlite3.SQLITE_LIMIT_LENGTH)
+        return None
+
+    def classify(self, error: BaseException) -> type[ConvstoreError]:
         name = getattr(error, "sqlite_errorname", None)
-        if name in ("SQLITE_BUSY", "SQLITE_LOCKED") or (
-            isinstance(name, str) and name.startswith(("SQLITE_BUSY_", "SQLITE_LOCKED_"))
-        ):
-            return TransientError
-        if isinstance(name, str) and name.startswith("SQLITE_CONSTRAINT"):
+        if not isinstance(name, str):
+            return (
+                OperationalError
+                if isinstance(error, sqlite3.OperationalError)
+                else (PersistenceError)
+            )
+        if name == "SQLITE_BUSY_SNAPSHOT":
+            return TransientError  # a stale read snapshot: no waiting helps, a retry does
+        if name.startswith(("SQLITE_BUSY", "SQLITE_LOCKED")):
+            # SQLite waited the whole busy timeout (our lock_timeout) for the lock.
+            return LockTimeoutError
+        if name.startswith("SQLITE_CONSTRAINT"):
             return IntegrityError
+        if name == "SQLITE_TOOBIG":
+            return SerializationError
         if isinstance(error, sqlite3.OperationalError):
             return OperationalError
         return PersistenceError
 
 
-def _connect(database: str, *, uri: bool = False) -> sqlite3.Connection:
+def _writable(database: str) -> bool:
+    """Whether ``database`` can be opened for writing (it, or its directory if new)."""
+    if os.path.exists(database):
+        return os.access(database, os.W_OK) and os.access(
+            os.path.dirname(os.path.abspath(database)), os.W_OK
+        )
+    return True  # a new file: creating it reports any problem
+
+
+def _create_private(database: str) -> None:
+    """Create ``database`` empty with mode 0600 if it does not exist yet."""
+    with contextlib.suppress(FileExistsError):
+        os.close(os.open(database, os.O_CREAT | os.O_EXCL | os.O_WRONLY, FILE_MODE))
+
+
+def _connect(
+    database: str, busy_timeout: float, read_only: bool, *, uri: bool = False
+) -> sqlite3.Connection:
+    if read_only:
+        return _connect_read_only(database, busy_timeout)
+    if database != ":memory:" and not uri:
+        _create_private(database)
     conn = sqlite3.connect(
         database,
-        timeout=BUSY_TIMEOUT_SECONDS,
+        timeout=busy_timeout,
         isolation_level=None,  # we issue BEGIN ourselves (see SQLiteDialect.begin)
         check_same_thread=False,  # used by one worker thread, created on the caller's
         uri=uri,
@@ -87,8 +142,36 @@ def _connect(database: str, *, uri: bool = False) -> sqlite3.Connection:
     return conn
 
 
-def _connect_reader(database: str) -> sqlite3.Connection:
+def _connect_read_only(database: str, busy_timeout: float) -> sqlite3.Connection:
+    """A connection to a file we may not write (read-only file or mount).
+
+    Never switches the journal mode. A WAL database needs its ``-shm`` file, which a
+    read-only directory may not let SQLite create: it is then opened as immutable
+    (nothing can be writing to it through a read-only mount).
+    """
+    uri = Path(database).resolve().as_uri()
+    conn = sqlite3.connect(
+        f"{uri}?mode=ro",
+        uri=True,
+        timeout=busy_timeout,
+        isolation_level=None,
+        check_same_thread=False,
+    )
+    try:
+        conn.execute("SELECT count(*) FROM sqlite_master").fetchone()
+    except sqlite3.OperationalError:
+        conn.close()
+        conn = sqlite3.connect(
+            f"{uri}?immutable=1", uri=True, isolation_level=None, check_same_thread=False
+        )
+    conn.execute("PRAGMA query_only=1")
+    return conn
+
+
+def _connect_reader(database: str, read_only: bool) -> sqlite3.Connection:
     """A read-only connection that reports busy at once instead of waiting."""
+    if read_only:
+        return _connect_read_only(database, 0)
     conn = sqlite3.connect(database, timeout=0, isolation_level=None, check_same_thread=False)
     conn.execute("PRAGMA query_only=1")
     return conn
@@ -147,8 +230,10 @@ class ThreadRunner(Runner):
     while a short SQLite transaction takes 10-30 µs, so ``quick`` work skips the
     handoff where that cannot stall the event loop:
 
-    * an in-memory database has no I/O and no other connection: quick transactions
-      run on the calling thread whenever the worker is idle;
+    * an in-memory database has no I/O and no other connection: every transaction
+      runs on the calling thread (under a lock, for callers on several threads), and
+      no worker thread is ever started, so a thousand in-memory sessions cost no
+      thread at all;
     * a file database answers quick reads on the calling thread from a second,
       read-only connection whose busy timeout is zero (in WAL mode a reader never waits
       for the writer); if SQLite says busy all the same, the read goes to the worker,
@@ -162,10 +247,19 @@ class ThreadRunner(Runner):
     but N waiting writers pay for one fsync instead of N.
     """
 
-    def __init__(self, database: str, *, shareable: bool = False) -> None:
-        self.dialect = SQLiteDialect()
+    def __init__(
+        self, database: str, timeouts: Timeouts | None = None, *, shareable: bool = False
+    ) -> None:
         self.database = database
         self._memory = database == ":memory:"
+        # Read-only file or mount: reads and inspection work, writes fail with SQLite's
+        # own "readonly database" error.
+        self.read_only = not self._memory and not _writable(database)
+        self.dialect = SQLiteDialect(read_only=self.read_only)
+        lock_timeout = (timeouts or Timeouts()).lock_timeout
+        # SQLite's busy timeout is the lock wait bound; None means SQLite's default (5 s).
+        busy = 5.0 if lock_timeout is None else lock_timeout
+        read_only = self.read_only
         self._key: object = (
             _MemoryKey() if self._memory else ("sqlite", str(Path(database).resolve()))
         )
@@ -182,10 +276,16 @@ class ThreadRunner(Runner):
                 None if self._memory else f"sqlite+aiosqlite:///{Path(database).resolve()}"
             )
         self._async_engine: AsyncEngine | None = None
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="convstore-sqlite")
+        # No thread for an in-memory database: it has no I/O to wait for, so every
+        # transaction runs on the caller's thread (1,000 sessions cost no thread).
+        self._executor = (
+            None
+            if self._memory
+            else ThreadPoolExecutor(max_workers=1, thread_name_prefix="convstore-sqlite")
+        )
         self._engine: Engine = create_engine(
             "sqlite://",
-            creator=lambda: _connect(connect_to, uri=uri),
+            creator=lambda: _connect(connect_to, busy, read_only, uri=uri),
             poolclass=StaticPool,
         )
         self._conn: Connection | None = None
@@ -197,7 +297,9 @@ class ThreadRunner(Runner):
             None
             if self._memory
             else create_engine(
-                "sqlite://", creator=lambda: _connect_reader(database), poolclass=StaticPool
+                "sqlite://",
+                creator=lambda: _connect_reader(database, read_only),
+                poolclass=StaticPool,
             )
         )
         self._reader: Connection | None = None
@@ -209,29 +311,34 @@ class ThreadRunner(Runner):
         )
 
     async def run(self, fn: TxFunction[T], *, write: bool, quick: bool = False) -> T:
-        if quick and self._finalizer.alive:
-            if self._memory:
-                if self._conn_lock.acquire(blocking=False):
-                    try:
-                        return self._in_transaction(fn, write)
-                    finally:
-                        self._conn_lock.release()
-            elif not write and self._reader_lock.acquire(blocking=False):
-                try:
-                    return self._read_here(fn)
-                except TransientError:
-                    pass  # busy after all: let the worker wait for it
-                finally:
-                    self._reader_lock.release()
-        if write and not self._memory:
-            return await self._write_in_group(fn)
+        if self._executor is None:  # in memory: on this thread, one transaction at a time
+            if not self._finalizer.alive:
+                raise StoreClosedError("this SQLite database is closed")
+            return self._run(fn, write)
+        if (
+            quick
+            and not write
+            and self._finalizer.alive
+            and self._reader_lock.acquire(blocking=False)
+        ):
+            try:
+                return self._read_here(fn)
+            except (TransientError, LockTimeoutError):
+                pass  # busy after all: let the worker wait for it
+            finally:
+                self._reader_lock.release()
         if write:
-            submitted = self._executor.submit(self._run, fn, write)
-            return await outcome_then_cancel(
-                asyncio.wrap_future(submitted), withdraw=submitted.cancel
-            )
+            return await self._write_in_group(fn)
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._executor, self._run, fn, write)
+
+    def _withdraw(self, write: _Write) -> bool:
+        """Take ``write`` back if the worker has not taken it yet (it will then never run)."""
+        with self._writes_lock:
+            if write in self._writes:
+                self._writes.remove(write)
+                return True
+            return False
 
     async def _write_in_group(self, fn: TxFunction[T]) -> T:
         loop = asyncio.get_running_loop()
@@ -242,19 +349,12 @@ class ThreadRunner(Runner):
             start = not self._draining
             self._draining = True
         if start:
+            assert self._executor is not None
             try:
                 self._executor.submit(self._drain)
             except RuntimeError:  # the worker is shut down (the store was closed)
                 self._abandon(StoreClosedError("this SQLite database is closed"))
         return await outcome_then_cancel(future, withdraw=lambda: self._withdraw(write))
-
-    def _withdraw(self, write: _Write) -> bool:
-        """Take ``write`` back if the worker has not taken it yet (it will then never run)."""
-        with self._writes_lock:
-            if write in self._writes:
-                self._writes.remove(write)
-                return True
-            return False
 
     def _drain(self) -> None:
         """Worker: commit the waiting writes, a group at a time, until none is left."""
@@ -358,8 +458,11 @@ class ThreadRunner(Runner):
             return
         if self._async_engine is not None:
             await self._async_engine.dispose()
-        loop = asyncio.get_running_loop()
-        await loop.run_in_executor(self._executor, self._close_connection)
+        if self._executor is None:
+            self._close_connection()
+        else:
+            loop = asyncio.get_running_loop()
+            await loop.run_in_executor(self._executor, self._close_connection)
         with self._reader_lock:
             if self._reader is not None:
                 self._reader.close()
@@ -371,18 +474,27 @@ class ThreadRunner(Runner):
             if self._conn is not None:
                 self._conn.close()
                 self._conn = None
+            # Close the file now (the last connection checkpoints WAL and removes the
+            # -wal and -shm files), not whenever the finalizer's dispose gets to run.
+            self._engine.dispose()
 
     @property
     def engine_key(self) -> object:
         return self._key
 
+    @property
+    def revalidate(self) -> bool:
+        # A file can be deleted and created again at the same path (a test fixture, a
+        # reset development database): another database, whatever this process knew.
+        return not self._memory
 
-def _shutdown(executor: ThreadPoolExecutor, engine: Engine, reader: Engine | None) -> None:
+def _shutdown(executor: ThreadPoolExecutor | None, engine: Engine, reader: Engine | None) -> None:
     # Also run by the garbage collector, which may interrupt any code, including an
     # ``executor.submit`` of another runner that holds concurrent.futures' global lock:
     # so no submit here (it would wait for that lock forever). Nothing can be queued on
     # an unreachable runner, and the connection may be closed from any thread.
-    executor.shutdown(wait=False)
+    if executor is not None:
+        executor.shutdown(wait=False)
     engine.dispose()
     if reader is not None:
         reader.dispose()

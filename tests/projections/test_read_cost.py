@@ -41,6 +41,8 @@ async def test_newest_items_read_is_an_ordered_index_range(backend: Backend) -> 
             "limit=20": HISTORY.items_query("s", "main", 20),
             "all": HISTORY.items_query("s", "main", None),
             "newest (pop)": HISTORY.top_query("s", "main"),
+            "segment, newest 20": HISTORY.range_query("s", "main", 1 << 20, 40 << 20, 20),
+            "one statement, newest 20": HISTORY._fast_query("s", "main", 20),
         }
         for name, query in queries.items():
             sql = str(query.compile(conn, compile_kwargs={"literal_binds": True}))
@@ -54,6 +56,7 @@ async def test_newest_items_read_is_an_ordered_index_range(backend: Backend) -> 
         assert "temp b-tree" not in lowered, (limit, plan)
         if store.dialect_name == "sqlite":
             assert "using primary key" in lowered or "using index" in lowered, plan
+            assert "scan convstore_items" not in lowered.replace(" using", "|"), plan
         elif store.dialect_name == "postgresql":
             assert "index" in lowered, plan
             if limit != "all":  # the newest rows straight off the end of the key

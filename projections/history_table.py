@@ -1,0 +1,729 @@
+"""The history projection's tables, kept by the append transaction.
+
+The same rules as :func:`projections.history.apply`, on three tables:
+
+* ``convstore_items``: every stored item once, under the branch that added it;
+* ``convstore_branches``: the tree (parent, fork point, name, creation) and, for a
+  branch that needs them, its segments and how far its rows are shared (``pinned``);
+* ``convstore_current_branch``: each session's current branch (absent: main).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, replace
+from typing import Any
+
+import msgspec
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    Column,
+    Connection,
+    Index,
+    MetaData,
+    Select,
+    String,
+    Table,
+    bindparam,
+    delete,
+    func,
+    insert,
+    literal,
+    select,
+    union_all,
+    update,
+)
+from sqlalchemy.sql.elements import BindParameter
+
+from eventstore import (
+    MAIN_BRANCH,
+    BranchCreated,
+    BranchDeleted,
+    BranchSwitched,
+    ItemPopped,
+    ItemsAdded,
+    ItemsExpired,
+    RecordedEvent,
+    Rows,
+    SessionCleared,
+    schema,
+)
+from eventstore.prepared import Prepared
+from eventstore.records import to_micros
+from eventstore.schema import MYSQL_TABLE_OPTIONS, Blob, Key, StreamId
+
+from .history import (
+    OPEN,
+    BranchInfo,
+    HistoryState,
+    Segment,
+    cleared_segments,
+    describe,
+    expire_segments,
+    fold,
+    fork_segments,
+    item_seq,
+    segment_of,
+    split_segments,
+)
+
+IdOrParam = str | BindParameter[Any]
+Limit = int | BindParameter[Any] | None
+_segments_codec = msgspec.json.Encoder()
+_segments_decoder = msgspec.json.Decoder(tuple[tuple[str, int, int], ...])
+
+
+def _encode_segments(segments: tuple[Segment, ...] | None) -> bytes | None:
+    return None if segments is None else _segments_codec.encode(segments)
+
+
+def _decode_segments(data: bytes | None) -> tuple[Segment, ...] | None:
+    return None if data is None else _segments_decoder.decode(bytes(data))
+
+
+@dataclass(frozen=True, slots=True)
+class ViewRow:
+    """One item a branch shows, with what classifies it."""
+
+    seq: int
+    item: bytes
+    kind: str
+    tool_name: str | None
+    user_turn: int | None  # the owner's ordinal: see projections/history.py
+    owner: str
+
+
+@dataclass(frozen=True, slots=True)
+class Turn:
+    """The user message that starts a turn of a branch."""
+
+    number: int
+    seq: int
+    item: bytes
+    recorded_at: int  # microseconds since the epoch
+
+
+class HistoryProjector:
+    """Keeps the history tables equal to :func:`~projections.history.fold` of the log."""
+
+    name = "history"
+    schema_version = 2
+
+    def __init__(self, *, prefix: str = "convstore") -> None:
+        self.metadata = m = MetaData()
+        self.items = t = Table(
+            f"{prefix}_items",
+            m,
+            Column("stream_id", StreamId, primary_key=True),
+            Column("branch_id", Key(255), primary_key=True),
+            Column("seq", BigInteger, primary_key=True, autoincrement=False),
+            Column("position", BigInteger, nullable=False),
+            Column("item", Blob, nullable=False),
+            Column("kind", String(64), nullable=False),
+            Column("tool_name", String(255), nullable=True),
+            Column("user_turn", BigInteger, nullable=True),
+            sqlite_with_rowid=False,  # clustered on the key: a range scan reads in place
+            **MYSQL_TABLE_OPTIONS,
+        )
+        Index(f"{prefix}_items_turns", t.c.stream_id, t.c.branch_id, t.c.user_turn)
+        self.branches = b = Table(
+            f"{prefix}_branches",
+            m,
+            Column("stream_id", StreamId, primary_key=True),
+            Column("branch_id", Key(255), primary_key=True),
+            Column("parent_branch_id", Key(255), nullable=True),
+            Column("fork_seq", BigInteger, nullable=True),
+            Column("name", String(255), nullable=True),
+            Column("created_version", BigInteger, nullable=False),
+            Column("created_at", BigInteger, nullable=False),
+            Column("deleted", Boolean, nullable=False),
+            Column("pinned", BigInteger, nullable=False),
+            Column("segments", Blob, nullable=True),
+            **MYSQL_TABLE_OPTIONS,
+        )
+        self.current = c = Table(
+            f"{prefix}_current_branch",
+            m,
+            Column("stream_id", StreamId, primary_key=True),
+            Column("branch_id", Key(255), nullable=False),
+            **MYSQL_TABLE_OPTIONS,
+        )
+        sid, bid = bindparam("sid", type_=Key(255)), bindparam("bid", type_=Key(255))
+        self._insert = Prepared(insert(t))
+        self._delete_above = Prepared(
+            delete(t).where(
+                t.c.stream_id == sid, t.c.branch_id == bid, t.c.seq > bindparam("above")
+            )
+        )
+        self._delete_one = Prepared(
+            delete(t).where(t.c.stream_id == sid, t.c.branch_id == bid, t.c.seq == bindparam("q"))
+        )
+        self._last_turn = Prepared(
+            select(t.c.user_turn)
+            .where(t.c.stream_id == sid, t.c.branch_id == bid, t.c.user_turn.is_not(None))
+            .order_by(t.c.user_turn.desc())
+            .limit(1)
+        )
+        self._info = Prepared(select(b).where(b.c.stream_id == sid, b.c.branch_id == bid))
+        self._insert_info = Prepared(insert(b))
+        self._update_info = Prepared(
+            update(b)
+            .where(b.c.stream_id == sid, b.c.branch_id == bid)
+            .values(
+                parent_branch_id=bindparam("parent"),
+                fork_seq=bindparam("fork"),
+                name=bindparam("bname"),
+                created_version=bindparam("cv"),
+                created_at=bindparam("ca"),
+                deleted=bindparam("del"),
+                pinned=bindparam("pin"),
+                segments=bindparam("segs"),
+            )
+        )
+        self._current = Prepared(select(c.c.branch_id).where(c.c.stream_id == sid))
+        self._set_current = Prepared(
+            update(c).where(c.c.stream_id == sid).values(branch_id=bindparam("cur"))
+        )
+        self._insert_current = Prepared(insert(c))
+        lo: BindParameter[int] = bindparam("lo", type_=BigInteger)
+        hi: BindParameter[int] = bindparam("hi", type_=BigInteger)
+        n: BindParameter[int] = bindparam("n", type_=BigInteger)
+        self._range_desc = Prepared(self.range_query(sid, bid, lo, hi, n))
+        self._range_asc = Prepared(self.range_query(sid, bid, lo, hi, None))
+        self._prev = Prepared(
+            select(t.c.seq)
+            .where(t.c.stream_id == sid, t.c.branch_id == bid, t.c.seq > lo, t.c.seq < hi)
+            .order_by(t.c.seq.desc())
+            .limit(1)
+        )
+        self._ordinal_at = Prepared(
+            select(t.c.user_turn)
+            .where(
+                t.c.stream_id == sid,
+                t.c.branch_id == bid,
+                t.c.seq <= hi,
+                t.c.user_turn.is_not(None),
+            )
+            .order_by(t.c.seq.desc())
+            .limit(1)
+        )
+        e = schema.events
+        self._turn_rows = Prepared(
+            select(t.c.seq, t.c.item, e.c.recorded_at)
+            .join(e, e.c.position == t.c.position)
+            .where(
+                t.c.stream_id == sid,
+                t.c.branch_id == bid,
+                t.c.user_turn > lo,
+                t.c.user_turn <= hi,
+            )
+            .order_by(t.c.user_turn)
+        )
+        self._view_rows = Prepared(
+            select(t.c.seq, t.c.item, t.c.kind, t.c.tool_name, t.c.user_turn)
+            .where(t.c.stream_id == sid, t.c.branch_id == bid, t.c.seq > lo, t.c.seq <= hi)
+            .order_by(t.c.seq)
+        )
+        self._fast_newest = Prepared(self._fast_query(sid, bid, n))
+        self._fast_all = Prepared(self._fast_query(sid, bid, None))
+
+    # -- queries (built once; the query-plan tests compile the same ones) -----------
+
+    def range_query(
+        self, stream_id: IdOrParam, branch_id: IdOrParam, lo: Any, hi: Any, limit: Limit
+    ) -> Select[Any]:
+        """Items of one segment: all oldest first, or (with ``limit``) the newest,
+        newest first. Either way one range scan of the primary key, never a sort."""
+        t = self.items
+        query = select(t.c.seq, t.c.item).where(
+            t.c.stream_id == stream_id, t.c.branch_id == branch_id, t.c.seq > lo, t.c.seq <= hi
+        )
+        if limit is None:
+            return query.order_by(t.c.seq)
+        return query.order_by(t.c.seq.desc()).limit(limit)
+
+    def items_query(self, stream_id: IdOrParam, branch_id: IdOrParam, limit: Limit) -> Select[Any]:
+        """A branch's own items (all of what a branch without segments shows)."""
+        t = self.items
+        query = select(t.c.seq, t.c.item).where(
+            t.c.stream_id == stream_id, t.c.branch_id == branch_id
+        )
+        if limit is None:
+            return query.order_by(t.c.seq)
+        return query.order_by(t.c.seq.desc()).limit(limit)
+
+    def top_query(self, stream_id: IdOrParam, branch_id: IdOrParam) -> Select[Any]:
+        """The newest own item of a branch. An ordered index scan, not ``max()``:
+        PostgreSQL's max() shortcut is lost when the key's collation differs from the
+        comparison's, and then max() reads the whole session."""
+        return self.items_query(stream_id, branch_id, 1)
+
+    def _fast_query(self, stream_id: IdOrParam, branch_id: IdOrParam, limit: Limit) -> Select[Any]:
+        """One statement for the common case: the branch's own items, plus its
+        segments if it has any (a row with seq -1), in which case the own items are
+        not the answer and the segments are read instead."""
+        b = self.branches
+        marker = select(literal(-1, BigInteger).label("seq"), b.c.segments.label("item")).where(
+            b.c.stream_id == stream_id, b.c.branch_id == branch_id, b.c.segments.is_not(None)
+        )
+        own = self.items_query(stream_id, branch_id, limit).subquery("own")
+        return select(union_all(marker, select(own.c.seq, own.c.item)).subquery("found"))
+
+    # -- the append transaction ----------------------------------------------------
+
+    def apply(self, conn: Connection, events: Sequence[RecordedEvent]) -> None:
+        work = _Batch(self, conn)
+        for recorded in events:
+            event = recorded.event
+            sid, version = recorded.stream_id, recorded.version
+            match event:
+                case ItemsAdded(items=items, branch_id=b):
+                    work.add(sid, b, version, recorded.position, items)
+                    continue
+                case _:
+                    pass
+            work.flush()  # a removal must see the rows added before it in this batch
+            match event:
+                case ItemPopped(seq=seq, branch_id=b):
+                    work.pop(sid, b, seq)
+                case SessionCleared(branch_id=None):
+                    for b in work.branch_ids(sid):
+                        work.clear(sid, b, version)
+                case SessionCleared(branch_id=str(b)):
+                    work.clear(sid, b, version)
+                case ItemsExpired(upto_seq=upto, branch_id=b):
+                    info = work.info(sid, b)
+                    work.save(
+                        sid, b, replace(info, segments=expire_segments(work.segments(sid, b), upto))
+                    )
+                case BranchCreated(branch_id=c, parent_branch_id=p, fork_seq=fork, name=name):
+                    segments = fork_segments(work.segments(sid, p), fork, c, version)
+                    for src, _lo, hi in segments[:-1]:
+                        held = work.info(sid, src)
+                        if hi > held.pinned:
+                            work.save(sid, src, replace(held, pinned=hi))
+                    created = BranchInfo(
+                        parent=p,
+                        fork_seq=fork,
+                        name=name,
+                        created_version=version,
+                        created_at=to_micros(recorded.recorded_at),
+                        pinned=work.info(sid, c).pinned,
+                        segments=segments,
+                    )
+                    work.save(sid, c, created)
+                case BranchSwitched(branch_id=b):
+                    work.set_current(sid, b)
+                case BranchDeleted(branch_id=b):
+                    info = work.info(sid, b)
+                    self._delete_above.execute(conn, {"sid": sid, "bid": b, "above": info.pinned})
+                    work.turns.pop((sid, b), None)
+                    work.save(sid, b, replace(info, deleted=True, segments=()))
+                    if self.read_current(conn, sid) == b:
+                        work.set_current(sid, MAIN_BRANCH)
+                case _:
+                    pass
+        work.flush()
+
+    def reset(self, conn: Connection) -> None:
+        for table in (self.items, self.branches, self.current):
+            conn.execute(delete(table))
+
+    # -- reads ---------------------------------------------------------------------
+
+    def read_info(self, conn: Connection, stream_id: str, branch_id: str) -> BranchInfo | None:
+        row = self._info.first(conn, {"sid": stream_id, "bid": branch_id})
+        if row is None:
+            return None
+        return _info_of(dict(zip(self.branches.c.keys(), row, strict=True)))
+
+    def segments(self, conn: Connection, stream_id: str, branch_id: str) -> tuple[Segment, ...]:
+        info = self.read_info(conn, stream_id, branch_id)
+        if info is None or info.segments is None:
+            return ((branch_id, 0, OPEN),)
+        return info.segments
+
+    def read_entries(
+        self, conn: Connection, stream_id: str, branch_id: str, limit: int | None
+    ) -> list[tuple[int, bytes]]:
+        """``(seq, item)`` of the newest ``limit`` items a branch shows (all if None),
+        oldest first. One statement when the branch has no segments."""
+        key = {"sid": stream_id, "bid": branch_id}
+        rows = (
+            self._fast_all.all(conn, key)
+            if limit is None
+            else self._fast_newest.all(conn, {**key, "n": limit})
+        )
+        marker = next((r for r in rows if r[0] == -1), None)
+        if marker is None:
+            return sorted((int(r[0]), bytes(r[1])) for r in rows)
+        segments = _decode_segments(marker[1]) or ()
+        return self._read_segments(conn, stream_id, segments, limit)
+
+    def _read_segments(
+        self, conn: Connection, stream_id: str, segments: Sequence[Segment], limit: int | None
+    ) -> list[tuple[int, bytes]]:
+        if limit is None:
+            out: list[tuple[int, bytes]] = []
+            for src, lo, hi in segments:
+                out.extend(
+                    (int(r[0]), bytes(r[1]))
+                    for r in self._range_asc.all(
+                        conn, {"sid": stream_id, "bid": src, "lo": lo, "hi": hi}
+                    )
+                )
+            return out
+        newest: list[tuple[int, bytes]] = []
+        for src, lo, hi in reversed(segments):
+            if len(newest) >= limit:
+                break
+            found = self._range_desc.all(
+                conn, {"sid": stream_id, "bid": src, "lo": lo, "hi": hi, "n": limit - len(newest)}
+            )
+            newest.extend((int(r[0]), bytes(r[1])) for r in found)
+        newest.reverse()
+        return newest
+
+    def read_items(
+        self, conn: Connection, stream_id: str, branch_id: str, limit: int | None
+    ) -> list[bytes]:
+        """The newest ``limit`` items a branch shows (all if None), oldest first."""
+        return [item for _, item in self.read_entries(conn, stream_id, branch_id, limit)]
+
+    def read_top(
+        self, conn: Connection, stream_id: str, branch_id: str
+    ) -> tuple[int, bytes] | None:
+        """``(seq, item)`` of the newest item a branch shows, or None if it has none.
+
+        Under the stream's lock (``EventStore.append_decided``) the answer cannot change
+        before the caller's events are written.
+        """
+        found = self.read_entries(conn, stream_id, branch_id, 1)
+        return found[0] if found else None
+
+    def read_current(self, conn: Connection, stream_id: str) -> str:
+        """The session's current branch (main unless a BranchSwitched says otherwise)."""
+        row = self._current.first(conn, {"sid": stream_id})
+        return MAIN_BRANCH if row is None else str(row[0])
+
+    def read_branches(self, conn: Connection, stream_id: str) -> dict[str, BranchInfo]:
+        """Every branch with a row (created branches, and any branch that shares)."""
+        b = self.branches
+        rows = conn.execute(select(b).where(b.c.stream_id == stream_id)).all()
+        return {row.branch_id: _info_of(row._mapping) for row in rows}
+
+    def read_view(self, conn: Connection, stream_id: str, branch_id: str) -> list[ViewRow]:
+        """Every item a branch shows, with its kind, tool name and owner ordinal."""
+        out: list[ViewRow] = []
+        for src, lo, hi in self.segments(conn, stream_id, branch_id):
+            rows = self._view_rows.all(conn, {"sid": stream_id, "bid": src, "lo": lo, "hi": hi})
+            out.extend(ViewRow(int(r[0]), bytes(r[1]), r[2], r[3], r[4], src) for r in rows)
+        return out
+
+    def _ordinal(self, conn: Connection, stream_id: str, src: str, upto: int) -> int:
+        row = self._ordinal_at.first(conn, {"sid": stream_id, "bid": src, "hi": upto})
+        return 0 if row is None else int(row[0])
+
+    def turn_ranges(
+        self, conn: Connection, stream_id: str, branch_id: str
+    ) -> list[tuple[str, int, int]]:
+        """Per segment: ``(source, first ordinal exclusive, last ordinal inclusive)`` of
+        the user turns it shows (two index look-ups a segment, whatever the length)."""
+        ranges = []
+        for src, lo, hi in self.segments(conn, stream_id, branch_id):
+            first = self._ordinal(conn, stream_id, src, lo) if lo > 0 else 0
+            last = self._ordinal(conn, stream_id, src, hi)
+            ranges.append((src, first, last))
+        return ranges
+
+    def turn_count(self, conn: Connection, stream_id: str, branch_id: str) -> int:
+        return sum(last - first for _, first, last in self.turn_ranges(conn, stream_id, branch_id))
+
+    def find_turn(self, conn: Connection, stream_id: str, branch_id: str, turn: int) -> Turn | None:
+        """The user message that starts turn ``turn`` (1-based) of a branch."""
+        if turn < 1:
+            return None
+        before = 0
+        for src, first, last in self.turn_ranges(conn, stream_id, branch_id):
+            if turn <= before + (last - first):
+                ordinal = first + (turn - before)
+                key = {"sid": stream_id, "bid": src, "lo": ordinal - 1, "hi": ordinal}
+                rows = self._turn_rows.all(conn, key)
+                if not rows:
+                    return None
+                return Turn(turn, int(rows[0][0]), bytes(rows[0][1]), int(rows[0][2]))
+            before += last - first
+        return None
+
+    def read_turns(self, conn: Connection, stream_id: str, branch_id: str) -> list[Turn]:
+        """Every user message a branch shows, numbered as the branch's turns."""
+        out: list[Turn] = []
+        for src, first, last in self.turn_ranges(conn, stream_id, branch_id):
+            if last <= first:
+                continue
+            key = {"sid": stream_id, "bid": src, "lo": first, "hi": last}
+            for r in self._turn_rows.all(conn, key):
+                out.append(Turn(len(out) + 1, int(r[0]), bytes(r[1]), int(r[2])))
+        return out
+
+    def read_last_turns(
+        self, conn: Connection, stream_id: str, branch_id: str, turns: int, limit: int | None
+    ) -> list[bytes]:
+        """The items of the last ``turns`` whole turns of a branch (a turn starts at a
+        user message; with at least as many turns asked as there are, everything),
+        then at most the newest ``limit`` of them. Reads only those turns."""
+        count = self.turn_count(conn, stream_id, branch_id)
+        start = self.find_turn(conn, stream_id, branch_id, count - turns + 1)
+        if turns >= count or start is None:
+            return self.read_items(conn, stream_id, branch_id, limit)
+        found = self.read_from(conn, stream_id, branch_id, start.seq)
+        if limit is not None:
+            found = found[len(found) - limit :] if limit else []
+        return [item for _, item in found]
+
+    def read_from(
+        self, conn: Connection, stream_id: str, branch_id: str, from_seq: int
+    ) -> list[tuple[int, bytes]]:
+        """``(seq, item)`` of the items a branch shows from key ``from_seq`` on."""
+        segments = [
+            (src, max(lo, from_seq - 1), hi)
+            for src, lo, hi in self.segments(conn, stream_id, branch_id)
+            if hi >= from_seq
+        ]
+        return self._read_segments(conn, stream_id, segments, None)
+
+    def count_items(self, conn: Connection, stream_id: str, branch_id: str) -> int:
+        t = self.items
+        total = 0
+        for src, lo, hi in self.segments(conn, stream_id, branch_id):
+            total += int(
+                conn.execute(
+                    select(func.count())
+                    .select_from(t)
+                    .where(t.c.stream_id == stream_id, t.c.branch_id == src)
+                    .where(t.c.seq > lo, t.c.seq <= hi)
+                ).scalar_one()
+            )
+        return total
+
+    # -- checking, one stream at a time ---------------------------------------------
+
+    def expected_rows(self, stream_id: str, events: Sequence[RecordedEvent]) -> Rows:
+        """The rows the tables should hold for one stream, folded from its log."""
+        return state_rows(stream_id, fold(events))
+
+    def live_rows(self, conn: Connection, stream_id: str) -> Rows:
+        """The rows the tables hold for one stream."""
+        t, b, c = self.items, self.branches, self.current
+        items = conn.execute(select(t).where(t.c.stream_id == stream_id)).all()
+        infos = conn.execute(select(b).where(b.c.stream_id == stream_id)).all()
+        current = conn.execute(select(c).where(c.c.stream_id == stream_id)).all()
+        return {
+            "items": {
+                (r.stream_id, r.branch_id, r.seq): (
+                    r.position,
+                    bytes(r.item),
+                    r.kind,
+                    r.tool_name,
+                    r.user_turn,
+                )
+                for r in items
+            },
+            "branches": {
+                (r.stream_id, r.branch_id): _info_tuple(_info_of(r._mapping)) for r in infos
+            },
+            "current_branch": {(r.stream_id,): (r.branch_id,) for r in current},
+        }
+
+    def stream_ids(self, conn: Connection) -> set[str]:
+        """Every stream that has rows in the history tables."""
+        found: set[str] = set()
+        for table in (self.items, self.branches, self.current):
+            found.update(conn.execute(select(table.c.stream_id).distinct()).scalars())
+        return found
+
+    def scratch(self) -> HistoryProjector:
+        """The same projection into scratch tables (for verify)."""
+        return HistoryProjector(prefix="convstore_scratch")
+
+    def snapshot(self, conn: Connection) -> Rows:
+        """Every row of every table, as ``{table: {primary key: other columns}}``."""
+        out: Rows = {"items": {}, "branches": {}, "current_branch": {}}
+        for stream_id in sorted(self.stream_ids(conn)):
+            for table, rows in self.live_rows(conn, stream_id).items():
+                out[table].update(rows)
+        return out
+
+
+def _info_of(row: Mapping[Any, Any]) -> BranchInfo:
+    return BranchInfo(
+        parent=row["parent_branch_id"],
+        fork_seq=row["fork_seq"],
+        name=row["name"],
+        created_version=int(row["created_version"]),
+        created_at=int(row["created_at"]),
+        deleted=bool(row["deleted"]),
+        pinned=int(row["pinned"]),
+        segments=_decode_segments(row["segments"]),
+    )
+
+
+def _info_tuple(info: BranchInfo) -> tuple[Any, ...]:
+    return (
+        info.parent,
+        info.fork_seq,
+        info.name,
+        info.created_version,
+        info.created_at,
+        info.deleted,
+        info.pinned,
+        info.segments,
+    )
+
+
+def state_rows(stream_id: str, state: HistoryState) -> Rows:
+    """The rows of the history tables for one stream in ``state``."""
+    items: dict[tuple[Any, ...], tuple[Any, ...]] = {}
+    for owner, top in state.rows.items():
+        row = top
+        while row is not None:
+            items[(stream_id, owner, row.seq)] = (
+                row.position,
+                row.item,
+                row.kind.kind,
+                row.kind.tool_name,
+                row.user_turn,
+            )
+            row = row.prev
+    branches = {(stream_id, b): _info_tuple(info) for b, info in state.branches.items()}
+    current = {} if state.switched_to is None else {(stream_id,): (state.switched_to,)}
+    return {"items": items, "branches": branches, "current_branch": current}
+
+
+class _Batch:
+    """The work of one ``apply`` call: buffered inserts and cached branch rows."""
+
+    def __init__(self, projector: HistoryProjector, conn: Connection) -> None:
+        self.p = projector
+        self.conn = conn
+        self.rows: list[dict[str, Any]] = []
+        self.turns: dict[tuple[str, str], int] = {}
+        self.infos: dict[tuple[str, str], tuple[BranchInfo, bool]] = {}
+
+    def add(self, sid: str, bid: str, version: int, position: int, items: Sequence[Any]) -> None:
+        for index, raw in enumerate(items):
+            data = bytes(raw)
+            kind = describe(data)
+            turn = None
+            if kind.is_user:
+                turn = self._next_turn(sid, bid)
+            self.rows.append(
+                {
+                    "stream_id": sid,
+                    "branch_id": bid,
+                    "seq": item_seq(version, index),
+                    "position": position,
+                    "item": data,
+                    "kind": kind.kind,
+                    "tool_name": kind.tool_name,
+                    "user_turn": turn,
+                }
+            )
+
+    def _next_turn(self, sid: str, bid: str) -> int:
+        key = (sid, bid)
+        last = self.turns.get(key)
+        if last is None:
+            self.flush()
+            row = self.p._last_turn.first(self.conn, {"sid": sid, "bid": bid})
+            last = 0 if row is None else int(row[0])
+        self.turns[key] = last + 1
+        return last + 1
+
+    def flush(self) -> None:
+        if self.rows:
+            self.p._insert.execute_many(self.conn, self.rows)
+            self.rows = []
+
+    def info(self, sid: str, bid: str) -> BranchInfo:
+        cached = self.infos.get((sid, bid))
+        if cached is None:
+            found = self.p.read_info(self.conn, sid, bid)
+            cached = (found or BranchInfo(), found is not None)
+            self.infos[(sid, bid)] = cached
+        return cached[0]
+
+    def segments(self, sid: str, bid: str) -> tuple[Segment, ...]:
+        info = self.info(sid, bid)
+        return ((bid, 0, OPEN),) if info.segments is None else info.segments
+
+    def save(self, sid: str, bid: str, info: BranchInfo) -> None:
+        self.info(sid, bid)
+        exists = self.infos[(sid, bid)][1]
+        values = {
+            "sid": sid,
+            "bid": bid,
+            "parent": info.parent,
+            "fork": info.fork_seq,
+            "bname": info.name,
+            "cv": info.created_version,
+            "ca": info.created_at,
+            "del": info.deleted,
+            "pin": info.pinned,
+            "segs": _encode_segments(info.segments),
+        }
+        if exists:
+            self.p._update_info.execute(self.conn, values)
+        else:
+            self.p._insert_info.execute(
+                self.conn,
+                {
+                    "stream_id": sid,
+                    "branch_id": bid,
+                    "parent_branch_id": info.parent,
+                    "fork_seq": info.fork_seq,
+                    "name": info.name,
+                    "created_version": info.created_version,
+                    "created_at": info.created_at,
+                    "deleted": info.deleted,
+                    "pinned": info.pinned,
+                    "segments": _encode_segments(info.segments),
+                },
+            )
+        self.infos[(sid, bid)] = (info, True)
+
+    def pop(self, sid: str, bid: str, seq: int) -> None:
+        info = self.info(sid, bid)
+        segments = self.segments(sid, bid)
+        segment = segment_of(segments, seq)
+        if segment is None:
+            return
+        src, lo, _hi = segment
+        if src == bid and seq > info.pinned:
+            self.p._delete_one.execute(self.conn, {"sid": sid, "bid": bid, "q": seq})
+            self.turns.pop((sid, bid), None)  # the deleted row may have been a turn
+            return
+        row = self.p._prev.first(self.conn, {"sid": sid, "bid": src, "lo": lo, "hi": seq})
+        split = split_segments(segments, seq, None if row is None else int(row[0]))
+        self.save(sid, bid, replace(info, segments=split))
+
+    def clear(self, sid: str, bid: str, version: int) -> None:
+        info = self.info(sid, bid)
+        self.p._delete_above.execute(self.conn, {"sid": sid, "bid": bid, "above": info.pinned})
+        self.turns.pop((sid, bid), None)
+        if not self.infos[(sid, bid)][1]:
+            return  # nothing shared, no segments: the branch is simply empty again
+        self.save(sid, bid, replace(info, segments=cleared_segments(bid, version)))
+
+    def branch_ids(self, sid: str) -> set[str]:
+        t, b = self.p.items, self.p.branches
+        owners = self.conn.execute(select(t.c.branch_id).where(t.c.stream_id == sid).distinct())
+        infos = self.conn.execute(select(b.c.branch_id).where(b.c.stream_id == sid))
+        return {MAIN_BRANCH, *owners.scalars(), *infos.scalars()}
+
+    def set_current(self, sid: str, bid: str) -> None:
+        if self.p._current.first(self.conn, {"sid": sid}) is None:
+            self.p._insert_current.execute(self.conn, {"stream_id": sid, "branch_id": bid})
+        else:
+            self.p._set_current.execute(self.conn, {"sid": sid, "cur": bid})

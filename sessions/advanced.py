@@ -1,0 +1,42 @@
+"""AdvancedSQLiteSession and AdvancedSQLAlchemySession: branches, turns, time travel.
+
+Drop-ins for the SDK's ``agents.extensions.memory.AdvancedSQLiteSession`` (same
+methods, argument names and return shapes), on SQLite and on every SQLAlchemy
+database, because branches are folds of the same log.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any, Never
+
+from ._settings import refuse_unknown_keywords
+from .branching import BranchingSession
+from .sqlalchemy import SQLAlchemySession
+from .sqlite import SQLiteSession
+
+
+class AdvancedSQLiteSession(BranchingSession, SQLiteSession):
+    """A SQLite session with branches, turns and time travel.
+
+    ``create_tables`` is accepted for the SDK's sake: a SQLite database always gets
+    its tables, as with :class:`SQLiteSession`.
+    """
+
+    def __init__(
+        self,
+        *,
+        session_id: str,
+        db_path: str | os.PathLike[str] = ":memory:",
+        create_tables: bool = True,
+        session_settings: Any = None,
+        **sdk_only: Never,
+    ) -> None:
+        refuse_unknown_keywords(type(self), sdk_only)
+        SQLiteSession.__init__(self, session_id, db_path, session_settings=session_settings)
+
+
+class AdvancedSQLAlchemySession(BranchingSession, SQLAlchemySession):
+    """Branches, turns and time travel on PostgreSQL, MySQL/MariaDB or SQLite URLs,
+    with :class:`SQLAlchemySession`'s constructors (``engine=``, ``db_url=``,
+    ``from_url``)."""

@@ -1,0 +1,504 @@
+"""Branches, turns and time travel: what AdvancedSQLiteSession adds, on any backend.
+
+Every operation is an event: creating a branch is one BranchCreated pointing at
+(parent, fork point) plus a BranchSwitched, appended together; nothing is copied (see
+projections/history.py). Each decision that depends on the current state (does the
+turn exist, is the name free) is taken inside the append transaction, under the
+session's lock, so two processes cannot both create "retry" or branch from a turn
+that a concurrent pop just removed.
+"""
+
+from __future__ import annotations
+
+import functools
+import itertools
+import json
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Connection
+
+from eventstore import (
+    MAIN_BRANCH,
+    BranchCreated,
+    BranchDeleted,
+    BranchError,
+    BranchSwitched,
+    Event,
+    InvalidArgumentError,
+    SessionCleared,
+    TurnNotFoundError,
+    decode_item,
+)
+from eventstore.records import to_datetime, to_micros
+from projections import BranchInfo, fold
+from projections.history import SEQ_SHIFT, TOOL_CALL_KINDS, HistoryState
+from projections.history_table import Turn
+
+from ._settings import resolve_limit
+from .base import HISTORY, StoreSession
+
+PREVIEW_LENGTH = 100
+
+
+@dataclass(frozen=True, slots=True)
+class BranchNode:
+    """One branch of a session's tree (what ``get_branch_tree`` returns)."""
+
+    branch_id: str
+    parent_branch_id: str | None  # None for main
+    fork_seq: int | None  # the parent's last shared item key (see projections.history)
+    fork_version: int | None  # the stream version of that item's event
+    created_version: int  # stream version of the BranchCreated event (0 for main)
+    created_at: datetime | None
+    is_current: bool
+    user_turns: int
+
+
+def content_preview(content: Any, max_length: int | None = None) -> str:
+    """A user message's content as text (parts joined as JSON), cut at ``max_length``."""
+    text = content if isinstance(content, str) else json.dumps(content, ensure_ascii=False)
+    if max_length is not None and len(text) > max_length:
+        return text[:max_length] + "..."
+    return text
+
+
+def content_texts(content: Any) -> list[str]:
+    """The text a user message says: its string, or the ``text`` of each part."""
+    if isinstance(content, str):
+        return [content]
+    if isinstance(content, list):
+        return [
+            p["text"] for p in content if isinstance(p, dict) and isinstance(p.get("text"), str)
+        ]
+    return []
+
+
+@functools.lru_cache(maxsize=1024)
+def _timestamp(seconds: int) -> str:
+    """A time as the SDK's AdvancedSQLiteSession shows it (UTC, to the second)."""
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(seconds))
+
+
+def _check_name(branch_name: str | None) -> None:
+    if branch_name is None:
+        return
+    if not isinstance(branch_name, str):
+        raise BranchError(f"a branch name must be a string, not {type(branch_name).__name__}")
+    if not branch_name.strip():
+        raise BranchError("Branch name cannot be empty")
+    if len(branch_name) > 255:
+        raise BranchError("a branch name has at most 255 characters")
+
+
+def _check_turn(turn_number: object) -> int:
+    if isinstance(turn_number, bool) or not isinstance(turn_number, int) or turn_number < 1:
+        raise TurnNotFoundError(f"a turn number is an integer >= 1, not {turn_number!r}")
+    return turn_number
+
+
+class BranchingSession(StoreSession):
+    """A session with branches: a mixin over SQLiteSession and SQLAlchemySession.
+
+    The current branch is durable (BranchSwitched is an event): a new session object
+    starts on the branch the session was last switched to; a session object stays on
+    its branch until it switches.
+    """
+
+    _current_loaded: bool = False
+
+    async def _branch(self) -> str:
+        """The current branch, read once from the log's projection."""
+        if not self._current_loaded:
+            self._check_open()
+            self._branch_id = await self._store.run(
+                lambda conn: HISTORY.read_current(conn, self.session_id), quick=True
+            )
+            self._current_loaded = True
+        return self._branch_id
+
+    async def _resolve(self, branch_id: str | None) -> str:
+        if branch_id is None:
+            return await self._branch()
+        if not isinstance(branch_id, str) or not branch_id:
+            raise BranchError(f"a branch id is a non-empty string, not {branch_id!r}")
+        return branch_id
+
+    # -- the Session protocol, on the current branch ---------------------------------
+
+    async def get_items(
+        self,
+        limit: int | None = None,
+        branch_id: str | None = None,
+        *,
+        turns: int | None = None,
+        as_of: int | datetime | None = None,
+        wrapper: Any = None,
+    ) -> list[Any]:
+        """Items of the current branch (or ``branch_id``), oldest first.
+
+        ``limit`` keeps the newest items, ``turns`` the last whole turns, and
+        ``as_of`` shows the branch as it was at that stream version (inclusive, as
+        ``convstore DB log`` numbers them) or time, folded from the log.
+        """
+        self._check_open()
+        branch = await self._resolve(branch_id)
+        n = resolve_limit(limit, self.session_settings)
+        if as_of is None:
+            return await self._read(branch, n, turns)
+        state = await self.state_as_of(as_of)
+        if not state.exists(branch):
+            raise BranchError(f"Branch '{branch}' does not exist at that point")
+        items = [decode_item(row) for row in state.items(branch)]
+        return items if n is None else items[max(0, len(items) - n) :] if n else []
+
+    async def add_items(self, items: list[Any], *, wrapper: Any = None) -> None:
+        await self._branch()
+        await super().add_items(items, wrapper=wrapper)
+
+    async def pop_item(self, *, wrapper: Any = None) -> Any | None:
+        await self._branch()
+        return await super().pop_item(wrapper=wrapper)
+
+    async def clear_session(self, *, wrapper: Any = None) -> None:
+        """Empty every branch of the session and make main current (as the SDK does).
+
+        The branches stay in the tree, empty; the log keeps everything.
+        """
+        self._check_open()
+        await self._branch()
+        events: list[Event] = [SessionCleared()]
+        if self._branch_id != MAIN_BRANCH:
+            events.append(BranchSwitched(branch_id=MAIN_BRANCH))
+        await self._store.append(self.session_id, events, on_new_stream=self._preamble())
+        self._branch_id = MAIN_BRANCH
+
+    # -- time travel -------------------------------------------------------------------
+
+    async def state_as_of(self, as_of: int | datetime) -> HistoryState:
+        """The session's history state at a stream version or time, from the log."""
+        self._check_open()
+        if isinstance(as_of, datetime):
+            moment = to_micros(as_of)
+            events = [
+                e
+                for e in await self._store.read_stream(self.session_id)
+                if to_micros(e.recorded_at) <= moment
+            ]
+            return fold(events)
+        if isinstance(as_of, bool) or not isinstance(as_of, int) or as_of < 0:
+            raise InvalidArgumentError(
+                f"as_of is a stream version >= 0 or an aware datetime, not {as_of!r}"
+            )
+        info = await self._store.stream_info(self.session_id)
+        if as_of > (info.version if info else 0):
+            raise InvalidArgumentError(
+                f"session {self.session_id!r} has no version {as_of} "
+                f"(it is at {info.version if info else 0})"
+            )
+        return fold(await self._store.read_stream(self.session_id, upto=as_of))
+
+    # -- branches ----------------------------------------------------------------------
+
+    async def create_branch_from_turn(
+        self, turn_number: int, branch_name: str | None = None
+    ) -> str:
+        """A new branch holding the turns before ``turn_number``, made current.
+
+        Raises TurnNotFoundError for a turn the current branch does not have, and
+        BranchError for a blank or already used name (deleted branches' names too).
+        """
+        _check_name(branch_name)
+        turn = _check_turn(turn_number)
+        parent = await self._branch()
+
+        def fork_point(conn: Connection) -> tuple[int, str]:
+            found = HISTORY.find_turn(conn, self.session_id, parent, turn)
+            if found is None:
+                raise TurnNotFoundError(
+                    f"Turn {turn} does not contain a user message in branch '{parent}'"
+                )
+            return found.seq - 1, f"branch_from_turn_{turn}_{int(time.time())}"
+
+        return await self._create_branch(parent, fork_point, branch_name)
+
+    async def create_branch_from_item(self, index: int, branch_name: str | None = None) -> str:
+        """A new branch holding the current branch's items up to and including item
+        ``index`` (0-based; negative counts from the end, -1 being the newest), made
+        current. Branches from any item, not only user turns."""
+        _check_name(branch_name)
+        if isinstance(index, bool) or not isinstance(index, int):
+            raise TurnNotFoundError(f"an item index is an integer, not {index!r}")
+        parent = await self._branch()
+
+        def fork_point(conn: Connection) -> tuple[int, str]:
+            if index < 0:
+                found = HISTORY.read_entries(conn, self.session_id, parent, -index)
+                ok = len(found) == -index
+                seq = found[0][0] if ok else 0
+            else:
+                found = HISTORY.read_entries(conn, self.session_id, parent, None)
+                ok = index < len(found)
+                seq = found[index][0] if ok else 0
+            if not ok:
+                raise TurnNotFoundError(f"branch '{parent}' has no item {index}")
+            return seq, f"branch_from_item_{index}_{int(time.time())}"
+
+        return await self._create_branch(parent, fork_point, branch_name)
+
+    async def create_branch_from_content(
+        self, search_term: str, branch_name: str | None = None
+    ) -> str:
+        """A new branch from the first user turn whose text contains ``search_term``."""
+        _check_name(branch_name)
+        matches = await self.find_turns_by_content(search_term)
+        if not matches:
+            raise TurnNotFoundError(f"No user turns found containing '{search_term}'")
+        return await self.create_branch_from_turn(matches[0]["turn"], branch_name)
+
+    async def _create_branch(
+        self,
+        parent: str,
+        fork_point: Any,
+        branch_name: str | None,
+    ) -> str:
+        self._check_open()
+
+        def decide(conn: Connection, version: int) -> tuple[list[Event], str]:
+            fork_seq, default_name = fork_point(conn)
+            used = HISTORY.read_branches(conn, self.session_id)
+            if branch_name is not None:
+                if branch_name == MAIN_BRANCH or branch_name in used:
+                    raise BranchError(
+                        f"Branch ID '{branch_name}' has already been used. Choose a new branch ID."
+                    )
+                name = branch_name
+            else:
+                name = next(
+                    candidate
+                    for candidate in itertools.chain(
+                        [default_name], (f"{default_name}_{n}" for n in itertools.count(2))
+                    )
+                    if candidate not in used
+                )
+            created = BranchCreated(
+                branch_id=name, parent_branch_id=parent, fork_seq=fork_seq, name=branch_name
+            )
+            return [created, BranchSwitched(branch_id=name)], name
+
+        decided = await self._store.append_decided(
+            self.session_id, decide, on_new_stream=self._preamble()
+        )
+        assert decided is not None  # decide always appends
+        self._branch_id = decided[1]
+        self._current_loaded = True
+        return decided[1]
+
+    async def switch_to_branch(self, branch_id: str) -> None:
+        """Make ``branch_id`` current (durably). BranchError if it does not exist."""
+        self._check_open()
+        target = await self._resolve(branch_id)
+
+        def decide(conn: Connection, version: int) -> tuple[list[Event], None]:
+            if not self._exists(conn, target):
+                raise BranchError(f"Branch '{target}' does not exist")
+            return [BranchSwitched(branch_id=target)], None
+
+        await self._store.append_decided(self.session_id, decide, on_new_stream=self._preamble())
+        self._branch_id = target
+        self._current_loaded = True
+
+    def _exists(self, conn: Connection, branch_id: str) -> bool:
+        if branch_id == MAIN_BRANCH:
+            return True
+        info = HISTORY.read_info(conn, self.session_id, branch_id)
+        return info is not None and info.parent is not None and not info.deleted
+
+    async def delete_branch(self, branch_id: str, force: bool = False) -> None:
+        """Remove a branch from the tree (its events stay in the log; its id stays used).
+
+        Never main; the current branch only with ``force``, which switches to main.
+        Branches forked from it keep everything they share with it.
+        """
+        if not isinstance(branch_id, str) or not branch_id.strip():
+            raise BranchError("Branch ID cannot be empty")
+        if branch_id == MAIN_BRANCH:
+            raise BranchError("Cannot delete the 'main' branch")
+        current = await self._branch()
+        if branch_id == current and not force:
+            raise BranchError(
+                f"Cannot delete current branch '{branch_id}'. "
+                "Use force=True or switch branches first"
+            )
+
+        def decide(conn: Connection, version: int) -> tuple[list[Event], None]:
+            if not self._exists(conn, branch_id):
+                raise BranchError(f"Branch '{branch_id}' does not exist")
+            events: list[Event] = []
+            if branch_id == current:
+                events.append(BranchSwitched(branch_id=MAIN_BRANCH))
+            events.append(BranchDeleted(branch_id=branch_id))
+            return events, None
+
+        await self._store.append_decided(self.session_id, decide, on_new_stream=self._preamble())
+        if branch_id == current:
+            self._branch_id = MAIN_BRANCH
+
+    async def list_branches(self) -> list[dict[str, Any]]:
+        """Every branch: ``branch_id``, ``message_count``, ``user_turns``,
+        ``is_current`` and ``created_at``, as the SDK returns them (main first)."""
+        current = await self._branch()
+        nodes = await self._tree()
+        found = []
+        for node, count in nodes:
+            found.append(
+                {
+                    "branch_id": node.branch_id,
+                    "message_count": count,
+                    "user_turns": node.user_turns,
+                    "is_current": node.branch_id == current,
+                    "created_at": (
+                        f"{node.created_at:%Y-%m-%d %H:%M:%S}" if node.created_at else None
+                    ),
+                }
+            )
+        return found
+
+    async def get_branch_tree(self) -> list[BranchNode]:
+        """Every branch with its parent and fork point, main first, then by creation."""
+        return [node for node, _ in await self._tree()]
+
+    async def _tree(self) -> list[tuple[BranchNode, int]]:
+        self._check_open()
+        current = await self._branch()
+        sid = self.session_id
+
+        def read(conn: Connection) -> list[tuple[BranchNode, int]]:
+            infos = HISTORY.read_branches(conn, sid)
+            created = sorted(
+                (
+                    (b, info)
+                    for b, info in infos.items()
+                    if b != MAIN_BRANCH and info.parent is not None and not info.deleted
+                ),
+                key=lambda pair: (pair[1].created_version, pair[0]),
+            )
+            out = [(self._node(MAIN_BRANCH, infos.get(MAIN_BRANCH), current, conn), 0)]
+            out += [(self._node(b, info, current, conn), 0) for b, info in created]
+            return [(node, HISTORY.count_items(conn, sid, node.branch_id)) for node, _ in out]
+
+        nodes = await self._store.run(read)
+        info = await self._store.stream_info(sid)
+        main, count = nodes[0]
+        started = info.created_at if info is not None else None
+        nodes[0] = (
+            BranchNode(
+                main.branch_id,
+                None,
+                None,
+                None,
+                0,
+                started,
+                main.is_current,
+                main.user_turns,
+            ),
+            count,
+        )
+        return nodes
+
+    def _node(
+        self, branch_id: str, info: BranchInfo | None, current: str, conn: Connection
+    ) -> BranchNode:
+        info = info or BranchInfo()
+        return BranchNode(
+            branch_id=branch_id,
+            parent_branch_id=info.parent,
+            fork_seq=info.fork_seq,
+            fork_version=None if info.fork_seq is None else info.fork_seq >> SEQ_SHIFT,
+            created_version=info.created_version,
+            created_at=to_datetime(info.created_at) if info.parent is not None else None,
+            is_current=branch_id == current,
+            user_turns=HISTORY.turn_count(conn, self.session_id, branch_id),
+        )
+
+    # -- turns -------------------------------------------------------------------------
+
+    async def _turns(self, branch_id: str | None) -> list[Turn]:
+        branch = await self._resolve(branch_id)
+        return await self._store.run(lambda conn: HISTORY.read_turns(conn, self.session_id, branch))
+
+    @staticmethod
+    def _turn_dict(turn: Turn, content: Any) -> dict[str, Any]:
+        return {
+            "turn": turn.number,
+            "content": content_preview(content, PREVIEW_LENGTH),
+            "full_content": content,
+            "timestamp": _timestamp(turn.recorded_at // 1_000_000),
+            "can_branch": True,
+        }
+
+    async def get_conversation_turns(self, branch_id: str | None = None) -> list[dict[str, Any]]:
+        """Each user turn: ``turn``, ``content`` (a preview), ``full_content``,
+        ``timestamp`` and ``can_branch``, as the SDK returns them."""
+        found = []
+        for turn in await self._turns(branch_id):
+            item = decode_item(turn.item)
+            found.append(self._turn_dict(turn, item.get("content", "")))
+        return found
+
+    async def find_turns_by_content(
+        self, search_term: str, branch_id: str | None = None
+    ) -> list[dict[str, Any]]:
+        """User turns whose text contains ``search_term``, ignoring case: the text of
+        the message (its string, or its parts' text), never the JSON around it."""
+        if not isinstance(search_term, str):
+            raise InvalidArgumentError(f"search_term must be a string, not {search_term!r}")
+        needle = search_term.casefold()
+        found = []
+        for turn in await self._turns(branch_id):
+            content = decode_item(turn.item).get("content", "")
+            if any(needle in text.casefold() for text in content_texts(content)):
+                found.append(self._turn_dict(turn, content))
+        return found
+
+    async def get_conversation_by_turns(
+        self, branch_id: str | None = None
+    ) -> dict[int, list[dict[str, str | None]]]:
+        """The branch's items grouped by turn (items before the first user message are
+        turn 0): ``{turn: [{"type": ..., "tool_name": ...}, ...]}``."""
+        rows = await self._view(branch_id)
+        turns: dict[int, list[dict[str, str | None]]] = {}
+        number = 0
+        for row in rows:
+            if row.kind == "user":
+                number += 1
+            turns.setdefault(number, []).append({"type": row.kind, "tool_name": row.tool_name})
+        return turns
+
+    async def get_tool_usage(self, branch_id: str | None = None) -> list[tuple[str, int, int]]:
+        """``(tool name, calls, turn)`` for each tool used in each turn, by turn."""
+        rows = await self._view(branch_id)
+        counts: dict[tuple[int, str], int] = {}
+        searched: set[tuple[int, str]] = set()
+        number = 0
+        outputs: list[tuple[int, str]] = []
+        for row in rows:
+            if row.kind == "user":
+                number += 1
+            if row.kind in TOOL_CALL_KINDS and row.tool_name:
+                counts[(number, row.tool_name)] = counts.get((number, row.tool_name), 0) + 1
+                if row.kind == "tool_search_call":
+                    searched.add((number, row.tool_name))
+            elif row.kind == "tool_search_output" and row.tool_name:
+                outputs.append((number, row.tool_name))
+        for key in outputs:  # an output whose call is not in the history counts once
+            if key not in searched:
+                counts[key] = counts.get(key, 0) + 1
+        return [(tool, n, turn) for (turn, tool), n in sorted(counts.items())]
+
+    async def _view(self, branch_id: str | None) -> Sequence[Any]:
+        branch = await self._resolve(branch_id)
+        return await self._store.run(lambda conn: HISTORY.read_view(conn, self.session_id, branch))

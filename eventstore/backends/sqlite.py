@@ -488,6 +488,7 @@ class ThreadRunner(Runner):
         # reset development database): another database, whatever this process knew.
         return not self._memory
 
+
 def _shutdown(executor: ThreadPoolExecutor | None, engine: Engine, reader: Engine | None) -> None:
     # Also run by the garbage collector, which may interrupt any code, including an
     # ``executor.submit`` of another runner that holds concurrent.futures' global lock:

@@ -34,26 +34,32 @@ def _package_dir() -> str:
 
 
 def convstore_sessions() -> "ModuleType":
-    """convstore's ``sessions`` package, imported from next to this file."""
+    """convstore's ``sessions`` package: the one imported as ``sessions`` if that is a
+    convstore package, else the one installed next to this file."""
     import importlib.util
     import os
 
-    package_dir = _package_dir()
-    init = os.path.join(package_dir, "__init__.py")
-
-    def is_ours(origin: object) -> bool:
-        return isinstance(origin, str) and os.path.realpath(origin) == os.path.realpath(init)
+    def is_convstore(origin: object) -> bool:
+        # A convstore ``sessions`` package sits beside this hook's module (an install,
+        # or a checkout that comes first on sys.path); a user's ``sessions`` does not.
+        if not isinstance(origin, str) or os.path.basename(origin) != "__init__.py":
+            return False
+        root = os.path.dirname(os.path.dirname(origin))
+        return os.path.isfile(os.path.join(root, "_convstore_agents_alias.py"))
 
     for name in ("sessions", PRIVATE_NAME):
         loaded = sys.modules.get(name)
-        if loaded is not None and is_ours(getattr(loaded, "__file__", None)):
+        if loaded is not None and is_convstore(getattr(loaded, "__file__", None)):
             return loaded
     found = importlib.util.find_spec("sessions") if "sessions" not in sys.modules else None
-    if found is not None and is_ours(found.origin):
+    if found is not None and is_convstore(found.origin):
         return importlib.import_module("sessions")  # the usual import, shared with it
     # 'sessions' is (or would be) another module: load ours under a private name.
+    package_dir = _package_dir()
     spec = importlib.util.spec_from_file_location(
-        PRIVATE_NAME, init, submodule_search_locations=[package_dir]
+        PRIVATE_NAME,
+        os.path.join(package_dir, "__init__.py"),
+        submodule_search_locations=[package_dir],
     )
     assert spec is not None
     assert spec.loader is not None

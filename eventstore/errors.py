@@ -35,10 +35,12 @@ class StoreClosedError(ConvstoreError, RuntimeError):
     """The store (or the session holding it) was used after ``close()``."""
 
 
-class SerializationError(ConvstoreError, ValueError):
+class SerializationError(ConvstoreError, ValueError, TypeError):
     """A value cannot be stored exactly (not JSON, or would not round-trip).
 
-    Raised before anything is written.
+    Raised before anything is written. A :class:`TypeError` as well as a
+    :class:`ValueError`: the SDK's sessions raise ``TypeError`` (from ``json.dumps``) for
+    an item that is not JSON.
     """
 
 

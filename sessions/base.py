@@ -274,7 +274,8 @@ class StoreSession:
 
     def _check_open(self) -> None:
         if self._closed:
-            raise StoreClosedError(f"session {self.session_id!r} is closed")
+            # The SDK's words ("SQLiteSession is closed"), which code may match on.
+            raise StoreClosedError(f"{type(self).__name__} is closed (session {self.session_id!r})")
 
     @property
     def closed(self) -> bool:
@@ -320,16 +321,20 @@ class StoreSession:
             stacklevel=2,
             source=self,
         )
+        # The collector may run this in the middle of any code, even code holding a
+        # lock that closing needs: so close from the loop's next turn, or (no loop)
+        # only hand over what closing needs, without taking any lock here.
         try:
-            asyncio.get_running_loop()
-        except RuntimeError:  # no loop here: let go of what needs no awaiting
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
             self._closed = True
             self._abandon()
             return
-        self.close()
+        loop.call_soon(self.close)  # keeps this object alive until then
 
     def _abandon(self) -> None:
-        """At garbage collection outside an event loop: release what can be, unawaited."""
+        """At garbage collection outside an event loop: release what can be, unawaited,
+        and without taking a lock (the collector may have interrupted its holder)."""
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(session_id={self.session_id!r}, branch={self._branch_id!r})"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import collections
 import os
 import threading
 from collections.abc import Coroutine
@@ -25,8 +26,26 @@ class _SharedStores:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._stores: dict[str, EventStore] = {}
+        # Stores held by sessions the garbage collector found unclosed outside an event
+        # loop: released at the next acquire or release, because the collector may run
+        # inside this object's lock and so must not take it.
+        self._abandoned: collections.deque[tuple[str, EventStore]] = collections.deque()
+
+    def abandon(self, path: str, store: EventStore) -> None:
+        """Release later (callable from a finaliser: takes no lock)."""
+        self._abandoned.append((path, store))
+
+    def _release_abandoned(self) -> None:
+        while self._abandoned:
+            try:
+                path, store = self._abandoned.popleft()
+            except IndexError:  # another thread took the last one
+                return
+            self.release(path, store)  # the last holder's store is closed by its finaliser
 
     def acquire(self, path: str) -> EventStore:
+        if self._abandoned:
+            self._release_abandoned()
         with self._lock:
             store = self._stores.get(path)
             if store is None or store.closed:
@@ -35,6 +54,8 @@ class _SharedStores:
 
     def release(self, path: str, store: EventStore) -> EventStore | None:
         """Drop one holder; return the store if no session holds it any more (to close)."""
+        if self._abandoned:
+            self._release_abandoned()
         with self._lock:
             if not store.unshare():
                 return None
@@ -93,4 +114,4 @@ class SQLiteSession(StoreSession):
     def _abandon(self) -> None:
         # The store's thread and connection are released when it is garbage-collected.
         if self._shared_path is not None:
-            _shared.release(self._shared_path, self._store)
+            _shared.abandon(self._shared_path, self._store)

@@ -488,13 +488,12 @@ class ThreadRunner(Runner):
 
 
 def _shutdown(executor: ThreadPoolExecutor | None, engine: Engine, reader: Engine | None) -> None:
-    if executor is None:
-        engine.dispose()
-        return
-    try:
-        executor.submit(engine.dispose)
-    except RuntimeError:  # interpreter exit: the executor is already shut down
-        engine.dispose()
-    executor.shutdown(wait=False)
+    # Also run by the garbage collector, which may interrupt any code, including an
+    # ``executor.submit`` of another runner that holds concurrent.futures' global lock:
+    # so no submit here (it would wait for that lock forever). Nothing can be queued on
+    # an unreachable runner, and the connection may be closed from any thread.
+    if executor is not None:
+        executor.shutdown(wait=False)
+    engine.dispose()
     if reader is not None:
         reader.dispose()

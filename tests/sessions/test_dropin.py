@@ -223,3 +223,23 @@ async def test_two_applications_keep_their_tables_apart(
                     )
                     await conn.execute(text(drop))
             await admin.dispose()
+
+
+async def test_a_non_json_item_is_a_type_error_like_the_sdk(tmp_path: Path) -> None:
+    item: Any = {"role": "user", "content": object()}
+    sdk = SDKSQLiteSession("s", tmp_path / "sdk.db")
+    with pytest.raises(TypeError):
+        await sdk.add_items([item])
+    sdk.close()
+    async with SQLiteSession("s", tmp_path / "ours.db") as ours:
+        with pytest.raises(TypeError) as refused:
+            await ours.add_items([item])
+        assert isinstance(refused.value, ValueError), "and still the ValueError it was"
+        assert await ours.get_items() == []
+
+
+async def test_closed_message_uses_the_sdks_words() -> None:
+    session = SQLiteSession("s")
+    session.close()
+    with pytest.raises(RuntimeError, match="SQLiteSession is closed"):
+        await session.add_items([])

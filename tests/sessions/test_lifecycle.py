@@ -18,9 +18,12 @@ from sqlalchemy.ext.asyncio import create_async_engine
 
 from eventstore import (
     ConfigurationError,
+    EventStore,
     InvalidArgumentError,
+    ItemsAdded,
     SchemaError,
     StoreClosedError,
+    encode_items,
 )
 from sessions import SQLAlchemySession, SQLiteSession, StoreSession
 from sessions.base import _closing_tasks
@@ -176,7 +179,9 @@ async def test_leaked_url_session_warns_naming_the_session(backend: Backend) -> 
         "SQLAlchemySession(session_id='leaky', branch='main') was never closed: "
         "call session.close() or use 'async with'"
     ], "one warning, naming the session and not the store behind it"
-    # Collected inside a running loop, the session closes itself: nothing stays open.
+    # Collected inside a running loop, the session closes itself at the loop's next
+    # turn: nothing stays open.
+    await asyncio.sleep(0)
     await asyncio.gather(*list(_closing_tasks))
 
 
@@ -189,6 +194,7 @@ async def test_leaked_sqlite_session_warns(tmp_path: Path, path: str) -> None:
     del session
     with pytest.warns(ResourceWarning, match=r"SQLiteSession\(session_id='leaky'"):
         forget(held)
+    await asyncio.sleep(0)
     await asyncio.gather(*list(_closing_tasks))
     assert store.closed
 
@@ -346,3 +352,68 @@ async def test_both_classes_are_sdk_sessions(tmp_path: Path) -> None:
 async def test_backend_sessions_are_sdk_sessions(session: StoreSession) -> None:
     assert isinstance(session, Session)
     assert type(session).__name__ in repr(session)
+
+
+async def test_a_collected_sqlite_store_never_deadlocks_the_collector(tmp_path: Path) -> None:
+    """The garbage collector may release a leaked store inside another store's
+    ``executor.submit``, which holds concurrent.futures' global lock: its clean-up must
+    not need that lock (it once did, and the whole process hung)."""
+    import concurrent.futures.thread as cf_thread
+    import threading
+
+    store = EventStore(tmp_path / "leak.db")
+    await store.append("s", [ItemsAdded(items=encode_items([{"n": 1}]))])
+    finalize = store._runner._finalizer  # type: ignore[attr-defined]
+    finished = threading.Event()
+
+    def collect_inside_submit() -> None:
+        with cf_thread._global_shutdown_lock:  # type: ignore[attr-defined]
+            finalize()  # what the collector runs for an unreachable runner
+        finished.set()
+
+    helper = threading.Thread(target=collect_inside_submit, daemon=True)
+    helper.start()
+    helper.join(timeout=30)
+    assert finished.is_set(), "the finalizer waited for a lock its own thread holds"
+    await store.close()
+
+
+async def test_a_session_collected_while_the_registry_is_locked_does_not_deadlock(
+    tmp_path: Path,
+) -> None:
+    """The collector can find a leaked session while this very thread holds the lock of
+    the per-file store registry (it once did, inside ``SQLiteSession()``): closing must
+    not need that lock there and then."""
+    import threading
+
+    from sessions import sqlite as sqlite_sessions
+
+    path = tmp_path / "r.db"
+    in_loop = SQLiteSession("a", path)
+    outside = SQLiteSession("b", path)
+    await in_loop.add_items([{"n": 1}])
+    store = in_loop.store
+    held: list[Any] = [in_loop]
+    del in_loop
+    with sqlite_sessions._shared._lock, pytest.warns(ResourceWarning):
+        forget(held)  # in the loop's thread: closes at the loop's next turn
+    await asyncio.sleep(0)
+    await asyncio.gather(*list(_closing_tasks))
+
+    held = [outside]
+    del outside
+    finished = threading.Event()
+
+    def collect_without_a_loop() -> None:
+        with sqlite_sessions._shared._lock, warnings.catch_warnings():
+            warnings.simplefilter("ignore", ResourceWarning)
+            forget(held)  # no loop in this thread: handed over, released later
+        finished.set()
+
+    helper = threading.Thread(target=collect_without_a_loop, daemon=True)
+    helper.start()
+    helper.join(timeout=30)
+    assert finished.is_set(), "the collector waited for a lock its own thread held"
+    async with SQLiteSession("c", path) as again:  # releases what was handed over
+        assert await again.get_items() == []
+    assert store.closed or not sqlite_sessions._shared._stores

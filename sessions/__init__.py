@@ -5,6 +5,7 @@ from .base import StoreSession
 from .branching import BranchingSession, BranchNode
 from .sqlalchemy import SQLAlchemySession
 from .sqlite import SQLiteSession
+from .tables import create_tables
 
 __all__ = [
     "AdvancedSQLAlchemySession",
@@ -14,4 +15,5 @@ __all__ = [
     "SQLAlchemySession",
     "SQLiteSession",
     "StoreSession",
+    "create_tables",
 ]

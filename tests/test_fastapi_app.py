@@ -6,7 +6,12 @@ from __future__ import annotations
 import asyncio
 import importlib.util
 import json
+import os
+import signal
+import socket
+import subprocess
 import sys
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from types import ModuleType
@@ -218,3 +223,47 @@ async def test_concurrent_requests_for_one_user_lose_and_duplicate_nothing(
     assert len({json.dumps(item, sort_keys=True) for item in removed}) == 6
     after = (await client.get("/users/ada/history", params={"limit": 1000})).json()["items"]
     assert after == items[:-6]
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+def test_runs_under_uvicorn_as_documented(tmp_path: Path) -> None:
+    """``uvicorn examples.fastapi_app:app`` with DATABASE_URL, then a clean shutdown."""
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if k != "OPENAI_API_KEY"}
+    env["DATABASE_URL"] = f"sqlite:///{tmp_path / 'chat.db'}"
+    env["PYTHONPATH"] = str(APP_PATH.parents[1])
+    server = subprocess.Popen(
+        [sys.executable, "-m", "uvicorn", "examples.fastapi_app:app", "--port", str(port)],
+        cwd=APP_PATH.parents[1],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        base = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                httpx.get(f"{base}/docs", timeout=1)
+                break
+            except httpx.TransportError:
+                if server.poll() is not None or time.monotonic() > deadline:
+                    raise
+                time.sleep(0.2)
+        chat = httpx.post(f"{base}/users/ada/chat", json={"message": "hello"}, timeout=30)
+        assert chat.json() == {"reply": "Turn 1: you said 'hello'"}
+        history = httpx.get(f"{base}/users/ada/history", timeout=30).json()
+        assert texts(history["items"]) == ["hello", "Turn 1: you said 'hello'"]
+    finally:
+        server.send_signal(signal.SIGINT)
+        output, _ = server.communicate(timeout=60)
+    assert server.returncode == 0, output
+    assert "Application shutdown complete" in output
+    assert (tmp_path / "chat.db").exists()

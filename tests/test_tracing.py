@@ -254,3 +254,47 @@ async def test_sqlalchemy_instrumentation_sees_core_statements_not_the_hot_path(
         await session.close()
         instrumentor.uninstrument()
         await engine.dispose()
+
+
+def test_no_span_is_started_until_an_sdk_is_configured() -> None:
+    code = textwrap.dedent(
+        """
+        import asyncio
+        from opentelemetry import trace
+        from opentelemetry.sdk.trace import TracerProvider
+        from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+        from opentelemetry.sdk.trace.export.in_memory_span_exporter import (
+            InMemorySpanExporter,
+        )
+        from sessions import SQLiteSession
+
+        started = []
+        proxy_start = trace.ProxyTracer.start_as_current_span
+        def spy(self, *args, **kwargs):
+            started.append(args[0])
+            return proxy_start(self, *args, **kwargs)
+        trace.ProxyTracer.start_as_current_span = spy
+
+        async def main():
+            session = SQLiteSession("s")
+            await session.add_items([{"role": "user", "content": "hello"}])
+            print(len(started))  # the API alone: no span started
+            exporter = InMemorySpanExporter()
+            provider = TracerProvider()
+            provider.add_span_processor(SimpleSpanProcessor(exporter))
+            trace.set_tracer_provider(provider)  # after the import, as applications do
+            await session.get_items()
+            print(started, [s.name for s in exporter.get_finished_spans()])
+            await session.close()
+
+        asyncio.run(main())
+        """
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines() == [
+        "0",
+        "['convstore.get_items'] ['convstore.get_items']",
+    ]

@@ -118,7 +118,7 @@ async def test_event_counts_are_what_the_log_gained(
 ) -> None:
     await session.add_items([user("first")])  # opens the session (SessionStarted)
     operations = [
-        lambda: session.add_items([user(f"m{n}") for n in range(250)]),  # several events
+        lambda: session.add_items([user(f"m{n}") for n in range(250)]),
         lambda: session.add_items([]),
         session.pop_item,
         lambda: session.create_branch_from_turn(1),

@@ -1,26 +1,36 @@
 """convstore's write side: event types, codec, the log and its backends."""
 
+import logging as _logging
+
 from .codec import decode_event, decode_item, encode_event, encode_item, encode_items
 from .errors import (
     ArgumentTypeError,
     BranchError,
+    CancelledAfterCommit,
     ConcurrencyError,
     ConfigurationError,
     ConnectionLostError,
     ConvstoreError,
     DecodeError,
+    DecryptionError,
     IntegrityError,
     InvalidArgumentError,
+    InvalidKeyError,
+    KeyNotFoundError,
+    KeyShreddedError,
     LockTimeoutError,
     MissingDependencyError,
+    NotEncryptedError,
     OperationalError,
     PersistenceError,
     SchemaError,
     SerializationError,
     StoreClosedError,
     StoreInUseError,
+    TamperedError,
     TransientError,
     TurnNotFoundError,
+    WrongKeyError,
 )
 from .events import (
     MAIN_BRANCH,
@@ -49,6 +59,10 @@ from .records import (
 )
 from .store import EventStore, replay_into
 
+# Library logging goes to the "convstore" logger tree (retries, slow transactions,
+# failed group commits); nothing is printed unless the application configures logging.
+_logging.getLogger("convstore").addHandler(_logging.NullHandler())
+
 __all__ = [
     "ANY",
     "MAIN_BRANCH",
@@ -60,22 +74,28 @@ __all__ = [
     "BranchDeleted",
     "BranchError",
     "BranchSwitched",
+    "CancelledAfterCommit",
     "ConcurrencyError",
     "ConfigurationError",
     "ConnectionLostError",
     "ConvstoreError",
     "DecodeError",
+    "DecryptionError",
     "Event",
     "EventStore",
     "ExpectedVersion",
     "IntegrityError",
     "InvalidArgumentError",
+    "InvalidKeyError",
     "ItemPopped",
     "ItemsAdded",
     "ItemsExpired",
+    "KeyNotFoundError",
+    "KeyShreddedError",
     "LockTimeoutError",
     "MissingDependencyError",
     "NewEvent",
+    "NotEncryptedError",
     "OperationalError",
     "PersistenceError",
     "Projector",
@@ -88,9 +108,11 @@ __all__ = [
     "StoreClosedError",
     "StoreInUseError",
     "StreamInfo",
+    "TamperedError",
     "TransientError",
     "TurnNotFoundError",
     "UsageRecorded",
+    "WrongKeyError",
     "decode_event",
     "decode_item",
     "encode_event",

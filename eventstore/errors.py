@@ -7,6 +7,9 @@ classified by SQLSTATE / vendor error code, never by message text.
 
 from __future__ import annotations
 
+import asyncio
+from typing import Any
+
 
 class ConvstoreError(Exception):
     """Base class of every error raised by convstore."""
@@ -112,5 +115,53 @@ class TurnNotFoundError(InvalidArgumentError):
 
 
 class ArgumentTypeError(InvalidArgumentError, TypeError):
-    """An argument is of the wrong type (``add_items("hello")``, ``add_items(None)``);
-    nothing was written. Also a :class:`TypeError`, as the SDK raises for these."""
+    """An argument of the wrong type, or a keyword or settings key that is not taken.
+
+    A :class:`TypeError` as well, because that is what the Agents SDK (and Python)
+    raise in the same case; the message names what to use instead where there is
+    an alternative.
+    """
+
+
+class CancelledAfterCommit(asyncio.CancelledError):
+    """The caller was cancelled while its write was being committed, and it committed.
+
+    A write that has reached the database is not abandoned half-way: the store waits
+    for its outcome, then propagates the cancellation. If the write was withdrawn
+    before it started, or rolled back, a plain :class:`asyncio.CancelledError` is
+    raised; if it committed, this subclass, whose ``result`` is what the write
+    returned. Code that only knows ``CancelledError`` sees a normal cancellation.
+    """
+
+    def __init__(self, result: Any) -> None:
+        super().__init__("cancelled after the write committed")
+        self.result = result
+
+
+class InvalidKeyError(ConfigurationError):
+    """An encryption key is empty, too short or of the wrong kind; nothing was written."""
+
+
+class DecryptionError(ConvstoreError):
+    """Encrypted content cannot be read. Nothing was returned, removed or written."""
+
+
+class WrongKeyError(DecryptionError):
+    """The master key given is not the one the session's keys are wrapped with."""
+
+
+class TamperedError(DecryptionError):
+    """An encrypted item failed authentication: changed, or copied from elsewhere."""
+
+
+class KeyNotFoundError(DecryptionError):
+    """The data key an encrypted item names does not exist (a lost or separate key table)."""
+
+
+class KeyShreddedError(DecryptionError):
+    """The session's data key was destroyed (crypto-shredding): its items are gone for good."""
+
+
+class NotEncryptedError(DecryptionError):
+    """An encrypted session met plaintext: history written before encryption was turned on,
+    or an item added through the unencrypted session underneath."""

@@ -8,6 +8,7 @@ executes (see :mod:`eventstore.backends.base` for why).
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import random
 import time
@@ -53,6 +54,10 @@ from .records import (
 )
 
 R = TypeVar("R")
+
+log = logging.getLogger("convstore.eventstore")
+# A transaction taking longer than this is logged (at debug level).
+SLOW_SECONDS = 0.5
 
 MAX_STREAM_ID_LENGTH = 255
 # The largest limit, version or position any read accepts: a signed 64-bit integer,
@@ -287,6 +292,12 @@ class EventStore:
         return self._live if self._generation >= 0 else self._requested
 
     @property
+    def engine(self) -> AsyncEngine:
+        """An :class:`AsyncEngine` on this store's database, to inspect it or run your own
+        SQL (on SQLite, an aiosqlite engine on the same database, made on first use)."""
+        return self._runner.engine
+
+    @property
     def closed(self) -> bool:
         return self._closed
 
@@ -358,16 +369,26 @@ class EventStore:
         no-op). A lock timeout is never retried: it is the bound the caller set."""
         lost = 0
         for attempt in range(_TRANSIENT_RETRIES):
+            started = time.perf_counter()
             try:
-                return await self._runner.run(fn, write=write, quick=quick)
-            except TransientError:
+                result = await self._runner.run(fn, write=write, quick=quick)
+            except TransientError as error:
                 if attempt == _TRANSIENT_RETRIES - 1:
+                    log.warning("giving up after %d attempts: %s", attempt + 1, error)
                     raise
+                log.debug("retrying (attempt %d) after a transient error: %s", attempt + 1, error)
                 await asyncio.sleep(random.uniform(0, 0.002 * 2**attempt))
+                continue
             except ConnectionLostError as error:
                 lost += 1
                 if lost > _RECONNECTS or (error.outcome_unknown and write and not idempotent):
                     raise
+                log.debug("retrying after a lost connection: %s", error)
+                continue
+            elapsed = time.perf_counter() - started
+            if elapsed > SLOW_SECONDS:
+                log.debug("slow %s transaction: %.3f s", "write" if write else "read", elapsed)
+            return result
         raise AssertionError("unreachable")
 
     # -- schema ----------------------------------------------------------------------

@@ -318,6 +318,7 @@ class HistoryProjector:
                 case BranchDeleted(branch_id=b):
                     info = work.info(sid, b)
                     self._delete_above.execute(conn, {"sid": sid, "bid": b, "above": info.pinned})
+                    work.turns.pop((sid, b), None)
                     work.save(sid, b, replace(info, deleted=True, segments=()))
                     if self.read_current(conn, sid) == b:
                         work.set_current(sid, MAIN_BRANCH)
@@ -701,6 +702,7 @@ class _Batch:
         src, lo, _hi = segment
         if src == bid and seq > info.pinned:
             self.p._delete_one.execute(self.conn, {"sid": sid, "bid": bid, "q": seq})
+            self.turns.pop((sid, bid), None)  # the deleted row may have been a turn
             return
         row = self.p._prev.first(self.conn, {"sid": sid, "bid": src, "lo": lo, "hi": seq})
         split = split_segments(segments, seq, None if row is None else int(row[0]))

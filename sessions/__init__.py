@@ -1,8 +1,19 @@
 """convstore's sessions: drop-in implementations of the Agents SDK Session protocol."""
 
+from eventstore import (
+    DecryptionError,
+    InvalidKeyError,
+    KeyNotFoundError,
+    KeyShreddedError,
+    NotEncryptedError,
+    TamperedError,
+    WrongKeyError,
+)
+
 from .advanced import AdvancedSQLAlchemySession, AdvancedSQLiteSession
 from .base import StoreSession
 from .branching import BranchingSession, BranchNode
+from .encrypted import EncryptedSession, purge_expired, rotate_master_key, shred_session
 from .sqlalchemy import SQLAlchemySession
 from .sqlite import SQLiteSession
 from .tables import create_tables
@@ -12,8 +23,19 @@ __all__ = [
     "AdvancedSQLiteSession",
     "BranchNode",
     "BranchingSession",
+    "DecryptionError",
+    "EncryptedSession",
+    "InvalidKeyError",
+    "KeyNotFoundError",
+    "KeyShreddedError",
+    "NotEncryptedError",
     "SQLAlchemySession",
     "SQLiteSession",
     "StoreSession",
+    "TamperedError",
+    "WrongKeyError",
     "create_tables",
+    "purge_expired",
+    "rotate_master_key",
+    "shred_session",
 ]

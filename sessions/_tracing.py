@@ -42,8 +42,12 @@ EVENTS = "convstore.events"
 DB_SYSTEM = "db.system.name"
 
 
-def _branch(session: Any) -> str:
-    return str(session._branch_id)
+def _branch(session: Any) -> Attributes:
+    """The session's current branch, for classes that keep one (EncryptedSession's is
+    its wrapped session's)."""
+    inner = getattr(session, "underlying_session", session)
+    branch = getattr(inner, "_branch_id", None)
+    return {BRANCH_ID: branch} if isinstance(branch, str) else {}
 
 
 def _arg(args: tuple[Any, ...], kwargs: Mapping[str, Any], index: int, name: str) -> Any:
@@ -56,26 +60,27 @@ def _read(
     session: Any, args: tuple[Any, ...], kwargs: Mapping[str, Any], result: Any
 ) -> Attributes:
     branch = _arg(args, kwargs, 1, "branch_id")
-    return {BRANCH_ID: branch if isinstance(branch, str) else _branch(session), ITEMS: len(result)}
+    found = {BRANCH_ID: branch} if isinstance(branch, str) else _branch(session)
+    return found | {ITEMS: len(result)}
 
 
 def _add(session: Any, args: tuple[Any, ...], kwargs: Mapping[str, Any], result: Any) -> Attributes:
     items = len(_arg(args, kwargs, 0, "items"))
     # add_items appends one ItemsAdded per MAX_ITEMS_PER_EVENT items (sessions/base.py)
     events = -(-items // MAX_ITEMS_PER_EVENT)
-    return {BRANCH_ID: _branch(session), ITEMS: items, EVENTS: events}
+    return _branch(session) | {ITEMS: items, EVENTS: events}
 
 
 def _pop(session: Any, args: tuple[Any, ...], kwargs: Mapping[str, Any], result: Any) -> Attributes:
     removed = 0 if result is None else 1
-    return {BRANCH_ID: _branch(session), ITEMS: removed, EVENTS: removed}
+    return _branch(session) | {ITEMS: removed, EVENTS: removed}
 
 
 def _on_branch(events: int | None) -> Describe:
     def describe(
         session: Any, args: tuple[Any, ...], kwargs: Mapping[str, Any], result: Any
     ) -> Attributes:
-        found: Attributes = {BRANCH_ID: _branch(session)}
+        found = _branch(session)
         if events is not None:
             found[EVENTS] = events
         if isinstance(result, list):

@@ -8,10 +8,9 @@ database, because branches are folds of the same log.
 from __future__ import annotations
 
 import os
-from typing import Any, Self
+from typing import Any, Never
 
-from sqlalchemy.ext.asyncio import AsyncEngine
-
+from ._settings import refuse_unknown_keywords
 from .branching import BranchingSession
 from .sqlalchemy import SQLAlchemySession
 from .sqlite import SQLiteSession
@@ -31,49 +30,13 @@ class AdvancedSQLiteSession(BranchingSession, SQLiteSession):
         db_path: str | os.PathLike[str] = ":memory:",
         create_tables: bool = True,
         session_settings: Any = None,
+        **sdk_only: Never,
     ) -> None:
+        refuse_unknown_keywords(type(self), sdk_only)
         SQLiteSession.__init__(self, session_id, db_path, session_settings=session_settings)
 
 
 class AdvancedSQLAlchemySession(BranchingSession, SQLAlchemySession):
     """Branches, turns and time travel on PostgreSQL, MySQL/MariaDB or SQLite URLs,
-    with :class:`SQLAlchemySession`'s constructors."""
-
-    def __init__(
-        self,
-        session_id: str,
-        *,
-        engine: AsyncEngine | None = None,
-        db_url: str | None = None,
-        create_tables: bool = False,
-        session_settings: Any = None,
-        engine_kwargs: dict[str, Any] | None = None,
-    ) -> None:
-        SQLAlchemySession.__init__(
-            self,
-            session_id,
-            engine=engine,
-            db_url=db_url,
-            create_tables=create_tables,
-            session_settings=session_settings,
-            engine_kwargs=engine_kwargs,
-        )
-
-    @classmethod
-    def from_url(
-        cls,
-        session_id: str,
-        *,
-        url: str,
-        engine_kwargs: dict[str, Any] | None = None,
-        create_tables: bool = False,
-        session_settings: Any = None,
-    ) -> Self:
-        """A session on a new engine for ``url`` (the SDK's form)."""
-        return cls(
-            session_id,
-            db_url=url,
-            engine_kwargs=engine_kwargs,
-            create_tables=create_tables,
-            session_settings=session_settings,
-        )
+    with :class:`SQLAlchemySession`'s constructors (``engine=``, ``db_url=``,
+    ``from_url``)."""

@@ -2,18 +2,32 @@
 
 Every mutation is one append (ItemsAdded, ItemPopped, SessionCleared); reads come
 from the history projection, kept current by that same append transaction.
+
+Cancellation. A mutation whose caller is cancelled either did not happen (it was
+withdrawn before it started: plain ``CancelledError``) or committed and then
+propagates the cancellation as :class:`~eventstore.CancelledAfterCommit` (a
+``CancelledError``), whose ``result`` is the popped item for ``pop_item``. The session
+also remembers the cancelled call, so the natural retry is safe: the next
+``add_items`` of the same items reuses the cancelled call's event ids (a no-op if it
+had committed, the write otherwise), and the next ``pop_item`` hands out the item a
+cancelled pop removed instead of removing another.
 """
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import uuid
-from collections.abc import Callable
+import warnings
+from collections.abc import Callable, Coroutine, Generator
 from typing import Any, Self
 
+import msgspec
 from sqlalchemy import Connection
 
 from eventstore import (
     MAIN_BRANCH,
+    CancelledAfterCommit,
     Event,
     EventStore,
     InvalidArgumentError,
@@ -37,6 +51,53 @@ from ._tracing import instrument
 HISTORY = HistoryProjector()
 # get_items(limit=n) up to this n counts as a quick read (see EventStore.run).
 _QUICK_READ = 1000
+# How many cancelled add_items calls a session remembers for their retries.
+_REMEMBERED_CANCELLATIONS = 16
+
+log = logging.getLogger("convstore.sessions")
+
+# Closings started by a plain ``session.close()`` inside a running loop: held until
+# done, so that the task is not garbage-collected half-way.
+_closing_tasks: set[asyncio.Task[None]] = set()
+
+
+class Closing:
+    """What ``close()`` returns: the closing has already started (or finished).
+
+    ``session.close()`` closes whether or not it is awaited, like the SDK's synchronous
+    ``close()``: outside a running event loop it finishes before returning; inside one,
+    the session is closed at once (any later call raises) and the release of its
+    connections runs as a task, which ``await session.close()`` waits for.
+    """
+
+    __slots__ = ("_task",)
+
+    def __init__(self, release: Coroutine[Any, Any, None] | None) -> None:
+        self._task: asyncio.Task[None] | None = None
+        if release is None:
+            return
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:  # called from synchronous code: finish now
+            asyncio.run(release)
+            return
+        self._task = task = loop.create_task(release)
+        _closing_tasks.add(task)
+        task.add_done_callback(_closing_done)
+
+    def __await__(self) -> Generator[Any, None, None]:
+        if self._task is not None:
+            yield from self._task.__await__()
+
+    @property
+    def done(self) -> bool:
+        return self._task is None or self._task.done()
+
+
+def _closing_done(task: asyncio.Task[None]) -> None:
+    _closing_tasks.discard(task)
+    if not task.cancelled() and task.exception() is not None:
+        log.debug("closing a session failed", exc_info=task.exception())
 
 
 @instrument  # OpenTelemetry spans, when installed (sessions/_tracing.py)
@@ -60,12 +121,19 @@ class StoreSession:
     ) -> None:
         """``store`` may be a function that opens one: it is called only once the
         arguments are accepted, so a refused session opens (and leaks) nothing."""
+        self._closed = True  # until the store is open (a refused session owns nothing)
         self.session_id = check_stream_id(session_id)
         self.session_settings = make_settings(session_settings)
+        self._owns_store = not isinstance(store, EventStore)
         self._store = store if isinstance(store, EventStore) else store()
         self._branch_id = MAIN_BRANCH
-        self._closed = False
+        self._closing: Closing | None = None
         self._started: tuple[NewEvent] | None = None
+        # add_items calls that were cancelled, newest last: (branch, items, events).
+        self._cancelled_adds: list[tuple[str, tuple[msgspec.Raw, ...], list[NewEvent]]] = []
+        # Items removed by pop_item calls that were cancelled after committing.
+        self._undelivered: list[tuple[str, Any]] = []
+        self._closed = False
 
     @property
     def store(self) -> EventStore:
@@ -112,13 +180,32 @@ class StoreSession:
         encoded = encode_items(items)  # refuses non-JSON before anything is written
         if not encoded:
             return
-        events = [
-            NewEvent(
-                ItemsAdded(items=encoded[i : i + MAX_ITEMS_PER_EVENT], branch_id=self._branch_id)
-            )
-            for i in range(0, len(encoded), MAX_ITEMS_PER_EVENT)
-        ]
-        await self._store.append(self.session_id, events, on_new_stream=self._preamble())
+        branch = self._branch_id
+        events = self._retried_add(branch, encoded)
+        if events is None:
+            events = [
+                NewEvent(ItemsAdded(items=encoded[i : i + MAX_ITEMS_PER_EVENT], branch_id=branch))
+                for i in range(0, len(encoded), MAX_ITEMS_PER_EVENT)
+            ]
+        try:
+            await self._store.append(self.session_id, events, on_new_stream=self._preamble())
+        except asyncio.CancelledError:
+            self._cancelled_adds.append((branch, encoded, events))
+            del self._cancelled_adds[:-_REMEMBERED_CANCELLATIONS]
+            raise
+        self._undelivered.clear()
+
+    def _retried_add(self, branch: str, encoded: tuple[msgspec.Raw, ...]) -> list[NewEvent] | None:
+        """The events of a cancelled add_items of exactly these items, if there was one.
+
+        Reusing their event ids makes this call a no-op if that one committed (the
+        store's append is idempotent by event id), and the write itself otherwise.
+        """
+        for n, (was_branch, was_items, events) in enumerate(self._cancelled_adds):
+            if was_branch == branch and was_items == encoded:
+                del self._cancelled_adds[n]
+                return events
+        return None
 
     async def pop_item(self, *, wrapper: Any = None) -> Any | None:
         """Remove and return the newest item, or None if there is none.
@@ -127,23 +214,44 @@ class StoreSession:
         holds the session's lock, so concurrent pops never return the same item.
         """
         self._check_open()
+        branch = self._branch_id
+        if self._undelivered and self._undelivered[0][0] == branch:
+            # Removed by a pop whose caller was cancelled: this call is its retry.
+            return decode_item(self._undelivered.pop(0)[1])
 
         def take_newest(conn: Connection, version: int) -> tuple[list[Event], bytes] | None:
-            top = HISTORY.read_top(conn, self.session_id, self._branch_id)
+            top = HISTORY.read_top(conn, self.session_id, branch)
             if top is None:
                 return None
-            return [ItemPopped(seq=top[0], branch_id=self._branch_id)], top[1]
+            return [ItemPopped(seq=top[0], branch_id=branch)], top[1]
 
         # Decided under the stream's lock: no other pop can take the same item.
-        popped = await self._store.append_decided(self.session_id, take_newest)
+        try:
+            popped = await self._store.append_decided(self.session_id, take_newest)
+        except CancelledAfterCommit as cancelled:
+            self._cancelled_adds.clear()
+            result = cancelled.result
+            if result is None:  # there was nothing to pop: nothing was written
+                raise asyncio.CancelledError() from None
+            self._undelivered.append((branch, result[1]))
+            raise CancelledAfterCommit(decode_item(result[1])) from None
+        self._cancelled_adds.clear()
         return None if popped is None else decode_item(popped[1])
 
     async def clear_session(self, *, wrapper: Any = None) -> None:
         """Remove every item of the session (the log keeps them, as history)."""
         self._check_open()
-        await self._store.append(
-            self.session_id, [SessionCleared()], on_new_stream=self._preamble()
-        )
+        try:
+            await self._store.append(
+                self.session_id, [SessionCleared()], on_new_stream=self._preamble()
+            )
+        finally:
+            self._mutated()
+
+    def _mutated(self) -> None:
+        """The history changed under the cancelled calls: a later call is not their retry."""
+        self._cancelled_adds.clear()
+        self._undelivered.clear()
 
     # -- lifecycle -------------------------------------------------------------------
 
@@ -166,22 +274,56 @@ class StoreSession:
     def closed(self) -> bool:
         return self._closed
 
-    async def close(self) -> None:
-        """Release what this session holds. Idempotent; later calls raise StoreClosedError."""
-        if self._closed:
-            return
-        self._closed = True
-        await self._release()
+    def close(self) -> Closing:
+        """Release what this session holds; later calls raise StoreClosedError.
 
-    async def _release(self) -> None:
-        """Release the store (subclasses share or own it)."""
-        await self._store.close()
+        Works called plainly (``session.close()``, as with the SDK's synchronous close)
+        or awaited (``await session.close()``, which also waits until the connections
+        are released). Idempotent.
+        """
+        if self._closing is None:
+            self._closed = True
+            self._closing = Closing(self._release())
+        return self._closing
+
+    def _release(self) -> Coroutine[Any, Any, None] | None:
+        """Let go of the store: do what can be done now, return what must be awaited.
+
+        Subclasses that share a store drop their reference here; the store itself is
+        closed by the returned coroutine.
+        """
+        return self._store.close()
+
+    def _owns_resources(self) -> bool:
+        """Whether leaking this session leaks a connection (then it warns when collected):
+        not when it was handed a store that its owner closes."""
+        return self._owns_store
 
     async def __aenter__(self) -> Self:
         return self
 
     async def __aexit__(self, *exc_info: object) -> None:
         await self.close()
+
+    def __del__(self) -> None:
+        if getattr(self, "_closed", True) or not self._owns_resources():
+            return
+        warnings.warn(
+            f"{self!r} was never closed: call session.close() or use 'async with'",
+            ResourceWarning,
+            stacklevel=2,
+            source=self,
+        )
+        try:
+            asyncio.get_running_loop()
+        except RuntimeError:  # no loop here: let go of what needs no awaiting
+            self._closed = True
+            self._abandon()
+            return
+        self.close()
+
+    def _abandon(self) -> None:
+        """At garbage collection outside an event loop: release what can be, unawaited."""
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(session_id={self.session_id!r}, branch={self._branch_id!r})"

@@ -2,13 +2,31 @@
 
 from __future__ import annotations
 
-from typing import Any, Self
+from typing import Any, Never, Self
 
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from eventstore import ConfigurationError, EventStore
 
+from ._settings import refuse_unknown_keywords
 from .base import HISTORY, StoreSession
+
+
+def _check_url(url: object) -> str:
+    """``url`` if it is a SQLAlchemy database URL, else a ConfigurationError saying why."""
+    if not isinstance(url, str) or "://" not in url:
+        raise ConfigurationError(
+            f"not a database URL: {url!r} (e.g. 'postgresql://user:pass@host/db', "
+            "'sqlite:///conversations.db'); for a SQLite file path use "
+            "SQLiteSession(session_id, path)"
+        )
+    try:
+        make_url(url)
+    except ArgumentError as error:
+        raise ConfigurationError(f"not a database URL: {url!r} ({error})") from error
+    return url
 
 
 class SQLAlchemySession(StoreSession):
@@ -16,8 +34,7 @@ class SQLAlchemySession(StoreSession):
 
     Give either ``engine`` (shared, e.g. one per application; the session never
     disposes it) or ``db_url`` (the session creates and owns an engine: close the
-    session; on a server database a ResourceWarning says when one was leaked, while an
-    embedded SQLite database is released by the garbage collector). With ``create_tables=False``
+    session, or a ResourceWarning says it was leaked). With ``create_tables=False``
     (the default, as in the SDK) the tables must exist already.
     """
 
@@ -30,14 +47,17 @@ class SQLAlchemySession(StoreSession):
         create_tables: bool = False,
         session_settings: Any = None,
         engine_kwargs: dict[str, Any] | None = None,
+        **sdk_only: Never,
     ) -> None:
+        refuse_unknown_keywords(type(self), sdk_only)
         if (engine is None) == (db_url is None):
             raise ConfigurationError("give exactly one of engine= or db_url=")
         if engine is not None and not isinstance(engine, AsyncEngine):
             raise ConfigurationError(
                 f"engine must be a sqlalchemy.ext.asyncio.AsyncEngine, not {type(engine).__name__}"
             )
-        target: AsyncEngine | str = engine if engine is not None else str(db_url)
+        target: AsyncEngine | str = engine if engine is not None else _check_url(db_url)
+        self._borrowed = engine is not None
         super().__init__(
             session_id,
             lambda: EventStore(
@@ -58,8 +78,10 @@ class SQLAlchemySession(StoreSession):
         engine_kwargs: dict[str, Any] | None = None,
         create_tables: bool = False,
         session_settings: Any = None,
+        **sdk_only: Never,
     ) -> Self:
         """A session on a new engine for ``url`` (the SDK's form)."""
+        refuse_unknown_keywords(cls, sdk_only)
         return cls(
             session_id,
             db_url=url,
@@ -69,8 +91,15 @@ class SQLAlchemySession(StoreSession):
         )
 
     @property
-    def engine(self) -> AsyncEngine | None:
-        """The engine of a server database (None for the embedded SQLite runner)."""
-        runner = self._store._runner
-        engine = getattr(runner, "engine", None)
-        return engine if isinstance(engine, AsyncEngine) else None
+    def engine(self) -> AsyncEngine:
+        """The :class:`AsyncEngine` on this session's database.
+
+        The one given, or the one made for ``db_url``. For a SQLite URL, convstore runs
+        its own transactions on a dedicated thread (faster than going through aiosqlite),
+        and this is an aiosqlite engine on the same database, made on first use and
+        disposed when the session closes.
+        """
+        return self._store.engine
+
+    def _owns_resources(self) -> bool:
+        return not self._borrowed

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import os
 import threading
+from collections.abc import Coroutine
 from pathlib import Path
-from typing import Any
+from typing import Any, Never
 
-from eventstore import EventStore
+from eventstore import ConfigurationError, EventStore
 from eventstore.backends import check_sqlite_path
 
+from ._settings import refuse_unknown_keywords
 from .base import HISTORY, StoreSession
 
 
@@ -48,7 +50,8 @@ class SQLiteSession(StoreSession):
     """Conversation history in a SQLite file, or in memory (``":memory:"``, the default).
 
     An in-memory session has a private database that lives as long as the object.
-    Sessions on the same file share one connection per process.
+    Sessions on the same file share one connection per process. ``db_path`` is a file
+    path; for a SQLAlchemy URL use :class:`~sessions.SQLAlchemySession`.
     """
 
     def __init__(
@@ -57,8 +60,15 @@ class SQLiteSession(StoreSession):
         db_path: str | os.PathLike[str] = ":memory:",
         *,
         session_settings: Any = None,
+        **sdk_only: Never,
     ) -> None:
+        refuse_unknown_keywords(type(self), sdk_only)
         self.db_path = check_sqlite_path(db_path)
+        if "://" in self.db_path:
+            raise ConfigurationError(
+                f"SQLiteSession takes a file path, not a URL ({self.db_path!r}): "
+                "use SQLAlchemySession(session_id, db_url=...) for a database URL"
+            )
         if self.db_path == ":memory:":
             self._shared_path: str | None = None
             super().__init__(
@@ -74,10 +84,13 @@ class SQLiteSession(StoreSession):
                 session_settings=session_settings,
             )
 
-    async def _release(self) -> None:
+    def _release(self) -> Coroutine[Any, Any, None] | None:
         if self._shared_path is None:
-            await self._store.close()
-            return
+            return self._store.close()
         last = _shared.release(self._shared_path, self._store)
-        if last is not None:
-            await last.close()
+        return None if last is None else last.close()
+
+    def _abandon(self) -> None:
+        # The store's thread and connection are released when it is garbage-collected.
+        if self._shared_path is not None:
+            _shared.release(self._shared_path, self._store)

@@ -25,6 +25,7 @@ from sessions import (
     AdvancedSQLAlchemySession,
     AdvancedSQLiteSession,
     BranchingSession,
+    EncryptedSession,
     SQLiteSession,
     StoreSession,
 )
@@ -179,6 +180,33 @@ async def test_plain_sessions_are_traced_too(spans: InMemorySpanExporter) -> Non
         ("convstore.pop_item", 1),
         ("convstore.pop_item", 0),
     ]
+
+
+async def test_encrypted_sessions_are_one_span_an_operation(
+    backend: Backend, spans: InMemorySpanExporter
+) -> None:
+    session = EncryptedSession(
+        session=advanced(backend, "secret"), encryption_key="k" * 32, ttl=None
+    )
+    await session.add_items([user("hello"), user("again")])
+    assert len(await session.get_items()) == 2
+    await session.create_branch_from_content("again")
+    assert await session.pop_item() is not None
+    await session.clear_session()
+    await session.close()
+    found = ours(spans)
+    assert [s.name for s in found] == [
+        "convstore.add_items",
+        "convstore.get_items",
+        "convstore.create_branch_from_content",
+        "convstore.pop_item",
+        "convstore.clear_session",
+    ]
+    attrs = [dict(s.attributes or {}) for s in found]
+    assert all(a[SESSION_ID] == "secret" for a in attrs)
+    assert (attrs[0][ITEMS], attrs[0][EVENTS], attrs[1][ITEMS]) == (2, 1, 2)
+    assert attrs[2][BRANCH_ID] != "main"
+    assert attrs[3][ITEMS] == 1
 
 
 def test_without_opentelemetry_the_methods_are_the_plain_ones() -> None:

@@ -85,8 +85,9 @@ def open_runner(
     backend = url.get_backend_name()
     if backend == "sqlite":
         # Any SQLite driver named in the URL gets the dedicated-thread runner, which
-        # runs a transaction in one hop instead of one per statement.
-        return ThreadRunner(url.database or ":memory:", timeouts)
+        # runs a transaction in one hop instead of one per statement. Its ``engine`` is
+        # an aiosqlite engine on the same database (an in-memory one is made shareable).
+        return ThreadRunner(url.database or ":memory:", timeouts, shareable=True)
     if backend not in _ASYNC_DRIVERS:
         raise ConfigurationError(f"convstore does not support the {backend!r} database")
     canonical, default_driver, extra = _ASYNC_DRIVERS[backend]

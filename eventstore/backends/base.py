@@ -14,6 +14,8 @@ SQLAlchemy :class:`~sqlalchemy.Connection`. A runner decides where it executes:
 from __future__ import annotations
 
 import abc
+import asyncio
+import logging
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass
@@ -24,6 +26,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from ..errors import (
     ArgumentTypeError,
+    CancelledAfterCommit,
     ConnectionLostError,
     ConvstoreError,
     InvalidArgumentError,
@@ -33,6 +36,8 @@ from ..errors import (
 from ..prepared import Prepared
 
 T = TypeVar("T")
+
+log = logging.getLogger("convstore.eventstore")
 
 _ADVANCE_HEAD = Prepared(
     text(
@@ -163,6 +168,49 @@ def translate_errors(dialect: Dialect, *, committing: bool = False) -> Iterator[
         ) from error
 
 
+async def outcome_then_cancel(
+    work: asyncio.Future[T], *, withdraw: Callable[[], bool] | None = None
+) -> T:
+    """Await a write; if the caller is cancelled meanwhile, give the write a definite outcome.
+
+    A write that is cancelled while the database runs it may still commit (the COMMIT
+    can be on the wire), and then the caller's natural retry duplicates it. So a
+    cancelled caller first tries ``withdraw()`` (the write has not started: it never
+    will, and CancelledError is raised at once); otherwise it waits, through any further
+    cancellations, until the write has committed or rolled back, and only then
+    propagates the cancellation: plain :class:`asyncio.CancelledError` if nothing was
+    written, :class:`~eventstore.errors.CancelledAfterCommit` (carrying the result) if it
+    was. A write is short (its locks are bounded by the database's timeouts), so the
+    wait is too.
+    """
+    try:
+        return await asyncio.shield(work)
+    except asyncio.CancelledError:
+        if withdraw is not None and withdraw():
+            raise
+        while not work.done():
+            try:
+                await asyncio.wait((work,))
+            except asyncio.CancelledError:
+                continue  # already cancelled: the first cancellation is the one raised
+        if work.cancelled() or work.exception() is not None:
+            raise
+        raise CancelledAfterCommit(work.result()) from None
+
+
+def cancelled_instead(error: Exception) -> asyncio.CancelledError | None:
+    """A CancelledError to raise instead of ``error`` if the current task is being cancelled.
+
+    A driver interrupted by cancellation may fail in its clean-up (asyncmy closes the
+    connection and the rollback then fails with "Cancelled during execution"): that
+    error must not replace the caller's CancelledError.
+    """
+    task = asyncio.current_task()
+    if task is not None and task.cancelling():
+        return asyncio.CancelledError()
+    return None
+
+
 class Runner(abc.ABC):
     """Runs a transaction function somewhere and returns its result."""
 
@@ -194,6 +242,11 @@ class Runner(abc.ABC):
         cached about the database (tables ready, live projections) still holds."""
         return False
 
+    @property
+    @abc.abstractmethod
+    def engine(self) -> AsyncEngine:
+        """An :class:`AsyncEngine` on this runner's database (for users to inspect it)."""
+
 
 class AsyncEngineRunner(Runner):
     """Transactions on an :class:`AsyncEngine`, through ``run_sync``.
@@ -212,17 +265,38 @@ class AsyncEngineRunner(Runner):
         owned: bool,
         timeouts: Timeouts | None = None,
     ) -> None:
-        self.engine = engine
+        self._engine = engine
         self.dialect = dialect
         self.owned = owned
         if owned and timeouts is not None:
             _set_up_connections(engine, dialect, timeouts)
+        # The event loop the pooled connections were made in (asyncpg and asyncmy
+        # connections belong to one loop).
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    @property
+    def engine(self) -> AsyncEngine:
+        return self._engine
 
     async def run(self, fn: TxFunction[T], *, write: bool, quick: bool = False) -> T:
-        with translate_errors(self.dialect):
-            async with self.engine.connect() as conn:
-                result = await conn.run_sync(self._in_transaction, fn, write)
-                return result
+        if write:
+            # In a task of its own, so that cancelling the caller cannot interrupt it
+            # between COMMIT and its reply (see outcome_then_cancel).
+            return await outcome_then_cancel(asyncio.ensure_future(self._run(fn, write)))
+        return await self._run(fn, write)
+
+    async def _run(self, fn: TxFunction[T], write: bool) -> T:
+        self._loop = asyncio.get_running_loop()
+        try:
+            with translate_errors(self.dialect):
+                async with self._engine.connect() as conn:
+                    result = await conn.run_sync(self._in_transaction, fn, write)
+                    return result
+        except Exception as error:
+            cancelled = cancelled_instead(error)
+            if cancelled is None:
+                raise
+            raise cancelled from error
 
     def _in_transaction(self, conn: Connection, fn: TxFunction[T], write: bool) -> T:
         transaction = conn.begin()
@@ -237,8 +311,16 @@ class AsyncEngineRunner(Runner):
         return result
 
     async def close(self) -> None:
-        if self.owned:
-            await self.engine.dispose()
+        if not self.owned:
+            return
+        if self._loop is not None and self._loop.is_closed():
+            # Closed after the loop that made the connections ended (a plain
+            # ``session.close()`` after ``asyncio.run``): they cannot be closed politely
+            # any more, so the pool is dropped and the server ends them.
+            log.debug("dropping the connections of a finished event loop")
+            self._engine.sync_engine.dispose(close=False)
+            return
+        await self._engine.dispose()
 
     @property
     def engine_key(self) -> object:

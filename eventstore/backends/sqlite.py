@@ -14,10 +14,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import os
 import sqlite3
 import threading
 import time
+import uuid
 import weakref
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -26,9 +28,11 @@ from typing import Any, ClassVar
 
 from sqlalchemy import Connection, create_engine, text
 from sqlalchemy.engine import Engine
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from sqlalchemy.pool import StaticPool
 
 from ..errors import (
+    ConfigurationError,
     ConvstoreError,
     IntegrityError,
     LockTimeoutError,
@@ -39,7 +43,17 @@ from ..errors import (
     TransientError,
 )
 from ..prepared import Prepared
-from .base import Dialect, Runner, T, Timeouts, TxFunction, translate_errors
+from .base import (
+    Dialect,
+    Runner,
+    T,
+    Timeouts,
+    TxFunction,
+    outcome_then_cancel,
+    translate_errors,
+)
+
+log = logging.getLogger("convstore.sqlite")
 
 _BEGIN_WRITE = Prepared(text("BEGIN IMMEDIATE"))
 
@@ -108,18 +122,21 @@ def _create_private(database: str) -> None:
         os.close(os.open(database, os.O_CREAT | os.O_EXCL | os.O_WRONLY, FILE_MODE))
 
 
-def _connect(database: str, busy_timeout: float, read_only: bool) -> sqlite3.Connection:
+def _connect(
+    database: str, busy_timeout: float, read_only: bool, *, uri: bool = False
+) -> sqlite3.Connection:
     if read_only:
         return _connect_read_only(database, busy_timeout)
-    if database != ":memory:":
+    if database != ":memory:" and not uri:
         _create_private(database)
     conn = sqlite3.connect(
         database,
         timeout=busy_timeout,
         isolation_level=None,  # we issue BEGIN ourselves (see SQLiteDialect.begin)
         check_same_thread=False,  # used by one worker thread, created on the caller's
+        uri=uri,
     )
-    if database != ":memory:":
+    if database != ":memory:" and not uri:
         _enable_wal(conn)
     conn.execute("PRAGMA synchronous=FULL")
     return conn
@@ -180,7 +197,7 @@ _ROLLBACK_TO_SAVEPOINT = Prepared(text("ROLLBACK TO SAVEPOINT convstore_write"))
 _RELEASE_SAVEPOINT = Prepared(text("RELEASE SAVEPOINT convstore_write"))
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, eq=False)  # compared by identity (see ThreadRunner._withdraw)
 class _Write:
     """A write waiting for the worker, and how to hand its outcome back."""
 
@@ -230,7 +247,9 @@ class ThreadRunner(Runner):
     but N waiting writers pay for one fsync instead of N.
     """
 
-    def __init__(self, database: str, timeouts: Timeouts | None = None) -> None:
+    def __init__(
+        self, database: str, timeouts: Timeouts | None = None, *, shareable: bool = False
+    ) -> None:
         self.database = database
         self._memory = database == ":memory:"
         # Read-only file or mount: reads and inspection work, writes fail with SQLite's
@@ -244,6 +263,19 @@ class ThreadRunner(Runner):
         self._key: object = (
             _MemoryKey() if self._memory else ("sqlite", str(Path(database).resolve()))
         )
+        # What ``engine`` connects to. An in-memory database that other connections must
+        # reach (``shareable``) is a named one of SQLite's "memdb" VFS instead of a
+        # private ":memory:" (about 2 µs more per transaction, so only when asked).
+        self._engine_url: str | None
+        if self._memory and shareable:
+            connect_to, uri = f"file:/convstore-{uuid.uuid4().hex}?vfs=memdb", True
+            self._engine_url = f"sqlite+aiosqlite:///{connect_to}&uri=true"
+        else:
+            connect_to, uri = database, False
+            self._engine_url = (
+                None if self._memory else f"sqlite+aiosqlite:///{Path(database).resolve()}"
+            )
+        self._async_engine: AsyncEngine | None = None
         # No thread for an in-memory database: it has no I/O to wait for, so every
         # transaction runs on the caller's thread (1,000 sessions cost no thread).
         self._executor = (
@@ -253,7 +285,7 @@ class ThreadRunner(Runner):
         )
         self._engine: Engine = create_engine(
             "sqlite://",
-            creator=lambda: _connect(database, busy, read_only),
+            creator=lambda: _connect(connect_to, busy, read_only, uri=uri),
             poolclass=StaticPool,
         )
         self._conn: Connection | None = None
@@ -300,11 +332,20 @@ class ThreadRunner(Runner):
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._executor, self._run, fn, write)
 
+    def _withdraw(self, write: _Write) -> bool:
+        """Take ``write`` back if the worker has not taken it yet (it will then never run)."""
+        with self._writes_lock:
+            if write in self._writes:
+                self._writes.remove(write)
+                return True
+            return False
+
     async def _write_in_group(self, fn: TxFunction[T]) -> T:
         loop = asyncio.get_running_loop()
         future: asyncio.Future[T] = loop.create_future()
+        write = _Write(fn, future, loop)
         with self._writes_lock:
-            self._writes.append(_Write(fn, future, loop))
+            self._writes.append(write)
             start = not self._draining
             self._draining = True
         if start:
@@ -313,7 +354,7 @@ class ThreadRunner(Runner):
                 self._executor.submit(self._drain)
             except RuntimeError:  # the worker is shut down (the store was closed)
                 self._abandon(StoreClosedError("this SQLite database is closed"))
-        return await future
+        return await outcome_then_cancel(future, withdraw=lambda: self._withdraw(write))
 
     def _drain(self) -> None:
         """Worker: commit the waiting writes, a group at a time, until none is left."""
@@ -350,6 +391,8 @@ class ThreadRunner(Runner):
         try:
             outcomes = self._run(run_group, True)
         except Exception as error:  # the transaction as a whole failed: nothing committed
+            if len(group) > 1:
+                log.warning("a group commit of %d writes failed: %s", len(group), error)
             for write in group:
                 write.settle(False, error)
             return
@@ -392,9 +435,29 @@ class ThreadRunner(Runner):
             with self._reader.begin():
                 return fn(self._reader)
 
+    @property
+    def engine(self) -> AsyncEngine:
+        """An :class:`AsyncEngine` (aiosqlite) on this same database, made on first use.
+
+        For the user to inspect the database or run their own SQL: convstore's own
+        transactions do not go through it. Disposed when the runner closes.
+        """
+        if self._async_engine is None:
+            if self._engine_url is None:
+                raise ConfigurationError(
+                    "a private in-memory SQLite database has no engine: open it with "
+                    "the URL 'sqlite://' (SQLAlchemySession) to get one"
+                )
+            if not self._finalizer.alive:
+                raise StoreClosedError("this SQLite database is closed")
+            self._async_engine = create_async_engine(self._engine_url)
+        return self._async_engine
+
     async def close(self) -> None:
         if not self._finalizer.alive:
             return
+        if self._async_engine is not None:
+            await self._async_engine.dispose()
         if self._executor is None:
             self._close_connection()
         else:

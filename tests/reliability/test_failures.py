@@ -305,7 +305,7 @@ async def test_in_memory_sessions_cost_no_thread() -> None:
     for i, session in enumerate(sessions):
         await session.add_items([{"n": i}])
         assert await session.get_items() == [{"n": i}]
-    assert threading.active_count() == before
+    assert threading.active_count() <= before  # none started (one may have ended)
     for session in sessions:
         await session.close()
 

@@ -3,6 +3,7 @@ engines, missing tables, bad arguments, and the SDK's Session protocol."""
 
 from __future__ import annotations
 
+import asyncio
 import gc
 import inspect
 import warnings
@@ -22,6 +23,7 @@ from eventstore import (
     StoreClosedError,
 )
 from sessions import SQLAlchemySession, SQLiteSession, StoreSession
+from sessions.base import _closing_tasks
 
 from ..conftest import BACKENDS, Backend, make_engine
 from .conftest import open_session, sqlalchemy_url
@@ -162,24 +164,46 @@ async def test_memory_sessions_are_private() -> None:
 # -- engines: owned and borrowed ----------------------------------------------------------
 
 
-async def test_leaked_url_session_warns(backend: Backend) -> None:
-    session = SQLAlchemySession("s", db_url=sqlalchemy_url(backend), create_tables=True)
+async def test_leaked_url_session_warns_naming_the_session(backend: Backend) -> None:
+    session = SQLAlchemySession("leaky", db_url=sqlalchemy_url(backend), create_tables=True)
     await session.add_items([{"n": 1}])
-    if backend.name.startswith("sqlite"):
-        # A SQLite URL runs on convstore's own thread runner, released by a finalizer:
-        # nothing is leaked and nothing is said.
+    held = [session]
+    del session
+    with pytest.warns(ResourceWarning) as record:
+        forget(held)
+    messages = resource_warnings(list(record))
+    assert messages == [
+        "SQLAlchemySession(session_id='leaky', branch='main') was never closed: "
+        "call session.close() or use 'async with'"
+    ], "one warning, naming the session and not the store behind it"
+    # Collected inside a running loop, the session closes itself: nothing stays open.
+    await asyncio.gather(*list(_closing_tasks))
+
+
+@pytest.mark.parametrize("path", [":memory:", "file.db"])
+async def test_leaked_sqlite_session_warns(tmp_path: Path, path: str) -> None:
+    session = SQLiteSession("leaky", path if path == ":memory:" else tmp_path / path)
+    await session.add_items([{"n": 1}])
+    store = session.store
+    held = [session]
+    del session
+    with pytest.warns(ResourceWarning, match=r"SQLiteSession\(session_id='leaky'"):
+        forget(held)
+    await asyncio.gather(*list(_closing_tasks))
+    assert store.closed
+
+
+async def test_session_on_a_borrowed_engine_does_not_warn(backend: Backend) -> None:
+    engine = await make_engine(backend)
+    try:
+        session = SQLAlchemySession("s", engine=engine, create_tables=True)
+        await session.add_items([{"n": 1}])
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             del session
             gc.collect()
-        assert resource_warnings(caught) == []
-    else:
-        engine = session.engine  # kept, to release its connection once the warning is seen
-        assert engine is not None
-        held = [session]
-        del session
-        with pytest.warns(ResourceWarning, match="never closed"):
-            forget(held)
+        assert resource_warnings(caught) == [], "the SDK's class has no close(): nothing leaks"
+    finally:
         await engine.dispose()
 
 

@@ -1,0 +1,589 @@
+"""EncryptedSession: any convstore session, with its items sealed before they are stored.
+
+Envelope encryption (see :mod:`sessions._keys` for the keys, :mod:`sessions._envelope`
+for the stored form): each session has a random data key, kept wrapped by a key derived
+from the master key. Items are sealed with AES-256-GCM before they enter an event, so
+neither the log nor any projection holds plaintext. Failures are loud: a wrong master
+key, a damaged envelope, a missing or shredded data key raise a :class:`DecryptionError`
+subclass and change nothing. ``shred()`` destroys the data key (crypto-shredding);
+``rotate_key()`` re-wraps every data key under a new master key; ``purge_expired()``
+records the expiry of items older than ``ttl`` as an event.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable, Sequence
+from typing import Any, Self
+
+from sqlalchemy import Connection, select
+
+from eventstore import (
+    ConfigurationError,
+    Event,
+    EventStore,
+    IntegrityError,
+    InvalidArgumentError,
+    ItemPopped,
+    KeyNotFoundError,
+    KeyShreddedError,
+    NotEncryptedError,
+    StoreClosedError,
+    TamperedError,
+    TransientError,
+    TurnNotFoundError,
+)
+from eventstore import schema as log_schema
+from projections.history_table import Turn
+
+from . import _keys
+from ._envelope import Envelope, ItemCipher, check_distinct, parse_envelope
+from ._keys import DataKeyRow, KekParams, MasterKey, parse_master_key
+from ._maintenance import (
+    LOG,
+    Target,
+    ensure_key_tables,
+    open_store,
+    purge_expired,
+    rotate_master_key,
+    shred_session,
+)
+from ._settings import resolve_limit
+from ._tracing import instrument
+from .base import HISTORY, StoreSession
+from .branching import BranchingSession, content_texts
+
+__all__ = ["EncryptedSession", "purge_expired", "rotate_master_key", "shred_session"]
+
+_QUICK_READ = 1000
+# Methods of an Advanced session that need no item content, offered as they are.
+_BRANCH_METHODS = frozenset(
+    {
+        "create_branch_from_turn",
+        "create_branch_from_item",
+        "switch_to_branch",
+        "delete_branch",
+        "list_branches",
+        "get_branch_tree",
+    }
+)
+
+
+def _now_ms(clock: Callable[[], float]) -> int:
+    return int(clock() * 1000)
+
+
+class _KeyChanged(Exception):
+    """The data key row changed between reading it and the pop's transaction."""
+
+
+@instrument  # OpenTelemetry spans, when installed (sessions/_tracing.py)
+class EncryptedSession:
+    """A convstore session whose items are encrypted (AES-256-GCM) before storage.
+
+    Both call forms work: ``EncryptedSession(session=base, encryption_key=..., ttl=3600)``
+    and the SDK's ``EncryptedSession(session_id=..., underlying_session=base,
+    encryption_key=..., ttl=...)``. ``encryption_key`` is 32 bytes, the URL-safe base64
+    of 32 bytes, or a passphrase of at least 16 characters (scrypt). ``ttl`` (seconds,
+    default 600 as in the SDK; None for never) hides older items. ``key_store`` puts the
+    wrapped keys in another database (a store, path or URL) instead of the session's.
+    ``clock`` (seconds since the epoch, ``time.time`` by default) dates sealed items and
+    decides expiry; tests and simulations pass their own.
+    """
+
+    def __init__(
+        self,
+        session_id: str | None = None,
+        underlying_session: StoreSession | None = None,
+        encryption_key: str | bytes | None = None,
+        ttl: float | None = 600,
+        max_scan_items: int | None = None,
+        *,
+        session: StoreSession | None = None,
+        key_store: Target | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        if max_scan_items is not None:
+            raise TypeError(
+                "max_scan_items is not taken: get_items(limit=n) reads the newest n items and "
+                "reads further back only past expired ones; bound the work with limit= and "
+                "purge_expired(), which removes expired items from the history"
+            )
+        if (session is None) == (underlying_session is None):
+            raise ConfigurationError("give exactly one of session= or underlying_session=")
+        base = session if session is not None else underlying_session
+        if not isinstance(base, StoreSession):
+            raise ConfigurationError(
+                "EncryptedSession wraps a convstore session (SQLiteSession, "
+                f"SQLAlchemySession, ...), not {type(base).__name__}"
+            )
+        if session_id is not None and session_id != base.session_id:
+            raise ConfigurationError(
+                f"session_id {session_id!r} differs from the wrapped session's {base.session_id!r}"
+            )
+        if ttl is not None and (
+            isinstance(ttl, bool) or not isinstance(ttl, int | float) or not ttl > 0
+        ):
+            raise InvalidArgumentError(f"ttl must be a number of seconds > 0 or None, not {ttl!r}")
+        if encryption_key is None:
+            raise ConfigurationError("encryption_key is required")
+        self._master: MasterKey = parse_master_key(encryption_key)
+        self.underlying_session = base
+        self.session_id = base.session_id
+        self.ttl = ttl
+        self._clock = clock
+        self._key_store, self._owns_key_store = (
+            (base.store, False) if key_store is None else open_store(key_store)
+        )
+        self._same_store = self._key_store is base.store
+        self._kek: tuple[KekParams, bytes] | None = None
+        self._cipher: tuple[DataKeyRow, ItemCipher] | None = None
+        self._closed = False
+
+    # -- attributes ------------------------------------------------------------------
+
+    @property
+    def session_settings(self) -> Any:
+        return self.underlying_session.session_settings
+
+    @session_settings.setter
+    def session_settings(self, value: Any) -> None:
+        self.underlying_session.session_settings = value
+
+    @property
+    def store(self) -> EventStore:
+        """The event store of the wrapped session (which holds only ciphertext)."""
+        return self.underlying_session.store
+
+    @property
+    def key_store(self) -> EventStore:
+        """The store whose database holds the wrapped keys."""
+        return self._key_store
+
+    # -- the Session protocol ----------------------------------------------------------
+
+    async def get_items(
+        self,
+        limit: int | None = None,
+        branch_id: str | None = None,
+        *,
+        turns: int | None = None,
+        wrapper: Any = None,
+    ) -> list[Any]:
+        """The unexpired items, oldest first; with ``limit``, the newest ``limit`` of them.
+
+        ``branch_id`` (an Advanced session underneath) reads another branch; ``turns=n``
+        the last ``n`` whole turns, as stored, leaving out their expired items.
+        """
+        self._check_open()
+        n = resolve_limit(limit, self.session_settings)
+        branch = await self._branch_of(branch_id)
+        if n == 0:
+            return []
+        await self._ready()
+        if turns is not None:
+            return await self._read_turns(branch, turns, n)
+        window = n
+        while True:
+            row, raws = await self._read(branch, window)
+            if not raws:
+                return []
+            envelopes = self._parse(raws)
+            cipher = await self._cipher_of(row)
+            cutoff = self._cutoff()
+            valid = [e for e in envelopes if e.ts > cutoff]
+            if n is not None and len(valid) >= n:
+                return [cipher.open(e) for e in valid[-n:]]
+            if window is None or len(raws) < window:
+                return [cipher.open(e) for e in valid]
+            # Expired items took places in the window: read further back. When the oldest
+            # read is expired, the rest usually is too (until purge_expired records it):
+            # read it all at once rather than window by window.
+            window = None if envelopes[0].ts <= cutoff else window * 2
+
+    async def _read_turns(self, branch: str, turns: int, n: int | None) -> list[Any]:
+        if isinstance(turns, bool) or not isinstance(turns, int) or turns < 0:
+            raise InvalidArgumentError(f"turns must be an integer >= 0, not {turns!r}")
+        if turns == 0:
+            return []
+        sid = self.session_id
+        raws = await self.store.run(
+            lambda conn: HISTORY.read_last_turns(conn, sid, branch, turns, None)
+        )
+        if not raws:
+            return []
+        envelopes = self._parse(raws)
+        cipher = await self._cipher_of(await self._read_key())
+        cutoff = self._cutoff()
+        valid = [e for e in envelopes if e.ts > cutoff]
+        if n is not None:
+            valid = valid[len(valid) - n :] if n else []
+        return [cipher.open(e) for e in valid]
+
+    def _parse(self, raws: Sequence[bytes]) -> list[Envelope]:
+        envelopes = [parse_envelope(raw, self.session_id) for raw in raws]
+        check_distinct(envelopes, self.session_id)
+        return envelopes
+
+    async def add_items(self, items: list[Any], *, wrapper: Any = None) -> None:
+        """Seal each item and add the envelopes to the wrapped session."""
+        self._check_open()
+        if not items:
+            return
+        await self._ready()
+        cipher = await self._cipher_of(await self._read_key(), create=True)
+        ts = _now_ms(self._clock)
+        sealed = [cipher.seal(item, ts, where=f"items[{i}]") for i, item in enumerate(items)]
+        await self.underlying_session.add_items(sealed, wrapper=wrapper)
+
+    async def pop_item(self, *, wrapper: Any = None) -> Any | None:
+        """Remove and return the newest unexpired item, or None (expired items stay hidden).
+
+        The item is decrypted inside the transaction that removes it, after the key was
+        checked: a wrong key, a shredded key or a damaged envelope raises and removes
+        nothing.
+        """
+        self._check_open()
+        await self._ready()
+        branch = await self._branch_of(None)
+        for _ in range(3):
+            row = await self._read_key()
+            cipher = None if row is None else await self._cipher_of(row)
+            try:
+                popped = await self.store.append_decided(
+                    self.session_id, self._decide_pop(branch, row, cipher)
+                )
+            except _KeyChanged:
+                continue
+            return None if popped is None else popped[1]
+        raise TransientError(
+            f"session {self.session_id!r}: its data key row kept changing during pop_item"
+        )
+
+    def _decide_pop(
+        self, branch_id: str, row: DataKeyRow | None, cipher: ItemCipher | None
+    ) -> Callable[[Connection, int], tuple[Sequence[Event], Any] | None]:
+        """What ``pop_item`` runs under the session's lock: check the key has not changed,
+        open the newest item, and only then name it for removal."""
+        sid = self.session_id
+
+        def take_newest(conn: Connection, version: int) -> tuple[Sequence[Event], Any] | None:
+            if self._same_store and _keys.read_data_key_tx(conn, sid) != row:
+                raise _KeyChanged
+            top = HISTORY.read_top(conn, sid, branch_id)
+            if top is None:
+                return None
+            cutoff = self._cutoff()
+            entries = [top]
+            if parse_envelope(top[1], sid).ts <= cutoff:  # expired: find the newest valid one
+                entries = HISTORY.read_entries(conn, sid, branch_id, None)
+            for seq, raw in reversed(entries):
+                envelope = parse_envelope(raw, sid)
+                if envelope.ts <= cutoff:
+                    continue
+                if cipher is None:
+                    raise self._no_key()
+                return [ItemPopped(seq=seq, branch_id=branch_id)], cipher.open(envelope)
+            return None  # every item is expired
+
+        return take_newest
+
+    async def clear_session(self, *, wrapper: Any = None) -> None:
+        """Remove every item (the log keeps their ciphertext, and the key stays)."""
+        self._check_open()
+        await self.underlying_session.clear_session(wrapper=wrapper)
+
+    # -- an Advanced session underneath: branches and turns ---------------------------
+
+    def __getattr__(self, name: str) -> Any:
+        """The branch methods of an Advanced session underneath, which need no content
+        (``create_branch_from_turn``, ``switch_to_branch``, ``list_branches``, ...):
+        turns are numbered from the envelopes' user marks. Anything else is refused."""
+        if name in _BRANCH_METHODS:
+            base = self.__dict__.get("underlying_session")
+            if isinstance(base, BranchingSession):
+                return getattr(base, name)
+        raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
+
+    async def _decrypted_turns(self, branch_id: str | None) -> list[tuple[Turn, Any]]:
+        """The unexpired user turns of a branch, each with its decrypted message."""
+        self._check_open()
+        base = self._advanced()
+        await self._ready()
+        turns = await base._turns(branch_id)
+        if not turns:
+            return []
+        cipher = await self._cipher_of(await self._read_key())
+        cutoff = self._cutoff()
+        envelopes = [(turn, parse_envelope(turn.item, self.session_id)) for turn in turns]
+        return [(turn, cipher.open(e)) for turn, e in envelopes if e.ts > cutoff]
+
+    async def get_conversation_turns(self, branch_id: str | None = None) -> list[dict[str, Any]]:
+        """Each unexpired user turn, decrypted in process, in the SDK's shape."""
+        base = self._advanced()
+        return [
+            base._turn_dict(turn, item.get("content", "") if isinstance(item, dict) else "")
+            for turn, item in await self._decrypted_turns(branch_id)
+        ]
+
+    async def find_turns_by_content(
+        self, search_term: str, branch_id: str | None = None
+    ) -> list[dict[str, Any]]:
+        """User turns whose text contains ``search_term`` (ignoring case), searched after
+        decryption, in process: the database never sees the term nor the text."""
+        if not isinstance(search_term, str):
+            raise InvalidArgumentError(f"search_term must be a string, not {search_term!r}")
+        base, needle = self._advanced(), search_term.casefold()
+        found = []
+        for turn, item in await self._decrypted_turns(branch_id):
+            content = item.get("content", "") if isinstance(item, dict) else ""
+            if any(needle in text.casefold() for text in content_texts(content)):
+                found.append(base._turn_dict(turn, content))
+        return found
+
+    async def create_branch_from_content(
+        self, search_term: str, branch_name: str | None = None
+    ) -> str:
+        """A new branch from the first user turn whose text contains ``search_term``."""
+        matches = await self.find_turns_by_content(search_term)
+        if not matches:
+            raise TurnNotFoundError(f"No user turns found containing '{search_term}'")
+        created: str = await self._advanced().create_branch_from_turn(
+            matches[0]["turn"], branch_name
+        )
+        return created
+
+    def _advanced(self) -> BranchingSession:
+        base = self.underlying_session
+        if not isinstance(base, BranchingSession):
+            raise TypeError(
+                "branches and turns need an Advanced session underneath "
+                f"(AdvancedSQLiteSession, AdvancedSQLAlchemySession), not {type(base).__name__}"
+            )
+        return base
+
+    # -- keys, expiry, shredding -------------------------------------------------------
+
+    async def rotate_key(self, new_master_key: str | bytes) -> int:
+        """Re-wrap every data key of the key table under ``new_master_key``.
+
+        Covers every session whose keys live in this key table (one master key per
+        table), in one transaction; items are not re-encrypted. Afterwards the old
+        master key opens nothing; this session uses the new one. Returns the number of
+        data keys re-wrapped.
+        """
+        self._check_open()
+        new = parse_master_key(new_master_key, what="new_master_key")
+        await self._ready()
+        params = await self._key_store.run(_keys.read_master_tx, quick=True)
+        if params is None:  # nothing encrypted yet: the new key simply becomes the key
+            self._master = new
+            return 0
+        old_kek = await self._open_kek(params)
+        new_params, new_kek = await asyncio.to_thread(_keys.new_kek, new)
+        now = time.time_ns() // 1000
+        count = await self._key_store.run(
+            lambda conn: _keys.rotate_tx(conn, params, old_kek, new_params, new_kek, now),
+            write=True,
+        )
+        self._master = new
+        self._kek = (new_params, new_kek)
+        self._cipher = None
+        LOG.info(
+            "rotated the master key: %d data keys re-wrapped under %s", count, new_params.key_id
+        )
+        return count
+
+    async def shred(self) -> bool:
+        """Destroy this session's data key: its items can never be decrypted again.
+
+        Reads then raise :class:`KeyShreddedError`, and so do writes: the session id is
+        spent. Other sessions and the log (whose hash chain covers the ciphertext) are
+        untouched. Returns False if the key was shredded already.
+        """
+        self._check_open()
+        self._cipher = None
+        return await shred_session(self.store, self.session_id, key_store=self._key_store)
+
+    async def purge_expired(self) -> int:
+        """Record the expiry of the items older than ``ttl`` on the current branch (one
+        ItemsExpired event); return how many expired. Does not need the key."""
+        self._check_open()
+        if self.ttl is None:
+            return 0
+        return await purge_expired(
+            self.store,
+            self.session_id,
+            ttl=self.ttl,
+            branch_id=await self._branch_of(None),
+            now=self._clock(),
+        )
+
+    # -- internals -------------------------------------------------------------------
+
+    def _cutoff(self) -> int:
+        """Items sealed at or before this time (ms) are expired."""
+        if self.ttl is None:
+            return -(1 << 62)
+        return _now_ms(self._clock) - int(self.ttl * 1000)
+
+    async def _ready(self) -> None:
+        await ensure_key_tables(self._key_store)
+
+    async def _branch_of(self, branch_id: str | None) -> str:
+        """``branch_id``, or the wrapped session's current branch (which an Advanced
+        session reads from the log the first time)."""
+        base = self.underlying_session
+        if isinstance(base, BranchingSession):
+            return await base._resolve(branch_id)
+        if branch_id is not None:
+            raise TypeError(
+                "branch_id= needs an Advanced session underneath "
+                f"(AdvancedSQLiteSession, AdvancedSQLAlchemySession), not {type(base).__name__}"
+            )
+        return base._branch_id
+
+    async def _read(
+        self, branch_id: str, window: int | None
+    ) -> tuple[DataKeyRow | None, list[bytes]]:
+        """The data key row and the newest ``window`` stored items of a branch, in one
+        transaction when the keys live in the session's database."""
+        sid = self.session_id
+
+        def read(conn: Connection) -> tuple[DataKeyRow | None, list[bytes]]:
+            row = _keys.read_data_key_tx(conn, sid) if self._same_store else None
+            return row, HISTORY.read_items(conn, sid, branch_id, window)
+
+        quick = window is not None and window <= _QUICK_READ
+        row, raws = await self.store.run(read, quick=quick)
+        if not self._same_store and raws:
+            row = await self._read_key()
+        return row, raws
+
+    async def _read_key(self) -> DataKeyRow | None:
+        sid = self.session_id
+        return await self._key_store.run(lambda conn: _keys.read_data_key_tx(conn, sid), quick=True)
+
+    def _no_key(self) -> KeyNotFoundError:
+        return KeyNotFoundError(
+            f"session {self.session_id!r} holds encrypted items but no data key: the key "
+            "table is not the one they were written with"
+        )
+
+    async def _open_kek(self, params: KekParams) -> bytes:
+        if self._kek is not None and self._kek[0] == params:
+            return self._kek[1]
+        if params.kdf == "scrypt":  # a tenth of a second of CPU: not on the event loop
+            kek = await asyncio.to_thread(_keys.open_kek, self._master, params)
+        else:
+            kek = _keys.open_kek(self._master, params)
+        self._kek = (params, kek)
+        return kek
+
+    async def _cipher_of(self, row: DataKeyRow | None, *, create: bool = False) -> ItemCipher:
+        """The cipher of the data key in ``row``; with ``create``, make the key if the
+        session has none yet."""
+        if row is None:
+            if not create:
+                raise self._no_key()
+            row = await self._create_data_key()
+        if self._cipher is not None and self._cipher[0] == row:
+            return self._cipher[1]
+        if row.wrapped is None:
+            raise KeyShreddedError(f"session {self.session_id!r}: its data key was shredded")
+        params = await self._key_store.run(_keys.read_master_tx, quick=True)
+        if params is not None and params.key_id != row.master_key_id:
+            # A rotation committed between reading the row and the master key: the row
+            # read again is wrapped under the master key just read.
+            fresh = await self._read_key()
+            if fresh is not None and fresh != row and fresh.wrapped is not None:
+                row = fresh
+        if params is None or params.key_id != row.master_key_id:
+            raise (
+                self._no_key()
+                if params is None
+                else TamperedError(
+                    f"session {self.session_id!r}: its data key names a master key "
+                    f"{row.master_key_id!r} this key table does not have"
+                )
+            )
+        kek = await self._open_kek(params)
+        cipher = ItemCipher(self.session_id, row.key_id, _keys.unwrap(kek, row))
+        self._cipher = (row, cipher)
+        return cipher
+
+    async def _create_data_key(self) -> DataKeyRow:
+        """A new data key for this session (or the one a concurrent writer made first)."""
+        ks = self._key_store
+        now = time.time_ns() // 1000
+        params = await ks.run(_keys.read_master_tx, quick=True)
+        if params is None:
+            fresh, fresh_kek = await asyncio.to_thread(_keys.new_kek, self._master)
+            try:
+                await ks.run(lambda conn: _keys.insert_master_tx(conn, fresh, now), write=True)
+                self._kek = (fresh, fresh_kek)
+                params = fresh
+                LOG.info("created the master key row %s (%s)", fresh.key_id, fresh.kdf)
+            except IntegrityError:  # another writer made the table's master key first
+                LOG.debug("another writer created the master key row first")
+                params = await ks.run(_keys.read_master_tx, quick=True)
+            if params is None:
+                raise KeyNotFoundError("the master key row vanished while it was being made")
+        kek = await self._open_kek(params)  # a wrong master key stops here
+        if await self._holds_plaintext():
+            found = await self._read_key()  # a concurrent writer encrypted it meanwhile?
+            if found is not None:
+                return found
+            raise NotEncryptedError(
+                f"session {self.session_id!r} already holds unencrypted items: encrypting "
+                "it now would mix plaintext and ciphertext; use a new session id"
+            )
+        row, _ = _keys.new_data_key_row(kek, params.key_id, self.session_id)
+        try:
+            await ks.run(lambda conn: _keys.insert_data_key_tx(conn, row, now), write=True)
+        except IntegrityError:  # a concurrent writer made it first: use theirs
+            LOG.debug("session %r: another writer created its data key first", self.session_id)
+            found = await self._read_key()
+            assert found is not None
+            return found
+        return row
+
+    async def _holds_plaintext(self) -> bool:
+        """Whether the session's log has items added before encryption was turned on."""
+        e = log_schema.events
+        query = (
+            select(e.c.position)
+            .where(e.c.stream_id == self.session_id, e.c.event_type == "ItemsAdded")
+            .limit(1)
+        )
+        return await self.store.run(lambda conn: conn.execute(query).first() is not None)
+
+    # -- lifecycle -------------------------------------------------------------------
+
+    def _check_open(self) -> None:
+        if self._closed or self.underlying_session.closed:
+            raise StoreClosedError(f"session {self.session_id!r} is closed")
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    async def close(self) -> None:
+        """Close the wrapped session (and a key store this session opened). Idempotent."""
+        if self._closed:
+            return
+        self._closed = True
+        self._cipher = None
+        await self.underlying_session.close()
+        if self._owns_key_store:
+            await self._key_store.close()
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.close()
+
+    def __repr__(self) -> str:
+        return f"EncryptedSession({self.underlying_session!r}, ttl={self.ttl!r})"

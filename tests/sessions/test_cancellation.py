@@ -1,0 +1,172 @@
+"""A cancelled mutation has a definite outcome, and the natural retry is safe.
+
+Calls are cancelled at random points (before the write is queued, while it waits for
+the worker or the server, while it commits, after it finished). For every cancelled
+call the caller can tell what happened: a plain ``CancelledError`` means nothing was
+written, :class:`CancelledAfterCommit` that it was (``result`` holds a popped item).
+A retried ``add_items`` of the same items never duplicates them, and no ``pop_item``
+removes an item that no caller received.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+from collections import Counter
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import pytest
+
+from eventstore import CancelledAfterCommit, PersistenceError
+from sessions import StoreSession
+
+from ..conftest import Backend
+from .conftest import open_session
+
+ROUNDS = 40
+
+
+async def typical_seconds(call: Callable[[], Awaitable[Any]]) -> float:
+    """How long one call takes here: cancellations are spread over about twice that."""
+    started = time.perf_counter()
+    for _ in range(5):
+        await call()
+    return (time.perf_counter() - started) / 5
+
+
+async def cancel_at_random(
+    call: Awaitable[Any], rng: random.Random, within: float
+) -> tuple[str, Any]:
+    """Run ``call`` in a task and cancel it after a random delay: what came of it."""
+    task = asyncio.ensure_future(call)
+    await asyncio.sleep(rng.uniform(0, within))
+    task.cancel()
+    try:
+        return "finished", await task
+    except CancelledAfterCommit as cancelled:
+        return "committed", cancelled.result
+    except asyncio.CancelledError:
+        return "not written", None
+
+
+@pytest.fixture
+async def session(shared_backend: Backend) -> Any:
+    made = open_session(shared_backend.name, shared_backend.target, "s")
+    yield made
+    await made.close()
+
+
+async def test_cancelled_adds_are_told_apart_and_retries_never_duplicate(
+    session: StoreSession,
+) -> None:
+    rng = random.Random(20261127)
+    within = 2 * await typical_seconds(lambda: session.add_items([{"warm": 1}]))
+    expected = [{"warm": 1}] * 5
+    seen: Counter[str] = Counter()
+    for i in range(ROUNDS):
+        item = {"i": i}
+        outcome, _ = await cancel_at_random(session.add_items([item]), rng, within)
+        seen[outcome] += 1
+        newest = await session.get_items(limit=1)
+        if outcome == "not written":
+            assert newest != [item], f"round {i}: a plain CancelledError, yet it was written"
+        else:
+            assert newest == [item], f"round {i}: {outcome} but not in the history"
+        if outcome != "finished":
+            await session.add_items([item])  # the caller's natural retry
+        expected.append(item)
+        assert await session.get_items(limit=2) == expected[-2:], f"round {i}"
+    assert await session.get_items() == expected, "no item lost or duplicated"
+    assert seen["finished"] < ROUNDS, f"no call was cancelled at all: {seen}"
+
+
+async def test_timed_out_adds_retried_in_a_loop_land_once(session: StoreSession) -> None:
+    """The pattern users write: ``asyncio.wait_for`` with a timeout, retried until done."""
+    rng = random.Random(7)
+    within = 2 * await typical_seconds(lambda: session.add_items([{"warm": 1}]))
+    timeouts = 0
+
+    async def add_until_done(items: list[Any]) -> None:
+        nonlocal timeouts
+        while True:
+            try:
+                await asyncio.wait_for(session.add_items(items), rng.uniform(0, within))
+                return
+            except TimeoutError:
+                timeouts += 1
+
+    batches = [[{"b": b, "k": k} for k in range(b % 3 + 1)] for b in range(ROUNDS)]
+    for batch in batches:
+        await add_until_done(batch)
+    expected = [{"warm": 1}] * 5 + [item for batch in batches for item in batch]
+    assert await session.get_items() == expected
+    assert timeouts > 0
+
+
+async def test_no_cancelled_pop_removes_an_item_nobody_received(session: StoreSession) -> None:
+    rng = random.Random(11)
+    items = [{"n": n} for n in range(ROUNDS)]
+    await session.add_items(items)
+    within = 2 * await typical_seconds(lambda: session.get_items(limit=1))
+    received: list[Any] = []
+    seen: Counter[str] = Counter()
+    while len(received) < len(items):
+        before = await session.get_items(limit=1)
+        outcome, value = await cancel_at_random(session.pop_item(), rng, within * 2)
+        seen[outcome] += 1
+        if outcome == "not written":
+            assert await session.get_items(limit=1) == before, "removed, but not said"
+            continue
+        assert value is not None
+        received.append(value)  # the caller got it: from the call or from the error
+        if outcome == "committed":
+            # The retry of the cancelled pop hands out the same item, removing nothing.
+            assert await session.pop_item() == value
+    assert received == items[::-1], "every item received once, newest first"
+    assert await session.get_items() == []
+    assert seen["finished"] < sum(seen.values())
+
+
+async def test_timed_out_pops_retried_in_a_loop_lose_nothing(session: StoreSession) -> None:
+    rng = random.Random(3)
+    items = [{"n": n} for n in range(ROUNDS)]
+    await session.add_items(items)
+    within = 2 * await typical_seconds(lambda: session.get_items(limit=1))
+    received = []
+    for _ in items:
+        while True:
+            try:
+                received.append(
+                    await asyncio.wait_for(session.pop_item(), rng.uniform(0, within * 4))
+                )
+                break
+            except TimeoutError:
+                continue
+    assert received == items[::-1]
+    assert await session.get_items() == []
+
+
+async def test_cancelled_clear_either_cleared_or_did_nothing(session: StoreSession) -> None:
+    rng = random.Random(5)
+    within = 2 * await typical_seconds(lambda: session.get_items(limit=1))
+    for i in range(ROUNDS // 2):
+        await session.add_items([{"i": i}])
+        outcome, _ = await cancel_at_random(session.clear_session(), rng, within * 2)
+        left = await session.get_items()
+        assert (left == []) == (outcome != "not written"), f"round {i}: {outcome}, {left}"
+
+
+async def test_cancelled_reads_raise_cancelled_error(session: StoreSession) -> None:
+    """Never a driver error in its place (asyncmy said 'Cancelled during execution')."""
+    rng = random.Random(9)
+    await session.add_items([{"n": n} for n in range(200)])
+    within = 2 * await typical_seconds(lambda: session.get_items())
+    for _ in range(ROUNDS):
+        try:
+            outcome, _ = await cancel_at_random(session.get_items(), rng, within)
+        except PersistenceError as error:  # pragma: no cover - the failure this prevents
+            pytest.fail(f"a cancelled read raised {error!r}")
+        assert outcome in ("finished", "not written")
+    assert len(await session.get_items()) == 200

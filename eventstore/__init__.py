@@ -2,6 +2,7 @@
 
 import logging as _logging
 
+from .audit import AuditReport, Checkpoint, Finding, StreamCheck, audit
 from .codec import decode_event, decode_item, encode_event, encode_item, encode_items
 from .errors import (
     ArgumentTypeError,
@@ -70,11 +71,13 @@ __all__ = [
     "AnyEvent",
     "AppendResult",
     "ArgumentTypeError",
+    "AuditReport",
     "BranchCreated",
     "BranchDeleted",
     "BranchError",
     "BranchSwitched",
     "CancelledAfterCommit",
+    "Checkpoint",
     "ConcurrencyError",
     "ConfigurationError",
     "ConnectionLostError",
@@ -84,6 +87,7 @@ __all__ = [
     "Event",
     "EventStore",
     "ExpectedVersion",
+    "Finding",
     "IntegrityError",
     "InvalidArgumentError",
     "InvalidKeyError",
@@ -107,12 +111,14 @@ __all__ = [
     "SessionStarted",
     "StoreClosedError",
     "StoreInUseError",
+    "StreamCheck",
     "StreamInfo",
     "TamperedError",
     "TransientError",
     "TurnNotFoundError",
     "UsageRecorded",
     "WrongKeyError",
+    "audit",
     "decode_event",
     "decode_item",
     "encode_event",

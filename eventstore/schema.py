@@ -115,6 +115,24 @@ schema_versions = Table(
 
 HEAD_ROW = "log"
 
+# What is left of a session that retention or an explicit delete removed: its final
+# version and head hash, so audit can tell a session removed on purpose (and the
+# positions its events held) from one deleted behind the store's back. A session id
+# used again after its removal starts a new stream and may get a second tombstone. Written only by
+# the retention/erasure commands, in the transaction that deletes the events.
+tombstones = Table(
+    "convstore_tombstones",
+    metadata,
+    Column("stream_id", StreamId, primary_key=True),
+    Column("removed_at", BigInteger, primary_key=True, autoincrement=False),
+    Column("version", BigInteger, nullable=False),
+    Column("head_hash", String(64), nullable=False),
+    Column("created_at", BigInteger, nullable=False),
+    Column("updated_at", BigInteger, nullable=False),
+    Column("reason", String(32), nullable=False),
+    **MYSQL_TABLE_OPTIONS,
+)
+
 
 def migrate(conn: Connection, found: int) -> None:
     """Bring tables written at schema revision ``found`` to :data:`SCHEMA_VERSION`.

@@ -52,6 +52,7 @@ from .records import (
     StreamInfo,
     to_datetime,
 )
+from .snapshot import run_snapshot
 
 R = TypeVar("R")
 
@@ -913,6 +914,14 @@ class EventStore:
         """The last position handed out (the log's length, positions being gapless)."""
         h = schema.head
         return await self.run(lambda conn: int(conn.execute(select(h.c.position)).scalar_one()))
+
+    async def read_snapshot(self, fn: TxFunction[T]) -> T:
+        """Run the read-only ``fn`` in one consistent snapshot of the database, on a
+        connection of its own, so appends continue meanwhile (audit, verify, export;
+        see :mod:`eventstore.snapshot`)."""
+        self._check_open()
+        await self.ensure_tables()
+        return await run_snapshot(self._runner, fn)
 
 
 def _check_bounds(**values: int | None) -> None:

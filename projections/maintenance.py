@@ -2,24 +2,16 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Sequence, Set
 from dataclasses import dataclass
-from typing import Any, Protocol, Self, runtime_checkable
+from typing import Any
 
 from sqlalchemy import Connection, select
 
-from eventstore import EventStore, InvalidArgumentError, Projector, replay_into
+from eventstore import EventStore, Projector, RecordedEvent, Rows
+from eventstore.audit import Finding, decode_row, scan_streams
 from eventstore.registry import set_behind
 from eventstore.schema import head, tracking
-
-
-@runtime_checkable
-class RebuildableProjector(Projector, Protocol):
-    """A projector that can build itself into scratch tables and list its rows."""
-
-    def scratch(self) -> Self: ...
-
-    def snapshot(self, conn: Connection) -> dict[str, dict[tuple[Any, ...], tuple[Any, ...]]]: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,13 +46,6 @@ class VerifyReport:
         return not self.differences
 
 
-def _projectors(store: EventStore) -> Sequence[RebuildableProjector]:
-    found = [p for p in store.projectors if isinstance(p, RebuildableProjector)]
-    if len(found) != len(store.projectors):
-        raise InvalidArgumentError("verify needs projectors with scratch() and snapshot()")
-    return found
-
-
 async def rebuild(store: EventStore, *, progress: Callable[[int], None] | None = None) -> int:
     """Empty every projection of ``store`` and replay the whole log into it.
 
@@ -88,51 +73,123 @@ async def rebuild(store: EventStore, *, progress: Callable[[int], None] | None =
 async def verify(
     store: EventStore, *, progress: Callable[[int], None] | None = None
 ) -> VerifyReport:
-    """Rebuild every projection into scratch tables and compare with the live tables.
+    """Compare every projection of ``store`` with a fold of the log, one stream at a time.
 
-    Reports every differing row, and a tracking row that is not at the log's head.
+    For each stream, each projector's ``expected_rows`` (the pure fold of the stream's
+    events) is compared with its ``live_rows``; rows of streams the log does not have,
+    and tracking rows that are not at the log's head, are differences too. It reads one
+    consistent snapshot on a connection of its own (appends continue), writes nothing,
+    holds one stream in memory at a time, and any number of runs can go at once.
     """
-    pairs = [(p, p.scratch()) for p in _projectors(store)]
-    for _, scratch in pairs:
-        await store.run(scratch.metadata.create_all, write=True)
-    try:
+    check = ProjectionCheck(store.projectors)
 
-        def compare_tx(conn: Connection) -> VerifyReport:
-            store.lock_log(conn)
-            last = int(conn.execute(select(head.c.position)).scalar_one())
-            tracked = {
-                row.projection: last if row.live else row.position
-                for row in conn.execute(
-                    select(tracking.c.projection, tracking.c.position, tracking.c.live)
-                )
-            }
-            found: list[Difference] = []
-            for live, scratch in pairs:
-                scratch.reset(conn)
-                replay_into(conn, [scratch], progress=progress)
-                if tracked.get(live.name) != last:
+    def compare(conn: Connection) -> VerifyReport:
+        last = int(conn.execute(select(head.c.position)).scalar_one())
+        seen: set[str] = set()
+        for rows in scan_streams(conn):
+            events = [decode_row(row) for row in rows]
+            seen.add(events[0].stream_id)
+            check.compare_stream(conn, events[0].stream_id, events)
+            if progress is not None:
+                progress(len(events))
+        check.compare_rest(conn, seen)
+        return VerifyReport(events_replayed=last, differences=tuple(check.differences))
+
+    return await store.read_snapshot(compare)
+
+
+class ProjectionCheck:
+    """Projections against a fold of the log, one stream at a time (for verify and audit).
+
+    As an audit :class:`~eventstore.audit.StreamCheck` it turns each difference into a
+    finding that names the session and the version the projection was compared at.
+    """
+
+    def __init__(self, projectors: Sequence[Projector]) -> None:
+        self.projectors = tuple(projectors)
+        self.differences: list[Difference] = []
+
+    def compare_stream(
+        self, conn: Connection, stream_id: str, events: Sequence[RecordedEvent]
+    ) -> list[Difference]:
+        found: list[Difference] = []
+        for projector in self.projectors:
+            expected = projector.expected_rows(stream_id, events)
+            found.extend(_diff(projector.name, projector.live_rows(conn, stream_id), expected))
+        self.differences.extend(found)
+        return found
+
+    def compare_rest(self, conn: Connection, stream_ids: Set[str]) -> list[Difference]:
+        """Rows of streams the log does not have, and projections behind the head."""
+        found: list[Difference] = []
+        last = int(conn.execute(select(head.c.position)).scalar_one())
+        # A live projection is kept by every append; one that is not is behind (being
+        # caught up) and holds the log only up to its tracking position.
+        tracked = {
+            row.projection: last if row.live else row.position
+            for row in conn.execute(
+                select(tracking.c.projection, tracking.c.position, tracking.c.live)
+            )
+        }
+        names = sorted(tracked.keys() | {p.name for p in self.projectors})
+        for name in names:
+            if tracked.get(name) != last:
+                found.append(Difference(name, "tracking", (name,), (tracked.get(name),), (last,)))
+        for projector in self.projectors:
+            for sid in sorted(projector.stream_ids(conn) - stream_ids):
+                for table, rows in projector.live_rows(conn, sid).items():
+                    if not rows:
+                        continue
                     found.append(
-                        Difference(
-                            live.name, "tracking", (live.name,), (tracked.get(live.name),), (last,)
-                        )
+                        Difference(projector.name, table, (sid,), (f"{len(rows)} row(s)",), None)
                     )
-                found.extend(_diff(live.name, live.snapshot(conn), scratch.snapshot(conn)))
-            return VerifyReport(events_replayed=last, differences=tuple(found))
+        self.differences.extend(found)
+        return found
 
-        return await store.run(compare_tx, write=True)
-    finally:
-        for _, scratch in pairs:
-            await store.run(scratch.metadata.drop_all, write=True)
+    # -- as an audit StreamCheck ------------------------------------------------------
+
+    def check_stream(
+        self, conn: Connection, stream_id: str, events: Sequence[RecordedEvent]
+    ) -> list[Finding]:
+        version = events[-1].version
+        return [
+            Finding(stream_id, version, f"projection {d}", check="projection")
+            for d in self.compare_stream(conn, stream_id, events)
+        ]
+
+    def finish(self, conn: Connection, stream_ids: Set[str]) -> list[Finding]:
+        findings = []
+        for d in self.compare_rest(conn, stream_ids):
+            live = d.live[0] if d.live else None
+            if d.table == "tracking":
+                findings.append(
+                    Finding(
+                        None,
+                        None,
+                        f"projection {d.projection} is behind: it holds the log up to position "
+                        f"{live}, but the head is {d.rebuilt[0] if d.rebuilt else None}",
+                        check="projection",
+                    )
+                )
+            else:
+                findings.append(
+                    Finding(
+                        d.key[0],
+                        None,
+                        f"projection {d.projection}.{d.table} has {live} for a session "
+                        "the log does not have",
+                        check="projection",
+                    )
+                )
+        return findings
 
 
-def _diff(
-    projection: str,
-    live: dict[str, dict[tuple[Any, ...], tuple[Any, ...]]],
-    rebuilt: dict[str, dict[tuple[Any, ...], tuple[Any, ...]]],
-) -> list[Difference]:
+def _diff(projection: str, live: Rows, rebuilt: Rows) -> list[Difference]:
     found = []
     for table in sorted(live.keys() | rebuilt.keys()):
         a, b = live.get(table, {}), rebuilt.get(table, {})
+        if a == b:  # the usual case, compared in C
+            continue
         for key in sorted(a.keys() | b.keys()):
             if a.get(key) != b.get(key):
                 found.append(Difference(projection, table, key, a.get(key), b.get(key)))

@@ -8,17 +8,25 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
+from functools import cache
 from typing import Any
 
 from eventstore import ArgumentTypeError, InvalidArgumentError
 from eventstore.store import check_count
 
-try:
-    from agents.memory.session_settings import SessionSettings as _SDKSessionSettings
-    from agents.memory.session_settings import coerce_session_settings as _coerce
-except ImportError:  # the 'agents' extra is not installed
-    _SDKSessionSettings = None  # type: ignore[assignment,misc]
-    _coerce = None  # type: ignore[assignment]
+
+@cache
+def _sdk() -> tuple[Any, Any] | None:
+    """The SDK's SessionSettings class and coercion function, or None without the SDK.
+
+    Imported on first use, not at import time: importing the SDK takes about two
+    seconds, and the ``convstore`` command (which imports this package) never needs it.
+    """
+    try:
+        from agents.memory.session_settings import SessionSettings, coerce_session_settings
+    except ImportError:  # the 'agents' extra is not installed
+        return None
+    return SessionSettings, coerce_session_settings
 
 
 @dataclass
@@ -35,9 +43,11 @@ def make_settings(value: Any) -> Any:
     object is a TypeError (:class:`ArgumentTypeError`), a bad value a ValueError
     (:class:`InvalidArgumentError`).
     """
+    sdk = _sdk()
     try:
-        if _coerce is not None:
-            settings = _coerce(value) if value is not None else _SDKSessionSettings()
+        if sdk is not None:
+            settings_class, coerce = sdk
+            settings = coerce(value) if value is not None else settings_class()
         elif value is None:
             settings = FallbackSessionSettings()
         elif isinstance(value, dict):

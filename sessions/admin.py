@@ -1,26 +1,69 @@
-"""What the ``convstore`` command does, as functions that scripts can import."""
+"""What the ``convstore`` command does, as functions that scripts can import.
+
+Every command of ``convstore DB COMMAND`` is one function here (export and import are
+in :mod:`sessions.transfer`, the SDK import in :mod:`sessions.sdk_import`), taking an
+:class:`~eventstore.EventStore` opened with :func:`open_store`.
+"""
 
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
+from functools import partial
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import Connection, delete, func, insert, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from eventstore import MAIN_BRANCH, EventStore, RecordedEvent, decode_item
-from projections import fold, rebuild, verify
-from projections.maintenance import VerifyReport
+from eventstore import (
+    MAIN_BRANCH,
+    AuditReport,
+    Checkpoint,
+    ConvstoreError,
+    EventStore,
+    IntegrityError,
+    InvalidArgumentError,
+    RecordedEvent,
+    audit,
+    decode_item,
+    schema,
+)
+from eventstore.audit import row_hash
+from eventstore.chain import GENESIS
+from eventstore.checkpoints import dump_checkpoints
+from eventstore.records import to_datetime, to_micros
+from projections import fold, rebuild
+from projections.maintenance import ProjectionCheck, VerifyReport, verify
 
 from .base import HISTORY
 
 
-def open_store(db: str | os.PathLike[str] | AsyncEngine) -> EventStore:
-    """A store on an existing convstore database (tables are not created)."""
-    return EventStore(db, create_tables=False, projectors=[HISTORY])
+class NotFoundError(ConvstoreError, LookupError):
+    """The session, branch or version asked for does not exist."""
+
+
+class AuditFailedError(IntegrityError):
+    """The log did not pass its audit, so the operation that needs a sound log refused."""
+
+    def __init__(self, what: str, report: AuditReport) -> None:
+        super().__init__(
+            f"{what}: the log did not pass its audit ({len(report.findings)} finding(s)); "
+            "run 'convstore DB audit' to see them"
+        )
+        self.report = report
+
+
+def open_store(db: str | os.PathLike[str] | AsyncEngine, *, create: bool = False) -> EventStore:
+    """A store on a convstore database; its tables are created only with ``create``."""
+    return EventStore(db, create_tables=create, projectors=[HISTORY])
+
+
+async def init_database(db: str | os.PathLike[str] | AsyncEngine) -> None:
+    """Create the convstore tables in ``db`` (nothing changes where they exist)."""
+    async with open_store(db, create=True) as store:
+        await store.ensure_tables()
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,8 +97,11 @@ async def list_sessions(store: EventStore) -> list[SessionSummary]:
 
 
 async def session_log(store: EventStore, session_id: str) -> list[RecordedEvent]:
-    """Every event of one session, oldest first."""
-    return await store.read_stream(session_id)
+    """Every event of one session, oldest first; NotFoundError if it has none."""
+    events = await store.read_stream(session_id)
+    if not events:
+        raise NotFoundError(f"no session {session_id!r} in this database")
+    return events
 
 
 async def session_history(
@@ -63,26 +109,219 @@ async def session_history(
     session_id: str,
     *,
     branch: str = MAIN_BRANCH,
-    as_of: int | None = None,
+    as_of: int | datetime | None = None,
 ) -> list[Any]:
-    """The items of a session's branch now, or as they were at version ``as_of``.
+    """The items of a session's branch now, or as they were at ``as_of``.
 
-    The present is read from the projection; the past is folded from the log.
+    ``as_of`` is a stream version (the one ``session_log`` shows, included) or an
+    aware datetime (every event recorded at or before it). The present of ``main`` is
+    read from the projection; the past, and other branches, are folded from the log.
+    Raises NotFoundError for an unknown session, branch or version.
     """
-    if as_of is None:
+    info = await store.stream_info(session_id)
+    if info is None:
+        raise NotFoundError(f"no session {session_id!r} in this database")
+    if isinstance(as_of, int) and not 1 <= as_of <= info.version:
+        raise NotFoundError(f"session {session_id!r} has versions 1..{info.version}, not {as_of}")
+    if as_of is None and branch == MAIN_BRANCH:
         rows = await store.run(lambda conn: HISTORY.read_items(conn, session_id, branch, None))
-    else:
-        rows = fold(await store.read_stream(session_id, upto=as_of)).items(branch)
-    return [decode_item(row) for row in rows]
+        return [decode_item(row) for row in rows]
+    upto = as_of if isinstance(as_of, int) else None
+    events = await store.read_stream(session_id, upto=upto)
+    if isinstance(as_of, datetime):
+        if as_of.tzinfo is None:
+            raise InvalidArgumentError("as_of needs a timezone (e.g. 2026-01-31T12:00:00Z)")
+        events = [e for e in events if e.recorded_at <= as_of]
+        if not events:
+            raise NotFoundError(f"session {session_id!r} did not exist yet at {as_of}")
+    state = fold(events)
+    if branch != MAIN_BRANCH and branch not in state.branches:
+        raise NotFoundError(f"session {session_id!r} has no branch {branch!r}")
+    return [decode_item(row) for row in state.items(branch)]
+
+
+# -- audit, verify, replay --------------------------------------------------------
+
+
+async def audit_database(
+    store: EventStore,
+    *,
+    checkpoints: Mapping[str, Checkpoint] | None = None,
+    progress: Callable[[int], None] | None = None,
+    projections: bool = True,
+) -> AuditReport:
+    """The full audit: the log (:func:`eventstore.audit`) and every projection of the
+    store against a fold of the log, in one pass over one consistent snapshot."""
+    checks = [ProjectionCheck(store.projectors)] if projections else []
+    return await audit(store, checks=checks, checkpoints=checkpoints, progress=progress)
 
 
 async def replay(store: EventStore, *, progress: Callable[[int], None] | None = None) -> int:
-    """Rebuild every projection from the log; return the number of events replayed."""
+    """Rebuild every projection from the log; return the last position replayed.
+
+    Refuses (:class:`AuditFailedError`, nothing changed) when the log itself does not
+    pass its audit: rebuilding from a tampered log would make it look clean.
+    """
+    report = await audit(store)
+    if not report.ok:
+        raise AuditFailedError("refusing to replay", report)
     return await rebuild(store, progress=progress)
 
 
 async def verify_projections(
     store: EventStore, *, progress: Callable[[int], None] | None = None
 ) -> VerifyReport:
-    """Rebuild into scratch tables and compare with the live projections."""
+    """Compare the live projections with a fold of the log (no writes, no lock)."""
     return await verify(store, progress=progress)
+
+
+async def take_checkpoints(store: EventStore, *, key: bytes | None = None) -> bytes:
+    """The checkpoint file of every stream's head (see :mod:`eventstore.checkpoints`),
+    signed with ``key`` when given. Refuses when the log does not pass its audit:
+    signing a tampered log would vouch for it."""
+    report = await audit(store, collect_heads=True)
+    if not report.ok:
+        raise AuditFailedError("refusing to take checkpoints", report)
+    return dump_checkpoints(report.heads.values(), head_position=report.head_position, key=key)
+
+
+# -- removing sessions (the only code that deletes events) ---------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class RemovedSession:
+    """A session that was (or, in a dry run, would be) removed, and its tombstone."""
+
+    session_id: str
+    version: int
+    head_hash: str
+    updated_at: datetime
+
+
+def _session_tables(store: EventStore) -> list[Any]:
+    """Every projection table with a ``stream_id`` column: where a session's rows are."""
+    return [
+        table
+        for projector in store.projectors
+        for table in projector.metadata.sorted_tables
+        if "stream_id" in table.c
+    ]
+
+
+def _remove_tx(
+    store: EventStore,
+    conn: Connection,
+    *,
+    session_id: str,
+    reason: str,
+    idle_before: int | None = None,
+) -> RemovedSession | None:
+    store.lock_log(conn)  # no append to any stream while the session goes
+    s, e = schema.streams, schema.events
+    row = conn.execute(select(s).where(s.c.stream_id == session_id)).first()
+    if row is None or (idle_before is not None and row.updated_at >= idle_before):
+        return None  # gone already, or written to since it was chosen
+    previous, count = GENESIS, 0
+    for event in conn.execute(select(e).where(e.c.stream_id == session_id).order_by(e.c.version)):
+        count += 1
+        if event.version != count or row_hash(previous, event) != event.hash:
+            raise IntegrityError(
+                f"session {session_id!r} v{event.version} does not pass its audit: not "
+                "removing it (a tombstone would vouch for a tampered history)"
+            )
+        previous = event.hash
+    if count != row.version or previous != row.head_hash:
+        raise IntegrityError(
+            f"session {session_id!r}: its log does not end where convstore_streams says: "
+            "not removing it"
+        )
+    conn.execute(delete(e).where(e.c.stream_id == session_id))
+    for table in _session_tables(store):
+        conn.execute(delete(table).where(table.c.stream_id == session_id))
+    conn.execute(delete(s).where(s.c.stream_id == session_id))
+    conn.execute(
+        insert(schema.tombstones).values(
+            stream_id=session_id,
+            removed_at=to_micros(datetime.now(UTC)),
+            version=row.version,
+            head_hash=row.head_hash,
+            created_at=row.created_at,
+            updated_at=row.updated_at,
+            reason=reason,
+        )
+    )
+    return RemovedSession(session_id, row.version, row.head_hash, to_datetime(row.updated_at))
+
+
+async def _ensure_tombstones(store: EventStore) -> None:
+    await store.run(lambda conn: schema.tombstones.create(conn, checkfirst=True), write=True)
+
+
+async def delete_session(store: EventStore, session_id: str) -> RemovedSession:
+    """Remove one session: its events and projection rows, leaving a tombstone.
+
+    One of the two code paths that DELETE event rows (with :func:`retention`); the
+    tombstone keeps the session's final version and head hash, so the audit still
+    passes and tells this removal from a deletion behind the store's back. Refuses a
+    session whose log does not pass its audit. NotFoundError if there is no session.
+    """
+    removed = await purge(store, [session_id])
+    if not removed:
+        raise NotFoundError(f"no session {session_id!r} in this database")
+    return removed[0]
+
+
+async def purge(
+    store: EventStore, session_ids: Sequence[str], *, reason: str = "delete"
+) -> list[RemovedSession]:
+    """Remove several sessions as :func:`delete_session` does (unknown ids are skipped);
+    each in its own short transaction. Returns what was removed."""
+    await _ensure_tombstones(store)
+    removed = []
+    for sid in session_ids:
+        done = await store.run(
+            partial(_remove_tx, store, session_id=sid, reason=reason), write=True
+        )
+        if done is not None:
+            removed.append(done)
+    return removed
+
+
+async def retention(
+    store: EventStore,
+    older_than: timedelta,
+    *,
+    dry_run: bool = False,
+    now: datetime | None = None,
+) -> list[RemovedSession]:
+    """Remove every session idle (no event) for longer than ``older_than``.
+
+    Whole sessions only: their events and projection rows go, a tombstone stays (see
+    :func:`delete_session`). This and ``delete_session`` are the only code paths that
+    DELETE event rows. With ``dry_run`` nothing changes and the sessions that would go
+    are returned. A session written to after it was chosen is kept.
+    """
+    if older_than < timedelta(0):
+        raise InvalidArgumentError("older_than must not be negative")
+    cutoff = to_micros((now or datetime.now(UTC)) - older_than)
+    s = schema.streams
+    idle = await store.run(
+        lambda conn: conn.execute(
+            select(s).where(s.c.updated_at < cutoff).order_by(s.c.stream_id)
+        ).all()
+    )
+    if dry_run:
+        return [
+            RemovedSession(r.stream_id, r.version, r.head_hash, to_datetime(r.updated_at))
+            for r in idle
+        ]
+    await _ensure_tombstones(store)
+    removed = []
+    for r in idle:
+        remove = partial(
+            _remove_tx, store, session_id=r.stream_id, reason="retention", idle_before=cutoff
+        )
+        done = await store.run(remove, write=True)
+        if done is not None:
+            removed.append(done)
+    return removed

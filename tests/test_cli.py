@@ -1,55 +1,79 @@
-"""The convstore command: readable tables, --json for programs, exit codes."""
+"""The convstore command on SQLite files, PostgreSQL and MariaDB: every subcommand,
+readable tables, --json (before or after the command), exit codes, one-line errors."""
 
 from __future__ import annotations
 
+import io
 import json
+import os
 import sqlite3
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
+from agents.memory import SQLiteSession as SdkSQLiteSession
 
-from sessions import SQLiteSession
-from sessions.cli import main
+from eventstore import EventStore
+from sessions import StoreSession
+from sessions._progress import ProgressBar
+from sessions.base import HISTORY
+from sessions.cli import format_duration, main, parse_duration
 
-
-async def make_db(path: Path) -> None:
-    async with SQLiteSession("alice", path) as session:
-        await session.add_items([{"role": "user", "content": "Create a note"}])
-        await session.add_items([{"role": "assistant", "content": "Done."}])
-        await session.pop_item()
-    async with SQLiteSession("bob", path) as session:
-        await session.add_items([{"role": "user", "content": "Hi"}])
+from .conftest import Backend
 
 
-def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str]:
+async def fill(store: EventStore) -> None:
+    alice = StoreSession("alice", store)
+    await alice.add_items([{"role": "user", "content": "Create a note"}])
+    await alice.add_items([{"role": "assistant", "content": "Done."}])
+    await alice.pop_item()
+    await StoreSession("bob", store).add_items([{"role": "user", "content": "Hi"}])
+
+
+def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
     with pytest.raises(SystemExit) as exit_info:
         main(list(argv))
     code = exit_info.value.code
     assert isinstance(code, int)
-    return code, capsys.readouterr().out
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
 
 
 @pytest.fixture
-async def db(tmp_path: Path) -> Path:
-    path = tmp_path / "c.db"
-    await make_db(path)
-    return path
+async def db(shared_backend: Backend) -> str:
+    """A convstore database (SQLite file, PostgreSQL, MariaDB) with alice and bob."""
+    await fill(shared_backend.store(projectors=(HISTORY,)))
+    return shared_backend.target
 
 
-def test_sessions_table_and_json(db: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    code, out = run(capsys, str(db), "sessions")
+def raw_sql(db: str, statement: str) -> None:
+    """Tamper with the database behind the store's back."""
+    import asyncio
+
+    from sqlalchemy import text
+
+    async def go() -> None:
+        async with EventStore(db, create_tables=False, projectors=[HISTORY]) as store:
+            await store.run(lambda conn: conn.execute(text(statement)), write=True)
+
+    asyncio.run(go())
+
+
+def test_sessions_table_and_json_either_side(db: str, capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = run(capsys, db, "sessions")
     assert code == 0
     assert "alice" in out
     assert "bob" in out
-    code, out = run(capsys, str(db), "sessions", "--json")
-    listed = {s["session_id"]: s for s in json.loads(out)}
-    assert listed["alice"]["version"] == 4  # started, added, added, popped
-    assert listed["alice"]["items"] == 1
-    assert listed["bob"]["items"] == 1
+    for argv in ([db, "sessions", "--json"], ["--json", db, "sessions"]):
+        code, out, _ = run(capsys, *argv)
+        listed = {s["session_id"]: s for s in json.loads(out)}
+        assert listed["alice"]["version"] == 4  # started, added, added, popped
+        assert listed["alice"]["items"] == 1
 
 
-def test_log_lists_every_event(db: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    code, out = run(capsys, str(db), "log", "alice", "--json")
+def test_log_lists_every_event(db: str, capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = run(capsys, db, "log", "alice", "--json")
     assert code == 0
     events = json.loads(out)
     assert [e["type"] for e in events] == [
@@ -59,37 +83,280 @@ def test_log_lists_every_event(db: Path, capsys: pytest.CaptureFixture[str]) -> 
         "ItemPopped",
     ]
     assert [e["version"] for e in events] == [1, 2, 3, 4]
-    code, out = run(capsys, str(db), "log", "alice")
-    assert "ItemPopped" in out
+    assert "ItemPopped" in run(capsys, db, "log", "alice")[1]
 
 
-def test_history_now_and_as_of(db: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    _, out = run(capsys, str(db), "history", "alice", "--json")
+def test_history_now_as_of_a_version_and_a_time(
+    db: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    _, out, _ = run(capsys, db, "history", "alice", "--json")
     assert json.loads(out) == [{"role": "user", "content": "Create a note"}]
-    _, out = run(capsys, str(db), "history", "alice", "--as-of", "3", "--json")
+    _, out, _ = run(capsys, db, "history", "alice", "--as-of", "3", "--json")
     assert [i["content"] for i in json.loads(out)] == ["Create a note", "Done."]
+    _, out, _ = run(capsys, db, "--json", "log", "alice")
+    third = json.loads(out)[2]["recorded_at"]
+    _, out, _ = run(capsys, db, "history", "alice", "--as-of", third, "--json")
+    assert [i["content"] for i in json.loads(out)] == ["Create a note", "Done."]
+    _, out, _ = run(capsys, db, "history", "alice")
+    assert "user: Create a note" in out
 
 
-def test_replay_and_verify(db: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    assert run(capsys, str(db), "verify")[0] == 0
-    with sqlite3.connect(db) as conn:
-        conn.execute("DELETE FROM convstore_items WHERE stream_id = 'bob'")
-    code, out = run(capsys, str(db), "verify", "--json")
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["history", "nobody"], "no session 'nobody'"),
+        (["log", "nobody"], "no session 'nobody'"),
+        (["history", "alice", "--as-of", "9"], "versions 1..4, not 9"),
+        (["history", "alice", "--branch", "nope"], "no branch 'nope'"),
+        (["history", "alice", "--as-of", "yesterday"], "neither a version nor a time"),
+        (["retention", "--older-than", "ten days"], "not a duration"),
+        (["export", "--session", "nobody"], "no session 'nobody'"),
+        (["frobnicate"], "invalid choice"),
+    ],
+)
+def test_unknown_things_are_one_line_errors(
+    db: str, capsys: pytest.CaptureFixture[str], argv: list[str], message: str
+) -> None:
+    code, out, err = run(capsys, db, *argv)
+    assert code == 2
+    assert message in err
+    assert err.count("\n") == 1
+    assert out == ""
+
+
+def test_audit_clean_then_tampered(db: str, capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = run(capsys, db, "audit")
+    assert (code, "audit passed" in out) == (0, True)
+    raw_sql(
+        db,
+        "UPDATE convstore_events SET recorded_at = recorded_at + 1 "
+        "WHERE stream_id = 'alice' AND version = 2",
+    )
+    code, out, _ = run(capsys, db, "audit")
     assert code == 1
-    assert json.loads(out)["ok"] is False
-    assert run(capsys, str(db), "replay")[0] == 0
-    code, out = run(capsys, str(db), "verify", "--json")
-    assert (code, json.loads(out)["ok"]) == (0, True)
+    assert "session 'alice' v2: stored hash does not match" in out
+    code, out, _ = run(capsys, db, "audit", "--json")
+    report = json.loads(out)
+    assert (code, report["ok"]) == (1, False)
+    assert {"session": "alice", "version": 2}.items() <= report["findings"][0].items()
 
 
-def test_errors_exit_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    with pytest.raises(SystemExit) as exit_info:
-        main([str(tmp_path / "missing.db"), "sessions"])
-    assert exit_info.value.code == 2
-    assert "no database" in capsys.readouterr().err
+def test_checkpoints_and_audit_against_them(
+    db: str, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    key, other = tmp_path / "key", tmp_path / "other"
+    key.write_text("s3cret audit key\n")
+    other.write_text("another key\n")
+    heads = tmp_path / "heads.jsonl"
+    code, _, err = run(capsys, db, "checkpoint", "--key-file", str(key), "-o", str(heads))
+    assert code == 0
+    assert "2 session(s)" in err
+    code, out, _ = run(capsys, db, "audit", "--against", str(heads), "--key-file", str(key))
+    assert (code, "against 2 checkpoint(s)" in out) == (0, True)
+    code, _, err = run(capsys, db, "audit", "--against", str(heads), "--key-file", str(other))
+    assert code == 2
+    assert "signature does not verify" in err
+    code, _, err = run(capsys, db, "audit", "--against", str(heads))
+    assert (code, "the checkpoints are signed" in err) == (2, True)
+
+
+def test_replay_repairs_projections_and_refuses_a_tampered_log(
+    db: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    raw_sql(db, "DELETE FROM convstore_items WHERE stream_id = 'bob'")
+    code, out, _ = run(capsys, db, "verify", "--json")
+    assert (code, json.loads(out)["ok"]) == (1, False)
+    assert run(capsys, db, "audit")[0] == 1
+    code, out, _ = run(capsys, db, "replay")
+    assert (code, "rebuilt every projection" in out) == (0, True)
+    assert run(capsys, db, "verify")[0] == 0
+    assert run(capsys, db, "audit")[0] == 0
+    raw_sql(db, "DELETE FROM convstore_events WHERE stream_id = 'alice' AND version = 2")
+    code, out, err = run(capsys, db, "replay")
+    assert code == 1
+    assert "refusing to replay" in err
+    assert "session 'alice' v3: v2 missing" in err
+
+
+def test_export_and_import_round_trip(
+    db: str, capsys: pytest.CaptureFixture[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    out_file = tmp_path / "dump.jsonl"
+    code, _, err = run(capsys, db, "export", "-o", str(out_file))
+    assert (code, "6 event(s)" in err) == (0, True)
+    code, stdout, _ = run(capsys, db, "export")
+    assert stdout.encode() == out_file.read_bytes()
+    copy = tmp_path / "copy.db"
+    code, out, _ = run(capsys, str(copy), "import", str(out_file))
+    assert (code, "imported 6 event(s) of 2 session(s)" in out) == (0, True)
+    code, again, _ = run(capsys, str(copy), "export")
+    assert again.encode() == out_file.read_bytes()
+    monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(out_file.read_bytes())))
+    code, out, _ = run(capsys, str(copy), "--json", "import", "-")
+    assert (code, json.loads(out)["skipped"]) == (0, 6)
+    assert run(capsys, str(copy), "audit")[0] == 0
+    code, out, _ = run(capsys, db, "export", "--session", "bob")
+    assert [json.loads(line)["version"] for line in out.splitlines()] == [1, 2]
+
+
+async def test_import_sdk(db: str, capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    source = tmp_path / "sdk.db"
+    sdk = SdkSQLiteSession("carol", source)
+    await sdk.add_items([{"role": "user", "content": "from the SDK"}])
+    sdk.close()
+    code, out, _ = await _in_thread(capsys, db, "import-sdk", str(source))
+    assert (code, "imported 1 item(s), 0 branch(es)" in out) == (0, True)
+    code, out, _ = await _in_thread(capsys, db, "history", "carol", "--json")
+    assert json.loads(out) == [{"role": "user", "content": "from the SDK"}]
+    code, out, _ = await _in_thread(capsys, db, "--json", "import-sdk", str(source))
+    assert json.loads(out)["up_to_date"] == 1
+
+
+async def _in_thread(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
+    import asyncio
+
+    return await asyncio.to_thread(run, capsys, *argv)
+
+
+def test_retention(db: str, capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = run(capsys, db, "retention", "--older-than", "1d")
+    assert (code, "removed 0 session(s)" in out) == (0, True)
+    code, out, _ = run(capsys, db, "retention", "--older-than", "0s", "--dry-run", "--json")
+    assert [s["session_id"] for s in json.loads(out)["sessions"]] == ["alice", "bob"]
+    assert len(json.loads(run(capsys, db, "sessions", "--json")[1])) == 2
+    code, out, _ = run(capsys, db, "retention", "--older-than", "0s")
+    assert "removed 2 session(s)" in out
+    assert json.loads(run(capsys, db, "sessions", "--json")[1]) == []
+    code, out, _ = run(capsys, db, "audit", "--json")
+    assert (code, json.loads(out)["removed_sessions"]) == (0, 2)
+
+
+# -- errors and files ------------------------------------------------------------------
+
+
+def test_init_creates_and_reads_never_do(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    missing = tmp_path / "missing.db"
+    code, _, err = run(capsys, str(missing), "sessions")
+    assert (code, "no database at" in err, missing.exists()) == (2, True, False)
+    code, _, err = run(capsys, f"sqlite:///{missing}", "audit")
+    assert (code, missing.exists()) == (2, False)
+    code, out, _ = run(capsys, str(missing), "init")
+    assert "tables are ready" in out
+    assert (code, missing.exists()) == (0, True)
+    assert run(capsys, str(missing), "init")[0] == 0
+    assert run(capsys, str(missing), "sessions", "--json")[1] == "[]\n"
+
+
+def test_foreign_and_empty_files_are_left_alone(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     empty = tmp_path / "empty.db"
-    sqlite3.connect(empty).close()
-    with pytest.raises(SystemExit) as exit_info:
-        main([str(empty), "sessions"])
-    assert exit_info.value.code == 2
-    assert "tables do not exist" in capsys.readouterr().err
+    empty.touch()
+    code, _, err = run(capsys, str(empty), "sessions")
+    assert (code, "an empty file" in err, empty.read_bytes()) == (2, True, b"")
+    foreign = tmp_path / "foreign.db"
+    with sqlite3.connect(foreign) as conn:
+        conn.execute("CREATE TABLE notes (body TEXT)")
+    conn.close()
+    before = foreign.read_bytes()
+    for command in ("sessions", "audit", "export", "replay", "retention"):
+        argv = [str(foreign), command] + (["--older-than", "1d"] if command == "retention" else [])
+        code, _, err = run(capsys, *argv)
+        assert code == 2
+        assert "not a convstore one" in err
+    assert foreign.read_bytes() == before
+    assert not Path(f"{foreign}-wal").exists()
+    broken = tmp_path / "broken.db"
+    broken.write_bytes(b"SQLite format 3\x00" + b"\xff" * 200)
+    code, _, err = run(capsys, str(broken), "sessions")
+    assert (code, err.count("\n"), broken.stat().st_size) == (2, 1, 216)
+    text_file = tmp_path / "notes.txt"
+    text_file.write_text("hello")
+    code, _, err = run(capsys, str(text_file), "log", "x")
+    assert (code, "not a SQLite database" in err) == (2, True)
+
+
+@pytest.mark.parametrize(
+    ("db", "message"),
+    [
+        ("postgresql://nobody@127.0.0.1:1/none", "Connect call failed"),
+        ("oracle://scott@localhost/db", "does not support the 'oracle' database"),
+        ("postgresql://:bad:url", "not a database URL"),
+    ],
+)
+def test_unreachable_or_bad_databases(
+    capsys: pytest.CaptureFixture[str], db: str, message: str
+) -> None:
+    code, out, err = run(capsys, db, "sessions")
+    assert code == 2
+    assert err.startswith("convstore: ")
+    assert message in err
+    assert err.count("\n") == 1
+    assert out == ""
+
+
+def test_version_and_help(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = run(capsys, "--version")
+    assert (code, out.startswith("convstore ")) == (0, True)
+    code, out, _ = run(capsys, "-h")
+    assert code == 0
+    assert "examples:" in out
+    assert "import-sdk" in out
+    code, out, _ = run(capsys, "x.db", "retention", "-h")
+    assert (code, "--older-than" in out) == (0, True)
+    code, _, err = run(capsys)
+    assert (code, err.count("\n")) == (2, 1)
+
+
+def test_the_command_does_not_import_the_agents_sdk(tmp_path: Path) -> None:
+    code = (
+        "import sys\n"
+        "from sessions.cli import main\n"
+        "try:\n"
+        f"    main([{str(tmp_path / 'x.db')!r}, 'init'])\n"
+        "except SystemExit:\n"
+        "    pass\n"
+        "assert 'agents' not in sys.modules, 'the CLI imported the Agents SDK'\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=Path(__file__).parent.parent)
+
+
+def test_durations() -> None:
+    assert parse_duration("1w2d") == parse_duration("9d")
+    assert parse_duration("90m").total_seconds() == 5400
+    assert format_duration(parse_duration("1d12h")) == "1d12h"
+    assert format_duration(parse_duration("0s")) == "0s"
+
+
+def test_progress_is_plain_lines_off_a_terminal(monkeypatch: pytest.MonkeyPatch) -> None:
+    import sessions._progress as progress
+
+    monkeypatch.setattr(progress, "LINE_INTERVAL", 0.0)
+    stream = io.StringIO()
+    bar = ProgressBar(200, "auditing", stream=stream)
+    bar.update(100)
+    bar.update(100)
+    bar.close()
+    lines = stream.getvalue().splitlines()
+    assert lines[0].startswith("auditing: 50% 100/200")
+    assert lines[-1].startswith("auditing: 100% 200/200")
+    assert "\r" not in stream.getvalue()
+    quiet = io.StringIO()
+    ProgressBar(10, "x", stream=quiet).close()  # quick work prints nothing off a terminal
+    assert quiet.getvalue() == ""
+
+
+def test_the_replay_audit_example_runs() -> None:
+    root = Path(__file__).parent.parent
+    done = subprocess.run(
+        [sys.executable, str(root / "examples" / "replay_audit.py")],
+        check=True,
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(root)},
+    )
+    assert "4. after an edit with raw SQL: ok=False" in done.stdout
+    assert "5. replay refused" in done.stdout
+    assert "6. restored 4 events from the export: audit ok=True" in done.stdout

@@ -20,15 +20,16 @@ Endpoints (``{user}`` is the session id):
     GET  /users/{user}/branches         the SDK's list_branches()
     POST /users/{user}/branches         {"from_turn": n, "name": optional} -> new branch
     PUT  /users/{user}/branch           {"branch_id": "..."} switch the current branch
-    GET  /users/{user}/export           the session's event log as JSON Lines
+    GET  /users/{user}/export           the session's events as JSON Lines (convstore's
+                                        export format: `convstore DB import` loads it)
 """
 
 from __future__ import annotations
 
-import json
 import os
+import tempfile
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager
 from typing import Annotated, Any
 
@@ -42,14 +43,16 @@ from pydantic import BaseModel, Field
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
-from eventstore import BranchError, InvalidArgumentError, RecordedEvent, TurnNotFoundError
+from eventstore import BranchError, InvalidArgumentError, TurnNotFoundError
 from sessions import AdvancedSQLAlchemySession, create_tables
-from sessions.admin import open_store
+from sessions.admin import NotFoundError, open_store
+from sessions.transfer import export_events
 
 DEFAULT_DATABASE_URL = "sqlite+aiosqlite:///convstore_chat.db"
 INSTRUCTIONS = "You are a helpful assistant. Answer briefly."
-# Events per read while exporting: a long conversation streams in bounded memory.
-EXPORT_BATCH = 500
+# An export is spooled in memory up to this size, then in a temporary file.
+SPOOL_IN_MEMORY = 1 << 20
+CHUNK = 64 * 1024
 
 # Plain URLs get the async driver of the matching extra (as convstore's own URLs do).
 _ASYNC_DRIVERS = {"postgresql": "postgresql+asyncpg", "postgres": "postgresql+asyncpg"}
@@ -241,58 +244,32 @@ def create_app(
 
     @app.get("/users/{user}/export")
     async def export(user: str, request: Request) -> StreamingResponse:
-        """Every event of the session, oldest first, one JSON object a line.
+        """The session's events as JSON Lines, as ``convstore DB export --session`` writes
+        them (so ``convstore DB import FILE`` loads them into another database).
 
-        The body is streamed after the handler returns, so it reads through a store of
-        its own on the shared engine rather than the request's session.
+        The export is read in one consistent snapshot into a temporary file (in memory
+        up to 1 MiB), which the response then streams.
         """
-        store = open_store(request.app.state.engine)
+        # Closed by the response once streamed (or here, on failure).
+        spool = tempfile.SpooledTemporaryFile(max_size=SPOOL_IN_MEMORY)  # noqa: SIM115
         try:
-            first = await store.read_stream(user, limit=EXPORT_BATCH)
+            async with open_store(request.app.state.engine) as store:
+                await export_events(store, spool, session=user)
+        except NotFoundError as error:
+            spool.close()
+            raise HTTPException(404, f"no conversation for {user!r}") from error
         except BaseException:
-            await store.close()
+            spool.close()
             raise
-        if not first:
-            await store.close()
-            raise HTTPException(404, f"no conversation for {user!r}")
+        spool.seek(0)
 
-        async def lines() -> AsyncIterator[str]:
-            try:
-                batch = first
-                while batch:
-                    for event in batch:
-                        yield event_line(event)
-                    if len(batch) < EXPORT_BATCH:
-                        return
-                    batch = await store.read_stream(
-                        user, after=batch[-1].version, limit=EXPORT_BATCH
-                    )
-            finally:
-                await store.close()
+        def chunks() -> Iterator[bytes]:
+            with spool:
+                yield from iter(lambda: spool.read(CHUNK), b"")
 
-        return StreamingResponse(lines(), media_type="application/x-ndjson")
+        return StreamingResponse(chunks(), media_type="application/x-ndjson")
 
     return app
-
-
-def event_line(event: RecordedEvent) -> str:
-    """One event as a JSON line (the fields of ``convstore DB log SESSION --json``)."""
-    return (
-        json.dumps(
-            {
-                "position": event.position,
-                "version": event.version,
-                "event_id": event.event_id,
-                "type": event.event_type,
-                "schema_version": event.schema_version,
-                "recorded_at": event.recorded_at.isoformat(),
-                "hash": event.hash,
-                "event": json.loads(event.payload),
-            },
-            ensure_ascii=False,
-        )
-        + "\n"
-    )
 
 
 app = create_app()

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import importlib.util
+import io
 import json
 import os
 import signal
@@ -23,6 +24,7 @@ from fastapi import FastAPI
 
 from eventstore import EventStore
 from sessions import AdvancedSQLAlchemySession
+from sessions.transfer import export_events, import_events
 
 from .conftest import Backend
 
@@ -162,11 +164,12 @@ async def test_branch_from_a_turn_and_switch_back(client: httpx.AsyncClient) -> 
 
 
 async def test_export_is_the_session_log_as_json_lines(
-    client: httpx.AsyncClient, app: FastAPI
+    client: httpx.AsyncClient, app: FastAPI, tmp_path: Path
 ) -> None:
     assert (await client.get("/users/ada/export")).status_code == 404
     await say(client, "ada", "hello")
     await client.post("/users/ada/undo")
+    await say(client, "bob", "hi")  # another user's events are not exported
     response = await client.get("/users/ada/export")
     assert response.status_code == 200
     assert response.headers["content-type"] == "application/x-ndjson"
@@ -176,16 +179,29 @@ async def test_export_is_the_session_log_as_json_lines(
         log = await store.read_stream("ada")
     finally:
         await store.close()
-    assert [(e["version"], e["type"], e["hash"]) for e in lines] == [
-        (e.version, e.event_type, e.hash) for e in log
+    assert [(e["stream_id"], e["version"], e["event_type"], e["hash"]) for e in lines] == [
+        ("ada", e.version, e.event_type, e.hash) for e in log
     ]
-    assert [e["type"] for e in lines][-1] == "ItemPopped"
+    assert lines[-1]["event_type"] == "ItemPopped"
+
+    # The file is convstore's export format: another database imports it, and exports
+    # the same bytes.
+    copy = EventStore(str(tmp_path / "copy.db"))
+    try:
+        result = await import_events(copy, io.BytesIO(response.content))
+        assert result.imported == len(lines)
+        again = io.BytesIO()
+        await export_events(copy, again, session="ada")
+    finally:
+        await copy.close()
+    assert again.getvalue() == response.content
 
 
-async def test_export_streams_past_one_batch(
+async def test_export_spills_a_long_conversation_to_a_file(
     client: httpx.AsyncClient, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(example, "EXPORT_BATCH", 2)
+    monkeypatch.setattr(example, "SPOOL_IN_MEMORY", 256)
+    monkeypatch.setattr(example, "CHUNK", 100)
     for n in range(3):
         await say(client, "ada", f"m{n}")
     lines = (await client.get("/users/ada/export")).text.splitlines()

@@ -159,3 +159,6 @@ def test_version_metadata_and_the_command(fresh: Path) -> None:
     helped = run([str(command), "--help"], fresh.parents[2])
     assert helped.returncode == 0, helped.stderr
     assert "usage: convstore" in helped.stdout
+    versioned = run([str(command), "--version"], fresh.parents[2])
+    assert versioned.returncode == 0, versioned.stderr
+    assert versioned.stdout.strip() == f"convstore {project['version']}"

@@ -32,9 +32,8 @@ from sqlalchemy import Connection, Row, func, inspect, select, tuple_
 
 from . import schema
 from .chain import GENESIS, chain_hash
-from .codec import decode_event
 from .errors import DecodeError
-from .records import RecordedEvent, to_datetime
+from .records import RecordedEvent, recorded_from_row, to_datetime
 from .store import EventStore
 
 # Events read per query while scanning (keyset pages of the (stream_id, version) index).
@@ -134,21 +133,7 @@ def scan_streams(conn: Connection, *, batch_size: int = BATCH_SIZE) -> Iterator[
         yield current
 
 
-def decode_row(row: Row[Any]) -> RecordedEvent:
-    """A stored row as a :class:`RecordedEvent`; raises DecodeError if it cannot be read."""
-    payload = bytes(row.payload)
-    return RecordedEvent(
-        position=row.position,
-        stream_id=row.stream_id,
-        version=row.version,
-        event_id=row.event_id,
-        event_type=row.event_type,
-        schema_version=row.schema_version,
-        event=decode_event(row.event_type, row.schema_version, payload),
-        recorded_at=to_datetime(row.recorded_at),
-        hash=row.hash,
-        payload=payload,
-    )
+decode_row = recorded_from_row  # a stored row as a RecordedEvent (DecodeError if unreadable)
 
 
 def row_hash(previous: str, row: Row[Any]) -> str:

@@ -10,6 +10,7 @@ from typing import Any, Literal, Protocol
 
 from sqlalchemy import Connection, MetaData
 
+from .codec import decode_event
 from .events import AnyEvent, Event
 
 ANY: Literal["any"] = "any"
@@ -53,6 +54,24 @@ class RecordedEvent:
     recorded_at: datetime
     hash: str
     payload: bytes
+
+
+def recorded_from_row(row: Any) -> RecordedEvent:
+    """A stored row of ``convstore_events`` as a :class:`RecordedEvent` (its payload
+    decoded and upcast; DecodeError if it cannot be read)."""
+    payload = bytes(row.payload)
+    return RecordedEvent(
+        position=row.position,
+        stream_id=row.stream_id,
+        version=row.version,
+        event_id=row.event_id,
+        event_type=row.event_type,
+        schema_version=row.schema_version,
+        event=decode_event(row.event_type, row.schema_version, payload),
+        recorded_at=to_datetime(row.recorded_at),
+        hash=row.hash,
+        payload=payload,
+    )
 
 
 @dataclass(frozen=True, slots=True)

@@ -25,7 +25,7 @@ from . import registry, schema
 from .backends import open_runner
 from .backends.base import AsyncEngineRunner, T, Timeouts, TxFunction
 from .chain import GENESIS, chain_hash
-from .codec import decode_event, encode_event
+from .codec import encode_event
 from .errors import (
     ArgumentTypeError,
     ConcurrencyError,
@@ -50,6 +50,7 @@ from .records import (
     Projector,
     RecordedEvent,
     StreamInfo,
+    recorded_from_row,
     to_datetime,
 )
 from .snapshot import run_snapshot
@@ -205,20 +206,7 @@ def _stream_exists(conn: Connection, stream_id: str) -> bool:
     return _STREAM.first(conn, {"sid": stream_id}) is not None
 
 
-def _recorded(row: Row[Any]) -> RecordedEvent:
-    payload = bytes(row.payload)
-    return RecordedEvent(
-        position=row.position,
-        stream_id=row.stream_id,
-        version=row.version,
-        event_id=row.event_id,
-        event_type=row.event_type,
-        schema_version=row.schema_version,
-        event=decode_event(row.event_type, row.schema_version, payload),
-        recorded_at=to_datetime(row.recorded_at),
-        hash=row.hash,
-        payload=payload,
-    )
+_recorded = recorded_from_row
 
 
 def _stream_info(row: Row[Any]) -> StreamInfo:

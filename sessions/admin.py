@@ -123,8 +123,18 @@ async def session_history(
         raise NotFoundError(f"no session {session_id!r} in this database")
     if isinstance(as_of, int) and not 1 <= as_of <= info.version:
         raise NotFoundError(f"session {session_id!r} has versions 1..{info.version}, not {as_of}")
-    if as_of is None and branch == MAIN_BRANCH:
-        rows = await store.run(lambda conn: HISTORY.read_items(conn, session_id, branch, None))
+    if as_of is None:
+
+        def read(conn: Connection) -> list[bytes] | None:
+            if branch != MAIN_BRANCH:
+                info = HISTORY.read_info(conn, session_id, branch)
+                if info is None or info.parent is None or info.deleted:
+                    return None
+            return HISTORY.read_items(conn, session_id, branch, None)
+
+        rows = await store.run(read)
+        if rows is None:
+            raise NotFoundError(f"session {session_id!r} has no branch {branch!r}")
         return [decode_item(row) for row in rows]
     upto = as_of if isinstance(as_of, int) else None
     events = await store.read_stream(session_id, upto=upto)
@@ -135,9 +145,73 @@ async def session_history(
         if not events:
             raise NotFoundError(f"session {session_id!r} did not exist yet at {as_of}")
     state = fold(events)
-    if branch != MAIN_BRANCH and branch not in state.branches:
+    if not state.exists(branch):
         raise NotFoundError(f"session {session_id!r} has no branch {branch!r}")
     return [decode_item(row) for row in state.items(branch)]
+
+
+@dataclass(frozen=True, slots=True)
+class TreeNode:
+    """One branch of a session, as ``convstore DB tree`` draws it."""
+
+    branch_id: str
+    parent_branch_id: str | None
+    depth: int
+    is_current: bool
+    items: int
+    user_turns: int
+    fork_turn: int | None  # the parent's last turn the branch shares (None: main)
+    fork_preview: str | None  # what the user said in that turn
+    created_version: int
+
+
+async def session_tree(store: EventStore, session_id: str) -> list[TreeNode]:
+    """Every branch of a session in tree order (a parent before its children), with
+    its fork point as a turn of the parent and a preview of what was said there.
+    Raises NotFoundError for an unknown session."""
+    from .branching import BranchingSession, content_preview
+
+    if await store.stream_info(session_id) is None:
+        raise NotFoundError(f"no session {session_id!r} in this database")
+    session = BranchingSession(session_id, store)
+    nodes = await session._tree()
+    by_parent: dict[str | None, list[Any]] = {}
+    for node, count in nodes:
+        by_parent.setdefault(node.parent_branch_id, []).append((node, count))
+
+    def fork_turn(conn: Connection, *, parent: str, fork_seq: int) -> tuple[int, str] | None:
+        shared = [t for t in HISTORY.read_turns(conn, session_id, parent) if t.seq <= fork_seq]
+        if not shared:
+            return None
+        content = decode_item(shared[-1].item).get("content", "")
+        return shared[-1].number, content_preview(content, 60)
+
+    out: list[TreeNode] = []
+
+    async def visit(parent: str | None, depth: int) -> None:
+        for node, count in by_parent.get(parent, []):
+            fork = None
+            if node.parent_branch_id is not None and node.fork_seq is not None:
+                fork = await store.run(
+                    partial(fork_turn, parent=node.parent_branch_id, fork_seq=node.fork_seq)
+                )
+            out.append(
+                TreeNode(
+                    node.branch_id,
+                    node.parent_branch_id,
+                    depth,
+                    node.is_current,
+                    count,
+                    node.user_turns,
+                    None if fork is None else fork[0],
+                    None if fork is None else fork[1],
+                    node.created_version,
+                )
+            )
+            await visit(node.branch_id, depth + 1)
+
+    await visit(None, 0)
+    return out
 
 
 # -- audit, verify, replay --------------------------------------------------------

@@ -64,6 +64,8 @@ examples:
   convstore copy.db import backup.jsonl        (- reads standard input)
   convstore chat.db import-sdk sdk_sessions.db the SDK's own session tables, into the log
   convstore chat.db retention --older-than 90d --dry-run
+  convstore chat.db tree user_123              the branches, with fork points and previews
+  convstore chat.db shred user_123             make an encrypted session unreadable
   convstore --json postgresql://user@host/db sessions
 
 exit status: 0 ok, 1 findings, 2 error (one line on standard error)
@@ -250,6 +252,75 @@ async def _history(store: EventStore, args: argparse.Namespace) -> int:
         _emit_json(items)
     else:
         _table(["#", "item"], [(n, _item_text(item)) for n, item in enumerate(items, 1)])
+    return 0
+
+
+async def _tree(store: EventStore, args: argparse.Namespace) -> int:
+    nodes = await admin.session_tree(store, args.session)
+    if args.json:
+        _emit_json(nodes)
+        return 0
+    open_levels: dict[int, bool] = {}  # depth -> a sibling still follows at that depth
+    for n, node in enumerate(nodes):
+        lead = ""
+        if node.depth:
+            rest = _until_shallower(nodes[n + 1 :], node.depth)
+            more = any(later.depth == node.depth for later in rest)
+            open_levels[node.depth] = more
+            lead = "".join("│   " if open_levels.get(k) else "    " for k in range(1, node.depth))
+            lead += "├── " if more else "└── "
+        where = ""
+        if node.parent_branch_id is not None:
+            where = (
+                "  from the start"
+                if node.fork_turn is None
+                else f"  after turn {node.fork_turn} of {node.parent_branch_id}: "
+                f"{node.fork_preview!r}"
+            )
+        current = " (current)" if node.is_current else ""
+        print(
+            f"{lead}{node.branch_id}{current}  {node.items} item(s), "
+            f"{node.user_turns} turn(s){where}"
+        )
+    return 0
+
+
+def _until_shallower(nodes: Sequence[admin.TreeNode], depth: int) -> list[admin.TreeNode]:
+    """The nodes after one at ``depth``, up to the next one that is shallower."""
+    found = []
+    for node in nodes:
+        if node.depth < depth:
+            break
+        found.append(node)
+    return found
+
+
+async def _shred(store: EventStore, args: argparse.Namespace) -> int:
+    from . import _keys
+    from ._maintenance import ensure_key_tables, open_store, shred_session
+
+    if await store.stream_info(args.session) is None:
+        raise admin.NotFoundError(f"no session {args.session!r} in this database")
+    keys, owned = open_store(args.key_db) if args.key_db else (store, False)
+    try:
+        await ensure_key_tables(keys)
+        row = await keys.run(lambda conn: _keys.read_data_key_tx(conn, args.session))
+    finally:
+        if owned:
+            await keys.close()
+    if row is None and not args.force:
+        raise InvalidArgumentError(
+            f"session {args.session!r} has no data key (it is not encrypted), so shredding "
+            "cannot make its items unreadable: remove it with 'retention' instead, or "
+            "pass --force to refuse encrypting it under this id from now on"
+        )
+    shredded = await shred_session(store, args.session, key_store=args.key_db)
+    if args.json:
+        _emit_json({"session": args.session, "shredded": shredded})
+    elif shredded:
+        print(f"destroyed the data key of {args.session!r}: its items cannot be read any more")
+    else:
+        print(f"the data key of {args.session!r} was destroyed already")
     return 0
 
 
@@ -447,6 +518,8 @@ COMMANDS = {
     "import": Command(_import, creates=True),
     "import-sdk": Command(_import_sdk, creates=True),
     "retention": Command(_retention),
+    "tree": Command(_tree),
+    "shred": Command(_shred),
 }
 
 
@@ -507,6 +580,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--older-than", type=parse_duration, required=True, metavar="DURATION", help="e.g. 90d"
     )
     retention.add_argument("--dry-run", action="store_true", help="list them, remove nothing")
+    add("tree", "the branches of one session, with their fork points").add_argument("session")
+    shred = add("shred", "destroy an encrypted session's data key (crypto-shredding)")
+    shred.add_argument("session")
+    shred.add_argument("--key-db", help="the key database, if the keys live apart from the log")
+    shred.add_argument(
+        "--force", action="store_true", help="shred (tombstone) a session that has no key yet"
+    )
     return parser
 
 

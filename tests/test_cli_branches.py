@@ -1,0 +1,105 @@
+"""The convstore command's branch and encryption commands (tree, history --branch,
+shred) on SQLite files, PostgreSQL and MariaDB."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from eventstore import EventStore, KeyShreddedError
+from sessions import BranchingSession, EncryptedSession, StoreSession
+from sessions.base import HISTORY
+
+from .conftest import Backend
+from .test_cli import run
+
+KEY = "a passphrase long enough for the test"
+
+
+def user(text: str) -> dict[str, str]:
+    return {"role": "user", "content": text}
+
+
+async def branched(store: EventStore) -> None:
+    session = BranchingSession("trip", store)
+    for text in ("Plan a trip to Lisbon", "Cheaper hotels please", "Add a museum day"):
+        await session.add_items([user(text), {"role": "assistant", "content": "ok"}])
+    await session.create_branch_from_turn(2, "budget")
+    await session.add_items([user("Hostels only")])
+    await session.create_branch_from_turn(2, "hostels")
+    await session.switch_to_branch("main")
+    await session.create_branch_from_turn(3, "no-museum")
+    sealed = EncryptedSession(session=StoreSession("secret", store), encryption_key=KEY)
+    await sealed.add_items([user("my account is 12-345")])
+    await StoreSession("plain", store).add_items([user("hello")])
+
+
+@pytest.fixture
+async def db(shared_backend: Backend) -> str:
+    await branched(shared_backend.store(projectors=(HISTORY,)))
+    return shared_backend.target
+
+
+def test_tree_draws_branches_with_fork_points(db: str, capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = run(capsys, db, "tree", "trip")
+    assert code == 0
+    assert out.splitlines() == [
+        "main  6 item(s), 3 turn(s)",
+        "├── budget  3 item(s), 2 turn(s)  after turn 1 of main: 'Plan a trip to Lisbon'",
+        "│   └── hostels  2 item(s), 1 turn(s)  after turn 1 of budget: 'Plan a trip to Lisbon'",
+        "└── no-museum (current)  4 item(s), 2 turn(s)  after turn 2 of main: "
+        "'Cheaper hotels please'",
+    ]
+    code, out, _ = run(capsys, "--json", db, "tree", "trip")
+    nodes = json.loads(out)
+    assert [(n["branch_id"], n["parent_branch_id"], n["depth"]) for n in nodes] == [
+        ("main", None, 0),
+        ("budget", "main", 1),
+        ("hostels", "budget", 2),
+        ("no-museum", "main", 1),
+    ]
+    code, _, err = run(capsys, db, "tree", "nobody")
+    assert code == 2
+    assert err.strip() == "convstore: no session 'nobody' in this database"
+
+
+def test_history_of_a_branch(db: str, capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = run(capsys, "--json", db, "history", "trip", "--branch", "budget")
+    assert code == 0
+    assert [i["content"] for i in json.loads(out)] == [
+        "Plan a trip to Lisbon",
+        "ok",
+        "Hostels only",
+    ]
+    code, _, err = run(capsys, db, "history", "trip", "--branch", "nope")
+    assert code == 2
+    assert "no branch 'nope'" in err
+
+
+def test_shred_makes_an_encrypted_session_unreadable(
+    db: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, out, _ = run(capsys, db, "shred", "secret")
+    assert code == 0
+    assert "cannot be read" in out
+    code, out, _ = run(capsys, "--json", db, "shred", "secret")
+    assert json.loads(out) == {"session": "secret", "shredded": False}  # already gone
+    code, _, err = run(capsys, db, "shred", "plain")
+    assert code == 2
+    assert "not encrypted" in err
+    code, _, err = run(capsys, db, "shred", "nobody")
+    assert code == 2
+    code, _, _ = run(capsys, db, "audit")
+    assert code == 0, "the chain covers ciphertext: shredding changes no event"
+
+
+async def test_shredded_items_stay_unreadable(shared_backend: Backend) -> None:
+    store = shared_backend.store(projectors=(HISTORY,))
+    await branched(store)
+    from sessions._maintenance import shred_session
+
+    assert await shred_session(store, "secret")
+    sealed = EncryptedSession(session=StoreSession("secret", store), encryption_key=KEY)
+    with pytest.raises(KeyShreddedError):
+        await sealed.get_items()

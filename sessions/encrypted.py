@@ -51,7 +51,7 @@ from ._maintenance import (
 )
 from ._settings import resolve_limit
 from ._tracing import instrument
-from .base import HISTORY, StoreSession
+from .base import HISTORY, Closing, StoreSession
 from .branching import BranchingSession, content_texts
 
 __all__ = ["EncryptedSession", "purge_expired", "rotate_master_key", "shred_session"]
@@ -140,6 +140,7 @@ class EncryptedSession:
         self._kek: tuple[KekParams, bytes] | None = None
         self._cipher: tuple[DataKeyRow, ItemCipher] | None = None
         self._closed = False
+        self._closing: Closing | None = None
 
     # -- attributes ------------------------------------------------------------------
 
@@ -569,12 +570,19 @@ class EncryptedSession:
     def closed(self) -> bool:
         return self._closed
 
-    async def close(self) -> None:
-        """Close the wrapped session (and a key store this session opened). Idempotent."""
-        if self._closed:
-            return
-        self._closed = True
-        self._cipher = None
+    def close(self) -> Closing:
+        """Close the wrapped session (and a key store this session opened). Idempotent.
+
+        Works called plainly (``session.close()``, as the SDK's EncryptedSession passes
+        ``close()`` on to its synchronous session) or awaited, like the wrapped session's.
+        """
+        if self._closing is None:
+            self._closed = True
+            self._cipher = None
+            self._closing = Closing(self._release())
+        return self._closing
+
+    async def _release(self) -> None:
         await self.underlying_session.close()
         if self._owns_key_store:
             await self._key_store.close()

@@ -82,7 +82,8 @@ class MySQLDialect(Dialect):
         try:
             yield
         finally:
-            conn.execute(text("SELECT RELEASE_LOCK('convstore_schema')"))
+            if not conn.invalidated:  # a lost connection released it with itself
+                conn.execute(text("SELECT RELEASE_LOCK('convstore_schema')"))
 
     def session_setup(self, timeouts: Timeouts, conn: Any) -> list[str]:
         statements = []

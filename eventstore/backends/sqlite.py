@@ -88,11 +88,8 @@ class SQLiteDialect(Dialect):
     def classify(self, error: BaseException) -> type[ConvstoreError]:
         name = getattr(error, "sqlite_errorname", None)
         if not isinstance(name, str):
-            return (
-                OperationalError
-                if isinstance(error, sqlite3.OperationalError)
-                else (PersistenceError)
-            )
+            is_operational = isinstance(error, sqlite3.OperationalError)
+            return OperationalError if is_operational else PersistenceError
         if name == "SQLITE_BUSY_SNAPSHOT":
             return TransientError  # a stale read snapshot: no waiting helps, a retry does
         if name.startswith(("SQLITE_BUSY", "SQLITE_LOCKED")):
@@ -146,8 +143,9 @@ def _connect_read_only(database: str, busy_timeout: float) -> sqlite3.Connection
     """A connection to a file we may not write (read-only file or mount).
 
     Never switches the journal mode. A WAL database needs its ``-shm`` file, which a
-    read-only directory may not let SQLite create: it is then opened as immutable
-    (nothing can be writing to it through a read-only mount).
+    read-only directory may not let SQLite create: it is then opened as immutable,
+    which reads without locking (a process that can write the file elsewhere may change
+    it unseen; for inspecting a read-only copy or mount that cannot happen).
     """
     uri = Path(database).resolve().as_uri()
     conn = sqlite3.connect(

@@ -7,7 +7,7 @@ at a random moment, starts another, and at the end checks: every acknowledged ad
 present whole and once; every add is all-or-nothing; no item appears twice; every
 stream's hash chain verifies and the projections equal a replay of the log.
 
-``CONVSTORE_LONG_TESTS=1`` raises the kills to 60 per backend.
+``CONVSTORE_LONG_TESTS=1`` raises the kills to 50 on SQLite and PostgreSQL, 20 on MariaDB.
 """
 
 from __future__ import annotations
@@ -135,7 +135,8 @@ async def check(backend: Backend, writers: list[Writer]) -> dict[str, int]:
 
 async def test_sigkilled_writers_lose_nothing_acknowledged(shared_backend: Backend) -> None:
     await shared_backend.store(projectors=(HISTORY,)).ensure_tables()
-    kills = sized(10, 60)
+    # Issue 12 asks 50+ kills on SQLite and PostgreSQL; MariaDB gets fewer to keep CI short.
+    kills = sized(10, 20 if shared_backend.name == "mysql" else 50)
     seed = int(os.environ.get("CONVSTORE_CRASH_SEED", random.randrange(2**32)))
     writers = await asyncio.to_thread(run_writers, shared_backend, kills, seed)
     figures = await check(shared_backend, writers)

@@ -120,6 +120,28 @@ async def test_closing_closes_the_wrapped_session(sessions: Sessions) -> None:
     await session.close()  # idempotent
 
 
+async def test_a_plain_close_closes_too(sessions: Sessions, tmp_path: Path) -> None:
+    session = encrypted(sessions, key_store=str(tmp_path / "keys.db"))
+    await session.add_items([secret(1)])
+    key_store = session.key_store
+    session.close()  # as with the SDK's EncryptedSession over its synchronous session
+    assert session.closed
+    with pytest.raises(StoreClosedError):
+        await session.get_items()
+    await session.close()  # awaiting after a plain call waits for the same closing
+    assert session.underlying_session.closed
+    assert key_store.closed  # the key store it opened is released too
+
+
+def test_a_plain_close_outside_a_loop(tmp_path: Path) -> None:
+    session = EncryptedSession(
+        session=SQLiteSession("s", str(tmp_path / "c.db")), encryption_key=KEY
+    )
+    asyncio.run(session.add_items([secret(1)]))
+    session.close()  # no loop runs here: the closing finishes before it returns
+    assert session.underlying_session.store.closed
+
+
 # -- arguments -------------------------------------------------------------------------
 
 
@@ -269,6 +291,14 @@ async def test_every_change_to_an_envelope_is_detected(sessions: Sessions, chang
     with pytest.raises(TamperedError):
         await session.pop_item()
     assert len(await raw_items(session.underlying_session)) == 1
+
+
+async def test_a_turn_mark_added_to_another_item_is_detected(sessions: Sessions) -> None:
+    session = encrypted(sessions)
+    await session.add_items([{"role": "assistant", "content": MARKER}])
+    await rewrite_newest(session.underlying_session, lambda e: {**e, "role": "user"})
+    with pytest.raises(TamperedError):
+        await session.get_items()
 
 
 async def test_an_envelope_copied_to_another_session_does_not_open(sessions: Sessions) -> None:

@@ -91,7 +91,18 @@ class BranchDeleted(Event, frozen=True, tag="BranchDeleted"):
 
 
 class UsageRecorded(Event, frozen=True, tag="UsageRecorded"):
-    """Model usage of one run (a user turn) on a branch."""
+    """Model usage spent answering a turn: an increment, added to what was recorded.
+
+    The turn is named by its *anchor*: the user message that starts it, as the key
+    ``anchor_seq`` of that item under the branch that stored it (``anchor_branch``).
+    ``anchor_branch=None`` records spending that no turn of the history answers (it
+    counts for the session only). ``turn`` is the anchor's user-turn ordinal in its
+    owner branch (its ``user_turn`` in the history; 0 without an anchor), which numbers
+    the turn in every branch that shows it. ``branch_id`` is the session's branch when
+    the usage was recorded (informative).
+    ``details`` holds the token details, e.g. ``{"input_tokens_details":
+    {"cached_tokens": 3}, "output_tokens_details": {"reasoning_tokens": 5}}``.
+    """
 
     branch_id: str = MAIN_BRANCH
     turn: int = 0
@@ -100,6 +111,8 @@ class UsageRecorded(Event, frozen=True, tag="UsageRecorded"):
     output_tokens: int = 0
     total_tokens: int = 0
     details: dict[str, Any] = msgspec.field(default_factory=dict)
+    anchor_branch: str | None = None
+    anchor_seq: int = 0
 
 
 AnyEvent = (

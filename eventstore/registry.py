@@ -46,7 +46,7 @@ ENTRY_POINT_GROUP = "convstore.projections"
 
 _registered: dict[str, Projector] = {}
 _entry_points_loaded = False
-_lock = threading.Lock()
+_lock = threading.RLock()  # loading an entry point may register another projector
 
 
 def register_projector(projector: Projector, *, replace: bool = True) -> None:

@@ -280,6 +280,19 @@ class EventStore:
         the store has opened it; before that, the ones it was asked to keep)."""
         return self._live if self._generation >= 0 else self._requested
 
+    def keep(self, projectors: Sequence[Projector]) -> None:
+        """Also keep ``projectors``: the next operation adds any the database does not
+        keep yet (and catches it up from the log). For a session class that needs a
+        projection on a store another session opened (e.g. one shared SQLite store)."""
+        have = {p.name for p in self._requested}
+        added = tuple(p for p in projectors if p.name not in have)
+        if not added:
+            return
+        for projector in added:
+            registry.register_projector(projector, replace=False)
+        self._requested += added
+        self._components.update({p.name: p.schema_version for p in added})
+
     @property
     def engine(self) -> AsyncEngine:
         """An :class:`AsyncEngine` on this store's database, to inspect it or run your own
@@ -400,12 +413,26 @@ class EventStore:
             state.components.clear()
             state.live = None
         self._check_open()
-        behind = await self._run(self._prepare_tx, write=True)
+        behind = await self._prepare()
         state.components.update(self._components.items())
         if behind:
             await self._catch_up(behind)
         state.live = await self._run(registry.live_set, write=False)
         self._adopt(state.live)
+
+    async def _prepare(self) -> list[Projector]:
+        """Run :meth:`_prepare_tx`. Another process preparing the same database at the
+        same moment may insert the same registry rows first (on MySQL/MariaDB the schema
+        lock is a named lock, released before the transaction commits): the duplicate
+        means it is done, so preparing again finds it and goes on."""
+        for attempt in range(3):
+            try:
+                return await self._run(self._prepare_tx, write=True)
+            except IntegrityError:
+                if attempt == 2:
+                    raise
+                log.debug("tables prepared by another process meanwhile; checking again")
+        raise AssertionError("unreachable")
 
     async def _still_valid(self, live: registry.LiveSet) -> bool:
         try:

@@ -17,6 +17,7 @@ from .encrypted import EncryptedSession, purge_expired, rotate_master_key, shred
 from .sqlalchemy import SQLAlchemySession
 from .sqlite import SQLiteSession
 from .tables import create_tables
+from .usage import TurnUsage, UsageSession, UsageStats, UsageTotals, render_usage, usage_report
 
 __all__ = [
     "AdvancedSQLAlchemySession",
@@ -33,9 +34,15 @@ __all__ = [
     "SQLiteSession",
     "StoreSession",
     "TamperedError",
+    "TurnUsage",
+    "UsageSession",
+    "UsageStats",
+    "UsageTotals",
     "WrongKeyError",
     "create_tables",
     "purge_expired",
+    "render_usage",
     "rotate_master_key",
     "shred_session",
+    "usage_report",
 ]

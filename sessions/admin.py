@@ -36,6 +36,7 @@ from eventstore.checkpoints import dump_checkpoints
 from eventstore.records import to_datetime, to_micros
 from projections import fold, rebuild
 from projections.maintenance import ProjectionCheck, VerifyReport, verify
+from projections.usage_table import USAGE
 
 from .base import HISTORY
 
@@ -63,6 +64,7 @@ def open_store(db: str | os.PathLike[str] | AsyncEngine, *, create: bool = False
 async def init_database(db: str | os.PathLike[str] | AsyncEngine) -> None:
     """Create the convstore tables in ``db`` (nothing changes where they exist)."""
     async with open_store(db, create=True) as store:
+        store.keep([USAGE])  # the Advanced sessions' projection, for create_tables=False
         await store.ensure_tables()
 
 

@@ -1,4 +1,4 @@
-"""AdvancedSQLiteSession and AdvancedSQLAlchemySession: branches, turns, time travel.
+"""AdvancedSQLiteSession and AdvancedSQLAlchemySession: branches, turns, time travel, usage.
 
 Drop-ins for the SDK's ``agents.extensions.memory.AdvancedSQLiteSession`` (same
 methods, argument names and return shapes), on SQLite and on every SQLAlchemy
@@ -10,13 +10,15 @@ from __future__ import annotations
 import os
 from typing import Any, Never
 
+from projections.usage_table import USAGE
+
 from ._settings import refuse_unknown_keywords
-from .branching import BranchingSession
 from .sqlalchemy import SQLAlchemySession
 from .sqlite import SQLiteSession
+from .usage import UsageSession
 
 
-class AdvancedSQLiteSession(BranchingSession, SQLiteSession):
+class AdvancedSQLiteSession(UsageSession, SQLiteSession):
     """A SQLite session with branches, turns and time travel.
 
     ``create_tables`` is accepted for the SDK's sake: a SQLite database always gets
@@ -34,9 +36,10 @@ class AdvancedSQLiteSession(BranchingSession, SQLiteSession):
     ) -> None:
         refuse_unknown_keywords(type(self), sdk_only)
         SQLiteSession.__init__(self, session_id, db_path, session_settings=session_settings)
+        self._store.keep([USAGE])
 
 
-class AdvancedSQLAlchemySession(BranchingSession, SQLAlchemySession):
+class AdvancedSQLAlchemySession(UsageSession, SQLAlchemySession):
     """Branches, turns and time travel on PostgreSQL, MySQL/MariaDB or SQLite URLs,
     with :class:`SQLAlchemySession`'s constructors (``engine=``, ``db_url=``,
     ``from_url``)."""

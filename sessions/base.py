@@ -27,6 +27,7 @@ from sqlalchemy import Connection
 
 from eventstore import (
     MAIN_BRANCH,
+    AppendResult,
     CancelledAfterCommit,
     Event,
     EventStore,
@@ -180,7 +181,10 @@ class StoreSession:
         encoded = encode_items(items)  # refuses non-JSON before anything is written
         if not encoded:
             return
-        branch = self._branch_id
+        await self._append_items(self._branch_id, encoded)
+
+    async def _append_items(self, branch: str, encoded: tuple[msgspec.Raw, ...]) -> AppendResult:
+        """Append encoded items to ``branch`` (a cancelled call's retry reuses its ids)."""
         events = self._retried_add(branch, encoded)
         if events is None:
             events = [
@@ -188,12 +192,15 @@ class StoreSession:
                 for i in range(0, len(encoded), MAX_ITEMS_PER_EVENT)
             ]
         try:
-            await self._store.append(self.session_id, events, on_new_stream=self._preamble())
+            result = await self._store.append(
+                self.session_id, events, on_new_stream=self._preamble()
+            )
         except asyncio.CancelledError:
             self._cancelled_adds.append((branch, encoded, events))
             del self._cancelled_adds[:-_REMEMBERED_CANCELLATIONS]
             raise
         self._undelivered.clear()
+        return result
 
     def _retried_add(self, branch: str, encoded: tuple[msgspec.Raw, ...]) -> list[NewEvent] | None:
         """The events of a cancelled add_items of exactly these items, if there was one.

@@ -65,6 +65,7 @@ examples:
   convstore chat.db import-sdk sdk_sessions.db the SDK's own session tables, into the log
   convstore chat.db retention --older-than 90d --dry-run
   convstore chat.db tree user_123              the branches, with fork points and previews
+  convstore chat.db usage user_123 --json      tokens per turn, branch and session
   convstore chat.db shred user_123             make an encrypted session unreadable
   convstore --json postgresql://user@host/db sessions
 
@@ -295,6 +296,17 @@ def _until_shallower(nodes: Sequence[admin.TreeNode], depth: int) -> list[admin.
     return found
 
 
+async def _usage(store: EventStore, args: argparse.Namespace) -> int:
+    from .usage import render_usage, usage_report
+
+    stats = await usage_report(store, args.session, branch=args.branch)
+    if args.json:
+        _emit_json(stats.to_dict())
+    else:
+        print(render_usage(stats))
+    return 0
+
+
 async def _shred(store: EventStore, args: argparse.Namespace) -> int:
     from . import _keys
     from ._maintenance import ensure_key_tables, open_store, shred_session
@@ -519,6 +531,7 @@ COMMANDS = {
     "import-sdk": Command(_import_sdk, creates=True),
     "retention": Command(_retention),
     "tree": Command(_tree),
+    "usage": Command(_usage),
     "shred": Command(_shred),
 }
 
@@ -581,6 +594,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     retention.add_argument("--dry-run", action="store_true", help="list them, remove nothing")
     add("tree", "the branches of one session, with their fork points").add_argument("session")
+    usage = add("usage", "token usage per turn, of a branch and of the whole session")
+    usage.add_argument("session")
+    usage.add_argument("--branch", help="branch (default: the session's current branch)")
     shred = add("shred", "destroy an encrypted session's data key (crypto-shredding)")
     shred.add_argument("session")
     shred.add_argument("--key-db", help="the key database, if the keys live apart from the log")

@@ -66,6 +66,11 @@ _BRANCH_METHODS = frozenset(
         "delete_branch",
         "list_branches",
         "get_branch_tree",
+        # Usage holds token counts, never content.
+        "get_session_usage",
+        "get_turn_usage",
+        "get_usage_stats",
+        "store_run_usage",
     }
 )
 

@@ -3,7 +3,9 @@ shred) on SQLite files, PostgreSQL and MariaDB."""
 
 from __future__ import annotations
 
+import asyncio
 import json
+from typing import Any
 
 import pytest
 
@@ -103,3 +105,56 @@ async def test_shredded_items_stay_unreadable(shared_backend: Backend) -> None:
     sealed = EncryptedSession(session=StoreSession("secret", store), encryption_key=KEY)
     with pytest.raises(KeyShreddedError):
         await sealed.get_items()
+
+
+async def runner_conversation(target: str, backend: Backend) -> None:
+    """Two Runner turns with usage, a branch, and a third turn on the branch."""
+    from agents import Agent, Runner
+    from agents.testing import ModelStep, ScriptedModel, assistant_message
+    from agents.usage import Usage
+
+    from sessions import AdvancedSQLAlchemySession, AdvancedSQLiteSession
+
+    def step(text: str, i: int, o: int) -> ModelStep:
+        usage = Usage(requests=1, input_tokens=i, output_tokens=o, total_tokens=i + o)
+        return ModelStep(output=[assistant_message(text)], usage=usage)
+
+    model = ScriptedModel([step("hi", 10, 2), step("noted", 30, 5), step("other", 25, 4)])
+    agent = Agent(name="Notes", instructions="Help with notes.", model=model)
+    session: Any = (
+        AdvancedSQLiteSession(session_id="talk", db_path=target)
+        if backend.name.startswith("sqlite")
+        else AdvancedSQLAlchemySession("talk", db_url=target, create_tables=True)
+    )
+    async with session:
+        await Runner.run(agent, "hello", session=session)
+        await Runner.run(agent, "note milk", session=session)
+        await session.create_branch_from_turn(2, "instead")
+        await Runner.run(agent, "something else", session=session)
+
+
+async def test_usage_command(shared_backend: Backend, capsys: pytest.CaptureFixture[str]) -> None:
+    await runner_conversation(shared_backend.target, shared_backend)
+    code, out, _ = await asyncio.to_thread(run, capsys, shared_backend.target, "usage", "talk")
+    assert code == 0
+    lines = out.splitlines()
+    assert lines[0] == "session talk, branch instead"
+    shown = {line.split("requests")[0].strip(): line.split()[-1] for line in lines[1:]}
+    assert shown == {
+        "turn 1": "12",
+        "turn 2": "29",
+        "branch instead (2 turns)": "41",
+        "session (3 turns)": "76",
+    }
+    code, out, _ = await asyncio.to_thread(
+        run, capsys, "--json", shared_backend.target, "usage", "talk", "--branch", "main"
+    )
+    report = json.loads(out)
+    assert report["branch_id"] == "main"
+    assert report["branch"]["total_tokens"] == 12 + 35
+    assert report["session"]["total_tokens"] == 12 + 35 + 29
+    code, _, err = await asyncio.to_thread(
+        run, capsys, shared_backend.target, "usage", "talk", "--branch", "nope"
+    )
+    assert code == 2
+    assert "nope" in err

@@ -7,13 +7,21 @@ test that needs several session objects on one database gets, after the first
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import pytest
 
 from eventstore import EventStore
-from sessions import SQLAlchemySession, SQLiteSession, StoreSession
+from sessions import (
+    AdvancedSQLAlchemySession,
+    AdvancedSQLiteSession,
+    BranchingSession,
+    SQLAlchemySession,
+    SQLiteSession,
+    StoreSession,
+    UsageSession,
+)
 
 from ..conftest import Backend
 
@@ -81,3 +89,45 @@ async def sessions(backend: Backend) -> AsyncIterator[Sessions]:
 def session(sessions: Sessions) -> StoreSession:
     """One session (id ``"s"``) on the ``backend`` database."""
     return sessions.open("s")
+
+
+class OnStore(BranchingSession):
+    """Another Advanced session object on an in-memory session's private database."""
+
+    def __init__(self, session_id: str, other: StoreSession) -> None:
+        StoreSession.__init__(self, session_id, other.store)
+
+    async def _release(self) -> None:
+        pass  # the store belongs to the first session
+
+
+class AdvancedOnStore(UsageSession, OnStore):
+    """The same, with usage (what AdvancedSQLiteSession has)."""
+
+
+@pytest.fixture
+async def advanced_sessions(backend: Backend) -> AsyncIterator[Callable[[str], UsageSession]]:
+    """Opens Advanced sessions on the ``backend`` database (closed at teardown): on
+    ``sqlite-memory`` the later ones share the first one's private database."""
+    opened: list[UsageSession] = []
+
+    def open_advanced(session_id: str = "s") -> UsageSession:
+        session: UsageSession
+        if backend.name == "sqlite-memory":
+            first = next((s for s in opened if isinstance(s, AdvancedSQLiteSession)), None)
+            if first is None:
+                session = AdvancedSQLiteSession(session_id=session_id)
+            else:
+                session = AdvancedOnStore(session_id, first)
+        elif backend.name == "sqlite-file":
+            session = AdvancedSQLiteSession(session_id=session_id, db_path=backend.target)
+        else:
+            session = AdvancedSQLAlchemySession(
+                session_id, db_url=backend.target, create_tables=True
+            )
+        opened.append(session)
+        return session
+
+    yield open_advanced
+    for session in reversed(opened):
+        await session.close()

@@ -20,6 +20,7 @@ Endpoints (``{user}`` is the session id):
     GET  /users/{user}/branches         the SDK's list_branches()
     POST /users/{user}/branches         {"from_turn": n, "name": optional} -> new branch
     PUT  /users/{user}/branch           {"branch_id": "..."} switch the current branch
+    GET  /users/{user}/usage            requests and tokens (get_usage_stats())
     GET  /users/{user}/export           the session's events as JSON Lines (convstore's
                                         export format: `convstore DB import` loads it)
 """
@@ -241,6 +242,13 @@ def create_app(
         except BranchError as error:
             raise HTTPException(404, str(error)) from error
         return BranchReply(branch_id=body.branch_id)
+
+    @app.get("/users/{user}/usage")
+    async def usage(session: UserSession) -> dict[str, Any]:
+        """Requests and tokens: the session's (every branch, removed turns included),
+        each branch's current history's, and each turn's of the current branch."""
+        stats = await session.get_usage_stats()
+        return stats.to_dict()
 
     @app.get("/users/{user}/export")
     async def export(user: str, request: Request) -> StreamingResponse:

@@ -210,6 +210,23 @@ async def test_export_spills_a_long_conversation_to_a_file(
     assert len(versions) >= 4  # SessionStarted + at least one append per turn
 
 
+async def test_usage_counts_each_run(client: httpx.AsyncClient) -> None:
+    await say(client, "ada", "hello there")  # offline model: 2 words in, 6 out
+    await say(client, "ada", "again")
+    stats = (await client.get("/users/ada/usage")).json()
+    assert stats["session"]["requests"] == 2
+    assert stats["session"]["turns"] == 2
+    assert stats["branch_id"] == "main"
+    assert [t["turn"] for t in stats["turns"]] == [1, 2]
+    first = stats["turns"][0]
+    assert (first["input_tokens"], first["output_tokens"], first["total_tokens"]) == (2, 6, 8)
+    # A branch before turn 2 inherits turn 1's usage only; the session keeps both.
+    await client.post("/users/ada/branches", json={"from_turn": 2, "name": "b"})
+    branched = (await client.get("/users/ada/usage")).json()
+    assert branched["branch"]["requests"] == 1
+    assert branched["session"]["requests"] == 2
+
+
 async def test_bad_input_is_refused_and_writes_nothing(client: httpx.AsyncClient) -> None:
     too_long = "u" * 300  # a session id has at most 255 characters
     response = await client.post(f"/users/{too_long}/chat", json={"message": "hi"})

@@ -16,6 +16,7 @@ from .branching import BranchingSession, BranchNode
 from .encrypted import EncryptedSession, purge_expired, rotate_master_key, shred_session
 from .sqlalchemy import SQLAlchemySession
 from .sqlite import SQLiteSession
+from .tables import create_tables
 from .usage import TurnUsage, UsageSession, UsageStats, UsageTotals, render_usage, usage_report
 
 __all__ = [
@@ -38,6 +39,7 @@ __all__ = [
     "UsageStats",
     "UsageTotals",
     "WrongKeyError",
+    "create_tables",
     "purge_expired",
     "render_usage",
     "rotate_master_key",

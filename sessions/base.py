@@ -47,6 +47,7 @@ from projections.history import MAX_ITEMS_PER_EVENT
 from projections.history_table import HistoryProjector
 
 from ._settings import make_settings, resolve_limit
+from ._tracing import instrument
 
 # The projector has no state of its own: one instance serves every store.
 HISTORY = HistoryProjector()
@@ -101,6 +102,7 @@ def _closing_done(task: asyncio.Task[None]) -> None:
         log.debug("closing a session failed", exc_info=task.exception())
 
 
+@instrument  # OpenTelemetry spans, when installed (sessions/_tracing.py)
 class StoreSession:
     """A conversation session whose every operation is an event in ``store``.
 

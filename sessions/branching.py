@@ -39,6 +39,7 @@ from projections.history import SEQ_SHIFT, TOOL_CALL_KINDS, HistoryState
 from projections.history_table import Turn
 
 from ._settings import resolve_limit
+from ._tracing import instrument
 from .base import HISTORY, StoreSession
 
 PREVIEW_LENGTH = 100
@@ -100,6 +101,7 @@ def _check_turn(turn_number: object) -> int:
     return turn_number
 
 
+@instrument  # OpenTelemetry spans, when installed (sessions/_tracing.py)
 class BranchingSession(StoreSession):
     """A session with branches: a mixin over SQLiteSession and SQLAlchemySession.
 

@@ -50,6 +50,7 @@ from ._maintenance import (
     shred_session,
 )
 from ._settings import resolve_limit
+from ._tracing import instrument
 from .base import HISTORY, Closing, StoreSession
 from .branching import BranchingSession, content_texts
 
@@ -82,6 +83,7 @@ class _KeyChanged(Exception):
     """The data key row changed between reading it and the pop's transaction."""
 
 
+@instrument  # OpenTelemetry spans, when installed (sessions/_tracing.py)
 class EncryptedSession:
     """A convstore session whose items are encrypted (AES-256-GCM) before storage.
 

@@ -36,6 +36,7 @@ from projections.history import MAX_ITEMS_PER_EVENT, describe, item_seq, segment
 from projections.usage import Figures
 from projections.usage_table import USAGE
 
+from ._tracing import instrument
 from ._usage_runs import Anchor, Claim, RunUsage, RunUsages
 from .base import HISTORY
 from .branching import BranchingSession
@@ -237,6 +238,7 @@ def _sdk_turn(figures: Figures) -> dict[str, Any]:
     }
 
 
+@instrument  # OpenTelemetry spans, when installed (sessions/_tracing.py)
 class UsageSession(BranchingSession):
     """Branches plus usage: recorded from the Runner's ``wrapper``, queried with the
     SDK's methods. A mixin over SQLiteSession and SQLAlchemySession."""

@@ -1,9 +1,12 @@
 """Export the log as JSON Lines, and import it into another database, losslessly.
 
-One line per event, every stored field, in position (commit) order::
+One line per event, every stored field but its position, in position (commit) order::
 
-    {"position":1,"stream_id":"alice","version":1,"event_id":"…","event_type":"SessionStarted",
+    {"stream_id":"alice","version":1,"event_id":"…","event_type":"SessionStarted",
      "schema_version":1,"recorded_at":1764288000000000,"hash":"…","payload":{"type":…}}
+
+A position belongs to the database that holds the event (on PostgreSQL it comes from
+the writing transaction), so the file carries the order, not the numbers.
 
 ``recorded_at`` is the stored integer (microseconds since the epoch, UTC) and
 ``payload`` the stored bytes embedded as they are (they are JSON); a payload that is
@@ -14,8 +17,8 @@ Import keeps every event's stream, version, id, type, revision, time, payload an
 and checks the hash chain of every stream as it reads (a file whose chain does not
 verify is refused). Positions are assigned anew at the end of the target's log, in
 file order (a reader tailing the log by position must see imported events as new
-commits); into an empty database, an export of a log that never had sessions removed
-therefore gets its positions back exactly. Events already in the target (same stream,
+commits), so export → import into an empty database → export gives the same bytes on
+every backend. Events already in the target (same stream,
 version, id and hash) are skipped, so an interrupted import can be run again; an event
 that conflicts with the target's history is refused, naming the session and version.
 The projections are kept current by applying the imported events to each of the
@@ -54,7 +57,6 @@ BATCH_SIZE = 1000
 class ExportedEvent(msgspec.Struct, omit_defaults=True):
     """One line of an export: an event with every stored field."""
 
-    position: int
     stream_id: str
     version: int
     event_id: str
@@ -64,6 +66,7 @@ class ExportedEvent(msgspec.Struct, omit_defaults=True):
     hash: str
     payload: msgspec.Raw = msgspec.Raw()  # empty: the line has payload_base64 instead
     payload_base64: str | None = None
+    position: int | None = None  # read from older exports and ignored; never written
 
     def payload_bytes(self) -> bytes:
         if len(self.payload):
@@ -98,7 +101,6 @@ def export_line(row: Any) -> bytes:
     return (
         _encoder.encode(
             ExportedEvent(
-                position=row.position,
                 stream_id=row.stream_id,
                 version=row.version,
                 event_id=row.event_id,

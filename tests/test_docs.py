@@ -23,6 +23,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 
 PAGES = [
+    "docs/branches.md",
     "docs/fastapi.md",
     "docs/observability.md",
 ]

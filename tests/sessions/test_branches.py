@@ -3,7 +3,7 @@ and AdvancedSQLAlchemySession (every URL) behave alike."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -12,8 +12,6 @@ import pytest
 
 from eventstore import BranchError, TurnNotFoundError
 from sessions import (
-    AdvancedSQLAlchemySession,
-    AdvancedSQLiteSession,
     BranchingSession,
     SQLAlchemySession,
     SQLiteSession,
@@ -24,44 +22,6 @@ from ..conftest import Backend
 from ..projections.replay_check import assert_matches_replay
 
 Opener = Callable[[str], BranchingSession]
-
-
-@pytest.fixture
-async def advanced(backend: Backend) -> AsyncIterator[Opener]:
-    """Opens Advanced sessions on the ``backend`` database (closed at teardown)."""
-    opened: list[BranchingSession] = []
-    memory: list[AdvancedSQLiteSession] = []
-
-    def open_session(session_id: str = "s") -> BranchingSession:
-        session: BranchingSession
-        if backend.name == "sqlite-memory":
-            if memory:  # one private database: share the first session's store
-                session = _OnStore(session_id, memory[0])
-            else:
-                session = AdvancedSQLiteSession(session_id=session_id)
-                memory.append(session)
-        elif backend.name == "sqlite-file":
-            session = AdvancedSQLiteSession(session_id=session_id, db_path=backend.target)
-        else:
-            session = AdvancedSQLAlchemySession(
-                session_id, db_url=backend.target, create_tables=True
-            )
-        opened.append(session)
-        return session
-
-    yield open_session
-    for session in reversed(opened):
-        await session.close()
-
-
-class _OnStore(BranchingSession):
-    """Another session object on an in-memory session's private database."""
-
-    def __init__(self, session_id: str, other: StoreSession) -> None:
-        StoreSession.__init__(self, session_id, other.store)
-
-    async def _release(self) -> None:
-        pass  # the store belongs to the first session
 
 
 def user(text: str) -> dict[str, Any]:
@@ -91,8 +51,8 @@ async def version(session: StoreSession) -> int:
     return 0 if info is None else info.version
 
 
-async def test_branch_from_turn_shares_the_earlier_turns(advanced: Opener) -> None:
-    session = advanced("s")
+async def test_branch_from_turn_shares_the_earlier_turns(advanced_sessions: Opener) -> None:
+    session = advanced_sessions("s")
     await three_turns(session)
     main_items = await session.get_items()
     branch = await session.create_branch_from_turn(2, "retry")
@@ -123,8 +83,10 @@ async def test_branch_from_turn_shares_the_earlier_turns(advanced: Opener) -> No
     await assert_matches_replay(session.store)
 
 
-async def test_popping_and_clearing_a_branch_never_changes_its_parent(advanced: Opener) -> None:
-    session = advanced("s")
+async def test_popping_and_clearing_a_branch_never_changes_its_parent(
+    advanced_sessions: Opener,
+) -> None:
+    session = advanced_sessions("s")
     await three_turns(session)
     main_items = await session.get_items()
     await session.create_branch_from_turn(3, "b")
@@ -154,8 +116,8 @@ async def test_popping_and_clearing_a_branch_never_changes_its_parent(advanced: 
     await assert_matches_replay(session.store)
 
 
-async def test_branch_of_a_branch_and_from_any_item(advanced: Opener) -> None:
-    session = advanced("s")
+async def test_branch_of_a_branch_and_from_any_item(advanced_sessions: Opener) -> None:
+    session = advanced_sessions("s")
     await three_turns(session)
     items = await session.get_items()
     await session.create_branch_from_item(4, "up-to-the-call-output")
@@ -183,8 +145,8 @@ async def test_branch_of_a_branch_and_from_any_item(advanced: Opener) -> None:
     await assert_matches_replay(session.store)
 
 
-async def test_refused_branch_operations_write_nothing(advanced: Opener) -> None:
-    session = advanced("s")
+async def test_refused_branch_operations_write_nothing(advanced_sessions: Opener) -> None:
+    session = advanced_sessions("s")
     await three_turns(session)
     await session.create_branch_from_turn(2, "taken")
     await session.switch_to_branch("main")
@@ -217,14 +179,14 @@ async def test_refused_branch_operations_write_nothing(advanced: Opener) -> None
     assert [b["branch_id"] for b in await session.list_branches()] == ["main", "taken"]
 
 
-async def test_the_current_branch_is_durable(advanced: Opener, backend: Backend) -> None:
+async def test_the_current_branch_is_durable(advanced_sessions: Opener, backend: Backend) -> None:
     if backend.name == "sqlite-memory":
         pytest.skip("a private in-memory database ends with its session object")
-    first = advanced("s")
+    first = advanced_sessions("s")
     await three_turns(first)
     await first.create_branch_from_turn(3, "b")
     await first.close()
-    again = advanced("s")
+    again = advanced_sessions("s")
     assert (await again.list_branches())[1]["is_current"]
     assert len(await again.get_items()) == 6
     # A plain session on the same id works on main (documented).
@@ -241,8 +203,8 @@ async def test_the_current_branch_is_durable(advanced: Opener, backend: Backend)
     await assert_matches_replay(again.store)
 
 
-async def test_whole_turn_windows(advanced: Opener) -> None:
-    session = advanced("s")
+async def test_whole_turn_windows(advanced_sessions: Opener) -> None:
+    session = advanced_sessions("s")
     await three_turns(session)
     items = await session.get_items()
     assert await session.get_items(turns=1) == items[6:]
@@ -267,8 +229,8 @@ async def test_whole_turn_windows_on_plain_sessions(tmp_path: Path) -> None:
         assert await session.get_items(turns=1) == [user("c"), assistant("d")]
 
 
-async def test_time_travel(advanced: Opener) -> None:
-    session = advanced("s")
+async def test_time_travel(advanced_sessions: Opener) -> None:
+    session = advanced_sessions("s")
     await session.add_items([user("one")])
     v1 = await version(session)
     moment = datetime.now(UTC)
@@ -290,8 +252,8 @@ async def test_time_travel(advanced: Opener) -> None:
         await session.get_items(as_of=branched + 5)
 
 
-async def test_search_matches_what_users_said(advanced: Opener) -> None:
-    session = advanced("s")
+async def test_search_matches_what_users_said(advanced_sessions: Opener) -> None:
+    session = advanced_sessions("s")
     await session.add_items([user('Plan the "Q3" Offsite'), assistant("role content")])
     parts = {"role": "user", "content": [{"type": "input_text", "text": "Café at noon"}]}
     await session.add_items([parts, assistant("ok")])
@@ -312,8 +274,8 @@ async def test_search_matches_what_users_said(advanced: Opener) -> None:
     assert created.startswith("branch_from_turn_2_")
 
 
-async def test_turn_structure_and_tool_usage(advanced: Opener) -> None:
-    session = advanced("s")
+async def test_turn_structure_and_tool_usage(advanced_sessions: Opener) -> None:
+    session = advanced_sessions("s")
     await session.add_items([{"role": "system", "content": "be brief"}])
     await three_turns(session)
     await session.add_items(
@@ -338,7 +300,7 @@ async def test_turn_structure_and_tool_usage(advanced: Opener) -> None:
 
 
 async def test_plain_and_advanced_sessions_on_one_database(
-    advanced: Opener, backend: Backend
+    advanced_sessions: Opener, backend: Backend
 ) -> None:
     """Mixing classes in any order leaves every projection equal to a replay."""
     if backend.name == "sqlite-memory":
@@ -350,7 +312,7 @@ async def test_plain_and_advanced_sessions_on_one_database(
         plain = SQLAlchemySession("mixed", db_url=backend.target, create_tables=True)
     async with plain:
         await plain.add_items([user("plain first"), assistant("a")])
-        session = advanced("mixed")
+        session = advanced_sessions("mixed")
         await session.add_items([user("advanced"), assistant("b")])
         await session.create_branch_from_turn(2, "b")
         await plain.pop_item()
@@ -368,7 +330,7 @@ async def test_plain_and_advanced_sessions_on_one_database(
 
 
 async def test_runner_branches_mid_conversation_and_continues_on_both(
-    advanced: Opener,
+    advanced_sessions: Opener,
 ) -> None:
     from agents import Agent, Runner, function_tool
     from agents.testing import ScriptedModel, assistant_message, function_call
@@ -388,7 +350,7 @@ async def test_runner_branches_mid_conversation_and_continues_on_both(
         ]
     )
     agent = Agent(name="Notes", instructions="Help with notes.", model=model, tools=[make_note])
-    session = advanced("runner")
+    session = advanced_sessions("runner")
     await Runner.run(agent, "hi", session=session)
     await Runner.run(agent, "note groceries", session=session)
     main_before = await session.get_items()

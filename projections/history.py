@@ -64,9 +64,43 @@ OPEN = 1 << 62  # the upper bound of an open tail: above every seq
 Segment = tuple[str, int, int]  # (source branch, lo exclusive, hi inclusive)
 
 
+# The items of one ItemsAdded event take at most this many bytes (an item larger than
+# that has an event of its own). The history table points into event payloads, and a
+# read fetches each payload its items point into: the bound keeps a read of a few items
+# cheap whatever the size of the add_items call that stored them (docs/design.md).
+MAX_EVENT_ITEM_BYTES = 16 * 1024
+
+
 def item_seq(version: int, index: int) -> int:
     """The key of item ``index`` of the event at stream version ``version``."""
     return (version << SEQ_SHIFT) | index
+
+
+def item_batches(items: Sequence[msgspec.Raw]) -> list[tuple[msgspec.Raw, ...]]:
+    """``items`` cut, in order, into the item lists of consecutive ItemsAdded events:
+    at most :data:`MAX_ITEMS_PER_EVENT` items and :data:`MAX_EVENT_ITEM_BYTES` bytes
+    each (a larger item alone)."""
+    batches: list[tuple[msgspec.Raw, ...]] = []
+    start, size = 0, 0
+    for index, raw in enumerate(items):
+        length = len(raw)
+        count = index - start
+        if count and (size + length > MAX_EVENT_ITEM_BYTES or count == MAX_ITEMS_PER_EVENT):
+            batches.append(tuple(items[start:index]))
+            start, size = index, 0
+        size += length
+    if start < len(items):
+        batches.append(tuple(items[start:]))
+    return batches
+
+
+def batch_seqs(first_version: int, batches: Sequence[Sequence[Any]]) -> list[int]:
+    """The item keys of ``batches`` appended as consecutive events from ``first_version``."""
+    return [
+        item_seq(first_version + n, index)
+        for n, batch in enumerate(batches)
+        for index in range(len(batch))
+    ]
 
 
 # -- what an item is (for turns, tools and search) ----------------------------------

@@ -2,7 +2,12 @@
 
 The same rules as :func:`projections.history.apply`, on three tables:
 
-* ``convstore_items``: every stored item once, under the branch that added it;
+* ``convstore_items``: every stored item once, under the branch that added it, as a
+  pointer into the payload of the event that added it (the item's exact bytes are a
+  slice of that payload: the log holds each item once, and a read takes the slice
+  with the database's own ``substr``). An item whose bytes cannot be found verbatim
+  in its event's payload (a payload written in another layout) is copied instead;
+  ``item`` holds the copy and is NULL otherwise;
 * ``convstore_branches``: the tree (parent, fork point, name, creation) and, for a
   branch that needs them, its segments and how far its rows are shared (``pinned``);
 * ``convstore_current_branch``: each session's current branch (absent: main).
@@ -12,6 +17,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
+from operator import itemgetter
 from typing import Any
 
 import msgspec
@@ -21,15 +27,18 @@ from sqlalchemy import (
     Column,
     Connection,
     Index,
+    Integer,
     MetaData,
     Select,
     String,
     Table,
     bindparam,
+    cast,
     delete,
     func,
     insert,
     literal,
+    null,
     select,
     union_all,
     update,
@@ -49,6 +58,7 @@ from eventstore import (
     SessionCleared,
     schema,
 )
+from eventstore.errors import IntegrityError
 from eventstore.prepared import Prepared
 from eventstore.records import to_micros
 from eventstore.schema import MYSQL_TABLE_OPTIONS, Blob, Key, StreamId
@@ -69,6 +79,10 @@ from .history import (
 )
 
 IdOrParam = str | BindParameter[Any]
+# Rows of a read that are not items (their seq column; an item's seq is never negative).
+MARKER_ROW = -1  # the branch's segments
+PAYLOAD_ROW = -2  # an event's payload, which items point into
+_first = itemgetter(0)
 Limit = int | BindParameter[Any] | None
 _segments_codec = msgspec.json.Encoder()
 _segments_decoder = msgspec.json.Decoder(tuple[tuple[str, int, int], ...])
@@ -108,7 +122,8 @@ class HistoryProjector:
     """Keeps the history tables equal to :func:`~projections.history.fold` of the log."""
 
     name = "history"
-    schema_version = 2
+    # Revision 3: items point into their event's payload instead of holding a copy.
+    schema_version = 3
 
     def __init__(self, *, prefix: str = "convstore") -> None:
         self.metadata = m = MetaData()
@@ -119,7 +134,11 @@ class HistoryProjector:
             Column("branch_id", Key(255), primary_key=True),
             Column("seq", BigInteger, primary_key=True, autoincrement=False),
             Column("position", BigInteger, nullable=False),
-            Column("item", Blob, nullable=False),
+            # The item is payload[item_at : item_at + item_size] of the event at
+            # ``position``; or, if ``item`` is not NULL, ``item`` itself.
+            Column("item_at", Integer, nullable=True),
+            Column("item_size", Integer, nullable=True),
+            Column("item", Blob, nullable=True),
             Column("kind", String(64), nullable=False),
             Column("tool_name", String(255), nullable=True),
             Column("user_turn", BigInteger, nullable=True),
@@ -189,8 +208,8 @@ class HistoryProjector:
         lo: BindParameter[int] = bindparam("lo", type_=BigInteger)
         hi: BindParameter[int] = bindparam("hi", type_=BigInteger)
         n: BindParameter[int] = bindparam("n", type_=BigInteger)
-        self._range_desc = Prepared(self.range_query(sid, bid, lo, hi, n))
-        self._range_asc = Prepared(self.range_query(sid, bid, lo, hi, None))
+        self._range_desc = Prepared(self.with_payloads(self.range_query(sid, bid, lo, hi, n)))
+        self._range_asc = Prepared(self.with_payloads(self.range_query(sid, bid, lo, hi, None)))
         self._prev = Prepared(
             select(t.c.seq)
             .where(t.c.stream_id == sid, t.c.branch_id == bid, t.c.seq > lo, t.c.seq < hi)
@@ -208,27 +227,70 @@ class HistoryProjector:
             .order_by(t.c.seq.desc())
             .limit(1)
         )
-        e = schema.events
         self._turn_rows = Prepared(
-            select(t.c.seq, t.c.item, e.c.recorded_at)
-            .join(e, e.c.position == t.c.position)
-            .where(
-                t.c.stream_id == sid,
-                t.c.branch_id == bid,
-                t.c.user_turn > lo,
-                t.c.user_turn <= hi,
+            self.with_payloads(
+                self._rows(full=True)
+                .where(
+                    t.c.stream_id == sid,
+                    t.c.branch_id == bid,
+                    t.c.user_turn > lo,
+                    t.c.user_turn <= hi,
+                )
+                .order_by(t.c.user_turn)
             )
-            .order_by(t.c.user_turn)
         )
         self._view_rows = Prepared(
-            select(t.c.seq, t.c.item, t.c.kind, t.c.tool_name, t.c.user_turn)
-            .where(t.c.stream_id == sid, t.c.branch_id == bid, t.c.seq > lo, t.c.seq <= hi)
-            .order_by(t.c.seq)
+            self.with_payloads(
+                self._rows(full=True)
+                .where(t.c.stream_id == sid, t.c.branch_id == bid, t.c.seq > lo, t.c.seq <= hi)
+                .order_by(t.c.seq)
+            )
         )
         self._fast_newest = Prepared(self._fast_query(sid, bid, n))
         self._fast_all = Prepared(self._fast_query(sid, bid, None))
 
     # -- queries (built once; the query-plan tests compile the same ones) -----------
+
+    def _rows(self, *, full: bool = False) -> Select[Any]:
+        """Items as stored: ``seq, position, item_at, item_size, item`` (and, ``full``,
+        ``kind, tool_name, user_turn`` and a NULL where events give ``recorded_at``)."""
+        t = self.items
+        columns: list[Any] = [t.c.seq, t.c.position, t.c.item_at, t.c.item_size, t.c.item]
+        if full:
+            columns += [
+                t.c.kind,
+                t.c.tool_name,
+                t.c.user_turn,
+                _null(BigInteger).label("recorded_at"),
+            ]
+        return select(*columns)
+
+    def with_payloads(self, rows: Select[Any], *, marker: Select[Any] | None = None) -> Select[Any]:
+        """``rows`` (from :meth:`_rows`) and, once each, the payloads of the events they
+        point into: one statement, so a payload holding many items (an add of 10,000)
+        is read and sent once, not once per item. A payload row has seq -2 and the
+        event's position; :func:`resolve` slices the items out of it."""
+        e = schema.events
+        wanted = rows.subquery("wanted")
+        columns: list[Any] = [
+            literal(PAYLOAD_ROW, BigInteger).label("seq"),
+            e.c.position.label("position"),
+            _null(Integer).label("item_at"),
+            _null(Integer).label("item_size"),
+            e.c.payload.label("item"),
+        ]
+        if len(wanted.c) > 5:
+            columns += [
+                _null(String(64)).label("kind"),
+                _null(String(255)).label("tool_name"),
+                _null(BigInteger).label("user_turn"),
+                e.c.recorded_at.label("recorded_at"),
+            ]
+        payloads = select(*columns).where(e.c.position.in_(select(wanted.c.position)))
+        parts = [select(*wanted.c), payloads]
+        if marker is not None:
+            parts.insert(0, marker)
+        return select(union_all(*parts).subquery("found"))
 
     def range_query(
         self, stream_id: IdOrParam, branch_id: IdOrParam, lo: Any, hi: Any, limit: Limit
@@ -236,7 +298,7 @@ class HistoryProjector:
         """Items of one segment: all oldest first, or (with ``limit``) the newest,
         newest first. Either way one range scan of the primary key, never a sort."""
         t = self.items
-        query = select(t.c.seq, t.c.item).where(
+        query = self._rows().where(
             t.c.stream_id == stream_id, t.c.branch_id == branch_id, t.c.seq > lo, t.c.seq <= hi
         )
         if limit is None:
@@ -246,9 +308,7 @@ class HistoryProjector:
     def items_query(self, stream_id: IdOrParam, branch_id: IdOrParam, limit: Limit) -> Select[Any]:
         """A branch's own items (all of what a branch without segments shows)."""
         t = self.items
-        query = select(t.c.seq, t.c.item).where(
-            t.c.stream_id == stream_id, t.c.branch_id == branch_id
-        )
+        query = self._rows().where(t.c.stream_id == stream_id, t.c.branch_id == branch_id)
         if limit is None:
             return query.order_by(t.c.seq)
         return query.order_by(t.c.seq.desc()).limit(limit)
@@ -264,11 +324,14 @@ class HistoryProjector:
         segments if it has any (a row with seq -1), in which case the own items are
         not the answer and the segments are read instead."""
         b = self.branches
-        marker = select(literal(-1, BigInteger).label("seq"), b.c.segments.label("item")).where(
-            b.c.stream_id == stream_id, b.c.branch_id == branch_id, b.c.segments.is_not(None)
-        )
-        own = self.items_query(stream_id, branch_id, limit).subquery("own")
-        return select(union_all(marker, select(own.c.seq, own.c.item)).subquery("found"))
+        marker = select(
+            literal(MARKER_ROW, BigInteger).label("seq"),
+            _null(BigInteger).label("position"),
+            _null(Integer).label("item_at"),
+            _null(Integer).label("item_size"),
+            b.c.segments.label("item"),
+        ).where(b.c.stream_id == stream_id, b.c.branch_id == branch_id, b.c.segments.is_not(None))
+        return self.with_payloads(self.items_query(stream_id, branch_id, limit), marker=marker)
 
     # -- the append transaction ----------------------------------------------------
 
@@ -279,7 +342,7 @@ class HistoryProjector:
             sid, version = recorded.stream_id, recorded.version
             match event:
                 case ItemsAdded(items=items, branch_id=b):
-                    work.add(sid, b, version, recorded.position, items)
+                    work.add(sid, b, version, recorded.position, items, recorded.payload)
                     continue
                 case _:
                     pass
@@ -355,10 +418,10 @@ class HistoryProjector:
             if limit is None
             else self._fast_newest.all(conn, {**key, "n": limit})
         )
-        marker = next((r for r in rows if r[0] == -1), None)
+        marker, found = resolve(rows)
         if marker is None:
-            return sorted((int(r[0]), bytes(r[1])) for r in rows)
-        segments = _decode_segments(marker[1]) or ()
+            return [(seq, item) for seq, item, *_ in found]
+        segments = _decode_segments(marker) or ()
         return self._read_segments(conn, stream_id, segments, limit)
 
     def _read_segments(
@@ -367,21 +430,17 @@ class HistoryProjector:
         if limit is None:
             out: list[tuple[int, bytes]] = []
             for src, lo, hi in segments:
-                out.extend(
-                    (int(r[0]), bytes(r[1]))
-                    for r in self._range_asc.all(
-                        conn, {"sid": stream_id, "bid": src, "lo": lo, "hi": hi}
-                    )
-                )
+                key = {"sid": stream_id, "bid": src, "lo": lo, "hi": hi}
+                found = resolve(self._range_asc.all(conn, key))[1]
+                out.extend((seq, item) for seq, item, *_ in found)
             return out
         newest: list[tuple[int, bytes]] = []
         for src, lo, hi in reversed(segments):
             if len(newest) >= limit:
                 break
-            found = self._range_desc.all(
-                conn, {"sid": stream_id, "bid": src, "lo": lo, "hi": hi, "n": limit - len(newest)}
-            )
-            newest.extend((int(r[0]), bytes(r[1])) for r in found)
+            key = {"sid": stream_id, "bid": src, "lo": lo, "hi": hi, "n": limit - len(newest)}
+            found = resolve(self._range_desc.all(conn, key))[1]
+            newest.extend((seq, item) for seq, item, *_ in reversed(found))
         newest.reverse()
         return newest
 
@@ -418,7 +477,7 @@ class HistoryProjector:
         out: list[ViewRow] = []
         for src, lo, hi in self.segments(conn, stream_id, branch_id):
             rows = self._view_rows.all(conn, {"sid": stream_id, "bid": src, "lo": lo, "hi": hi})
-            out.extend(ViewRow(int(r[0]), bytes(r[1]), r[2], r[3], r[4], src) for r in rows)
+            out.extend(ViewRow(r[0], r[1], r[2], r[3], r[4], src) for r in resolve(rows)[1])
         return out
 
     def _ordinal(self, conn: Connection, stream_id: str, src: str, upto: int) -> int:
@@ -449,10 +508,10 @@ class HistoryProjector:
             if turn <= before + (last - first):
                 ordinal = first + (turn - before)
                 key = {"sid": stream_id, "bid": src, "lo": ordinal - 1, "hi": ordinal}
-                rows = self._turn_rows.all(conn, key)
+                rows = resolve(self._turn_rows.all(conn, key))[1]
                 if not rows:
                     return None
-                return Turn(turn, int(rows[0][0]), bytes(rows[0][1]), int(rows[0][2]))
+                return Turn(turn, rows[0][0], rows[0][1], int(rows[0][5]))
             before += last - first
         return None
 
@@ -463,8 +522,8 @@ class HistoryProjector:
             if last <= first:
                 continue
             key = {"sid": stream_id, "bid": src, "lo": first, "hi": last}
-            for r in self._turn_rows.all(conn, key):
-                out.append(Turn(len(out) + 1, int(r[0]), bytes(r[1]), int(r[2])))
+            for r in resolve(self._turn_rows.all(conn, key))[1]:
+                out.append(Turn(len(out) + 1, r[0], r[1], int(r[5])))
         return out
 
     def read_last_turns(
@@ -516,14 +575,21 @@ class HistoryProjector:
     def live_rows(self, conn: Connection, stream_id: str) -> Rows:
         """The rows the tables hold for one stream."""
         t, b, c = self.items, self.branches, self.current
+        e = schema.events
         items = conn.execute(select(t).where(t.c.stream_id == stream_id)).all()
+        payloads = {
+            int(position): bytes(payload)
+            for position, payload in conn.execute(
+                select(e.c.position, e.c.payload).where(e.c.stream_id == stream_id)
+            )
+        }
         infos = conn.execute(select(b).where(b.c.stream_id == stream_id)).all()
         current = conn.execute(select(c).where(c.c.stream_id == stream_id)).all()
         return {
             "items": {
                 (r.stream_id, r.branch_id, r.seq): (
                     r.position,
-                    bytes(r.item),
+                    _stored_item(r.item, payloads.get(r.position), r.item_at, r.item_size),
                     r.kind,
                     r.tool_name,
                     r.user_turn,
@@ -554,6 +620,63 @@ class HistoryProjector:
             for table, rows in self.live_rows(conn, stream_id).items():
                 out[table].update(rows)
         return out
+
+
+def _null(type_: Any) -> Any:
+    return cast(null(), type_)
+
+
+def _stored_item(
+    copy: bytes | None, payload: bytes | None, at: int | None, size: int | None
+) -> bytes | None:
+    """An item's bytes: its copy, or its slice of the payload (None if that is gone)."""
+    if copy is not None:
+        return bytes(copy)
+    if payload is None or at is None or size is None:
+        return None
+    return payload[at : at + size]
+
+
+def resolve(rows: Sequence[Any]) -> tuple[bytes | None, list[tuple[Any, ...]]]:
+    """The rows of a read built by :meth:`HistoryProjector.with_payloads`: the marker's
+    segments (or None), and ``(seq, item)`` per item in ``seq`` order, each item
+    sliced out of its event's payload; a ``full`` read adds ``kind, tool_name,
+    user_turn, recorded_at``. (Comprehensions, not one loop: this runs per item of
+    a whole-history read.)"""
+    found = [row for row in rows if row[0] >= 0]
+    found.sort(key=_first)
+    events = {row[1]: row for row in rows if row[0] == PAYLOAD_ROW}
+    marker = next((row[4] for row in rows if row[0] == MARKER_ROW), None)
+    try:
+        if found and len(found[0]) > 5:
+            return marker, [
+                (
+                    row[0],
+                    _slice(row, events[row[1]][4]),
+                    row[5],
+                    row[6],
+                    row[7],
+                    events[row[1]][8],
+                )
+                for row in found
+            ]
+        return marker, [
+            (seq, bytes(copy) if copy is not None else events[position][4][at : at + size])
+            for seq, position, at, size, copy in found
+        ]
+    except KeyError as missing:
+        raise IntegrityError(
+            f"the event at position {missing} that an item of the history points into "
+            "is gone from the log (convstore DB audit tells more)"
+        ) from None
+
+
+def _slice(row: Any, payload: bytes) -> bytes:
+    copy = row[4]
+    if copy is not None:
+        return bytes(copy)
+    at: int = row[2]
+    return payload[at : at + row[3]]
 
 
 def _info_of(row: Mapping[Any, Any]) -> BranchInfo:
@@ -601,6 +724,38 @@ def state_rows(stream_id: str, state: HistoryState) -> Rows:
     return {"items": items, "branches": branches, "current_branch": current}
 
 
+_ITEM_LISTS = (b'"items":[', b'"messages":[')
+
+
+def locate_items(payload: bytes, items: Sequence[bytes]) -> list[int] | None:
+    """Where each item's exact bytes start in ``payload``, or None if they cannot all
+    be found there (then the projection keeps copies).
+
+    The encoder writes an ItemsAdded payload as ``{..."items":[item,item,...]...}``
+    with every item verbatim (:class:`msgspec.Raw`), so the items follow each other
+    one separator apart. Each offset is checked byte for byte, so a pointer is
+    correct whatever layout the payload has: a read slices exactly the item's bytes.
+    """
+    for key in _ITEM_LISTS:
+        start = payload.find(key)
+        if start >= 0:
+            break
+    else:
+        return None
+    at = start + len(key)
+    offsets: list[int] = []
+    for index, data in enumerate(items):
+        if index:
+            if payload[at : at + 1] != b",":
+                return None
+            at += 1
+        if not payload.startswith(data, at):
+            return None
+        offsets.append(at)
+        at += len(data)
+    return offsets
+
+
 class _Batch:
     """The work of one ``apply`` call: buffered inserts and cached branch rows."""
 
@@ -611,9 +766,18 @@ class _Batch:
         self.turns: dict[tuple[str, str], int] = {}
         self.infos: dict[tuple[str, str], tuple[BranchInfo, bool]] = {}
 
-    def add(self, sid: str, bid: str, version: int, position: int, items: Sequence[Any]) -> None:
-        for index, raw in enumerate(items):
-            data = bytes(raw)
+    def add(
+        self,
+        sid: str,
+        bid: str,
+        version: int,
+        position: int,
+        items: Sequence[Any],
+        payload: bytes,
+    ) -> None:
+        datas = [bytes(raw) for raw in items]
+        offsets = locate_items(payload, datas)
+        for index, data in enumerate(datas):
             kind = describe(data)
             turn = None
             if kind.is_user:
@@ -624,7 +788,9 @@ class _Batch:
                     "branch_id": bid,
                     "seq": item_seq(version, index),
                     "position": position,
-                    "item": data,
+                    "item_at": None if offsets is None else offsets[index],
+                    "item_size": None if offsets is None else len(data),
+                    "item": data if offsets is None else None,
                     "kind": kind.kind,
                     "tool_name": kind.tool_name,
                     "user_turn": turn,

@@ -23,8 +23,6 @@ from contextvars import ContextVar
 from importlib import metadata
 from typing import Any, TypeVar
 
-from projections.history import MAX_ITEMS_PER_EVENT
-
 try:
     from opentelemetry import trace
 except ImportError:  # the otel extra is not installed: no spans, no wrappers
@@ -66,8 +64,9 @@ def _read(
 
 def _add(session: Any, args: tuple[Any, ...], kwargs: Mapping[str, Any], result: Any) -> Attributes:
     items = len(_arg(args, kwargs, 0, "items"))
-    # add_items appends one ItemsAdded per MAX_ITEMS_PER_EVENT items (sessions/base.py)
-    events = -(-items // MAX_ITEMS_PER_EVENT)
+    # add_items cuts its items into ItemsAdded events (projections.history.item_batches)
+    # and leaves how many it appended on the session.
+    events = getattr(session, "added_events", 0)
     return _branch(session) | {ITEMS: items, EVENTS: events}
 
 

@@ -43,7 +43,7 @@ from eventstore import (
     encode_items,
 )
 from eventstore.store import check_stream_id
-from projections.history import MAX_ITEMS_PER_EVENT
+from projections.history import item_batches
 from projections.history_table import HistoryProjector
 
 from ._settings import make_settings, resolve_limit
@@ -135,6 +135,8 @@ class StoreSession:
         self._cancelled_adds: list[tuple[str, tuple[msgspec.Raw, ...], list[NewEvent]]] = []
         # Items removed by pop_item calls that were cancelled after committing.
         self._undelivered: list[tuple[str, Any]] = []
+        # How many events the last add_items appended (read by sessions/_tracing.py).
+        self.added_events = 0
         self._closed = False
 
     @property
@@ -179,6 +181,7 @@ class StoreSession:
     async def add_items(self, items: list[Any], *, wrapper: Any = None) -> None:
         """Append ``items`` in order. Concurrent callers never lose or duplicate one."""
         self._check_open()
+        self.added_events = 0
         encoded = encode_items(items)  # refuses non-JSON before anything is written
         if not encoded:
             return
@@ -189,8 +192,8 @@ class StoreSession:
         events = self._retried_add(branch, encoded)
         if events is None:
             events = [
-                NewEvent(ItemsAdded(items=encoded[i : i + MAX_ITEMS_PER_EVENT], branch_id=branch))
-                for i in range(0, len(encoded), MAX_ITEMS_PER_EVENT)
+                NewEvent(ItemsAdded(items=batch, branch_id=branch))
+                for batch in item_batches(encoded)
             ]
         try:
             result = await self._store.append(
@@ -201,6 +204,7 @@ class StoreSession:
             del self._cancelled_adds[:-_REMEMBERED_CANCELLATIONS]
             raise
         self._undelivered.clear()
+        self.added_events = len(events)
         return result
 
     def _retried_add(self, branch: str, encoded: tuple[msgspec.Raw, ...]) -> list[NewEvent] | None:

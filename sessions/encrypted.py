@@ -232,6 +232,11 @@ class EncryptedSession:
         check_distinct(envelopes, self.session_id)
         return envelopes
 
+    @property
+    def added_events(self) -> int:
+        """How many events the last add_items appended."""
+        return self.underlying_session.added_events
+
     async def add_items(self, items: list[Any], *, wrapper: Any = None) -> None:
         """Seal each item and add the envelopes to the wrapped session."""
         self._check_open()

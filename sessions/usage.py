@@ -32,7 +32,7 @@ from eventstore import (
     encode_items,
 )
 from eventstore.registry import register_projector
-from projections.history import MAX_ITEMS_PER_EVENT, describe, item_seq, segment_of
+from projections.history import batch_seqs, describe, item_batches, segment_of
 from projections.usage import Figures
 from projections.usage_table import USAGE
 
@@ -280,6 +280,7 @@ class UsageSession(BranchingSession):
         """Append ``items``; with the Runner's ``wrapper``, the usage spent since the
         last recording is appended with them, in the same transaction."""
         self._check_open()
+        self.added_events = 0
         encoded = encode_items(items)
         branch = await self._branch()
         run = self._runs.see(wrapper)
@@ -290,25 +291,19 @@ class UsageSession(BranchingSession):
         if not claims:
             first_version = (await self._append_items(branch, encoded)).first_version
         else:
-            added = [
-                ItemsAdded(items=encoded[i : i + MAX_ITEMS_PER_EVENT], branch_id=branch)
-                for i in range(0, len(encoded), MAX_ITEMS_PER_EVENT)
-            ]
+            added = [ItemsAdded(items=batch, branch_id=branch) for batch in item_batches(encoded)]
             try:
                 first_version = await self._append_with_usage(added, claims, branch)
             except Exception:
                 self._runs.unclaim(claims)
                 raise
             self._undelivered.clear()
+            self.added_events = len(added)
         if run is None:
             return
         users = [i for i, raw in enumerate(encoded) if describe(bytes(raw)).is_user]
         if users:  # the run's later usage answers its last user message
-            i = users[-1]
-            run.anchor = (
-                branch,
-                item_seq(first_version + i // MAX_ITEMS_PER_EVENT, i % MAX_ITEMS_PER_EVENT),
-            )
+            run.anchor = (branch, batch_seqs(first_version, item_batches(encoded))[users[-1]])
 
     async def _append_with_usage(
         self, added: Sequence[Event], claims: list[Claim], branch: str

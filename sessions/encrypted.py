@@ -20,6 +20,7 @@ from typing import Any, Self
 from sqlalchemy import Connection, select
 
 from eventstore import (
+    ArgumentTypeError,
     ConfigurationError,
     Event,
     EventStore,
@@ -110,7 +111,7 @@ class EncryptedSession:
         clock: Callable[[], float] = time.time,
     ) -> None:
         if max_scan_items is not None:
-            raise TypeError(
+            raise ArgumentTypeError(
                 "max_scan_items is not taken: get_items(limit=n) reads the newest n items and "
                 "reads further back only past expired ones; bound the work with limit= and "
                 "purge_expired(), which removes expired items from the history"
@@ -368,7 +369,7 @@ class EncryptedSession:
     def _advanced(self) -> BranchingSession:
         base = self.underlying_session
         if not isinstance(base, BranchingSession):
-            raise TypeError(
+            raise ArgumentTypeError(
                 "branches and turns need an Advanced session underneath "
                 f"(AdvancedSQLiteSession, AdvancedSQLAlchemySession), not {type(base).__name__}"
             )
@@ -449,7 +450,7 @@ class EncryptedSession:
         if isinstance(base, BranchingSession):
             return await base._resolve(branch_id)
         if branch_id is not None:
-            raise TypeError(
+            raise ArgumentTypeError(
                 "branch_id= needs an Advanced session underneath "
                 f"(AdvancedSQLiteSession, AdvancedSQLAlchemySession), not {type(base).__name__}"
             )

@@ -26,6 +26,10 @@ PAGES = [
     "docs/branches.md",
     "docs/fastapi.md",
     "docs/observability.md",
+    "docs/getting-started.md",
+    "docs/concepts.md",
+    "docs/sessions.md",
+    "docs/cli.md",
 ]
 
 # ```python at the start of a line, up to the closing fence.

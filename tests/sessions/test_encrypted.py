@@ -13,6 +13,7 @@ from sqlalchemy import delete, select, update
 
 from eventstore import (
     ConfigurationError,
+    ConvstoreError,
     DecryptionError,
     InvalidArgumentError,
     InvalidKeyError,
@@ -187,8 +188,9 @@ async def test_bad_arguments_are_refused(sessions: Sessions) -> None:
     for ttl in (0, -1, True, "60"):
         with pytest.raises(InvalidArgumentError, match="ttl"):
             EncryptedSession(session=base, encryption_key=KEY, ttl=ttl)  # type: ignore[arg-type]
-    with pytest.raises(TypeError, match="limit="):
+    with pytest.raises(TypeError, match="limit=") as refused:
         EncryptedSession("s", base, KEY, 600, 100)
+    assert isinstance(refused.value, ConvstoreError)  # as every error of convstore
 
 
 # -- no plaintext at rest ---------------------------------------------------------------

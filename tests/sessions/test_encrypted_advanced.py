@@ -10,7 +10,7 @@ import pytest
 from agents import Agent, Runner
 from agents.testing import ScriptedModel, assistant_message
 
-from eventstore import TurnNotFoundError
+from eventstore import ConvstoreError, TurnNotFoundError
 from sessions import (
     AdvancedSQLAlchemySession,
     AdvancedSQLiteSession,
@@ -109,8 +109,12 @@ async def test_what_needs_content_is_not_offered_unencrypted(
         from sessions import SQLiteSession
 
         async with EncryptedSession(session=SQLiteSession("p"), encryption_key=KEY) as plain:
-            with pytest.raises(TypeError, match="Advanced session"):
+            with pytest.raises(TypeError, match="Advanced session") as refused:
                 await plain.get_items(branch_id="main")
+            assert isinstance(refused.value, ConvstoreError)
+            with pytest.raises(TypeError, match="Advanced session") as refused:
+                await plain.get_conversation_turns()
+            assert isinstance(refused.value, ConvstoreError)
             with pytest.raises(AttributeError):
                 plain.create_branch_from_turn  # noqa: B018
 

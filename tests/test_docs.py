@@ -26,6 +26,7 @@ PAGES = [
     "docs/branches.md",
     "docs/fastapi.md",
     "docs/observability.md",
+    "docs/operations.md",
 ]
 
 # ```python at the start of a line, up to the closing fence.

@@ -27,6 +27,7 @@ PAGES = [
     "docs/fastapi.md",
     "docs/observability.md",
     "docs/operations.md",
+    "docs/migrating.md",
 ]
 
 # ```python at the start of a line, up to the closing fence.

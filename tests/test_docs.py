@@ -28,6 +28,7 @@ PAGES = [
     "docs/observability.md",
     "docs/operations.md",
     "docs/migrating.md",
+    "docs/scaling.md",
 ]
 
 # ```python at the start of a line, up to the closing fence.

@@ -20,7 +20,7 @@ import sys
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing at start-up
 if TYPE_CHECKING:
     from importlib.machinery import ModuleSpec
-    from types import ModuleType
+    from types import FrameType, ModuleType
 
 ALIAS = "agents.sessions"
 # The name convstore's package gets when ``sessions`` is somebody else's module.
@@ -90,17 +90,68 @@ class _AliasLoader:
         module.__spec__ = self._spec
 
 
+def _importing_the_alias() -> bool:
+    """Whether the import system is looking for ``agents`` as the parent of the alias
+    (``from agents.sessions import ...``), rather than for the SDK itself."""
+    frame: FrameType | None = sys._getframe(1)  # not evaluated at run time
+    while frame is not None:
+        # importlib._bootstrap imports a dotted name's parent from this function, whose
+        # ``name`` is the dotted name. (If a later Python renames it, the alias without
+        # the SDK raises the plain ModuleNotFoundError again: nothing else changes.)
+        if (
+            frame.f_code.co_name == "_find_and_load_unlocked"
+            and frame.f_locals.get("name") == ALIAS
+        ):
+            return True
+        frame = frame.f_back
+    return False
+
+
+def _missing_sdk() -> ImportError:
+    """The error naming the extra to install (convstore's MissingDependencyError)."""
+    try:
+        from eventstore.errors import MissingDependencyError
+    except ImportError:  # not beside convstore's packages: say it all the same
+        return ModuleNotFoundError(
+            "the 'openai-agents' package is required for "
+            f"'{ALIAS}': pip install 'convstore[agents]'",
+            name="agents",
+        )
+    return MissingDependencyError("openai-agents", "agents", module="agents")
+
+
 class AliasFinder:
-    """A ``sys.meta_path`` finder for the one name ``agents.sessions``."""
+    """A ``sys.meta_path`` finder for the one name ``agents.sessions``.
+
+    Without the Agents SDK, importing the alias fails while its parent ``agents`` is
+    looked for, which no other finder has found by the time this one (last in
+    ``sys.meta_path``) is asked: the error then names the extra to install instead of
+    saying "No module named 'agents'". Looking for ``agents`` for any other reason
+    (``import agents``, ``importlib.util.find_spec("agents")``) is left alone.
+    """
 
     def find_spec(
         self, fullname: str, path: object = None, target: object = None
     ) -> "ModuleSpec | None":
+        if fullname == "agents":
+            if _importing_the_alias() and not self._found_after_me(fullname, path, target):
+                raise _missing_sdk()
+            return None
         if fullname != ALIAS:
             return None
         from importlib.machinery import ModuleSpec
 
         return ModuleSpec(fullname, _AliasLoader())  # type: ignore[arg-type]  # duck-typed
+
+    def _found_after_me(self, fullname: str, path: object, target: object) -> bool:
+        """Whether a finder registered after this one can import ``fullname``."""
+        finders = list(sys.meta_path)
+        later = finders[finders.index(self) + 1 :] if self in finders else []
+        for finder in later:
+            find_spec = getattr(finder, "find_spec", None)
+            if find_spec is not None and find_spec(fullname, path, target) is not None:
+                return True
+        return False
 
 
 def install() -> None:

@@ -19,13 +19,18 @@ class ConfigurationError(ConvstoreError, ValueError):
     """The store or session was opened with arguments that cannot work."""
 
 
-class MissingDependencyError(ConvstoreError, ImportError):
-    """An optional dependency is not installed; the message names the extra."""
+class MissingDependencyError(ConvstoreError, ModuleNotFoundError):
+    """An optional dependency is not installed; the message names the extra.
 
-    def __init__(self, package: str, extra: str) -> None:
+    A :class:`ModuleNotFoundError` (whose ``name`` is the module that is missing), so
+    code that already catches that error for an optional import keeps working.
+    """
+
+    def __init__(self, package: str, extra: str, *, module: str | None = None) -> None:
         super().__init__(
             f"the {package!r} package is required for this feature: "
-            f"pip install 'convstore[{extra}]'"
+            f"pip install 'convstore[{extra}]'",
+            name=module or package,
         )
         self.package = package
         self.extra = extra

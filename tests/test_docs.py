@@ -30,6 +30,9 @@ PAGES = [
     "docs/concepts.md",
     "docs/sessions.md",
     "docs/cli.md",
+    "docs/operations.md",
+    "docs/migrating.md",
+    "docs/scaling.md",
 ]
 
 # ```python at the start of a line, up to the closing fence.

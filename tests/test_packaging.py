@@ -122,18 +122,21 @@ def test_a_server_url_without_its_extra_names_the_extra(
     assert f"pip install 'convstore[{extra}]'" in message
 
 
-def test_the_agents_alias_without_the_agents_extra_fails_on_import(fresh: Path) -> None:
+def test_the_agents_alias_without_the_agents_extra_names_the_extra(fresh: Path) -> None:
     done = in_fresh(
         fresh,
         """
         try:
             from agents.sessions import SQLiteSession
-        except ImportError as error:
-            print(type(error).__name__, error.name)
+        except ModuleNotFoundError as error:
+            print(type(error).__name__, error.name, error.extra)
+            print(error)
         """,
     )
     assert done.returncode == 0, done.stderr
-    assert done.stdout.split() == ["ModuleNotFoundError", "agents"]
+    first, message = done.stdout.splitlines()
+    assert first == "MissingDependencyError agents agents"
+    assert "pip install 'convstore[agents]'" in message
 
 
 def test_version_metadata_and_the_command(fresh: Path) -> None:

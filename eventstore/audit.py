@@ -36,7 +36,7 @@ from sqlalchemy import Connection, Row, func, inspect, select, tuple_
 from . import schema
 from .chain import GENESIS, chain_hash
 from .errors import DecodeError
-from .records import RecordedEvent, recorded_from_row, to_datetime
+from .records import RecordedEvent, recorded_from_row, stored_bytes, to_datetime
 from .store import EventStore
 
 # Events read per query while scanning (keyset pages of the (stream_id, version) index).
@@ -149,7 +149,7 @@ def row_hash(previous: str, row: Row[Any]) -> str:
         event_type=row.event_type,
         schema_version=row.schema_version,
         recorded_at=row.recorded_at,
-        payload=bytes(row.payload),
+        payload=stored_bytes(row.payload),
     )
 
 

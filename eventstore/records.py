@@ -56,10 +56,18 @@ class RecordedEvent:
     payload: bytes
 
 
+def stored_bytes(value: Any) -> bytes:
+    """A payload as stored. Every payload is written as bytes, but an edit made
+    outside convstore can leave text in the column (SQLite's ``replace()`` returns
+    TEXT): taken as its UTF-8 bytes, it is read, hashed and reported like any other
+    changed payload instead of stopping the reader."""
+    return value.encode("utf-8", "surrogatepass") if isinstance(value, str) else bytes(value)
+
+
 def recorded_from_row(row: Any) -> RecordedEvent:
     """A stored row of ``convstore_events`` as a :class:`RecordedEvent` (its payload
     decoded and upcast; DecodeError if it cannot be read)."""
-    payload = bytes(row.payload)
+    payload = stored_bytes(row.payload)
     return RecordedEvent(
         position=row.position,
         stream_id=row.stream_id,

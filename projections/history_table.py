@@ -60,7 +60,7 @@ from eventstore import (
 )
 from eventstore.errors import IntegrityError
 from eventstore.prepared import Prepared
-from eventstore.records import to_micros
+from eventstore.records import stored_bytes, to_micros
 from eventstore.schema import MYSQL_TABLE_OPTIONS, Blob, Key, StreamId
 
 from .history import (
@@ -578,7 +578,7 @@ class HistoryProjector:
         e = schema.events
         items = conn.execute(select(t).where(t.c.stream_id == stream_id)).all()
         payloads = {
-            int(position): bytes(payload)
+            int(position): stored_bytes(payload)
             for position, payload in conn.execute(
                 select(e.c.position, e.c.payload).where(e.c.stream_id == stream_id)
             )
@@ -645,23 +645,28 @@ def resolve(rows: Sequence[Any]) -> tuple[bytes | None, list[tuple[Any, ...]]]:
     a whole-history read.)"""
     found = [row for row in rows if row[0] >= 0]
     found.sort(key=_first)
-    events = {row[1]: row for row in rows if row[0] == PAYLOAD_ROW}
+    full = bool(found) and len(found[0]) > 5
+    events = {
+        row[1]: (stored_bytes(row[4]), row[8] if full else None)
+        for row in rows
+        if row[0] == PAYLOAD_ROW
+    }
     marker = next((row[4] for row in rows if row[0] == MARKER_ROW), None)
     try:
-        if found and len(found[0]) > 5:
+        if full:
             return marker, [
                 (
                     row[0],
-                    _slice(row, events[row[1]][4]),
+                    _slice(row, events[row[1]][0]),
                     row[5],
                     row[6],
                     row[7],
-                    events[row[1]][8],
+                    events[row[1]][1],
                 )
                 for row in found
             ]
         return marker, [
-            (seq, bytes(copy) if copy is not None else events[position][4][at : at + size])
+            (seq, bytes(copy) if copy is not None else events[position][0][at : at + size])
             for seq, position, at, size, copy in found
         ]
     except KeyError as missing:

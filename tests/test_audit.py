@@ -401,3 +401,21 @@ async def test_two_audits_at_once(shared_backend: Backend) -> None:
     first, second = await asyncio.gather(audit_database(store), audit_database(other))
     assert first.ok
     assert second.ok
+
+
+async def test_a_payload_edited_into_text_is_a_finding(store: EventStore) -> None:
+    """SQLite's replace() turns a BLOB into TEXT: audit reports the edit, not a crash."""
+    if store.dialect_name != "sqlite":
+        pytest.skip("only SQLite lets a BLOB column hold TEXT")
+    await sql(
+        store,
+        "UPDATE convstore_events SET payload = replace(payload, 'note', 'list') "
+        "WHERE stream_id = 'alice' AND version = 2",
+    )
+    assert await sql(
+        store,
+        "SELECT typeof(payload) FROM convstore_events WHERE version = 2 AND stream_id = 'alice'",
+    ) == [("text",)]
+    report = await audit_database(store)
+    assert ("alice", 2) in found(report)
+    assert "hash" in next(str(f) for f in report.findings if f.version == 2)

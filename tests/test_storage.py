@@ -20,7 +20,19 @@ from sessions import SQLiteSession
 
 pytest.importorskip("agents")
 
-WORDS = "the order shipped yesterday and should arrive within three business days".split()
+WORDS = [
+    "the",
+    "order",
+    "shipped",
+    "yesterday",
+    "and",
+    "should",
+    "arrive",
+    "within",
+    "three",
+    "business",
+    "days",
+]
 
 
 def messages(count: int) -> list[dict[str, Any]]:

@@ -145,7 +145,16 @@ class HistoryProjector:
             sqlite_with_rowid=False,  # clustered on the key: a range scan reads in place
             **MYSQL_TABLE_OPTIONS,
         )
-        Index(f"{prefix}_items_turns", t.c.stream_id, t.c.branch_id, t.c.user_turn)
+        # Only user messages start turns: a partial index (SQLite, PostgreSQL) holds
+        # just those rows; MariaDB, which has no partial indexes, indexes every row.
+        Index(
+            f"{prefix}_items_turns",
+            t.c.stream_id,
+            t.c.branch_id,
+            t.c.user_turn,
+            sqlite_where=t.c.user_turn.is_not(None),
+            postgresql_where=t.c.user_turn.is_not(None),
+        )
         self.branches = b = Table(
             f"{prefix}_branches",
             m,

@@ -38,6 +38,7 @@ from sqlalchemy import (
     func,
     insert,
     literal,
+    literal_column,
     null,
     select,
     union_all,
@@ -65,6 +66,7 @@ from eventstore.schema import MYSQL_TABLE_OPTIONS, Blob, Key, StreamId
 
 from .history import (
     OPEN,
+    SEQ_SHIFT,
     BranchInfo,
     HistoryState,
     Segment,
@@ -83,6 +85,9 @@ IdOrParam = str | BindParameter[Any]
 MARKER_ROW = -1  # the branch's segments
 PAYLOAD_ROW = -2  # an event's payload, which items point into
 _first = itemgetter(0)
+# The shift from an item's seq to its event's version, as an SQL integer literal
+# (PostgreSQL has bigint >> integer, not bigint >> bigint).
+_SHIFT = literal_column(str(SEQ_SHIFT), Integer)
 Limit = int | BindParameter[Any] | None
 _segments_codec = msgspec.json.Encoder()
 _segments_decoder = msgspec.json.Decoder(tuple[tuple[str, int, int], ...])
@@ -217,8 +222,8 @@ class HistoryProjector:
         lo: BindParameter[int] = bindparam("lo", type_=BigInteger)
         hi: BindParameter[int] = bindparam("hi", type_=BigInteger)
         n: BindParameter[int] = bindparam("n", type_=BigInteger)
-        self._range_desc = Prepared(self.with_payloads(self.range_query(sid, bid, lo, hi, n)))
-        self._range_asc = Prepared(self.with_payloads(self.range_query(sid, bid, lo, hi, None)))
+        self._range_desc = Prepared(self.range_read(sid, bid, lo, hi, n))
+        self._range_asc = Prepared(self.range_read(sid, bid, lo, hi, None))
         self._prev = Prepared(
             select(t.c.seq)
             .where(t.c.stream_id == sid, t.c.branch_id == bid, t.c.seq > lo, t.c.seq < hi)
@@ -236,23 +241,23 @@ class HistoryProjector:
             .order_by(t.c.seq.desc())
             .limit(1)
         )
+        turns = (
+            t.c.stream_id == sid,
+            t.c.branch_id == bid,
+            t.c.user_turn > lo,
+            t.c.user_turn <= hi,
+        )
         self._turn_rows = Prepared(
             self.with_payloads(
-                self._rows(full=True)
-                .where(
-                    t.c.stream_id == sid,
-                    t.c.branch_id == bid,
-                    t.c.user_turn > lo,
-                    t.c.user_turn <= hi,
-                )
-                .order_by(t.c.user_turn)
+                self._rows(full=True).where(*turns).order_by(t.c.user_turn),
+                sid,
+                self._window(turns, key=t.c.user_turn),
             )
         )
+        view = (t.c.stream_id == sid, t.c.branch_id == bid, t.c.seq > lo, t.c.seq <= hi)
         self._view_rows = Prepared(
             self.with_payloads(
-                self._rows(full=True)
-                .where(t.c.stream_id == sid, t.c.branch_id == bid, t.c.seq > lo, t.c.seq <= hi)
-                .order_by(t.c.seq)
+                self._rows(full=True).where(*view).order_by(t.c.seq), sid, self._window(view)
             )
         )
         self._fast_newest = Prepared(self._fast_query(sid, bid, n))
@@ -274,13 +279,41 @@ class HistoryProjector:
             ]
         return select(*columns)
 
-    def with_payloads(self, rows: Select[Any], *, marker: Select[Any] | None = None) -> Select[Any]:
-        """``rows`` (from :meth:`_rows`) and, once each, the payloads of the events they
-        point into: one statement, so a payload holding many items (an add of 10,000)
-        is read and sent once, not once per item. A payload row has seq -2 and the
-        event's position; :func:`resolve` slices the items out of it."""
+    def _window(
+        self, where: Sequence[Any], *, key: Any = None, limit: Limit = None
+    ) -> tuple[Any, Any]:
+        """The first and last ``seq`` of the items ``where`` selects (the newest
+        ``limit`` of them): index probes at both ends of the range, not an aggregate
+        over it (``key``, an indexed column in ``seq`` order, orders the probes)."""
+        t = self.items
+        key = t.c.seq if key is None else key
+        last = select(t.c.seq).where(*where).order_by(key.desc()).limit(1).scalar_subquery()
+        if limit is None:
+            first = select(t.c.seq).where(*where).order_by(key).limit(1).scalar_subquery()
+        else:
+            newest = select(t.c.seq).where(*where).order_by(key.desc()).limit(limit).subquery()
+            first = select(func.min(newest.c.seq)).scalar_subquery()
+        return first, last
+
+    def with_payloads(
+        self,
+        rows: Select[Any],
+        stream_id: IdOrParam,
+        window: tuple[Any, Any],
+        *,
+        marker: Select[Any] | None = None,
+    ) -> Select[Any]:
+        """``rows`` (from :meth:`_rows`) and, once each, the payloads they point into:
+        one statement, so a payload holding many items is read and sent once, not
+        once per item. The payloads are those of the stream's ItemsAdded events from
+        the version of the window's first item to that of its last (an item's version
+        is its ``seq`` shifted right): a range of the ``(stream_id, version)`` index,
+        found with two probes, instead of a second pass over the items. (It may hold
+        payloads no row points into: those of items popped, or added to another
+        branch, inside the window.) A payload row has seq -2 and the event's
+        position; :func:`resolve` slices the items out of it."""
         e = schema.events
-        wanted = rows.subquery("wanted")
+        first, last = window
         columns: list[Any] = [
             literal(PAYLOAD_ROW, BigInteger).label("seq"),
             e.c.position.label("position"),
@@ -288,18 +321,41 @@ class HistoryProjector:
             _null(Integer).label("item_size"),
             e.c.payload.label("item"),
         ]
-        if len(wanted.c) > 5:
+        if len(rows.selected_columns) > 5:
             columns += [
                 _null(String(64)).label("kind"),
                 _null(String(255)).label("tool_name"),
                 _null(BigInteger).label("user_turn"),
                 e.c.recorded_at.label("recorded_at"),
             ]
-        payloads = select(*columns).where(e.c.position.in_(select(wanted.c.position)))
+        payloads = select(*columns).where(
+            e.c.stream_id == stream_id,
+            e.c.version >= first.op(">>")(_SHIFT),
+            e.c.version <= last.op(">>")(_SHIFT),
+            e.c.event_type == "ItemsAdded",
+        )
+        wanted = rows.subquery("wanted")
         parts = [select(*wanted.c), payloads]
         if marker is not None:
             parts.insert(0, marker)
         return select(union_all(*parts).subquery("found"))
+
+    def range_read(
+        self, stream_id: IdOrParam, branch_id: IdOrParam, lo: Any, hi: Any, limit: Limit
+    ) -> Select[Any]:
+        """:meth:`range_query` with the payloads its rows point into."""
+        t = self.items
+        where = (
+            t.c.stream_id == stream_id,
+            t.c.branch_id == branch_id,
+            t.c.seq > lo,
+            t.c.seq <= hi,
+        )
+        return self.with_payloads(
+            self.range_query(stream_id, branch_id, lo, hi, limit),
+            stream_id,
+            self._window(where, limit=limit),
+        )
 
     def range_query(
         self, stream_id: IdOrParam, branch_id: IdOrParam, lo: Any, hi: Any, limit: Limit
@@ -340,7 +396,13 @@ class HistoryProjector:
             _null(Integer).label("item_size"),
             b.c.segments.label("item"),
         ).where(b.c.stream_id == stream_id, b.c.branch_id == branch_id, b.c.segments.is_not(None))
-        return self.with_payloads(self.items_query(stream_id, branch_id, limit), marker=marker)
+        t = self.items
+        return self.with_payloads(
+            self.items_query(stream_id, branch_id, limit),
+            stream_id,
+            self._window((t.c.stream_id == stream_id, t.c.branch_id == branch_id), limit=limit),
+            marker=marker,
+        )
 
     # -- the append transaction ----------------------------------------------------
 

@@ -30,7 +30,7 @@ from sqlalchemy.dialects import mysql
 from sqlalchemy.schema import DropIndex
 
 SCHEMA_COMPONENT = "eventstore"
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 # Revision 2 added convstore_head.generation and convstore_tracking.live (the live
 # set of projections belongs to the database: see eventstore/registry.py).
 # Revision 3: on PostgreSQL positions come from each append's transaction id and no
@@ -38,6 +38,9 @@ SCHEMA_VERSION = 3
 # keep their shape, and a release that still takes positions from the head row must
 # not write to the log any more (it refuses a newer revision). It also drops the
 # index on convstore_streams.updated_at (one page less written by every append).
+# Revision 4: on PostgreSQL convstore_head.position is an offset added to transaction
+# ids (0, unless the log was restored ahead of its cluster's transaction counter), which
+# a revision-3 release would ignore; on SQLite and MariaDB nothing changes.
 
 # Stream ids compare byte for byte on MySQL/MariaDB too ("User" and "user" are two sessions).
 MYSQL_TABLE_OPTIONS: dict[str, Any] = {"mysql_charset": "utf8mb4", "mysql_collate": "utf8mb4_bin"}
@@ -87,8 +90,9 @@ streams = Table(
     **MYSQL_TABLE_OPTIONS,
 )
 
-# One row: the last position handed out. Writers lock it for the rest of their
-# transaction, which is what makes positions follow commit order (see backends).
+# One row: the last position handed out (on PostgreSQL: the offset added to transaction
+# ids). Writers lock it for the rest of their transaction, which is what makes positions
+# follow commit order (see backends; PostgreSQL locks it shared).
 # ``generation`` counts changes to the set of live projections (eventstore/registry.py).
 head = Table(
     "convstore_head",

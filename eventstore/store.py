@@ -529,6 +529,7 @@ class EventStore:
                         )
                     )
             self._check_log_schema(conn)
+            self._dialect.align_positions(conn)
             tracked = registry.read_tracking(conn)
             stored = self._stored_versions(conn)
             for projector in self._requested:

@@ -117,6 +117,11 @@ class Dialect(abc.ABC):
         """After :func:`eventstore.schema.migrate`: what a backend adds to bring the
         log from revision ``found`` to the current one."""
 
+    def align_positions(self, conn: Connection) -> None:  # noqa: B027 (optional hook)
+        """When a store prepares the database: make sure the positions later appends
+        take lie above every stored one (where positions do not come from the head
+        row alone: a log restored into another PostgreSQL cluster)."""
+
     def schema_lock(self, conn: Connection) -> AbstractContextManager[None]:
         """Serialise concurrent table creation (several processes opening one database)."""
         return nullcontext()

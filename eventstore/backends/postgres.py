@@ -9,10 +9,10 @@ row of ``convstore_head`` and held that row's lock until commit, so appends to
 (a GC pause, SIGSTOP, a network partition) stopped every session's writes.
 
 Now an event's position is derived from its transaction's id: ``xid << 20`` plus its
-offset in the transaction (:data:`POSITION_SHIFT`). Transaction ids are handed out in
-one cluster-wide order, and a reader only reads positions below
-``pg_snapshot_xmin(pg_current_snapshot()) << 20`` — below the oldest transaction still
-in progress, in the same snapshot its rows come from (:meth:`PostgresDialect.readable`).
+offset in the transaction (:data:`POSITION_SHIFT`; the id plus a per-database offset,
+see below). Transaction ids are handed out in one cluster-wide order, and a reader
+only reads positions below the oldest transaction still in progress ``<< 20``, read in
+a statement before the one its rows come from (:meth:`PostgresDialect.read_horizon`).
 Every transaction below that bound has committed (its rows are visible) or rolled
 back (they never will be), and any transaction that commits later has an id at or
 above it, hence higher positions: a reader resuming after the last position it saw
@@ -23,6 +23,18 @@ once every older write transaction of the cluster has ended, so a transaction he
 open elsewhere delays tailing readers (``read_all``, a projection's catch-up) — never
 writers, and never reads of a session, which read projections, not positions.
 
+Transaction ids belong to the cluster, not to the database: a log restored with
+``pg_dump`` into a cluster whose counter is behind its source's holds positions above
+the ones that cluster's transactions would take, and new events would land below them
+(a tailing reader skips them, ``audit`` reports them reordered). So a position is
+really ``(xid + offset) << 20`` plus the event's offset in its append, where the offset
+is ``convstore_head.position`` (0 until needed; log schema revision 4), read ``FOR
+SHARE`` in the statement that computes the positions, and a reader's bound is ``(oldest
+transaction in progress + offset) << 20``, the offset read in the same snapshot. When a
+store prepares the database it compares the log's highest position with the next
+transaction id; if the log is ahead it raises the offset under the head row's
+exclusive lock, logging a warning (:meth:`PostgresDialect.align_positions`).
+
 The live projection set (eventstore/registry.py) is still guarded by the head row:
 each append reads its ``generation`` ``FOR SHARE`` in the statement that computes its
 positions (shared locks do not conflict with each other), and whoever changes the set
@@ -32,6 +44,7 @@ which waits for appends in flight and holds new ones back until it commits.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any, ClassVar
@@ -54,21 +67,29 @@ from ..prepared import Prepared
 from ..schema import Key
 from .base import Dialect, Timeouts
 
+log = logging.getLogger("convstore.eventstore")
+
 # Bits of a position below the transaction id: the most events one transaction writes
 # is 2**20 - 1, and transaction ids stay below 2**43 (8.8e12 transactions).
 POSITION_SHIFT = 20
 MAX_EVENTS_PER_TRANSACTION = (1 << POSITION_SHIFT) - 1
 
-_GENERATION_SHARED = "head AS (SELECT generation FROM convstore_head WHERE name = 'log' FOR SHARE)"
-_TRANSACTION_BASE = f"(pg_current_xact_id()::text::bigint << {POSITION_SHIFT})"
+# The head row's ``position`` is the transaction-id offset here (0 unless a restore
+# raised it: see PostgresDialect.align_positions). An append reads it ``FOR SHARE`` in
+# the statement that computes its positions, so it cannot change under an append.
+_HEAD_SHARED = (
+    "head AS (SELECT generation, position AS xid_offset FROM convstore_head "
+    "WHERE name = 'log' FOR SHARE)"
+)
+_TRANSACTION_BASE = f"((pg_current_xact_id()::text::bigint + xid_offset) << {POSITION_SHIFT})"
 _RESERVE = Prepared(
-    text(f"WITH {_GENERATION_SHARED} SELECT {_TRANSACTION_BASE} + :count, generation FROM head")
+    text(f"WITH {_HEAD_SHARED} SELECT {_TRANSACTION_BASE} + :count, generation FROM head")
 )
 # The same and the stream's row in one round trip (a data-modifying CTE runs even
 # though nothing selects from it).
 _RESERVE_AND_STREAM = Prepared(
     text(
-        f"WITH {_GENERATION_SHARED}, "
+        f"WITH {_HEAD_SHARED}, "
         "streamed AS (UPDATE convstore_streams SET version = :new_version, "
         "head_hash = :new_head_hash, updated_at = :now WHERE stream_id = :sid) "
         f"SELECT {_TRANSACTION_BASE} + :count, generation FROM head"
@@ -79,6 +100,7 @@ _LOCK_LOG = Prepared(text("SELECT name FROM convstore_head WHERE name = 'log' FO
 # database (prepared ones too), read in one statement: the ids are taken after the
 # snapshot, so a transaction below ``next`` that is not listed has ended before any
 # later statement's snapshot. ``hidden`` counts sessions whose ids we may not see.
+# The transaction-id offset comes from the same snapshot.
 _IN_PROGRESS = Prepared(
     text(
         "SELECT pg_snapshot_xmax(pg_current_snapshot())::text::bigint, "
@@ -90,9 +112,23 @@ _IN_PROGRESS = Prepared(
         "(SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
         "AND NOT pg_has_role('pg_read_all_stats', 'MEMBER') "
         "AND usesysid IS DISTINCT FROM (SELECT oid FROM pg_roles WHERE rolname = current_user)), "
-        "current_setting('transaction_isolation'), pg_is_in_recovery()"
+        "current_setting('transaction_isolation'), pg_is_in_recovery(), "
+        "(SELECT position FROM convstore_head WHERE name = 'log')"
     )
 )
+# Whether the log holds positions at or above those the next transaction would take
+# (a log restored into a cluster whose transaction counter is behind its source's),
+# and the oldest transaction id in progress, in one snapshot.
+_ALIGNMENT = Prepared(
+    text(
+        f"SELECT (SELECT coalesce(max(position), 0) >> {POSITION_SHIFT} FROM convstore_events), "
+        "pg_snapshot_xmax(pg_current_snapshot())::text::bigint, "
+        "pg_snapshot_xmin(pg_current_snapshot())::text::bigint, "
+        "(SELECT position FROM convstore_head WHERE name = 'log'), "
+        "current_setting('transaction_read_only') = 'on'"
+    )
+)
+_SET_OFFSET = Prepared(text("UPDATE convstore_head SET position = :offset WHERE name = 'log'"))
 _LAST_READABLE = Prepared(
     text("SELECT coalesce(max(position), 0) FROM convstore_events WHERE position < :bound")
 )
@@ -171,17 +207,21 @@ class PostgresDialect(Dialect):
         row = _IN_PROGRESS.first(conn)
         if row is None:
             raise SchemaError("no snapshot")  # a SELECT without FROM always has a row
-        next_id, oldest, running, prepared, hidden, isolation, standby = row
+        next_id, oldest, running, prepared, hidden, isolation, standby, offset = row
+        if offset is None:
+            raise SchemaError("the head row of convstore_head is missing")
+        # An append that commits later used this offset or a larger one: one raised
+        # since waited for every append holding the old one (align_positions).
         if hidden or isolation != "read committed" or standby:
             # Sessions of another role, whose ids we may not read; a snapshot taken now
             # for the whole transaction; or a standby, whose sessions are not the
             # primary's writers: the oldest transaction in progress in the cluster
             # (every id below it has ended, and it only grows).
-            return int(oldest) << POSITION_SHIFT
+            return (int(oldest) + int(offset)) << POSITION_SHIFT
         lowest = int(next_id)
         for xid in (*running, *prepared):  # 32-bit ids: place each in next_id's epoch
             lowest = min(lowest, _full_xid(int(xid), int(next_id)))
-        return lowest << POSITION_SHIFT
+        return (lowest + int(offset)) << POSITION_SHIFT
 
     def last_position(self, conn: Connection, *, locked: bool = False) -> int:
         # Under lock_log no append of this database is in flight: every event counts.
@@ -190,16 +230,55 @@ class PostgresDialect(Dialect):
         return int(_LAST_READABLE.scalar(conn, {"bound": self.read_horizon(conn)}))
 
     def migrate_log(self, conn: Connection, found: int) -> None:
-        if found < 3:
-            # Until revision 3 the head row handed out 1, 2, 3 …; from now on positions
-            # start at a transaction's id << POSITION_SHIFT, which must lie above them.
-            last = int(_LAST_COMMITTED.scalar(conn))
-            base = int(conn.execute(text(f"SELECT {_TRANSACTION_BASE}")).scalar_one())
-            if last >= base:
-                raise SchemaError(
-                    f"cannot migrate: the log's last position {last:,} is not below this "
-                    f"cluster's transaction positions ({base:,})"
-                )
+        if found < 4:
+            # Until revision 3 the head row's position was the last position handed out
+            # (1, 2, 3 …), and revision 3 left it there unused; from revision 4 on it is
+            # the transaction-id offset, which starts at 0. A log whose positions lie
+            # above the transaction ids then gets an offset from align_positions.
+            _SET_OFFSET.execute(conn, {"offset": 0})
+
+    def align_positions(self, conn: Connection) -> None:
+        """Raise the transaction-id offset if the log holds positions at or above
+        those new transactions would take: a log restored (``pg_dump``) into a cluster
+        whose transaction counter is behind its source's.
+
+        Under the head row's exclusive lock (:meth:`lock_log`), which waits for the
+        appends in flight (each holds the row ``FOR SHARE`` from the statement that read
+        the old offset until it commits) and holds new ones back until the new offset
+        is committed: no append ever writes with the old offset after the new one.
+        The new offset puts even the oldest transaction in progress (which may append
+        after the bump with its older id) above every stored position."""
+        highest, next_id, _, offset, read_only = self._alignment(conn)
+        if highest < next_id + offset:
+            return  # the normal case: one statement, no lock
+        if read_only:  # a standby, or a read-only connection: cannot raise it here
+            log.warning(
+                "the log's positions are ahead of this PostgreSQL cluster's transaction "
+                "ids (restored from another cluster?): open it once on a read-write "
+                "connection, which raises the transaction-id offset"
+            )
+            return
+        self.lock_log(conn)
+        highest, next_id, oldest, offset, _ = self._alignment(conn)
+        if highest < next_id + offset:
+            return  # raised meanwhile by another store
+        raised = highest + 1 - oldest
+        _SET_OFFSET.execute(conn, {"offset": raised})
+        log.warning(
+            "the log's positions are ahead of this PostgreSQL cluster's transaction ids "
+            "(restored from another cluster?): transaction-id offset raised from %d to %d, "
+            "so new events follow the stored ones",
+            offset,
+            raised,
+        )
+
+    @staticmethod
+    def _alignment(conn: Connection) -> tuple[int, int, int, int, bool]:
+        row = _ALIGNMENT.first(conn)
+        if row is None or row[3] is None:
+            raise SchemaError("the head row of convstore_head is missing")
+        highest, next_id, oldest, offset, read_only = row
+        return int(highest), int(next_id), int(oldest), int(offset), bool(read_only)
 
     @contextmanager
     def schema_lock(self, conn: Connection) -> Iterator[None]:

@@ -63,8 +63,36 @@ async def test_log_tables_of_revision_2_are_migrated(shared_backend: Backend) ->
         return int(version), indexes
 
     version, indexes = await store.run(shape)
-    assert version == schema.SCHEMA_VERSION == 3
+    assert version == schema.SCHEMA_VERSION == 4
     assert "convstore_streams_updated_at" not in indexes
+    if not store.dense_positions:  # the head row's old count is not a transaction-id offset
+        assert await store.run(_head_position) == 0
+
+
+def _head_position(conn: Connection) -> int:
+    return int(conn.execute(text("SELECT position FROM convstore_head")).scalar_one())
+
+
+async def test_log_tables_of_revision_3_are_migrated(shared_backend: Backend) -> None:
+    """Revision 3 left the head row's last dense position in place on PostgreSQL, where
+    revision 4 reads the row as an offset to transaction ids: it starts at 0 there."""
+    store = shared_backend.store()
+    first = await store.append("s", [added(1)])
+
+    def make_revision_3(conn: Connection) -> None:
+        if not store.dense_positions:
+            conn.execute(text("UPDATE convstore_head SET position = 1000000000"))
+        conn.execute(text("UPDATE convstore_schema SET version = 3 WHERE component = 'eventstore'"))
+
+    await store.run(make_revision_3, write=True)
+    _forget_open_databases()
+    store = shared_backend.store()
+    second = await store.append("s", [added(2)])
+    assert await store.run(_head_position) == (0 if not store.dense_positions else 2)
+    assert second.last_position > first.last_position
+    if not store.dense_positions:  # no jump of 10**9 transaction ids
+        assert second.last_position >> 20 < (first.last_position >> 20) + 10**9
+    assert_positions(store, [e.position for e in await store.read_all()])
 
 
 async def test_a_log_of_a_newer_revision_is_refused(shared_backend: Backend) -> None:

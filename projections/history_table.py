@@ -33,6 +33,7 @@ from sqlalchemy import (
     String,
     Table,
     bindparam,
+    case,
     cast,
     delete,
     func,
@@ -85,6 +86,18 @@ IdOrParam = str | BindParameter[Any]
 MARKER_ROW = -1  # the branch's segments
 PAYLOAD_ROW = -2  # an event's payload, which items point into
 _first = itemgetter(0)
+# The columns an append writes as given (user_turn it computes).
+_STORED = (
+    "stream_id",
+    "branch_id",
+    "seq",
+    "position",
+    "item_at",
+    "item_size",
+    "item",
+    "kind",
+    "tool_name",
+)
 # The shift from an item's seq to its event's version, as an SQL integer literal
 # (PostgreSQL has bigint >> integer, not bigint >> bigint).
 _SHIFT = literal_column(str(SEQ_SHIFT), Integer)
@@ -183,7 +196,31 @@ class HistoryProjector:
             **MYSQL_TABLE_OPTIONS,
         )
         sid, bid = bindparam("sid", type_=Key(255)), bindparam("bid", type_=Key(255))
-        self._insert = Prepared(insert(t))
+        # A user message's turn number is one more than the branch's last, found by
+        # the insert itself (one index probe; executemany sees the rows before it),
+        # so an append reads nothing back. MariaDB/MySQL take a subquery on the table
+        # being inserted into only as a derived table, hence the extra SELECT.
+        earlier = t.alias("earlier")
+        last = (
+            select(earlier.c.user_turn)
+            .where(
+                earlier.c.stream_id == bindparam("stream_id"),
+                earlier.c.branch_id == bindparam("branch_id"),
+                earlier.c.user_turn.is_not(None),
+            )
+            .order_by(earlier.c.user_turn.desc())
+            .limit(1)
+            .subquery("last_turn")
+        )
+        next_turn = func.coalesce(select(last.c.user_turn).scalar_subquery(), 0) + 1
+        self._insert = Prepared(
+            insert(t).values(
+                {
+                    **{name: bindparam(name) for name in _STORED},
+                    t.c.user_turn: case((bindparam("is_user", type_=Integer) == 1, next_turn)),
+                }
+            )
+        )
         self._delete_above = Prepared(
             delete(t).where(
                 t.c.stream_id == sid, t.c.branch_id == bid, t.c.seq > bindparam("above")
@@ -191,12 +228,6 @@ class HistoryProjector:
         )
         self._delete_one = Prepared(
             delete(t).where(t.c.stream_id == sid, t.c.branch_id == bid, t.c.seq == bindparam("q"))
-        )
-        self._last_turn = Prepared(
-            select(t.c.user_turn)
-            .where(t.c.stream_id == sid, t.c.branch_id == bid, t.c.user_turn.is_not(None))
-            .order_by(t.c.user_turn.desc())
-            .limit(1)
         )
         self._info = Prepared(select(b).where(b.c.stream_id == sid, b.c.branch_id == bid))
         self._insert_info = Prepared(insert(b))
@@ -452,7 +483,6 @@ class HistoryProjector:
                 case BranchDeleted(branch_id=b):
                     info = work.info(sid, b)
                     self._delete_above.execute(conn, {"sid": sid, "bid": b, "above": info.pinned})
-                    work.turns.pop((sid, b), None)
                     work.save(sid, b, replace(info, deleted=True, segments=()))
                     if self.read_current(conn, sid) == b:
                         work.set_current(sid, MAIN_BRANCH)
@@ -839,7 +869,6 @@ class _Batch:
         self.p = projector
         self.conn = conn
         self.rows: list[dict[str, Any]] = []
-        self.turns: dict[tuple[str, str], int] = {}
         self.infos: dict[tuple[str, str], tuple[BranchInfo, bool]] = {}
 
     def add(
@@ -855,9 +884,6 @@ class _Batch:
         offsets = locate_items(payload, datas)
         for index, data in enumerate(datas):
             kind = describe(data)
-            turn = None
-            if kind.is_user:
-                turn = self._next_turn(sid, bid)
             self.rows.append(
                 {
                     "stream_id": sid,
@@ -869,19 +895,9 @@ class _Batch:
                     "item": data if offsets is None else None,
                     "kind": kind.kind,
                     "tool_name": kind.tool_name,
-                    "user_turn": turn,
+                    "is_user": 1 if kind.is_user else 0,
                 }
             )
-
-    def _next_turn(self, sid: str, bid: str) -> int:
-        key = (sid, bid)
-        last = self.turns.get(key)
-        if last is None:
-            self.flush()
-            row = self.p._last_turn.first(self.conn, {"sid": sid, "bid": bid})
-            last = 0 if row is None else int(row[0])
-        self.turns[key] = last + 1
-        return last + 1
 
     def flush(self) -> None:
         if self.rows:
@@ -944,7 +960,6 @@ class _Batch:
         src, lo, _hi = segment
         if src == bid and seq > info.pinned:
             self.p._delete_one.execute(self.conn, {"sid": sid, "bid": bid, "q": seq})
-            self.turns.pop((sid, bid), None)  # the deleted row may have been a turn
             return
         row = self.p._prev.first(self.conn, {"sid": sid, "bid": src, "lo": lo, "hi": seq})
         split = split_segments(segments, seq, None if row is None else int(row[0]))
@@ -953,7 +968,6 @@ class _Batch:
     def clear(self, sid: str, bid: str, version: int) -> None:
         info = self.info(sid, bid)
         self.p._delete_above.execute(self.conn, {"sid": sid, "bid": bid, "above": info.pinned})
-        self.turns.pop((sid, bid), None)
         if not self.infos[(sid, bid)][1]:
             return  # nothing shared, no segments: the branch is simply empty again
         self.save(sid, bid, replace(info, segments=cleared_segments(bid, version)))

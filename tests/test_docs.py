@@ -33,6 +33,8 @@ PAGES = [
     "docs/operations.md",
     "docs/migrating.md",
     "docs/scaling.md",
+    "docs/usage.md",
+    "docs/encryption.md",
 ]
 
 # ```python at the start of a line, up to the closing fence.

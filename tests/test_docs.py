@@ -35,6 +35,7 @@ PAGES = [
     "docs/scaling.md",
     "docs/usage.md",
     "docs/encryption.md",
+    "docs/audit.md",
 ]
 
 # ```python at the start of a line, up to the closing fence.

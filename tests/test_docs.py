@@ -4,13 +4,17 @@ A page's blocks run in order in one fresh interpreter (a page reads like a noteb
 a later block may use what an earlier one defined), in an empty temporary folder, with
 the checkout first on ``sys.path`` and no ``OPENAI_API_KEY``. Blocks may use top-level
 ``await`` (as the pages' readers would in an async context); they then share one event
-loop. A block that calls ``asyncio.run`` itself runs as plain code. Blocks in other
-languages (shell commands, output) are not run here; the tests of the feature cover
-them (e.g. tests/test_fastapi_app.py runs the app under uvicorn).
+loop. A block that calls ``asyncio.run`` itself runs as plain code. Every other block
+must also paste into ``python -m asyncio`` as it stands, the way
+docs/getting-started.md tells readers to run them. Blocks in other languages (shell
+commands, output) are not run here; the tests of the feature cover them (e.g.
+tests/test_fastapi_app.py runs the app under uvicorn).
 """
 
 from __future__ import annotations
 
+import ast
+import codeop
 import json
 import os
 import re
@@ -33,6 +37,9 @@ PAGES = [
     "docs/operations.md",
     "docs/migrating.md",
     "docs/scaling.md",
+    "docs/usage.md",
+    "docs/encryption.md",
+    "docs/audit.md",
 ]
 
 # ```python at the start of a line, up to the closing fence.
@@ -63,6 +70,49 @@ def python_blocks(text: str) -> list[tuple[int, str]]:
 def test_the_block_finder() -> None:
     text = "intro\n```python\nx = 1\n```\n```bash\nls\n```\n```python\ny = x\n```\n"
     assert python_blocks(text) == [(3, "x = 1\n"), (9, "y = x\n")]
+
+
+def paste_errors(source: str) -> list[tuple[int, str]]:
+    """The syntax errors of ``source`` pasted line by line into ``python -m asyncio``.
+
+    That REPL compiles the lines typed so far after each one, as ``codeop`` does, with
+    top-level ``await`` allowed: a blank line inside an indented block ends the
+    statement there, and a statement right after an indented block, without a blank
+    line between, is refused."""
+    compiler = codeop.CommandCompiler()
+    compiler.compiler.flags |= ast.PyCF_ALLOW_TOP_LEVEL_AWAIT
+    buffer: list[str] = []
+    errors: list[tuple[int, str]] = []
+    for number, line in enumerate([*source.splitlines(), ""], 1):
+        buffer.append(line)
+        try:
+            complete = compiler("\n".join(buffer), "<console>", "single") is not None
+        except SyntaxError as error:
+            errors.append((number, f"{error.msg}: {line.strip()}"))
+            complete = True
+        if complete:
+            buffer = []
+    return errors
+
+
+def test_the_paste_check() -> None:
+    assert paste_errors("async with f() as x:\n    await x\n\nprint(x)\n") == []
+    assert paste_errors("for x in y:\n    a()\nb()\n") == [(3, "invalid syntax: b()")]
+    assert paste_errors("if x:\n    a()\n\n    b()\n") == [(4, "unexpected indent: b()")]
+
+
+@pytest.mark.parametrize("page", PAGES)
+def test_every_python_block_pastes_into_the_asyncio_repl(page: str) -> None:
+    """docs/getting-started.md tells readers to paste the blocks into
+    ``python -m asyncio``; a block that calls ``asyncio.run`` is a whole program."""
+    text = (ROOT / page).read_text()
+    errors = [
+        f"{page}:{first + number - 1}: {message}"
+        for first, source in python_blocks(text)
+        if "asyncio.run(" not in source
+        for number, message in paste_errors(source)
+    ]
+    assert errors == []
 
 
 @pytest.mark.parametrize("page", PAGES)

@@ -188,6 +188,9 @@ def _audit_key(args: argparse.Namespace) -> bytes | None:
 
 
 async def _init(store: EventStore, args: argparse.Namespace) -> int:
+    # Every projection a session class keeps (admin.init_database): an Advanced
+    # session opened with create_tables=False then finds its usage tables too.
+    store.keep([admin.USAGE])
     await store.ensure_tables()
     if args.json:
         _emit_json({"initialised": True})

@@ -249,6 +249,32 @@ def test_init_creates_and_reads_never_do(
     assert run(capsys, str(missing), "sessions", "--json")[1] == "[]\n"
 
 
+def test_init_creates_what_every_session_class_needs(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """After `init`, an Advanced session opened without create_tables can write, and
+    `usage` reads the database (both need the usage projection's tables)."""
+    import asyncio
+
+    from sessions import AdvancedSQLAlchemySession
+
+    path = tmp_path / "app.db"
+    assert run(capsys, str(path), "init")[0] == 0
+
+    async def converse() -> list[object]:
+        session = AdvancedSQLAlchemySession("u", db_url=f"sqlite:///{path}")
+        await session.add_items([{"role": "user", "content": "hello"}])
+        try:
+            return await session.get_items()
+        finally:
+            await session.close()
+
+    assert asyncio.run(converse()) == [{"role": "user", "content": "hello"}]
+    code, out, err = run(capsys, str(path), "usage", "u", "--json")
+    assert code == 0, err
+    assert json.loads(out)["session_id"] == "u"
+
+
 def test_foreign_and_empty_files_are_left_alone(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

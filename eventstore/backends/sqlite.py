@@ -56,6 +56,7 @@ from .base import (
 log = logging.getLogger("convstore.sqlite")
 
 _BEGIN_WRITE = Prepared(text("BEGIN IMMEDIATE"))
+_COMMIT = Prepared(text("COMMIT"))
 
 # New database files are readable by their owner only: conversations are personal data.
 FILE_MODE = 0o600
@@ -64,6 +65,9 @@ FILE_MODE = 0o600
 class SQLiteDialect(Dialect):
     name: ClassVar[str] = "sqlite"
     limit_name: ClassVar[str] = "SQLite's largest value (SQLITE_LIMIT_LENGTH)"
+    # BEGIN IMMEDIATE orders every write: an append may start from the head its store
+    # last wrote, confirmed by the UPDATE of the stream's row (docs/design.md).
+    confirms_cached_heads: ClassVar[bool] = True
 
     def __init__(self, *, read_only: bool = False) -> None:
         self.read_only = read_only
@@ -421,9 +425,35 @@ class ThreadRunner(Runner):
     def _in_transaction(self, fn: TxFunction[T], write: bool) -> T:
         with translate_errors(self.dialect):
             conn = self._connection()
+            if write and not self.read_only:
+                return self._in_write_transaction(conn, fn)
             with conn.begin():
                 self.dialect.begin(conn, write=write)
                 return fn(conn)
+
+    @staticmethod
+    def _in_write_transaction(conn: Connection, fn: TxFunction[T]) -> T:
+        """``BEGIN IMMEDIATE``, ``fn``, ``COMMIT``, as statements of their own.
+
+        The same transaction as ``with conn.begin()`` (SQLAlchemy's begin emits nothing
+        on this connection, its commit calls the driver's), without SQLAlchemy's
+        transaction object on every write. ``fn`` may still use ``conn.execute``, which
+        starts SQLAlchemy's bookkeeping of a transaction; it is ended after the COMMIT.
+        """
+        _BEGIN_WRITE.execute(conn)
+        try:
+            result = fn(conn)
+            _COMMIT.execute(conn)
+        except BaseException:
+            driver = conn.connection.driver_connection
+            if isinstance(driver, sqlite3.Connection):
+                driver.rollback()  # a no-op if the transaction already ended
+            if conn.in_transaction():
+                conn.rollback()
+            raise
+        if conn.in_transaction():
+            conn.commit()  # nothing left to commit: only SQLAlchemy's bookkeeping
+        return result
 
     def _read_here(self, fn: TxFunction[T]) -> T:
         assert self._reader_engine is not None

@@ -32,6 +32,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from sqlalchemy.pool import StaticPool
 
 from ..errors import (
+    CancelledAfterCommit,
     ConfigurationError,
     ConvstoreError,
     IntegrityError,
@@ -49,7 +50,6 @@ from .base import (
     T,
     Timeouts,
     TxFunction,
-    outcome_then_cancel,
     translate_errors,
 )
 
@@ -206,19 +206,24 @@ class _Write:
     fn: TxFunction[Any]
     future: asyncio.Future[Any]
     loop: asyncio.AbstractEventLoop
+    # (ok, value) once the worker has settled it, on the caller's loop.
+    outcome: tuple[bool, Any] | None = None
+    # Where the outcome goes once the caller was cancelled (see ThreadRunner._await).
+    late: asyncio.Future[None] | None = None
 
     def settle(self, ok: bool, value: Any) -> None:
         with contextlib.suppress(RuntimeError):  # the caller's loop is closed: nobody waits
-            self.loop.call_soon_threadsafe(_settle, self.future, ok, value)
+            self.loop.call_soon_threadsafe(self._deliver, ok, value)
 
-
-def _settle(future: asyncio.Future[Any], ok: bool, value: Any) -> None:
-    if future.done():  # cancelled while it waited
-        return
-    if ok:
-        future.set_result(value)
-    else:
-        future.set_exception(value)
+    def _deliver(self, ok: bool, value: Any) -> None:
+        self.outcome = (ok, value)
+        if not self.future.done():
+            if ok:
+                self.future.set_result(value)
+            else:
+                self.future.set_exception(value)
+        if self.late is not None and not self.late.done():
+            self.late.set_result(None)
 
 
 class _MemoryKey:
@@ -356,7 +361,38 @@ class ThreadRunner(Runner):
                 self._executor.submit(self._drain)
             except RuntimeError:  # the worker is shut down (the store was closed)
                 self._abandon(StoreClosedError("this SQLite database is closed"))
-        return await outcome_then_cancel(future, withdraw=lambda: self._withdraw(write))
+        result: T = await self._await(write)
+        return result
+
+    async def _await(self, write: _Write) -> Any:
+        """The write's result; if the caller is cancelled meanwhile, what
+        :func:`~eventstore.backends.base.outcome_then_cancel` does (withdraw the write
+        if the worker has not taken it, else wait for its outcome and raise
+        CancelledAfterCommit if it committed), without the extra future and loop turn of
+        ``asyncio.shield`` on every write: the outcome is kept on the write itself."""
+        future = write.future
+        try:
+            return await future
+        except asyncio.CancelledError:
+            future.cancel()  # (a no-op if it was settled as the cancellation came)
+            if not future.cancelled():
+                if future.exception() is not None:
+                    raise
+                raise CancelledAfterCommit(future.result()) from None
+            if self._withdraw(write):
+                raise
+            if write.outcome is None:
+                write.late = late = write.loop.create_future()
+                while not late.done():
+                    try:
+                        await asyncio.wait((late,))
+                    except asyncio.CancelledError:
+                        continue  # already cancelled: the first cancellation is the one raised
+            assert write.outcome is not None
+            ok, value = write.outcome
+            if not ok:
+                raise
+            raise CancelledAfterCommit(value) from None
 
     def _drain(self) -> None:
         """Worker: commit the waiting writes, a group at a time, until none is left."""
@@ -369,7 +405,7 @@ class ThreadRunner(Runner):
                     if not group:
                         self._draining = False
                         return
-                self._commit_group([w for w in group if not w.future.cancelled()])
+                self._commit_group(group)  # (a withdrawn write is no longer listed)
         except BaseException as error:  # never leave a writer waiting for nothing
             for write in group:
                 write.settle(False, error)

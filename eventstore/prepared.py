@@ -11,7 +11,8 @@ same way, and a lost connection is invalidated as SQLAlchemy would.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from operator import itemgetter
 from typing import Any
 
 from sqlalchemy import Connection, exc
@@ -21,18 +22,23 @@ from sqlalchemy.sql import ClauseElement
 class Prepared:
     """One statement, compiled once per dialect, executed with positional parameters."""
 
-    __slots__ = ("_compiled", "statement")
+    __slots__ = ("_compiled", "_last", "statement")
 
     def __init__(self, statement: ClauseElement) -> None:
         self.statement = statement
         self._compiled: dict[tuple[type[Any], str], _Compiled] = {}
+        self._last: tuple[Any, _Compiled] | None = None  # (dialect, its compiled form)
 
     def _sql(self, conn: Connection) -> _Compiled:
         dialect = conn.dialect
+        last = self._last
+        if last is not None and last[0] is dialect:  # a process mostly uses one engine
+            return last[1]
         key = (type(dialect), dialect.paramstyle)
         found = self._compiled.get(key)
         if found is None:
             found = self._compiled[key] = _Compiled(self.statement.compile(dialect=dialect))
+        self._last = (dialect, found)
         return found
 
     def _run(self, conn: Connection, values: Mapping[str, Any] | None) -> Any:
@@ -50,6 +56,14 @@ class Prepared:
             return
         compiled = self._sql(conn)
         _call(conn, compiled.sql, [compiled.params(row) for row in rows], many=True).close()
+
+    def rowcount(self, conn: Connection, values: Mapping[str, Any] | None = None) -> int:
+        """Execute, and return how many rows the statement changed (UPDATE, DELETE)."""
+        cursor = self._run(conn, values)
+        try:
+            return int(cursor.rowcount)
+        finally:
+            cursor.close()
 
     def last_row_id(self, conn: Connection, values: Mapping[str, Any] | None = None) -> Any:
         """Execute, and return the driver's ``lastrowid`` (MySQL: ``LAST_INSERT_ID()``)."""
@@ -84,7 +98,7 @@ class Prepared:
 class _Compiled:
     """SQL text, parameter order, and values the statement itself fixed (e.g. OFFSET 0)."""
 
-    __slots__ = ("defaults", "order", "sql")
+    __slots__ = ("_pick", "defaults", "order", "sql")
 
     def __init__(self, compiled: Any) -> None:  # a SQLCompiler
         self.sql: str = compiled.string
@@ -96,9 +110,16 @@ class _Compiled:
             for name, bind in compiled.binds.items()
             if isinstance(name, str) and not bind.required
         }
+        # The positional parameters out of a mapping, in C (itemgetter of one name
+        # returns the value itself, not a tuple).
+        self._pick: Callable[[Mapping[str, Any]], Any] | None = None
+        if self.order is not None and len(self.order) > 1:
+            self._pick = itemgetter(*self.order)
 
     def params(self, values: Mapping[str, Any]) -> Any:
         merged = {**self.defaults, **values} if self.defaults else values
+        if self._pick is not None:
+            return self._pick(merged)
         if self.order is None:
             return dict(merged)
         return tuple(merged[name] for name in self.order)
@@ -107,7 +128,7 @@ class _Compiled:
 def _call(conn: Connection, sql: str, params: Any, *, many: bool) -> Any:
     dbapi_conn = conn.connection
     dialect = conn.dialect
-    cursor = dbapi_conn.cursor()
+    cursor = dbapi_conn.dbapi_connection.cursor()  # type: ignore[union-attr]
     try:
         if many:
             cursor.executemany(sql, params)

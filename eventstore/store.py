@@ -82,6 +82,17 @@ _TRANSIENT_RETRIES = 12
 _RECONNECTS = 3
 # Appends of up to this many events count as quick (see EventStore.run).
 _QUICK_BATCH = 100
+# Streams whose head (version, hash) a store remembers from its own appends.
+_REMEMBERED_HEADS = 4096
+# on_new_stream tuples whose encoding a store remembers (one per open session).
+_REMEMBERED_PREAMBLES = 1024
+
+
+class _Unasked:
+    """The size limit of a database not asked yet."""
+
+
+_UNASKED = _Unasked()
 
 
 @dataclass(slots=True)
@@ -219,6 +230,13 @@ def _stream_exists(conn: Connection, stream_id: str) -> bool:
 _recorded = recorded_from_row
 
 
+def _written(result: AppendResult | None) -> AppendResult:
+    """The result of a write from a head read in its own transaction (never None: only
+    a write from a remembered head can find the stream moved)."""
+    assert result is not None
+    return result
+
+
 def _stream_info(row: Row[Any]) -> StreamInfo:
     return StreamInfo(
         stream_id=row.stream_id,
@@ -270,6 +288,17 @@ class EventStore:
         self._live_names: frozenset[str] = frozenset()
         self._unknown: tuple[str, ...] = ()
         self._generation = -1
+        self._state = _database_state(self._runner.engine_key)
+        # The live set last found to cover this store's tables and projections (while
+        # the database state still holds it, ensure_tables has nothing to do).
+        self._checked: registry.LiveSet | None = None
+        # The largest payload the database accepts (see _check_sizes), once asked.
+        self._size_limit: int | _Unasked | None = _UNASKED
+        # Encoded on_new_stream events, by the identity of the tuple passed (a session
+        # passes the same one with every append).
+        self._preambles: dict[int, tuple[Sequence[Event | NewEvent], list[_Encoded]]] = {}
+        # stream id -> (version, head hash) this store last wrote (see _remember_head)
+        self._heads: dict[str, tuple[int, str]] = {}
         self._create_tables = create_tables
         self._closed = False
         self._holders = 0
@@ -302,6 +331,7 @@ class EventStore:
             registry.register_projector(projector, replace=False)
         self._requested += added
         self._components.update({p.name: p.schema_version for p in added})
+        self._checked = None
 
     @property
     def dense_positions(self) -> bool:
@@ -416,17 +446,21 @@ class EventStore:
     async def ensure_tables(self) -> None:
         """Create the tables (``create_tables=True``) or check they exist and match;
         add this store's projections to the database and catch up any that are behind."""
-        state = _database_state(self._runner.engine_key)
+        state = self._state
         live = state.live
+        if live is not None and live is self._checked:  # nothing changed since the last call
+            return
         if (
             live is not None
             and state.components.issuperset(self._components.items())
             and live.names.issuperset(p.name for p in self._requested)
         ):
             if live.generation == self._generation:
+                self._checked = live
                 return
             if not self._runner.revalidate or await self._still_valid(live):
                 self._adopt(live)
+                self._checked = live
                 return
             state.components.clear()
             state.live = None
@@ -634,7 +668,7 @@ class EventStore:
         batch = _encode(events)
         if not batch:
             raise InvalidArgumentError("append needs at least one event")
-        preamble = _encode(on_new_stream)
+        preamble = self._encode_preamble(on_new_stream)
         if len({e.event_id for e in batch + preamble}) != len(batch) + len(preamble):
             raise InvalidArgumentError("the events of one append need distinct event ids")
         await self.ensure_tables()
@@ -689,7 +723,7 @@ class EventStore:
         """
         self._check_open()
         check_stream_id(stream_id)
-        preamble = _encode(on_new_stream)
+        preamble = self._encode_preamble(on_new_stream)
         await self.ensure_tables()
         self._check_known()
         raced = False
@@ -712,15 +746,34 @@ class EventStore:
                     raise  # not a creation race: the constraint's own error says why
                 raced = True  # raced with the stream's creation: decide again
 
+    def _encode_preamble(self, events: Sequence[Event | NewEvent]) -> list[_Encoded]:
+        """:func:`_encode` of ``on_new_stream``, remembered for a tuple of NewEvents
+        (immutable, ids included: encoding it again would give the same bytes)."""
+        if not events:
+            return []
+        if type(events) is not tuple or not all(type(e) is NewEvent for e in events):
+            return _encode(events)
+        found = self._preambles.get(id(events))
+        if found is not None and found[0] is events:
+            return found[1]
+        encoded = _encode(events)
+        if len(self._preambles) >= _REMEMBERED_PREAMBLES:
+            self._preambles.clear()
+        self._preambles[id(events)] = (events, encoded)
+        return encoded
+
     async def _check_sizes(self, batch: list[_Encoded]) -> None:
         """Refuse, before writing, an event larger than the database accepts in one
         statement (MariaDB's max_allowed_packet would otherwise drop the connection)."""
-        key = self._runner.engine_key
-        known = _limits(key)
-        if key in known:
-            limit = known[key]
-        else:
-            limit = known[key] = await self._run(self._dialect.max_value_bytes, write=False)
+        limit = self._size_limit
+        if isinstance(limit, _Unasked):
+            key = self._runner.engine_key
+            known = _limits(key)
+            if key in known:
+                limit = known[key]
+            else:
+                limit = known[key] = await self._run(self._dialect.max_value_bytes, write=False)
+            self._size_limit = limit
         if limit is None:
             return
         for enc in batch:
@@ -739,6 +792,17 @@ class EventStore:
         decide: Callable[[Connection, int], tuple[Sequence[Event], R] | None],
         preamble: list[_Encoded],
     ) -> tuple[AppendResult, R] | None:
+        known = self._heads.get(stream_id)
+        if known is not None:  # decide on the head this store wrote last, then confirm it
+            decision = decide(conn, known[0])
+            batch = [] if decision is None else _encode(decision[0])
+            if batch:
+                assert decision is not None
+                done = self._write_tx(conn, stream_id, known, batch, preamble, True)
+                if done is not None:
+                    return done, decision[1]
+            elif self._lock_stream(conn, stream_id) == known:
+                return None  # nothing to append, decided on the stored version
         row = self._lock_stream(conn, stream_id)
         decision = decide(conn, row[0] if row is not None else 0)
         if decision is None:
@@ -747,7 +811,7 @@ class EventStore:
         batch = _encode(events)
         if not batch:
             return None
-        return self._write_tx(conn, stream_id, row, batch, preamble), value
+        return _written(self._write_tx(conn, stream_id, row, batch, preamble)), value
 
     def _lock_stream(self, conn: Connection, stream_id: str) -> Any:
         """The stream's (version, head hash) row, locked until the transaction ends."""
@@ -762,6 +826,11 @@ class EventStore:
         preamble: list[_Encoded],
         expected: ExpectedVersion,
     ) -> AppendResult:
+        known = self._heads.get(stream_id)
+        if known is not None and _matches(expected, known[0]):
+            done = self._write_tx(conn, stream_id, known, batch, preamble, True)
+            if done is not None:
+                return done
         row = self._lock_stream(conn, stream_id)
         current = row[0] if row is not None else 0
         if not _matches(expected, current):
@@ -769,7 +838,7 @@ class EventStore:
             if original is not None:
                 return original
             raise ConcurrencyError(stream_id, expected, current)
-        return self._write_tx(conn, stream_id, row, batch, preamble)
+        return _written(self._write_tx(conn, stream_id, row, batch, preamble))
 
     def _write_tx(
         self,
@@ -778,11 +847,16 @@ class EventStore:
         row: Any,
         batch: list[_Encoded],
         preamble: list[_Encoded],
-    ) -> AppendResult:
+        confirm: bool = False,
+    ) -> AppendResult | None:
+        """Write ``batch`` after the stream head ``row`` (None: a new stream, which gets
+        ``preamble`` first). With ``confirm``, ``row`` is the head this store wrote last,
+        not one read in this transaction: the stream's row is then advanced only if it
+        still holds that head, and if it does not, nothing is written and None is
+        returned (the caller reads the row and tries again)."""
         current = row[0] if row is not None else 0
         to_write = batch if row is not None else preamble + batch
         now = time.time_ns() // 1000
-        recorded_at = to_datetime(now)
         # The chain does not depend on positions: hash first, so the stream's new head
         # can be written by the same statement that reserves the positions.
         digests: list[str] = []
@@ -806,14 +880,21 @@ class EventStore:
             "new_head_hash": previous,
             "now": now,
         }
-        last_position, generation = self._dialect.advance_head(
-            conn, len(to_write), stream=stream_values if row is not None else None
-        )
+        if confirm:
+            confirmed = {**stream_values, "old_version": current, "old_head_hash": row[1]}
+            if not self._dialect.update_stream_from(conn, confirmed):
+                return None
+            last_position, generation = self._dialect.advance_head(conn, len(to_write))
+        else:
+            last_position, generation = self._dialect.advance_head(
+                conn, len(to_write), stream=stream_values if row is not None else None
+            )
         if generation != self._generation:
             raise _LiveSetChanged()
         if row is None:
             _INSERT_STREAM.execute(conn, stream_values)
         first_position = last_position - len(to_write) + 1
+        recorded_at = to_datetime(now)
         rows: list[dict[str, Any]] = []
         recorded: list[RecordedEvent] = []
         for offset, (enc, digest) in enumerate(zip(to_write, digests, strict=True)):
@@ -849,6 +930,8 @@ class EventStore:
         _INSERT_EVENTS.execute_many(conn, rows)
         for projector in self._live:
             projector.apply(conn, recorded)
+        if self._dialect.confirms_cached_heads:
+            self._remember_head(stream_id, last_version, previous)
         return AppendResult(
             stream_id=stream_id,
             first_version=last_version - len(batch) + 1,
@@ -856,6 +939,19 @@ class EventStore:
             first_position=last_position - len(batch) + 1,
             last_position=last_position,
         )
+
+    def _remember_head(self, stream_id: str, version: int, head_hash: str) -> None:
+        """Remember the head this store just wrote, for its next append to the stream.
+
+        Written before the commit: if the transaction then rolls back, the next append
+        finds the stream's row elsewhere than remembered and reads it (a remembered head
+        is only ever a guess that the UPDATE confirms).
+        """
+        heads = self._heads
+        heads.pop(stream_id, None)  # newest last: the oldest go first when full
+        heads[stream_id] = (version, head_hash)
+        if len(heads) > _REMEMBERED_HEADS:
+            del heads[next(iter(heads))]
 
     @staticmethod
     def _original_tx(

@@ -52,6 +52,14 @@ _UPDATE_STREAM = Prepared(
         "updated_at = :now WHERE stream_id = :sid"
     )
 )
+# The same, only if the row still holds what the append took its head from.
+_UPDATE_STREAM_FROM = Prepared(
+    text(
+        "UPDATE convstore_streams SET version = :new_version, head_hash = :new_head_hash, "
+        "updated_at = :now WHERE stream_id = :sid AND version = :old_version "
+        "AND head_hash = :old_head_hash"
+    )
+)
 TxFunction = Callable[[Connection], T]
 
 
@@ -62,6 +70,12 @@ class Dialect(abc.ABC):
     # Positions 1, 2, 3 … with no gap (every backend that serialises appends on the
     # head row); False where positions may skip numbers (see backends/postgres.py).
     dense_positions: ClassVar[bool] = True
+    # Whether an append may start from the stream head (version, hash) its store last
+    # wrote instead of reading the stream's row, the UPDATE of that row confirming it
+    # (:meth:`update_stream_from`). Only where the write transaction already holds the
+    # lock that orders appends to one stream (SQLite's BEGIN IMMEDIATE): elsewhere the
+    # row lock must be taken before anything else (see backends/postgres.py).
+    confirms_cached_heads: ClassVar[bool] = False
 
     def begin(self, conn: Connection, *, write: bool) -> None:  # noqa: B027 (optional hook)
         """Called first in every transaction (e.g. to take SQLite's write lock)."""
@@ -87,6 +101,12 @@ class Dialect(abc.ABC):
         if stream is not None:
             _UPDATE_STREAM.execute(conn, stream)
         return reserved
+
+    def update_stream_from(self, conn: Connection, stream: Mapping[str, Any]) -> bool:
+        """Advance an existing stream's row (``sid``, ``new_version``, ``new_head_hash``,
+        ``now``) only if it still holds ``old_version`` and ``old_head_hash``; whether it
+        did. A stream written meanwhile by another process or store is left untouched."""
+        return _UPDATE_STREAM_FROM.rowcount(conn, stream) == 1
 
     def reserve_positions(self, conn: Connection, count: int) -> tuple[int, int]:
         """The head-row update alone: advance by ``count``; the last position and the

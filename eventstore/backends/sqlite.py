@@ -32,6 +32,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from sqlalchemy.pool import StaticPool
 
 from ..errors import (
+    CancelledAfterCommit,
     ConfigurationError,
     ConvstoreError,
     IntegrityError,
@@ -49,13 +50,13 @@ from .base import (
     T,
     Timeouts,
     TxFunction,
-    outcome_then_cancel,
     translate_errors,
 )
 
 log = logging.getLogger("convstore.sqlite")
 
 _BEGIN_WRITE = Prepared(text("BEGIN IMMEDIATE"))
+_COMMIT = Prepared(text("COMMIT"))
 
 # New database files are readable by their owner only: conversations are personal data.
 FILE_MODE = 0o600
@@ -64,6 +65,9 @@ FILE_MODE = 0o600
 class SQLiteDialect(Dialect):
     name: ClassVar[str] = "sqlite"
     limit_name: ClassVar[str] = "SQLite's largest value (SQLITE_LIMIT_LENGTH)"
+    # BEGIN IMMEDIATE orders every write: an append may start from the head its store
+    # last wrote, confirmed by the UPDATE of the stream's row (docs/design.md).
+    confirms_cached_heads: ClassVar[bool] = True
 
     def __init__(self, *, read_only: bool = False) -> None:
         self.read_only = read_only
@@ -202,19 +206,24 @@ class _Write:
     fn: TxFunction[Any]
     future: asyncio.Future[Any]
     loop: asyncio.AbstractEventLoop
+    # (ok, value) once the worker has settled it, on the caller's loop.
+    outcome: tuple[bool, Any] | None = None
+    # Where the outcome goes once the caller was cancelled (see ThreadRunner._await).
+    late: asyncio.Future[None] | None = None
 
     def settle(self, ok: bool, value: Any) -> None:
         with contextlib.suppress(RuntimeError):  # the caller's loop is closed: nobody waits
-            self.loop.call_soon_threadsafe(_settle, self.future, ok, value)
+            self.loop.call_soon_threadsafe(self._deliver, ok, value)
 
-
-def _settle(future: asyncio.Future[Any], ok: bool, value: Any) -> None:
-    if future.done():  # cancelled while it waited
-        return
-    if ok:
-        future.set_result(value)
-    else:
-        future.set_exception(value)
+    def _deliver(self, ok: bool, value: Any) -> None:
+        self.outcome = (ok, value)
+        if not self.future.done():
+            if ok:
+                self.future.set_result(value)
+            else:
+                self.future.set_exception(value)
+        if self.late is not None and not self.late.done():
+            self.late.set_result(None)
 
 
 class _MemoryKey:
@@ -352,7 +361,38 @@ class ThreadRunner(Runner):
                 self._executor.submit(self._drain)
             except RuntimeError:  # the worker is shut down (the store was closed)
                 self._abandon(StoreClosedError("this SQLite database is closed"))
-        return await outcome_then_cancel(future, withdraw=lambda: self._withdraw(write))
+        result: T = await self._await(write)
+        return result
+
+    async def _await(self, write: _Write) -> Any:
+        """The write's result; if the caller is cancelled meanwhile, what
+        :func:`~eventstore.backends.base.outcome_then_cancel` does (withdraw the write
+        if the worker has not taken it, else wait for its outcome and raise
+        CancelledAfterCommit if it committed), without the extra future and loop turn of
+        ``asyncio.shield`` on every write: the outcome is kept on the write itself."""
+        future = write.future
+        try:
+            return await future
+        except asyncio.CancelledError:
+            future.cancel()  # (a no-op if it was settled as the cancellation came)
+            if not future.cancelled():
+                if future.exception() is not None:
+                    raise
+                raise CancelledAfterCommit(future.result()) from None
+            if self._withdraw(write):
+                raise
+            if write.outcome is None:
+                write.late = late = write.loop.create_future()
+                while not late.done():
+                    try:
+                        await asyncio.wait((late,))
+                    except asyncio.CancelledError:
+                        continue  # already cancelled: the first cancellation is the one raised
+            assert write.outcome is not None
+            ok, value = write.outcome
+            if not ok:
+                raise
+            raise CancelledAfterCommit(value) from None
 
     def _drain(self) -> None:
         """Worker: commit the waiting writes, a group at a time, until none is left."""
@@ -365,7 +405,7 @@ class ThreadRunner(Runner):
                     if not group:
                         self._draining = False
                         return
-                self._commit_group([w for w in group if not w.future.cancelled()])
+                self._commit_group(group)  # (a withdrawn write is no longer listed)
         except BaseException as error:  # never leave a writer waiting for nothing
             for write in group:
                 write.settle(False, error)
@@ -421,9 +461,35 @@ class ThreadRunner(Runner):
     def _in_transaction(self, fn: TxFunction[T], write: bool) -> T:
         with translate_errors(self.dialect):
             conn = self._connection()
+            if write and not self.read_only:
+                return self._in_write_transaction(conn, fn)
             with conn.begin():
                 self.dialect.begin(conn, write=write)
                 return fn(conn)
+
+    @staticmethod
+    def _in_write_transaction(conn: Connection, fn: TxFunction[T]) -> T:
+        """``BEGIN IMMEDIATE``, ``fn``, ``COMMIT``, as statements of their own.
+
+        The same transaction as ``with conn.begin()`` (SQLAlchemy's begin emits nothing
+        on this connection, its commit calls the driver's), without SQLAlchemy's
+        transaction object on every write. ``fn`` may still use ``conn.execute``, which
+        starts SQLAlchemy's bookkeeping of a transaction; it is ended after the COMMIT.
+        """
+        _BEGIN_WRITE.execute(conn)
+        try:
+            result = fn(conn)
+            _COMMIT.execute(conn)
+        except BaseException:
+            driver = conn.connection.driver_connection
+            if isinstance(driver, sqlite3.Connection):
+                driver.rollback()  # a no-op if the transaction already ended
+            if conn.in_transaction():
+                conn.rollback()
+            raise
+        if conn.in_transaction():
+            conn.commit()  # nothing left to commit: only SQLAlchemy's bookkeeping
+        return result
 
     def _read_here(self, fn: TxFunction[T]) -> T:
         assert self._reader_engine is not None

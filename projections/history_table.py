@@ -36,6 +36,7 @@ from sqlalchemy import (
     case,
     cast,
     delete,
+    exists,
     func,
     insert,
     literal,
@@ -228,6 +229,16 @@ class HistoryProjector:
         )
         self._delete_one = Prepared(
             delete(t).where(t.c.stream_id == sid, t.c.branch_id == bid, t.c.seq == bindparam("q"))
+        )
+        # The pop of a branch without a row in the branches table (every plain session):
+        # nothing is shared or segmented there, so its own row simply goes.
+        self._delete_unshared = Prepared(
+            delete(t).where(
+                t.c.stream_id == sid,
+                t.c.branch_id == bid,
+                t.c.seq == bindparam("q"),
+                ~exists().where(b.c.stream_id == sid, b.c.branch_id == bid),
+            )
         )
         self._info = Prepared(select(b).where(b.c.stream_id == sid, b.c.branch_id == bid))
         self._insert_info = Prepared(insert(b))
@@ -952,6 +963,9 @@ class _Batch:
         self.infos[(sid, bid)] = (info, True)
 
     def pop(self, sid: str, bid: str, seq: int) -> None:
+        key = {"sid": sid, "bid": bid, "q": seq}
+        if (sid, bid) not in self.infos and self.p._delete_unshared.rowcount(self.conn, key):
+            return  # a branch with no row of its own shares nothing: one statement
         info = self.info(sid, bid)
         segments = self.segments(sid, bid)
         segment = segment_of(segments, seq)

@@ -45,6 +45,7 @@ from eventstore import (
 )
 from eventstore.checkpoints import load_checkpoints
 from projections.history import MAX_ITEMS_PER_EVENT
+from projections.usage_table import USAGE
 
 from . import admin
 from ._progress import ProgressBar
@@ -190,7 +191,7 @@ def _audit_key(args: argparse.Namespace) -> bytes | None:
 async def _init(store: EventStore, args: argparse.Namespace) -> int:
     # Every projection a session class keeps (admin.init_database): an Advanced
     # session opened with create_tables=False then finds its usage tables too.
-    store.keep([admin.USAGE])
+    store.keep([USAGE])
     await store.ensure_tables()
     if args.json:
         _emit_json({"initialised": True})

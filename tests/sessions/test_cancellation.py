@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+import statistics
 import time
 from collections import Counter
 from collections.abc import Awaitable, Callable
@@ -28,12 +29,20 @@ from .conftest import open_session
 ROUNDS = 40
 
 
+TIMED_CALLS = 8  # calls typical_seconds makes
+
+
 async def typical_seconds(call: Callable[[], Awaitable[Any]]) -> float:
-    """How long one call takes here: cancellations are spread over about twice that."""
-    started = time.perf_counter()
-    for _ in range(5):
+    """How long one call takes here (the median of 7, after one that warms up; a slow
+    first call would push every cancellation past the end of the call):
+    cancellations are spread over about twice that."""
+    await call()
+    times = []
+    for _ in range(TIMED_CALLS - 1):
+        started = time.perf_counter()
         await call()
-    return (time.perf_counter() - started) / 5
+        times.append(time.perf_counter() - started)
+    return statistics.median(times)
 
 
 async def cancel_at_random(
@@ -63,7 +72,7 @@ async def test_cancelled_adds_are_told_apart_and_retries_never_duplicate(
 ) -> None:
     rng = random.Random(20261127)
     within = 2 * await typical_seconds(lambda: session.add_items([{"warm": 1}]))
-    expected = [{"warm": 1}] * 5
+    expected = [{"warm": 1}] * TIMED_CALLS
     seen: Counter[str] = Counter()
     for i in range(ROUNDS):
         item = {"i": i}
@@ -106,7 +115,7 @@ async def test_timed_out_adds_retried_in_a_loop_land_once(session: StoreSession)
         # Every tenth batch first gets a timeout shorter than any add, so that some
         # timeouts happen however fast the machine is today; the rest are random.
         await add_until_done(batch, within / 100 if n % 10 == 0 else None)
-    expected = [{"warm": 1}] * 5 + [item for batch in batches for item in batch]
+    expected = [{"warm": 1}] * TIMED_CALLS + [item for batch in batches for item in batch]
     assert await session.get_items() == expected
     assert timeouts > 0
 

@@ -14,6 +14,7 @@ tests/test_fastapi_app.py runs the app under uvicorn).
 from __future__ import annotations
 
 import ast
+import asyncio
 import codeop
 import json
 import os
@@ -23,6 +24,8 @@ import sys
 from pathlib import Path
 
 import pytest
+
+from .conftest import SERVER_ENV, reset_server_database
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -119,6 +122,12 @@ def test_every_python_block_pastes_into_the_asyncio_repl(page: str) -> None:
 def test_every_python_block_runs(page: str, tmp_path: Path) -> None:
     blocks = python_blocks((ROOT / page).read_text())
     assert blocks, f"{page} has no python block"
+    # A page's server blocks expect a database as a reader's would be, not what the
+    # tests before it left there (e.g. a projection only a test module defines).
+    for env_name in SERVER_ENV.values():
+        url = os.environ.get(env_name)
+        if url:
+            asyncio.run(reset_server_database(url))
     env = {k: v for k, v in os.environ.items() if k != "OPENAI_API_KEY"}
     env["PYTHONPATH"] = os.pathsep.join([str(ROOT), env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
     env.setdefault("OPENAI_AGENTS_DISABLE_TRACING", "1")

@@ -77,6 +77,11 @@ class Dialect(abc.ABC):
     # row lock must be taken before anything else (see backends/postgres.py).
     confirms_cached_heads: ClassVar[bool] = False
 
+    # Whether a read runs its statements in autocommit mode instead of a transaction
+    # (PostgreSQL: at READ COMMITTED every statement takes its own snapshot anyway, so
+    # BEGIN and COMMIT would only add two round trips to every read).
+    autocommit_reads: ClassVar[bool] = False
+
     def begin(self, conn: Connection, *, write: bool) -> None:  # noqa: B027 (optional hook)
         """Called first in every transaction (e.g. to take SQLite's write lock)."""
 
@@ -340,6 +345,8 @@ class AsyncEngineRunner(Runner):
         try:
             with translate_errors(self.dialect):
                 async with self._engine.connect() as conn:
+                    if not write and self.dialect.autocommit_reads:
+                        conn = await conn.execution_options(isolation_level="AUTOCOMMIT")
                     result = await conn.run_sync(self._in_transaction, fn, write)
                     return result
         except Exception as error:

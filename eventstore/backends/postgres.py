@@ -176,6 +176,7 @@ class PostgresDialect(Dialect):
     name: ClassVar[str] = "postgresql"
 
     dense_positions: ClassVar[bool] = False
+    autocommit_reads: ClassVar[bool] = True
 
     def advance_head(
         self,

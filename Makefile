@@ -42,6 +42,7 @@ bench: $(STAMP)
 	$(PY) benchmarks/sessions_vs_sdk.py --backends sqlite-file,postgres
 	$(PY) benchmarks/append_throughput.py --quick
 	$(PY) benchmarks/read_cost.py --quick
+	$(PY) benchmarks/storage.py --quick
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .hypothesis

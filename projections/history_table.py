@@ -370,14 +370,23 @@ class HistoryProjector:
                 _null(BigInteger).label("user_turn"),
                 e.c.recorded_at.label("recorded_at"),
             ]
-        payloads = select(*columns).where(
-            e.c.stream_id == stream_id,
-            e.c.version >= first.op(">>")(_SHIFT),
-            e.c.version <= last.op(">>")(_SHIFT),
-            e.c.event_type == "ItemsAdded",
+        # Ordered by version: that makes the (stream_id, version) index the one that
+        # answers, with the window as its range, even before the planner has
+        # statistics (PostgreSQL otherwise took the (stream_id, event_id) index and
+        # read every event of the session).
+        payloads = (
+            select(*columns)
+            .where(
+                e.c.stream_id == stream_id,
+                e.c.version >= first.op(">>")(_SHIFT),
+                e.c.version <= last.op(">>")(_SHIFT),
+                e.c.event_type == "ItemsAdded",
+            )
+            .order_by(e.c.version)
+            .subquery("payloads")
         )
         wanted = rows.subquery("wanted")
-        parts = [select(*wanted.c), payloads]
+        parts = [select(*wanted.c), select(*payloads.c)]
         if marker is not None:
             parts.insert(0, marker)
         return select(union_all(*parts).subquery("found"))

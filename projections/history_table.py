@@ -308,10 +308,13 @@ class HistoryProjector:
     # -- queries (built once; the query-plan tests compile the same ones) -----------
 
     def _rows(self, *, full: bool = False) -> Select[Any]:
-        """Items as stored: ``seq, position, item_at, item_size, item`` (and, ``full``,
-        ``kind, tool_name, user_turn`` and a NULL where events give ``recorded_at``)."""
+        """Items as stored: ``seq, item_at, item_size, item`` (and, ``full``, ``kind,
+        tool_name, user_turn`` and a NULL where events give ``recorded_at``). No
+        ``position``: the event an item points into is the one at version
+        ``seq >> SEQ_SHIFT`` of the stream, and every column read costs (a 100,000-item
+        read on SQLite spends about 17 ms a column building Python values)."""
         t = self.items
-        columns: list[Any] = [t.c.seq, t.c.position, t.c.item_at, t.c.item_size, t.c.item]
+        columns: list[Any] = [t.c.seq, t.c.item_at, t.c.item_size, t.c.item]
         if full:
             columns += [
                 t.c.kind,
@@ -356,14 +359,14 @@ class HistoryProjector:
         position; :func:`resolve` slices the items out of it."""
         e = schema.events
         first, last = window
+        # A payload row carries its event's version where item rows have item_at.
         columns: list[Any] = [
             literal(PAYLOAD_ROW, BigInteger).label("seq"),
-            e.c.position.label("position"),
-            _null(Integer).label("item_at"),
+            e.c.version.label("item_at"),
             _null(Integer).label("item_size"),
             e.c.payload.label("item"),
         ]
-        if len(rows.selected_columns) > 5:
+        if len(rows.selected_columns) > 4:
             columns += [
                 _null(String(64)).label("kind"),
                 _null(String(255)).label("tool_name"),
@@ -442,8 +445,7 @@ class HistoryProjector:
         b = self.branches
         marker = select(
             literal(MARKER_ROW, BigInteger).label("seq"),
-            _null(BigInteger).label("position"),
-            _null(Integer).label("item_at"),
+            _null(BigInteger).label("item_at"),
             _null(Integer).label("item_size"),
             b.c.segments.label("item"),
         ).where(b.c.stream_id == stream_id, b.c.branch_id == branch_id, b.c.segments.is_not(None))
@@ -761,48 +763,51 @@ def _stored_item(
 def resolve(rows: Sequence[Any]) -> tuple[bytes | None, list[tuple[Any, ...]]]:
     """The rows of a read built by :meth:`HistoryProjector.with_payloads`: the marker's
     segments (or None), and ``(seq, item)`` per item in ``seq`` order, each item
-    sliced out of its event's payload; a ``full`` read adds ``kind, tool_name,
-    user_turn, recorded_at``. (Comprehensions, not one loop: this runs per item of
-    a whole-history read.)"""
+    sliced out of the payload of the event at version ``seq >> SEQ_SHIFT``; a
+    ``full`` read adds ``kind, tool_name, user_turn, recorded_at``. (Comprehensions,
+    not one loop: this runs per item of a whole-history read.)"""
     found = [row for row in rows if row[0] >= 0]
     found.sort(key=_first)
-    full = bool(found) and len(found[0]) > 5
+    full = bool(found) and len(found[0]) > 4
     events = {
-        row[1]: (stored_bytes(row[4]), row[8] if full else None)
+        row[1]: (stored_bytes(row[3]), row[7] if full else None)
         for row in rows
         if row[0] == PAYLOAD_ROW
     }
-    marker = next((row[4] for row in rows if row[0] == MARKER_ROW), None)
+    marker = next((row[3] for row in rows if row[0] == MARKER_ROW), None)
     try:
         if full:
             return marker, [
                 (
                     row[0],
-                    _slice(row, events[row[1]][0]),
+                    _slice(row, events[row[0] >> SEQ_SHIFT][0]),
+                    row[4],
                     row[5],
                     row[6],
-                    row[7],
-                    events[row[1]][1],
+                    events[row[0] >> SEQ_SHIFT][1],
                 )
                 for row in found
             ]
         return marker, [
-            (seq, bytes(copy) if copy is not None else events[position][0][at : at + size])
-            for seq, position, at, size, copy in found
+            (
+                seq,
+                bytes(copy) if copy is not None else events[seq >> SEQ_SHIFT][0][at : at + size],
+            )
+            for seq, at, size, copy in found
         ]
     except KeyError as missing:
         raise IntegrityError(
-            f"the event at position {missing} that an item of the history points into "
+            f"the event at version {missing} that an item of the history points into "
             "is gone from the log (convstore DB audit tells more)"
         ) from None
 
 
 def _slice(row: Any, payload: bytes) -> bytes:
-    copy = row[4]
+    copy = row[3]
     if copy is not None:
         return bytes(copy)
-    at: int = row[2]
-    return payload[at : at + row[3]]
+    at: int = row[1]
+    return payload[at : at + row[2]]
 
 
 def _info_of(row: Mapping[Any, Any]) -> BranchInfo:

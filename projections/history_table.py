@@ -4,10 +4,10 @@ The same rules as :func:`projections.history.apply`, on three tables:
 
 * ``convstore_items``: every stored item once, under the branch that added it, as a
   pointer into the payload of the event that added it (the item's exact bytes are a
-  slice of that payload: the log holds each item once, and a read takes the slice
-  with the database's own ``substr``). An item whose bytes cannot be found verbatim
-  in its event's payload (a payload written in another layout) is copied instead;
-  ``item`` holds the copy and is NULL otherwise;
+  slice of that payload, so the log holds each item once; a read fetches each payload
+  once and slices the items out, :func:`resolve`). An item whose bytes cannot be
+  found verbatim in its event's payload (a payload written in another layout) is
+  copied instead; ``item`` holds the copy and is NULL otherwise;
 * ``convstore_branches``: the tree (parent, fork point, name, creation) and, for a
   branch that needs them, its segments and how far its rows are shared (``pinned``);
 * ``convstore_current_branch``: each session's current branch (absent: main).
@@ -780,11 +780,11 @@ def resolve(rows: Sequence[Any]) -> tuple[bytes | None, list[tuple[Any, ...]]]:
             return marker, [
                 (
                     row[0],
-                    _slice(row, events[row[0] >> SEQ_SHIFT][0]),
+                    _stored_item(row[3], (event := events[row[0] >> SEQ_SHIFT])[0], row[1], row[2]),
                     row[4],
                     row[5],
                     row[6],
-                    events[row[0] >> SEQ_SHIFT][1],
+                    event[1],
                 )
                 for row in found
             ]
@@ -800,14 +800,6 @@ def resolve(rows: Sequence[Any]) -> tuple[bytes | None, list[tuple[Any, ...]]]:
             f"the event at version {missing} that an item of the history points into "
             "is gone from the log (convstore DB audit tells more)"
         ) from None
-
-
-def _slice(row: Any, payload: bytes) -> bytes:
-    copy = row[3]
-    if copy is not None:
-        return bytes(copy)
-    at: int = row[1]
-    return payload[at : at + row[2]]
 
 
 def _info_of(row: Mapping[Any, Any]) -> BranchInfo:

@@ -205,7 +205,6 @@ class Row:
 
     seq: int
     item: bytes
-    position: int
     kind: ItemKind
     user_turn: int | None
     prev: Row | None
@@ -326,7 +325,6 @@ def apply(
     event: AnyEvent,
     version: int,
     *,
-    position: int = 0,
     recorded_at: int = 0,
 ) -> HistoryState:
     """The history after ``event`` (stored at stream ``version``). Never mutates ``state``."""
@@ -342,7 +340,6 @@ def apply(
                 top = Row(
                     item_seq(version, index),
                     data,
-                    position,
                     kind,
                     turn if kind.is_user else None,
                     top,
@@ -413,7 +410,7 @@ def _last_turn(top: Row | None) -> int:
 def _restack(newest_first: list[Row]) -> Row | None:
     top = None
     for row in reversed(newest_first):
-        top = Row(row.seq, row.item, row.position, row.kind, row.user_turn, top)
+        top = Row(row.seq, row.item, row.kind, row.user_turn, top)
     return top
 
 
@@ -440,7 +437,6 @@ def fold(events: Sequence[RecordedEvent], state: HistoryState | None = None) -> 
             state,
             recorded.event,
             recorded.version,
-            position=recorded.position,
             recorded_at=to_micros(recorded.recorded_at),
         )
     return state

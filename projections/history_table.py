@@ -92,7 +92,6 @@ _STORED = (
     "stream_id",
     "branch_id",
     "seq",
-    "position",
     "item_at",
     "item_size",
     "item",
@@ -142,7 +141,10 @@ class HistoryProjector:
 
     name = "history"
     # Revision 3: items point into their event's payload instead of holding a copy.
-    schema_version = 3
+    # Revision 4: no ``position`` column (an item's event is the one at version
+    # seq >> SEQ_SHIFT), so applying an append needs no event position: on MariaDB
+    # positions are handed out at commit, after the projections are written.
+    schema_version = 4
 
     def __init__(self, *, prefix: str = "convstore") -> None:
         self.metadata = m = MetaData()
@@ -152,9 +154,8 @@ class HistoryProjector:
             Column("stream_id", StreamId, primary_key=True),
             Column("branch_id", Key(255), primary_key=True),
             Column("seq", BigInteger, primary_key=True, autoincrement=False),
-            Column("position", BigInteger, nullable=False),
-            # The item is payload[item_at : item_at + item_size] of the event at
-            # ``position``; or, if ``item`` is not NULL, ``item`` itself.
+            # The item is payload[item_at : item_at + item_size] of the stream's event
+            # at version seq >> SEQ_SHIFT; or, if ``item`` is not NULL, ``item`` itself.
             Column("item_at", Integer, nullable=True),
             Column("item_size", Integer, nullable=True),
             Column("item", Blob, nullable=True),
@@ -309,9 +310,9 @@ class HistoryProjector:
 
     def _rows(self, *, full: bool = False) -> Select[Any]:
         """Items as stored: ``seq, item_at, item_size, item`` (and, ``full``, ``kind,
-        tool_name, user_turn`` and a NULL where events give ``recorded_at``). No
-        ``position``: the event an item points into is the one at version
-        ``seq >> SEQ_SHIFT`` of the stream, and every column read costs (a 100,000-item
+        tool_name, user_turn`` and a NULL where events give ``recorded_at``). The
+        event an item points into is the one at version ``seq >> SEQ_SHIFT`` of the
+        stream, and every column read costs (a 100,000-item
         read on SQLite spends about 17 ms a column building Python values)."""
         t = self.items
         columns: list[Any] = [t.c.seq, t.c.item_at, t.c.item_size, t.c.item]
@@ -356,7 +357,7 @@ class HistoryProjector:
         found with two probes, instead of a second pass over the items. (It may hold
         payloads no row points into: those of items popped, or added to another
         branch, inside the window.) A payload row has seq -2 and the event's
-        position; :func:`resolve` slices the items out of it."""
+        version; :func:`resolve` slices the items out of it."""
         e = schema.events
         first, last = window
         # A payload row carries its event's version where item rows have item_at.
@@ -466,7 +467,7 @@ class HistoryProjector:
             sid, version = recorded.stream_id, recorded.version
             match event:
                 case ItemsAdded(items=items, branch_id=b):
-                    work.add(sid, b, version, recorded.position, items, recorded.payload)
+                    work.add(sid, b, version, items, recorded.payload)
                     continue
                 case _:
                     pass
@@ -701,9 +702,9 @@ class HistoryProjector:
         e = schema.events
         items = conn.execute(select(t).where(t.c.stream_id == stream_id)).all()
         payloads = {
-            int(position): stored_bytes(payload)
-            for position, payload in conn.execute(
-                select(e.c.position, e.c.payload).where(e.c.stream_id == stream_id)
+            int(version): stored_bytes(payload)
+            for version, payload in conn.execute(
+                select(e.c.version, e.c.payload).where(e.c.stream_id == stream_id)
             )
         }
         infos = conn.execute(select(b).where(b.c.stream_id == stream_id)).all()
@@ -711,8 +712,7 @@ class HistoryProjector:
         return {
             "items": {
                 (r.stream_id, r.branch_id, r.seq): (
-                    r.position,
-                    _stored_item(r.item, payloads.get(r.position), r.item_at, r.item_size),
+                    _stored_item(r.item, payloads.get(r.seq >> SEQ_SHIFT), r.item_at, r.item_size),
                     r.kind,
                     r.tool_name,
                     r.user_turn,
@@ -835,7 +835,6 @@ def state_rows(stream_id: str, state: HistoryState) -> Rows:
         row = top
         while row is not None:
             items[(stream_id, owner, row.seq)] = (
-                row.position,
                 row.item,
                 row.kind.kind,
                 row.kind.tool_name,
@@ -893,7 +892,6 @@ class _Batch:
         sid: str,
         bid: str,
         version: int,
-        position: int,
         items: Sequence[Any],
         payload: bytes,
     ) -> None:
@@ -906,7 +904,6 @@ class _Batch:
                     "stream_id": sid,
                     "branch_id": bid,
                     "seq": item_seq(version, index),
-                    "position": position,
                     "item_at": None if offsets is None else offsets[index],
                     "item_size": None if offsets is None else len(data),
                     "item": data if offsets is None else None,

@@ -130,9 +130,7 @@ async def test_verify_reports_every_difference(backend: Backend) -> None:
         conn.execute(delete(t).where(t.c.seq == item_seq(1, 0)))
         conn.execute(update(t).where(t.c.seq == item_seq(1, 1)).values(item=b'{"n":20}'))
         conn.execute(
-            insert(t).values(
-                stream_id="s", branch_id="main", seq=5, position=1, item=b"{}", kind="other"
-            )
+            insert(t).values(stream_id="s", branch_id="main", seq=5, item=b"{}", kind="other")
         )
 
     await store.run(tamper, write=True)

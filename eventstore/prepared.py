@@ -87,6 +87,18 @@ class Prepared:
         finally:
             cursor.close()
 
+    def first_of_results(self, conn: Connection, values: Mapping[str, Any] | None = None) -> Any:
+        """The first row of a statement that returns one result set and then a status
+        (a MariaDB compound statement ending in a SELECT); reads the status too, so the
+        connection is ready for the next statement."""
+        cursor = self._run(conn, values)
+        try:
+            row = cursor.fetchone()
+            cursor.nextset()
+            return row
+        finally:
+            cursor.close()
+
     def scalar(self, conn: Connection, values: Mapping[str, Any] | None = None) -> Any:
         """The first column of the only row."""
         row = self.first(conn, values)

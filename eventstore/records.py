@@ -119,6 +119,14 @@ class Projector(Protocol):
     stream's whole log into the rows the tables should hold for it, ``live_rows`` reads
     the rows they do hold, and ``stream_ids`` lists every stream that has rows (so rows
     of a stream the log does not have are found too).
+
+    A projector may also set ``reads_positions = False``: its ``apply`` then promises
+    not to read the events' ``position`` nor the events table, and on MariaDB appends
+    are applied to it before their events are written and numbered (the positions are
+    taken in the statement that commits, so a stalled client holds no lock that other
+    sessions' appends need; see eventstore/backends/mysql.py). Without the attribute
+    (or with True), MariaDB appends take their positions first, as before, and hold the
+    log's write lock until they commit.
     """
 
     name: str

@@ -230,6 +230,53 @@ def _stream_exists(conn: Connection, stream_id: str) -> bool:
 _recorded = recorded_from_row
 
 
+def _event_rows(
+    stream_id: str,
+    to_write: list[_Encoded],
+    digests: list[str],
+    current: int,
+    now: int,
+    first_position: int,
+) -> tuple[list[dict[str, Any]], list[RecordedEvent]]:
+    """The rows of ``convstore_events`` for ``to_write`` after stream version
+    ``current``, and the same events as projections see them (``first_position`` 0:
+    positions not taken yet, see EventStore._write_at_commit)."""
+    recorded_at = to_datetime(now)
+    rows: list[dict[str, Any]] = []
+    recorded: list[RecordedEvent] = []
+    for offset, (enc, digest) in enumerate(zip(to_write, digests, strict=True)):
+        version = current + 1 + offset
+        position = first_position + offset if first_position else 0
+        rows.append(
+            {
+                "position": position,
+                "stream_id": stream_id,
+                "version": version,
+                "event_id": enc.event_id,
+                "event_type": enc.event_type,
+                "schema_version": enc.schema_version,
+                "payload": enc.payload,
+                "recorded_at": now,
+                "hash": digest,
+            }
+        )
+        recorded.append(
+            RecordedEvent(
+                position=position,
+                stream_id=stream_id,
+                version=version,
+                event_id=enc.event_id,
+                event_type=enc.event_type,
+                schema_version=enc.schema_version,
+                event=enc.event,  # type: ignore[arg-type]
+                recorded_at=recorded_at,
+                hash=digest,
+                payload=enc.payload,
+            )
+        )
+    return rows, recorded
+
+
 def _written(result: AppendResult | None) -> AppendResult:
     """The result of a write from a head read in its own transaction (never None: only
     a write from a remembered head can find the stream moved)."""
@@ -880,6 +927,14 @@ class EventStore:
             "new_head_hash": previous,
             "now": now,
         }
+        if (
+            not confirm
+            and self._dialect.positions_at_commit(conn, [enc.payload for enc in to_write])
+            and not any(getattr(p, "reads_positions", True) for p in self._live)
+        ):
+            return self._write_at_commit(
+                conn, stream_id, row is None, to_write, len(batch), digests, now, stream_values
+            )
         if confirm:
             confirmed = {**stream_values, "old_version": current, "old_head_hash": row[1]}
             if not self._dialect.update_stream_from(conn, confirmed):
@@ -894,39 +949,7 @@ class EventStore:
         if row is None:
             _INSERT_STREAM.execute(conn, stream_values)
         first_position = last_position - len(to_write) + 1
-        recorded_at = to_datetime(now)
-        rows: list[dict[str, Any]] = []
-        recorded: list[RecordedEvent] = []
-        for offset, (enc, digest) in enumerate(zip(to_write, digests, strict=True)):
-            version = current + 1 + offset
-            position = first_position + offset
-            rows.append(
-                {
-                    "position": position,
-                    "stream_id": stream_id,
-                    "version": version,
-                    "event_id": enc.event_id,
-                    "event_type": enc.event_type,
-                    "schema_version": enc.schema_version,
-                    "payload": enc.payload,
-                    "recorded_at": now,
-                    "hash": digest,
-                }
-            )
-            recorded.append(
-                RecordedEvent(
-                    position=position,
-                    stream_id=stream_id,
-                    version=version,
-                    event_id=enc.event_id,
-                    event_type=enc.event_type,
-                    schema_version=enc.schema_version,
-                    event=enc.event,  # type: ignore[arg-type]
-                    recorded_at=recorded_at,
-                    hash=digest,
-                    payload=enc.payload,
-                )
-            )
+        rows, recorded = _event_rows(stream_id, to_write, digests, current, now, first_position)
         _INSERT_EVENTS.execute_many(conn, rows)
         for projector in self._live:
             projector.apply(conn, recorded)
@@ -937,6 +960,44 @@ class EventStore:
             first_version=last_version - len(batch) + 1,
             last_version=last_version,
             first_position=last_position - len(batch) + 1,
+            last_position=last_position,
+        )
+
+    def _write_at_commit(
+        self,
+        conn: Connection,
+        stream_id: str,
+        new_stream: bool,
+        to_write: list[_Encoded],
+        appended: int,
+        digests: list[str],
+        now: int,
+        stream_values: dict[str, Any],
+    ) -> AppendResult:
+        """The rest of :meth:`_write_tx` where positions are taken at commit
+        (:meth:`~eventstore.backends.base.Dialect.positions_at_commit`): apply the
+        projections first (their events carry position 0), then write the stream's row
+        and the events, number them and commit, in one statement. ``appended`` of
+        ``to_write`` are the caller's events (before them: a new stream's preamble)."""
+        last_version = int(stream_values["new_version"])
+        current = last_version - len(to_write)
+        rows, recorded = _event_rows(stream_id, to_write, digests, current, now, 0)
+        for projector in self._live:
+            projector.apply(conn, recorded)
+        last_position = self._dialect.commit_append(
+            conn,
+            rows=rows,
+            stream=stream_values,
+            new_stream=new_stream,
+            generation=self._generation,
+        )
+        if last_position is None:
+            raise _LiveSetChanged()
+        return AppendResult(
+            stream_id=stream_id,
+            first_version=last_version - appended + 1,
+            last_version=last_version,
+            first_position=last_position - appended + 1,
             last_position=last_position,
         )
 

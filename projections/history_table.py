@@ -145,6 +145,8 @@ class HistoryProjector:
     # seq >> SEQ_SHIFT), so applying an append needs no event position: on MariaDB
     # positions are handed out at commit, after the projections are written.
     schema_version = 4
+    # apply never reads an event's position or the events table (eventstore/records.py)
+    reads_positions = False
 
     def __init__(self, *, prefix: str = "convstore") -> None:
         self.metadata = m = MetaData()

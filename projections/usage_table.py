@@ -94,6 +94,8 @@ class UsageProjector:
 
     name = "usage"
     schema_version = 1
+    # apply never reads an event's position or the events table (eventstore/records.py)
+    reads_positions = False
 
     def __init__(self, *, prefix: str = "convstore") -> None:
         self.prefix = prefix

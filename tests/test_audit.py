@@ -244,8 +244,8 @@ async def test_projection_edited_alone(store: EventStore) -> None:
 async def test_projection_rows_of_a_session_the_log_does_not_have(store: EventStore) -> None:
     await sql(
         store,
-        "INSERT INTO convstore_items (stream_id, branch_id, seq, position, item, kind) "
-        "VALUES ('mallory', 'main', 1, 1, :i, 'message')",
+        "INSERT INTO convstore_items (stream_id, branch_id, seq, item, kind) "
+        "VALUES ('mallory', 'main', 1, :i, 'message')",
         i=b'"x"',
     )
     report = await audit_database(store)

@@ -16,7 +16,7 @@ from __future__ import annotations
 import abc
 import asyncio
 import logging
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass
 from typing import Any, ClassVar, TypeVar
@@ -106,6 +106,35 @@ class Dialect(abc.ABC):
         if stream is not None:
             _UPDATE_STREAM.execute(conn, stream)
         return reserved
+
+    def positions_at_commit(self, conn: Connection, payloads: Sequence[bytes]) -> bool:
+        """Whether an append of events with these ``payloads`` should write its
+        events and take their positions in one last statement that also commits
+        (:meth:`commit_append`), instead of through :meth:`advance_head` first.
+
+        Where it is True the log's write lock is held only while the server runs that
+        statement, never while the client works or waits: a stalled client cannot
+        delay appends to other streams. The projections are then applied before the
+        events are written and before their positions exist (see
+        ``reads_positions`` of :class:`~eventstore.records.Projector`)."""
+        return False
+
+    def commit_append(  # pragma: no cover - only where positions_at_commit is True
+        self,
+        conn: Connection,
+        *,
+        rows: Sequence[Mapping[str, Any]],
+        stream: Mapping[str, Any],
+        new_stream: bool,
+        generation: int,
+    ) -> int | None:
+        """Reserve positions for ``rows`` (events, without ``position``), advance or
+        create the stream's row (``stream``: ``sid``, ``new_version``,
+        ``new_head_hash``, ``now``), insert the events and commit, all in one statement
+        run by the server; return the last position, or None (nothing written, the
+        transaction rolled back) if the live projection set is no longer
+        ``generation``."""
+        raise NotImplementedError
 
     def update_stream_from(self, conn: Connection, stream: Mapping[str, Any]) -> bool:
         """Advance an existing stream's row (``sid``, ``new_version``, ``new_head_hash``,

@@ -1,19 +1,35 @@
 """MySQL and MariaDB (asyncmy), through SQLAlchemy.
 
-``UPDATE ... RETURNING`` does not exist here, so the head row is advanced with the
-``LAST_INSERT_ID(expr)`` idiom, whose value is private to the connection. The row
-lock it takes is held until commit, which makes positions commit-ordered exactly as
-on PostgreSQL (see :mod:`eventstore.backends.postgres`).
+Positions come from the head row, advanced with the ``LAST_INSERT_ID(expr)`` idiom
+(``UPDATE ... RETURNING`` does not exist here), whose value is private to the
+connection. The row lock that takes is held until commit, which makes positions
+gapless and commit-ordered: a reader never sees a position before every lower one
+has committed.
+
+On MariaDB an append takes that lock only at its very end. The transaction first
+locks its stream's row, checks the version and applies the projections (which do not
+need positions, see ``Projector.reads_positions``); then one compound statement
+(``BEGIN NOT ATOMIC ... END``), which the server runs whole without waiting for the
+client, advances the head row, writes the stream's row and the events numbered from
+it, and commits (an error inside it rolls everything back, server-side, before it is
+reported). So the log's lock is held for the server's own few microseconds, never
+while a client computes, waits for the network or is stalled: appends to different
+sessions do not wait for each other (only for that statement), where they used to
+wait for every earlier append's whole transaction. InnoDB releases a transaction's
+locks before it flushes the commit to disk, so the fsync is not inside the lock
+either. An append larger than :data:`AT_COMMIT_BYTES` (one statement carries every
+event) or a projection that reads positions takes its positions first, as MySQL does
+(it has no compound statements outside stored programs).
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any, ClassVar
 
-from sqlalchemy import Connection, text
+from sqlalchemy import Connection, exc, text
 from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.sql.compiler import TypeCompiler
 
@@ -29,7 +45,7 @@ from ..errors import (
 )
 from ..prepared import Prepared
 from ..schema import Key
-from .base import Dialect, Timeouts
+from .base import Dialect, Timeouts, translate_errors
 
 _ADVANCE = Prepared(
     text(
@@ -37,7 +53,62 @@ _ADVANCE = Prepared(
     )
 )
 
+# MariaDB names it tx_isolation (transaction_isolation only from 11.1), MySQL 8
+# transaction_isolation.
+_ISOLATION = {
+    True: Prepared(text("SELECT @@tx_isolation")),
+    False: Prepared(text("SELECT @@transaction_isolation")),
+}
+_NEXT_READ_COMMITTED = Prepared(text("SET TRANSACTION ISOLATION LEVEL READ COMMITTED"))
+_READ_COMMITTED_KEY = "convstore_read_committed"
+
 _GENERATION = Prepared(text("SELECT generation FROM convstore_head WHERE name = 'log'"))
+
+# The most bytes of events (as sent) an append writes in the statement that commits;
+# a larger one takes its positions first (one statement must carry them all, under
+# max_allowed_packet, and the server should run it in a moment).
+AT_COMMIT_BYTES = 1 << 20
+# What the committing statement signals when the live projection set changed (the
+# append then rolls back and is applied again to the new set).
+_LIVE_SET_CHANGED = "convstore live projection set changed"
+_SIGNAL_ERRNO = 1644  # ER_SIGNAL_EXCEPTION, SQLSTATE 45000
+_EVENT_VALUES = ("version", "event_id", "event_type", "schema_version", "payload", "hash")
+_STREAM_SQL = {
+    False: "UPDATE convstore_streams SET version = :new_version, head_hash = :new_head_hash, "
+    "updated_at = :now WHERE stream_id = :sid",
+    True: "INSERT INTO convstore_streams (stream_id, version, head_hash, created_at, "
+    "updated_at) VALUES (:sid, :new_version, :new_head_hash, :now, :now)",
+}
+_REMEMBERED_STATEMENTS = 32
+
+
+def _commit_statement(count: int, new_stream: bool) -> Prepared:
+    """The compound statement that ends an append of ``count`` events (see the module
+    docstring): the events' own values are bound as ``<column><n>``."""
+    values = ",\n".join(
+        f"(LAST_INSERT_ID() - {count - 1 - n}, :sid, "
+        + ", ".join(f":{column}{n}" for column in _EVENT_VALUES[:5])
+        + f", :now, :hash{n})"
+        for n in range(count)
+    )
+    return Prepared(
+        text(
+            "BEGIN NOT ATOMIC\n"
+            "DECLARE EXIT HANDLER FOR SQLEXCEPTION BEGIN ROLLBACK; RESIGNAL; END;\n"
+            "UPDATE convstore_head SET position = LAST_INSERT_ID(position + "
+            f"{count}) WHERE name = 'log' AND generation = :generation;\n"
+            "IF ROW_COUNT() = 0 THEN SIGNAL SQLSTATE '45000' SET MESSAGE_TEXT = "
+            f"'{_LIVE_SET_CHANGED}'; END IF;\n"
+            f"{_STREAM_SQL[new_stream]};\n"
+            "INSERT INTO convstore_events (position, stream_id, version, event_id, "
+            "event_type, schema_version, payload, recorded_at, hash) VALUES\n"
+            f"{values};\n"
+            "COMMIT;\n"
+            "SELECT LAST_INSERT_ID();\n"
+            "END"
+        )
+    )
+
 
 _ESCAPED = (b"\\", b"'", b'"', b"\0", b"\n", b"\r", b"\x1a")
 
@@ -68,6 +139,61 @@ def _compile_key(type_: Key, compiler: TypeCompiler, **kw: object) -> str:
 class MySQLDialect(Dialect):
     name: ClassVar[str] = "mysql"
 
+    def __init__(self) -> None:
+        self._statements: dict[tuple[int, bool], Prepared] = {}
+
+    def begin(self, conn: Connection, *, write: bool) -> None:
+        """Writes run at READ COMMITTED: at InnoDB's default REPEATABLE READ, the
+        stream lookup of a new session and the reads of an append lock the gaps
+        around the rows they find, so appends to different sessions whose keys are
+        neighbours would wait for each other. (A connection the store set up is at
+        READ COMMITTED already; one of an engine handed in is asked once.)"""
+        if not write:
+            return
+        info = conn.connection.info  # lives as long as the pooled DBAPI connection
+        committed = info.get(_READ_COMMITTED_KEY)
+        if committed is None:
+            isolation = _ISOLATION[bool(getattr(conn.dialect, "is_mariadb", False))]
+            committed = info[_READ_COMMITTED_KEY] = isolation.scalar(conn) == "READ-COMMITTED"
+        if not committed:
+            _NEXT_READ_COMMITTED.execute(conn)  # for the transaction about to start
+
+    def positions_at_commit(self, conn: Connection, payloads: Sequence[bytes]) -> bool:
+        if not getattr(conn.dialect, "is_mariadb", False):
+            return False
+        return sum(map(self.wire_size, payloads)) <= AT_COMMIT_BYTES
+
+    def commit_append(
+        self,
+        conn: Connection,
+        *,
+        rows: Sequence[Mapping[str, Any]],
+        stream: Mapping[str, Any],
+        new_stream: bool,
+        generation: int,
+    ) -> int | None:
+        key = (len(rows), new_stream)
+        statement = self._statements.get(key)
+        if statement is None:
+            statement = _commit_statement(*key)
+            if len(self._statements) < _REMEMBERED_STATEMENTS:
+                self._statements[key] = statement
+        values: dict[str, Any] = {**stream, "generation": generation}
+        for n, row in enumerate(rows):
+            for column in _EVENT_VALUES:
+                values[f"{column}{n}"] = row[column]
+        # The statement commits: a connection lost while it runs leaves the outcome
+        # unknown (an append is idempotent by event id, a pop is not retried).
+        with translate_errors(self, committing=True):
+            try:
+                last = statement.first_of_results(conn, values)
+            except exc.DBAPIError as error:
+                args = getattr(error.orig, "args", ())
+                if args[:2] == (_SIGNAL_ERRNO, _LIVE_SET_CHANGED):
+                    return None
+                raise
+        return int(last[0])
+
     def reserve_positions(self, conn: Connection, count: int) -> tuple[int, int]:
         # LAST_INSERT_ID(expr) comes back in the UPDATE's own reply; the generation of
         # the live projections needs a read (of the row this transaction now holds).
@@ -86,7 +212,7 @@ class MySQLDialect(Dialect):
                 conn.execute(text("SELECT RELEASE_LOCK('convstore_schema')"))
 
     def session_setup(self, timeouts: Timeouts, conn: Any) -> list[str]:
-        statements = []
+        statements = ["SET SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED"]
         if timeouts.lock_timeout is not None:  # whole seconds, at least 1
             seconds = max(1, math.ceil(timeouts.lock_timeout))
             statements.append(f"SET SESSION innodb_lock_wait_timeout = {seconds}")

@@ -72,7 +72,6 @@ async def test_stray_projection_row_surfaces_its_cause(backend: Backend) -> None
                 stream_id="s",
                 branch_id="main",
                 seq=item_seq(3, 0),
-                position=0,
                 item=b"{}",
                 kind="other",
             )

@@ -35,9 +35,11 @@ from . import registry, schema
 from .backends import open_runner
 from .backends.base import AsyncEngineRunner, T, Timeouts, TxFunction
 from .chain import GENESIS, chain_hash
+from .coalesce import MAX_GROUP_BYTES, AppendQueue
 from .codec import encode_event
 from .errors import (
     ArgumentTypeError,
+    CancelledAfterCommit,
     ConcurrencyError,
     ConnectionLostError,
     IntegrityError,
@@ -141,6 +143,34 @@ class _Encoded:
     schema_version: int
     payload: bytes
     event: Event
+
+
+@dataclass(frozen=True, slots=True)
+class _Append:
+    """One caller's append with ``expected_version="any"`` (see eventstore/coalesce.py)."""
+
+    stream_id: str
+    batch: list[_Encoded]
+    preamble: list[_Encoded]
+
+
+def _split(result: AppendResult, sizes: Sequence[int]) -> list[AppendResult]:
+    """The result of each of several appends written as one, of ``sizes`` events each, in
+    order (versions and positions of one write are consecutive)."""
+    results = []
+    offset = 0
+    for size in sizes:
+        results.append(
+            AppendResult(
+                stream_id=result.stream_id,
+                first_version=result.first_version + offset,
+                last_version=result.first_version + offset + size - 1,
+                first_position=result.first_position + offset,
+                last_position=result.first_position + offset + size - 1,
+            )
+        )
+        offset += size
+    return results
 
 
 def _encode(events: Iterable[Event | NewEvent]) -> list[_Encoded]:
@@ -346,6 +376,11 @@ class EventStore:
         self._preambles: dict[int, tuple[Sequence[Event | NewEvent], list[_Encoded]]] = {}
         # stream id -> (version, head hash) this store last wrote (see _remember_head)
         self._heads: dict[str, tuple[int, str]] = {}
+        # Appends with expected_version "any" to a stream that another append of this
+        # store is writing wait, and then run together (eventstore/coalesce.py).
+        self._appends: AppendQueue[_Append, AppendResult] = AppendQueue(
+            self._append_alone, self._append_together, max_bytes=self._group_bytes
+        )
         self._create_tables = create_tables
         self._closed = False
         self._holders = 0
@@ -708,6 +743,11 @@ class EventStore:
         :class:`ConcurrencyError`. An append whose event ids are already stored in the
         stream is a no-op that returns the original result. ``on_new_stream`` events
         are written before ``events`` only when the stream does not exist yet.
+
+        Appends with ``"any"`` that this store receives for one stream while another
+        is being written there are written together, in the order they came, in one
+        transaction (each caller still gets its own events and result; see
+        :mod:`eventstore.coalesce`).
         """
         self._check_open()
         check_stream_id(stream_id)
@@ -721,6 +761,17 @@ class EventStore:
         await self.ensure_tables()
         self._check_known()
         await self._check_sizes(batch + preamble)
+        work = _Append(stream_id, batch, preamble)
+        if expected_version == ANY:
+            size = sum(len(enc.payload) for enc in batch)
+            return await self._appends.submit(stream_id, work, events=len(batch), size=size)
+        return await self._append_alone(work, expected_version)
+
+    async def _append_alone(
+        self, work: _Append, expected_version: ExpectedVersion = ANY
+    ) -> AppendResult:
+        """Write one caller's append in a transaction of its own."""
+        stream_id, batch, preamble = work.stream_id, work.batch, work.preamble
         raced = False
         while True:
             try:
@@ -752,6 +803,39 @@ class EventStore:
                 if raced or not exists:
                     raise  # not a creation race: the constraint's own error says why
                 raced = True
+
+    async def _append_together(self, works: list[_Append]) -> list[AppendResult]:
+        """Write several callers' appends to one stream as one append, in order: the
+        first one's ``on_new_stream`` starts a new stream (the others' would not be
+        written after it either). Raises if nothing was written; then the queue runs
+        each alone, so that an error (an idempotent retry, a creation race, a broken
+        constraint) reaches only the caller it concerns."""
+        stream_id, preamble = works[0].stream_id, works[0].preamble
+        combined = [enc for work in works for enc in work.batch]
+        sizes = [len(work.batch) for work in works]
+        while True:
+            try:
+                result = await self._run(
+                    lambda conn: self._append_tx(conn, stream_id, combined, preamble, ANY),
+                    write=True,
+                    quick=len(combined) <= _QUICK_BATCH,
+                    idempotent=True,
+                )
+            except _LiveSetChanged:
+                await self._reload_live_set()
+                self._check_known()
+                continue
+            except CancelledAfterCommit as committed:
+                raise CancelledAfterCommit(_split(committed.result, sizes)) from None
+            return _split(result, sizes)
+
+    def _group_bytes(self) -> int:
+        """The most payload bytes one combined append carries: well inside the
+        database's statement limit, once known (see _check_sizes)."""
+        limit = self._size_limit
+        if isinstance(limit, _Unasked) or limit is None:
+            return MAX_GROUP_BYTES
+        return min(MAX_GROUP_BYTES, limit // 2)
 
     async def append_decided(
         self,

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import gc
 import uuid
+from typing import Any
 
 import msgspec
 import pytest
@@ -11,6 +13,8 @@ import pytest
 from eventstore import (
     ANY,
     NO_STREAM,
+    AppendResult,
+    CancelledAfterCommit,
     ConcurrencyError,
     EventStore,
     IntegrityError,
@@ -18,6 +22,7 @@ from eventstore import (
     ItemPopped,
     ItemsAdded,
     NewEvent,
+    RecordedEvent,
     SchemaError,
     SerializationError,
     SessionCleared,
@@ -28,6 +33,7 @@ from eventstore import (
     encode_item,
     encode_items,
 )
+from eventstore.coalesce import MAX_GROUP_BYTES, MAX_GROUP_EVENTS
 
 from ..conftest import Backend, make_engine
 from .chain_check import assert_chain_valid
@@ -376,6 +382,164 @@ async def test_store_on_an_engine_of_the_callers_own(backend: Backend) -> None:
         assert count == 1
     finally:
         await engine.dispose()
+
+
+# -- concurrent appends to one stream, written together ----------------------------------
+
+
+def written_batches(store: EventStore, monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """How many events each write of ``store`` from now on carried (one per transaction
+    that wrote; a transaction that failed is not counted)."""
+    sizes: list[int] = []
+    write = store._write_tx
+
+    def counted(*args: Any) -> Any:
+        done = write(*args)
+        if done is not None:  # (None: a remembered head was stale, the write is redone)
+            sizes.append(len(args[3]))
+        return done
+
+    monkeypatch.setattr(store, "_write_tx", counted)
+    return sizes
+
+
+def item_of(event: RecordedEvent) -> Any:
+    return decode_item(event.event.items[0])  # type: ignore[union-attr]
+
+
+async def test_concurrent_appends_to_one_stream_share_a_transaction(
+    backend: Backend, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = backend.store()
+    await store.append("s", [added("first")])
+    batches = written_batches(store, monkeypatch)
+    appends = [[NewEvent(added(t, k)) for k in range(t % 3 + 1)] for t in range(8)]
+    results = await asyncio.gather(*(store.append("s", events) for events in appends))
+    # Task 0 found nothing in flight and wrote alone; the 7 that came meanwhile were
+    # written as one append. (In memory nothing is ever in flight: an append runs to
+    # its end without giving the event loop a turn.)
+    if backend.name == "sqlite-memory":
+        assert batches == [len(a) for a in appends]
+    else:
+        assert batches == [len(appends[0]), sum(len(a) for a in appends[1:])]
+    stored = await store.read_stream("s")
+    by_id = {e.event_id: e for e in stored}
+    version = 1
+    for events, result in zip(appends, results, strict=True):
+        # Each caller's events are contiguous, in its order, in the order callers came,
+        # and its result names exactly them.
+        mine = [by_id[str(e.event_id)] for e in events]
+        assert [e.version for e in mine] == list(range(version + 1, version + 1 + len(events)))
+        assert (result.first_version, result.last_version) == (mine[0].version, mine[-1].version)
+        assert (result.first_position, result.last_position) == (
+            mine[0].position,
+            mine[-1].position,
+        )
+        version = result.last_version
+    assert len(stored) == 1 + sum(len(a) for a in appends)
+    assert_chain_valid(stored)
+    assert_positions(store, [e.position for e in await store.read_all()])
+
+
+@pytest.mark.parametrize("bad_at", [0, 2])
+async def test_a_failed_append_in_a_group_fails_alone(shared_backend: Backend, bad_at: int) -> None:
+    """One append of a group breaks a constraint: its caller alone gets the error, an
+    exact repeat gets its original result, the others are written (``bad_at=0``: the
+    append that went first, alone, is the bad one)."""
+    store = shared_backend.store()
+    stored = NewEvent(added("stored"))
+    original = await store.append("s", [stored])
+    calls: list[Any] = [
+        store.append("s", [NewEvent(added("a"))]),
+        store.append("s", [NewEvent(added("b"))]),
+        store.append("s", [NewEvent(added("c"))]),
+        store.append("s", [stored]),  # an idempotent retry
+        store.append("s", [NewEvent(added("d"))], expected_version=NO_STREAM),
+        store.append("s", [NewEvent(added("e"))]),
+    ]
+    calls.insert(bad_at, store.append("s", [NewEvent(added("bad")), stored]))
+    outcomes = await asyncio.gather(*calls, return_exceptions=True)
+    bad = outcomes.pop(bad_at)
+    assert isinstance(bad, IntegrityError), bad
+    assert isinstance(outcomes[4], ConcurrencyError), outcomes[4]
+    assert outcomes[3] == original
+    assert all(isinstance(o, AppendResult) for n, o in enumerate(outcomes) if n != 4), outcomes
+    stored_items = [item_of(e) for e in await store.read_stream("s")]
+    assert stored_items[0] == "stored"
+    assert sorted(stored_items) == sorted(["stored", "a", "b", "c", "e"])
+    # the ones written together kept the order they came in
+    together = [i for i in stored_items if i in ("a", "b", "c", "e")]
+    assert together == ["a", "b", "c", "e"]
+
+
+async def test_groups_are_bounded(shared_backend: Backend, monkeypatch: pytest.MonkeyPatch) -> None:
+    store = shared_backend.store()
+    await store.append("s", [added("first")])
+    batches = written_batches(store, monkeypatch)
+    # By events: one alone, then groups of at most MAX_GROUP_EVENTS in order.
+    count = 1 + MAX_GROUP_EVENTS + 10
+    await asyncio.gather(*(store.append("s", [added(n)]) for n in range(count)))
+    assert batches == [1, MAX_GROUP_EVENTS, 10]
+    assert [item_of(e) for e in await store.read_stream("s", after=1)] == list(range(count))
+    # By bytes: two appends of 60% of the bound do not go together.
+    big = "x" * (MAX_GROUP_BYTES * 6 // 10)
+    batches.clear()
+    await asyncio.gather(
+        store.append("s", [added("alone")]),
+        store.append("s", [added(big)]),
+        store.append("s", [added(big)]),
+        store.append("s", [added("small")]),
+    )
+    assert batches == [1, 1, 2]
+
+
+async def test_cancelled_while_waiting_to_be_written_writes_nothing(
+    shared_backend: Backend,
+) -> None:
+    store = shared_backend.store()
+    await store.append("s", [added("first")])  # tables ready, sizes known: no await left
+    tasks = [asyncio.ensure_future(store.append("s", [added(n)])) for n in range(4)]
+    await asyncio.sleep(0)  # task 0 is writing; 1, 2 and 3 wait behind it
+    tasks[2].cancel()
+    outcomes = await asyncio.gather(*tasks, return_exceptions=True)
+    assert type(outcomes[2]) is asyncio.CancelledError  # withdrawn: not CancelledAfterCommit
+    assert all(isinstance(outcomes[n], AppendResult) for n in (0, 1, 3))
+    assert [item_of(e) for e in await store.read_stream("s")] == ["first", 0, 1, 3]
+
+
+async def test_cancelled_while_being_written_waits_for_the_outcome(
+    shared_backend: Backend,
+) -> None:
+    """The append that went first is cancelled, then one of the group behind it, while
+    that group is being written: the first either was withdrawn or committed (and says
+    which), the member commits and says so with its own result, and the others are
+    written as if nothing happened."""
+    store = shared_backend.store()
+    await store.append("s", [added("first")])
+    tasks = [asyncio.ensure_future(store.append("s", [added(n)])) for n in range(4)]
+    await asyncio.sleep(0)  # task 0 is writing (or queued for SQLite's worker), 1-3 wait
+    tasks[0].cancel()
+    first: AppendResult | None = None
+    try:
+        await tasks[0]
+    except CancelledAfterCommit as committed:
+        first = committed.result
+    except asyncio.CancelledError:
+        pass  # withdrawn before SQLite's worker took it
+    else:
+        pytest.fail("the cancelled append finished as if not cancelled")
+    # Its end started the group of 1, 2 and 3, which is now being written.
+    tasks[2].cancel()
+    with pytest.raises(CancelledAfterCommit) as member:
+        await tasks[2]
+    rest = await asyncio.gather(tasks[1], tasks[3])
+    items = [item_of(e) for e in await store.read_stream("s")]
+    assert items == ["first", *([0] if first is not None else []), 1, 2, 3]
+    if first is not None:
+        assert (first.first_version, first.last_version) == (2, 2)
+    version = {item: n + 1 for n, item in enumerate(items)}
+    assert member.value.result.first_version == member.value.result.last_version == version[2]
+    assert [r.first_version for r in rest] == [version[1], version[3]]
 
 
 def test_decode_items_round_trips_and_restores_the_collector() -> None:

@@ -120,6 +120,60 @@ async def test_timed_out_adds_retried_in_a_loop_land_once(session: StoreSession)
     assert timeouts > 0
 
 
+async def test_retry_of_an_add_cancelled_in_a_group_is_a_no_op(session: StoreSession) -> None:
+    """Adds arriving while one is written are written together. One of such a group is
+    cancelled while the group commits (CancelledAfterCommit); its retry then arrives
+    with other adds and is written with them: it is a no-op, and they are written."""
+    await session.add_items([{"warm": 1}])
+    tasks = [asyncio.ensure_future(session.add_items([{"n": n}])) for n in range(3)]
+    await asyncio.sleep(0)  # 0 is being written, 1 and 2 wait for it
+    await tasks[0]  # its end starts writing 1 and 2 together
+    tasks[1].cancel()
+    with pytest.raises(CancelledAfterCommit):
+        await tasks[1]
+    await tasks[2]
+    again = [
+        session.add_items([{"x": 0}]),
+        session.add_items([{"n": 1}]),  # the natural retry
+        session.add_items([{"x": 1}]),
+    ]
+    await asyncio.gather(*again)
+    expected = [{"warm": 1}, {"n": 0}, {"n": 1}, {"n": 2}, {"x": 0}, {"x": 1}]
+    assert await session.get_items() == expected
+
+
+async def test_tasks_cancelled_at_random_while_adding_at_once_lose_nothing(
+    session: StoreSession,
+) -> None:
+    """Eight tasks add at once (so their adds are written in groups), each call under a
+    random timeout and retried until it is done: every item lands once, in its task's
+    order."""
+    rng = random.Random(13)
+    within = 2 * await typical_seconds(lambda: session.add_items([{"warm": 1}]))
+    timeouts = 0
+
+    async def writer(w: int) -> None:
+        nonlocal timeouts
+        for n in range(ROUNDS // 2):
+            while True:
+                try:
+                    await asyncio.wait_for(
+                        session.add_items([{"w": w, "n": n}]), rng.uniform(0, 4 * within)
+                    )
+                    break
+                except TimeoutError:
+                    timeouts += 1
+
+    await asyncio.gather(*(writer(w) for w in range(8)))
+    items = await session.get_items()
+    assert items[:TIMED_CALLS] == [{"warm": 1}] * TIMED_CALLS
+    added = items[TIMED_CALLS:]
+    assert len(added) == 8 * (ROUNDS // 2), "an item was lost or duplicated"
+    for w in range(8):
+        assert [i["n"] for i in added if i["w"] == w] == list(range(ROUNDS // 2)), f"task {w}"
+    assert timeouts > 0
+
+
 async def test_no_cancelled_pop_removes_an_item_nobody_received(session: StoreSession) -> None:
     rng = random.Random(11)
     items = [{"n": n} for n in range(ROUNDS)]

@@ -51,6 +51,48 @@ async def test_concurrent_adders_lose_nothing(session: StoreSession) -> None:
     assert Counter(e.event_type for e in events) == {"SessionStarted": 1, "ItemsAdded": 200}
 
 
+async def test_eight_tasks_adding_at_once_keep_every_item_once_in_order(
+    session: StoreSession,
+) -> None:
+    """Adds that arrive while another is being written are written together (one
+    transaction per group): each task's items still land once each and in its order,
+    and the log passes the full audit."""
+    from projections import verify
+    from sessions.admin import audit_database
+
+    tasks, count = 8, 40
+
+    async def writer(w: int) -> None:
+        for n in range(count):
+            await session.add_items([{"w": w, "n": n}])
+
+    await asyncio.gather(*(writer(w) for w in range(tasks)))
+    assert_each_writer_in_order(await session.get_items(), writers=tasks, count=count)
+    events = await session.store.read_stream(session.session_id)
+    assert Counter(e.event_type for e in events) == {
+        "SessionStarted": 1,
+        "ItemsAdded": tasks * count,
+    }
+    assert [e.version for e in events] == list(range(1, len(events) + 1))
+    report = await audit_database(session.store)
+    assert report.ok, [str(f) for f in report.findings]
+    verified = await verify(session.store)
+    assert verified.ok, str(verified)
+
+
+async def test_session_objects_sharing_a_store_start_a_stream_once(session: StoreSession) -> None:
+    """One session object per request on one store, the first adds arriving at once on a
+    new stream: written together, with exactly one SessionStarted, first."""
+    from sessions import StoreSession
+
+    await session.add_items([{"warm": 1}])  # the store is ready: the adds go straight in
+    others = [StoreSession("new", session.store) for _ in range(6)]
+    await asyncio.gather(*(s.add_items([{"w": w, "n": 0}]) for w, s in enumerate(others)))
+    events = await session.store.read_stream("new")
+    assert [e.event_type for e in events] == ["SessionStarted"] + ["ItemsAdded"] * 6
+    assert await others[0].get_items() == [{"w": w, "n": 0} for w in range(6)]
+
+
 async def test_concurrent_pops_never_return_one_item_twice(sessions: Sessions) -> None:
     first, second = sessions.open("s"), sessions.open("s")
     items = [{"n": n} for n in range(50)]

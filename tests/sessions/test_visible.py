@@ -89,8 +89,14 @@ async def test_a_failed_group_commit_is_logged(
     await asyncio.to_thread(holding.wait)
     runner._run = failing_commit  # type: ignore[method-assign]
     calls.append(1)  # from now on, a write transaction fails
+    # Three sessions on the store (one session's adds that queue up would be written
+    # together, as one write: eventstore/coalesce.py).
+    others = [SQLiteSession(f"s{n}", tmp_path / "g.db") for n in (1, 2)]
     with caplog.at_level(logging.DEBUG, logger="convstore"):
-        writes = [asyncio.ensure_future(session.add_items([{"n": n}])) for n in (1, 2, 3)]
+        writes = [
+            asyncio.ensure_future(s.add_items([{"n": n}]))
+            for n, s in enumerate([session, *others], start=1)
+        ]
         await asyncio.sleep(0.05)
         gate.set()
         await held
@@ -102,7 +108,10 @@ async def test_a_failed_group_commit_is_logged(
         assert failed, "a group commit (of the writes that queued up) failed, and said so"
         assert {r.name for r in failed} == {"convstore.sqlite"}
         assert await session.get_items() == [{"n": 0}], "no write of a failed group committed"
+        assert [await s.get_items() for s in others] == [[], []]
     finally:
+        for s in others:
+            await s.close()
         await session.close()
 
 

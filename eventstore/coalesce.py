@@ -34,6 +34,7 @@ from collections.abc import Awaitable, Callable, Hashable
 from dataclasses import dataclass, field
 from typing import Generic, TypeVar
 
+from .backends.base import await_kept_outcome
 from .errors import CancelledAfterCommit
 
 W = TypeVar("W")
@@ -56,7 +57,7 @@ class _Waiting(Generic[W, R]):
     size: int
     future: asyncio.Future[R]
     # (ok, value) once settled; kept here because the caller may have cancelled
-    # ``future`` (see AppendQueue._wait).
+    # ``future`` (see eventstore/backends/base.py, await_kept_outcome).
     outcome: tuple[bool, R | BaseException] | None = None
     # Set when a cancelled caller waits for the outcome of its taken append.
     late: asyncio.Future[None] | None = None
@@ -147,7 +148,8 @@ class AppendQueue(Generic[W, R]):
                     del self._lanes[key]
         waiting: _Waiting[W, R] = _Waiting(work, events, size, loop.create_future())
         lane.waiting.append(waiting)
-        return await self._wait(lane, waiting)
+        result: R = await await_kept_outcome(waiting, lambda: lane.withdraw(waiting))
+        return result
 
     def _start_drain(
         self,
@@ -158,34 +160,6 @@ class AppendQueue(Generic[W, R]):
         task = loop.create_task(self._drain(key, lane))
         self._drains.add(task)  # held until done, so that it is not garbage-collected
         task.add_done_callback(self._drains.discard)
-
-    async def _wait(self, lane: _Lane[W, R], waiting: _Waiting[W, R]) -> R:
-        """The append's result; if the caller is cancelled meanwhile, withdraw it if it
-        still waits, else wait for its transaction's outcome (outcome_then_cancel's
-        contract, without a shield on every append: the outcome is kept on ``waiting``)."""
-        future = waiting.future
-        try:
-            return await future
-        except asyncio.CancelledError:
-            future.cancel()  # (a no-op if it was settled as the cancellation came)
-            if not future.cancelled():
-                if future.exception() is not None:
-                    raise
-                raise CancelledAfterCommit(future.result()) from None
-            if lane.withdraw(waiting):
-                raise
-            if waiting.outcome is None:
-                waiting.late = late = future.get_loop().create_future()
-                while not late.done():
-                    try:
-                        await asyncio.wait((late,))
-                    except asyncio.CancelledError:
-                        continue  # already cancelled: the first cancellation is the one raised
-            assert waiting.outcome is not None
-            ok, value = waiting.outcome
-            if not ok:
-                raise
-            raise CancelledAfterCommit(value) from None
 
     async def _drain(
         self, key: tuple[Hashable, asyncio.AbstractEventLoop], lane: _Lane[W, R]

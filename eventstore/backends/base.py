@@ -19,7 +19,7 @@ import logging
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass
-from typing import Any, ClassVar, TypeVar
+from typing import Any, ClassVar, Protocol, TypeVar
 
 from sqlalchemy import Connection, event, exc, text
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -280,6 +280,47 @@ async def outcome_then_cancel(
         if work.cancelled() or work.exception() is not None:
             raise
         raise CancelledAfterCommit(work.result()) from None
+
+
+class KeptOutcome(Protocol):
+    """A write handed to someone else to run, whose outcome is kept on it: ``future``
+    is the caller's, ``outcome`` is ``(ok, result or error)`` once it has run (even if
+    ``future`` was cancelled), and ``late`` is set by a cancelled caller that waits for
+    that outcome (whoever settles the write completes it)."""
+
+    future: asyncio.Future[Any]
+    outcome: tuple[bool, Any] | None
+    late: asyncio.Future[None] | None
+
+
+async def await_kept_outcome(write: KeptOutcome, withdraw: Callable[[], bool]) -> Any:
+    """The write's result; if the caller is cancelled meanwhile, what
+    :func:`outcome_then_cancel` does (``withdraw()`` it if it has not started, else wait
+    for its outcome and raise CancelledAfterCommit if it committed), without the extra
+    future and loop turn of ``asyncio.shield`` on every write."""
+    future = write.future
+    try:
+        return await future
+    except asyncio.CancelledError:
+        future.cancel()  # (a no-op if it was settled as the cancellation came)
+        if not future.cancelled():
+            if future.exception() is not None:
+                raise
+            raise CancelledAfterCommit(future.result()) from None
+        if withdraw():
+            raise
+        if write.outcome is None:
+            write.late = late = future.get_loop().create_future()
+            while not late.done():
+                try:
+                    await asyncio.wait((late,))
+                except asyncio.CancelledError:
+                    continue  # already cancelled: the first cancellation is the one raised
+        assert write.outcome is not None
+        ok, value = write.outcome
+        if not ok:
+            raise
+        raise CancelledAfterCommit(value) from None
 
 
 def cancelled_instead(error: Exception) -> asyncio.CancelledError | None:

@@ -32,7 +32,6 @@ from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from sqlalchemy.pool import StaticPool
 
 from ..errors import (
-    CancelledAfterCommit,
     ConfigurationError,
     ConvstoreError,
     IntegrityError,
@@ -50,6 +49,7 @@ from .base import (
     T,
     Timeouts,
     TxFunction,
+    await_kept_outcome,
     translate_errors,
 )
 
@@ -208,7 +208,7 @@ class _Write:
     loop: asyncio.AbstractEventLoop
     # (ok, value) once the worker has settled it, on the caller's loop.
     outcome: tuple[bool, Any] | None = None
-    # Where the outcome goes once the caller was cancelled (see ThreadRunner._await).
+    # Where the outcome goes once the caller was cancelled (see base.await_kept_outcome).
     late: asyncio.Future[None] | None = None
 
     def settle(self, ok: bool, value: Any) -> None:
@@ -361,38 +361,8 @@ class ThreadRunner(Runner):
                 self._executor.submit(self._drain)
             except RuntimeError:  # the worker is shut down (the store was closed)
                 self._abandon(StoreClosedError("this SQLite database is closed"))
-        result: T = await self._await(write)
+        result: T = await await_kept_outcome(write, lambda: self._withdraw(write))
         return result
-
-    async def _await(self, write: _Write) -> Any:
-        """The write's result; if the caller is cancelled meanwhile, what
-        :func:`~eventstore.backends.base.outcome_then_cancel` does (withdraw the write
-        if the worker has not taken it, else wait for its outcome and raise
-        CancelledAfterCommit if it committed), without the extra future and loop turn of
-        ``asyncio.shield`` on every write: the outcome is kept on the write itself."""
-        future = write.future
-        try:
-            return await future
-        except asyncio.CancelledError:
-            future.cancel()  # (a no-op if it was settled as the cancellation came)
-            if not future.cancelled():
-                if future.exception() is not None:
-                    raise
-                raise CancelledAfterCommit(future.result()) from None
-            if self._withdraw(write):
-                raise
-            if write.outcome is None:
-                write.late = late = write.loop.create_future()
-                while not late.done():
-                    try:
-                        await asyncio.wait((late,))
-                    except asyncio.CancelledError:
-                        continue  # already cancelled: the first cancellation is the one raised
-            assert write.outcome is not None
-            ok, value = write.outcome
-            if not ok:
-                raise
-            raise CancelledAfterCommit(value) from None
 
     def _drain(self) -> None:
         """Worker: commit the waiting writes, a group at a time, until none is left."""

@@ -1013,7 +1013,11 @@ class EventStore:
         }
         if (
             not confirm
-            and self._dialect.positions_at_commit(conn, [enc.payload for enc in to_write])
+            and self._dialect.positions_at_commit(
+                conn,
+                [enc.payload for enc in to_write],
+                None if isinstance(self._size_limit, _Unasked) else self._size_limit,
+            )
             and not any(getattr(p, "reads_positions", True) for p in self._live)
         ):
             return self._write_at_commit(

@@ -107,10 +107,13 @@ class Dialect(abc.ABC):
             _UPDATE_STREAM.execute(conn, stream)
         return reserved
 
-    def positions_at_commit(self, conn: Connection, payloads: Sequence[bytes]) -> bool:
+    def positions_at_commit(
+        self, conn: Connection, payloads: Sequence[bytes], statement_limit: int | None
+    ) -> bool:
         """Whether an append of events with these ``payloads`` should write its
         events and take their positions in one last statement that also commits
         (:meth:`commit_append`), instead of through :meth:`advance_head` first.
+        ``statement_limit`` is :meth:`max_value_bytes`, if known.
 
         Where it is True the log's write lock is held only while the server runs that
         statement, never while the client works or waits: a stalled client cannot

@@ -64,10 +64,12 @@ _READ_COMMITTED_KEY = "convstore_read_committed"
 
 _GENERATION = Prepared(text("SELECT generation FROM convstore_head WHERE name = 'log'"))
 
-# The most bytes of events (as sent) an append writes in the statement that commits;
-# a larger one takes its positions first (one statement must carry them all, under
-# max_allowed_packet, and the server should run it in a moment).
-AT_COMMIT_BYTES = 1 << 20
+# The most bytes of events (as sent) an append writes in the statement that commits
+# (and at most half of max_allowed_packet); a larger one takes its positions first:
+# one statement carries them all, and the server should run it in a moment. 2 MiB
+# holds any group of appends that eventstore/coalesce.py writes together (1 MiB of
+# payloads, escaping at most doubles them).
+AT_COMMIT_BYTES = 2 << 20
 # What the committing statement signals when the live projection set changed (the
 # append then rolls back and is applied again to the new set).
 _LIVE_SET_CHANGED = "convstore live projection set changed"
@@ -158,10 +160,13 @@ class MySQLDialect(Dialect):
         if not committed:
             _NEXT_READ_COMMITTED.execute(conn)  # for the transaction about to start
 
-    def positions_at_commit(self, conn: Connection, payloads: Sequence[bytes]) -> bool:
+    def positions_at_commit(
+        self, conn: Connection, payloads: Sequence[bytes], statement_limit: int | None
+    ) -> bool:
         if not getattr(conn.dialect, "is_mariadb", False):
             return False
-        return sum(map(self.wire_size, payloads)) <= AT_COMMIT_BYTES
+        budget = AT_COMMIT_BYTES if statement_limit is None else statement_limit // 2
+        return sum(map(self.wire_size, payloads)) <= min(AT_COMMIT_BYTES, budget)
 
     def commit_append(
         self,

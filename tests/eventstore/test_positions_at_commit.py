@@ -17,6 +17,7 @@ from sqlalchemy import Connection, func, select, text
 
 from eventstore import EventStore, IntegrityError, ItemsAdded, RecordedEvent, encode_items
 from eventstore.audit import audit
+from eventstore.backends.mysql import AT_COMMIT_BYTES
 from projections import HistoryProjector
 
 from ..conftest import Backend, make_engine
@@ -91,7 +92,7 @@ async def test_a_live_set_changed_meanwhile_is_signalled_and_applied_again(
 async def test_a_large_append_takes_its_positions_first(mariadb: Backend) -> None:
     store = mariadb.store(projectors=(HISTORY,))
     commits = count_commits(store)
-    big = "x" * (1 << 20)  # over AT_COMMIT_BYTES as sent
+    big = "x" * AT_COMMIT_BYTES  # over it as sent
     result = await store.append("s", [added(big)])
     await store.append("s", [added("small")])
     assert commits == [2]  # only the small one is written at commit
@@ -174,3 +175,19 @@ async def test_an_error_in_the_committing_statement_leaves_nothing(mariadb: Back
         ).one()
     )
     assert tuple(row) == (1, 0)  # no position handed out, the stream row untouched
+
+
+def test_the_committing_statement_stays_within_the_servers_packet_limit() -> None:
+    from types import SimpleNamespace
+
+    from eventstore.backends.mysql import MySQLDialect
+
+    dialect = MySQLDialect()
+    mariadb: Any = SimpleNamespace(dialect=SimpleNamespace(is_mariadb=True))
+    mysql: Any = SimpleNamespace(dialect=SimpleNamespace(is_mariadb=False))
+    payloads = [b"x" * 100, b"'" * 50]  # 200 bytes as sent: a quote is escaped
+    assert dialect.positions_at_commit(mariadb, payloads, None)
+    assert dialect.positions_at_commit(mariadb, payloads, 400)
+    assert not dialect.positions_at_commit(mariadb, payloads, 399)  # over half the limit
+    assert not dialect.positions_at_commit(mariadb, [b"x" * (AT_COMMIT_BYTES + 1)], None)
+    assert not dialect.positions_at_commit(mysql, payloads, None)  # no compound statements

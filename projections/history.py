@@ -143,9 +143,10 @@ class _Shape(msgspec.Struct):
     server_label: Any = None
 
 
-class _Common(msgspec.Struct, frozen=True):
+class _Common(msgspec.Struct, frozen=True, gc=False):
     """:class:`_Shape` when every field is a string or absent (the usual case): exact
-    equality and a hash, so the classification of a shape seen before is looked up."""
+    equality and a hash, so the classification of a shape seen before is looked up.
+    (Strings cannot form cycles: the garbage collector need not track one.)"""
 
     role: str | None = None
     type: str | None = None

@@ -127,6 +127,13 @@ class Projector(Protocol):
     sessions' appends need; see eventstore/backends/mysql.py). Without the attribute
     (or with True), MariaDB appends take their positions first, as before, and hold the
     log's write lock until they commit.
+
+    A projector may also have a method ``replay(conn, events)``, which a catch-up
+    (:func:`~eventstore.registry.catch_up`, so every rebuild) calls instead of
+    ``apply``: the events come in position order, in batches, to tables that hold
+    exactly the log before them and that no append writes meanwhile (appends skip a
+    projection that is behind). It must leave the same rows ``apply`` would; it may
+    write them in bulk.
     """
 
     name: str

@@ -38,7 +38,10 @@ from sqlalchemy import Connection, insert, inspect, select, update
 
 from . import schema
 from .errors import SchemaError
-from .records import Projector
+from .records import Projector, RecordedEvent, Rows
+
+# A projector's ``apply`` (or ``replay``): the events of one batch, in a transaction.
+ApplyFunction = Callable[[Connection, Sequence[RecordedEvent]], None]
 
 LOG = logging.getLogger("convstore.projections")
 
@@ -154,6 +157,7 @@ async def catch_up(
     up the same projection take turns) and saved after it: an interrupted catch-up
     resumes where it stopped. Returns the position the projection is live at.
     """
+    replaying = _Replaying.of(projector)
 
     def batch_tx(conn: Connection) -> int:
         row = _lock_tracking(conn, projector.name)
@@ -161,7 +165,7 @@ async def catch_up(
             return -1
         if row.position == 0:  # from the start: whatever the tables hold goes
             projector.reset(conn)
-        last = replay(conn, [projector], row.position, batch)
+        last = replay(conn, [replaying], row.position, batch)
         if last == row.position:
             return -1  # nothing left but what the locked last step will see
         _save_position(conn, projector.name, last)
@@ -175,7 +179,7 @@ async def catch_up(
         row = _lock_tracking(conn, projector.name)
         if row is None or row.live:
             return -1
-        last = replay(conn, [projector], row.position, None)
+        last = replay(conn, [replaying], row.position, None)
         t = schema.tracking
         conn.execute(
             update(t).where(t.c.projection == projector.name).values(position=last, live=True)
@@ -187,6 +191,38 @@ async def catch_up(
     if last >= 0:
         LOG.info("projection %r is live (caught up to position %d)", projector.name, last)
     return last
+
+
+class _Replaying:
+    """A projector as a catch-up feeds it: its ``replay`` method, if it has one, in
+    place of ``apply`` (see :class:`~eventstore.records.Projector`)."""
+
+    def __init__(self, projector: Projector, replay: ApplyFunction) -> None:
+        self.projector = projector
+        self.name = projector.name
+        self.schema_version = projector.schema_version
+        self.metadata = projector.metadata
+        self._replay = replay
+
+    @classmethod
+    def of(cls, projector: Projector) -> Projector:
+        replay: ApplyFunction | None = getattr(projector, "replay", None)
+        return projector if replay is None else cls(projector, replay)
+
+    def apply(self, conn: Connection, events: Sequence[RecordedEvent]) -> None:
+        self._replay(conn, events)
+
+    def reset(self, conn: Connection) -> None:
+        self.projector.reset(conn)
+
+    def expected_rows(self, stream_id: str, events: Sequence[RecordedEvent]) -> Rows:
+        return self.projector.expected_rows(stream_id, events)
+
+    def live_rows(self, conn: Connection, stream_id: str) -> Rows:
+        return self.projector.live_rows(conn, stream_id)
+
+    def stream_ids(self, conn: Connection) -> set[str]:
+        return self.projector.stream_ids(conn)
 
 
 def _lock_tracking(conn: Connection, name: str) -> TrackingRow | None:

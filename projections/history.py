@@ -143,7 +143,25 @@ class _Shape(msgspec.Struct):
     server_label: Any = None
 
 
+class _Common(msgspec.Struct, frozen=True, gc=False):
+    """:class:`_Shape` when every field is a string or absent (the usual case): exact
+    equality and a hash, so the classification of a shape seen before is looked up.
+    (Strings cannot form cycles: the garbage collector need not track one.)"""
+
+    role: str | None = None
+    type: str | None = None
+    name: str | None = None
+    namespace: str | None = None
+    server_label: str | None = None
+
+
 _shape = msgspec.json.Decoder(_Shape)
+_shapes = msgspec.json.Decoder(list[_Shape])
+_commons = msgspec.json.Decoder(list[_Common])
+# Classifications of common shapes. Few distinct ones occur (the kinds, times the tool
+# names), so a bounded cache holds them; past the bound, shapes are classified anew.
+_classified: dict[_Common, tuple[str, str | None]] = {}
+_CLASSIFIED_MAX = 4096
 
 
 @dataclass(frozen=True, slots=True)
@@ -159,6 +177,12 @@ class ItemKind:
 
 
 _OTHER = ItemKind("other", None)
+Classified = tuple[str, str | None]  # an ItemKind's kind and tool_name
+_OTHER_PAIR: Classified = ("other", None)
+# The item types whose tool name does not come from ``name`` alone.
+_NAMED_BY_TYPE = frozenset(
+    {*_TYPE_NAMED, "mcp_call", "mcp_approval_request", "tool_search_call", "tool_search_output"}
+)
 
 
 def describe(item: bytes) -> ItemKind:
@@ -167,18 +191,55 @@ def describe(item: bytes) -> ItemKind:
         shape = _shape.decode(item)
     except msgspec.ValidationError:  # not a JSON object
         return _OTHER
-    if shape.role == "user":
-        kind = "user"
-    elif shape.role == "assistant":
-        kind = "assistant"
-    elif isinstance(shape.type, str) and shape.type:
-        kind = shape.type
+    kind, tool_name = _classify(shape)
+    return ItemKind(kind, tool_name)
+
+
+def describe_all(items: Sequence[bytes | msgspec.Raw]) -> tuple[list[str], list[str | None]]:
+    """The kinds and tool names of ``items`` (each one's JSON), as :func:`describe`
+    gives them, with one decode of them all instead of one each, and the shapes seen
+    before looked up instead of classified (this runs per item of a replay)."""
+    joined = b"".join((b"[", b",".join(items), b"]"))
+    try:
+        commons = _commons.decode(joined)
+    except msgspec.ValidationError:  # a field that is not a string, or not an object
+        pass
     else:
-        return _OTHER
-    return ItemKind(kind, _tool_name(shape))
+        try:
+            pairs = list(map(_classified.__getitem__, commons))  # in C, per item
+        except KeyError:
+            pairs = list(map(_classify_common, commons))
+        return [pair[0] for pair in pairs], [pair[1] for pair in pairs]
+    try:
+        pairs = list(map(_classify, _shapes.decode(joined)))
+    except msgspec.ValidationError:  # an item that is not a JSON object
+        pairs = [(d.kind, d.tool_name) for d in map(describe, map(bytes, items))]
+    return [pair[0] for pair in pairs], [pair[1] for pair in pairs]
 
 
-def _tool_name(shape: _Shape) -> str | None:
+def _classify_common(shape: _Common) -> Classified:
+    found = _classified.get(shape)
+    if found is None:
+        found = _classify(shape)
+        if len(_classified) < _CLASSIFIED_MAX:
+            _classified[shape] = found
+    return found
+
+
+def _classify(shape: _Shape | _Common) -> Classified:
+    role, kind = shape.role, shape.type
+    if role == "user":
+        kind = "user"
+    elif role == "assistant":
+        kind = "assistant"
+    elif not isinstance(kind, str) or not kind:
+        return _OTHER_PAIR
+    if shape.name is None and not (isinstance(shape.type, str) and shape.type in _NAMED_BY_TYPE):
+        return kind, None  # the usual case, decided without _tool_name's rules
+    return kind, _tool_name(shape)
+
+
+def _tool_name(shape: _Shape | _Common) -> str | None:
     kind, name, namespace, label = shape.type, shape.name, shape.namespace, shape.server_label
     if kind in ("mcp_call", "mcp_approval_request") and label is not None:
         if name and label:
@@ -186,8 +247,8 @@ def _tool_name(shape: _Shape) -> str | None:
         return str(label) if label else (str(name) if name else None)
     if kind in ("tool_search_call", "tool_search_output"):
         return "tool_search"
-    if kind in _TYPE_NAMED:
-        return str(kind)
+    if isinstance(kind, str) and kind in _TYPE_NAMED:  # (a "type" may be any JSON)
+        return kind
     if name is None:
         return None
     text = str(name)

@@ -15,8 +15,9 @@ The same rules as :func:`projections.history.apply`, on three tables:
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
+from itertools import accumulate, chain, repeat
 from operator import itemgetter
 from typing import Any
 
@@ -62,18 +63,19 @@ from eventstore import (
     schema,
 )
 from eventstore.errors import IntegrityError
-from eventstore.prepared import Prepared
+from eventstore.prepared import BulkInsert, Prepared
 from eventstore.records import stored_bytes, to_micros
 from eventstore.schema import MYSQL_TABLE_OPTIONS, Blob, Key, StreamId
 
 from .history import (
+    MAX_ITEMS_PER_EVENT,
     OPEN,
     SEQ_SHIFT,
     BranchInfo,
     HistoryState,
     Segment,
     cleared_segments,
-    describe,
+    describe_all,
     expire_segments,
     fold,
     fork_segments,
@@ -98,6 +100,19 @@ _STORED = (
     "kind",
     "tool_name",
 )
+# The columns a replay writes, user_turn computed in Python (see HistoryProjector.replay):
+# those of an item found in its payload (``item`` is NULL), and those of a copy.
+_LOCATED = (
+    "stream_id",
+    "branch_id",
+    "seq",
+    "item_at",
+    "item_size",
+    "kind",
+    "tool_name",
+    "user_turn",
+)
+_COPIED = ("stream_id", "branch_id", "seq", "item", "kind", "tool_name", "user_turn")
 # The shift from an item's seq to its event's version, as an SQL integer literal
 # (PostgreSQL has bigint >> integer, not bigint >> bigint).
 _SHIFT = literal_column(str(SEQ_SHIFT), Integer)
@@ -224,6 +239,16 @@ class HistoryProjector:
                     t.c.user_turn: case((bindparam("is_user", type_=Integer) == 1, next_turn)),
                 }
             )
+        )
+        # A replay (catch-up) numbers the turns itself: plain rows, no subquery, and
+        # no parameter for the columns that are NULL (each one bound costs).
+        self._insert_located = BulkInsert(t, _LOCATED)
+        self._insert_copied = BulkInsert(t, _COPIED)
+        self._last_turn = Prepared(
+            select(t.c.user_turn)
+            .where(t.c.stream_id == sid, t.c.branch_id == bid, t.c.user_turn.is_not(None))
+            .order_by(t.c.user_turn.desc())
+            .limit(1)
         )
         self._delete_above = Prepared(
             delete(t).where(
@@ -463,7 +488,21 @@ class HistoryProjector:
     # -- the append transaction ----------------------------------------------------
 
     def apply(self, conn: Connection, events: Sequence[RecordedEvent]) -> None:
-        work = _Batch(self, conn)
+        self._apply(_Batch(self, conn), events)
+
+    def replay(self, conn: Connection, events: Sequence[RecordedEvent]) -> None:
+        """:meth:`apply` for a catch-up (``rebuild``), which feeds the log in batches
+        of a thousand events to tables that hold exactly the log before them and that
+        no append writes meanwhile (eventstore/registry.py). The same rows, written in
+        bulk: the turn numbers are counted in Python (one look-up of the last one per
+        branch and batch, again after a removal) instead of by a subquery per row, and
+        the rows go a hundred to a statement (:class:`~eventstore.prepared.BulkInsert`).
+        tests/projections/test_history.py compares a rebuild with the live tables
+        column for column."""
+        self._apply(_Replay(self, conn), events)
+
+    def _apply(self, work: _Batch, events: Sequence[RecordedEvent]) -> None:
+        conn = work.conn
         for recorded in events:
             event = recorded.event
             sid, version = recorded.stream_id, recorded.version
@@ -474,6 +513,7 @@ class HistoryProjector:
                 case _:
                     pass
             work.flush()  # a removal must see the rows added before it in this batch
+            work.forget_turns(sid)  # ... and may remove the last user message of a branch
             match event:
                 case ItemPopped(seq=seq, branch_id=b):
                     work.pop(sid, b, seq)
@@ -851,7 +891,7 @@ def state_rows(stream_id: str, state: HistoryState) -> Rows:
 _ITEM_LISTS = (b'"items":[', b'"messages":[')
 
 
-def locate_items(payload: bytes, items: Sequence[bytes]) -> list[int] | None:
+def locate_items(payload: bytes, items: Sequence[bytes | msgspec.Raw]) -> list[int] | None:
     """Where each item's exact bytes start in ``payload``, or None if they cannot all
     be found there (then the projection keeps copies).
 
@@ -860,24 +900,29 @@ def locate_items(payload: bytes, items: Sequence[bytes]) -> list[int] | None:
     one separator apart. Each offset is checked byte for byte, so a pointer is
     correct whatever layout the payload has: a read slices exactly the item's bytes.
     """
+    found = _locate(payload, items)
+    return None if found is None else found[0]
+
+
+def _locate(
+    payload: bytes, items: Sequence[bytes | msgspec.Raw]
+) -> tuple[list[int], list[int]] | None:
+    """:func:`locate_items`, with each item's size: the items joined by commas must be
+    the bytes after the list's opening bracket (one comparison, not one per item)."""
     for key in _ITEM_LISTS:
         start = payload.find(key)
         if start >= 0:
             break
     else:
         return None
+    if not items:
+        return [], []
     at = start + len(key)
-    offsets: list[int] = []
-    for index, data in enumerate(items):
-        if index:
-            if payload[at : at + 1] != b",":
-                return None
-            at += 1
-        if not payload.startswith(data, at):
-            return None
-        offsets.append(at)
-        at += len(data)
-    return offsets
+    if not payload.startswith(b",".join(items), at):
+        return None
+    sizes = list(map(len, items))
+    offsets = list(accumulate([size + 1 for size in sizes[:-1]], initial=at))
+    return offsets, sizes
 
 
 class _Batch:
@@ -890,28 +935,23 @@ class _Batch:
         self.infos: dict[tuple[str, str], tuple[BranchInfo, bool]] = {}
 
     def add(
-        self,
-        sid: str,
-        bid: str,
-        version: int,
-        items: Sequence[Any],
-        payload: bytes,
+        self, sid: str, bid: str, version: int, items: Sequence[msgspec.Raw], payload: bytes
     ) -> None:
-        datas = [bytes(raw) for raw in items]
-        offsets = locate_items(payload, datas)
-        for index, data in enumerate(datas):
-            kind = describe(data)
+        kinds, tools = describe_all(items)
+        found = _locate(payload, items)
+        for index, raw in enumerate(items):
+            kind = kinds[index]
             self.rows.append(
                 {
                     "stream_id": sid,
                     "branch_id": bid,
                     "seq": item_seq(version, index),
-                    "item_at": None if offsets is None else offsets[index],
-                    "item_size": None if offsets is None else len(data),
-                    "item": data if offsets is None else None,
-                    "kind": kind.kind,
-                    "tool_name": kind.tool_name,
-                    "is_user": 1 if kind.is_user else 0,
+                    "item_at": None if found is None else found[0][index],
+                    "item_size": None if found is None else found[1][index],
+                    "item": bytes(raw) if found is None else None,
+                    "kind": kind,
+                    "tool_name": tools[index],
+                    "is_user": 1 if kind == "user" else 0,
                 }
             )
 
@@ -919,6 +959,9 @@ class _Batch:
         if self.rows:
             self.p._insert.execute_many(self.conn, self.rows)
             self.rows = []
+
+    def forget_turns(self, sid: str) -> None:
+        """Rows of ``sid`` may be removed next (the insert numbers turns itself)."""
 
     def info(self, sid: str, bid: str) -> BranchInfo:
         cached = self.infos.get((sid, bid))
@@ -1002,3 +1045,63 @@ class _Batch:
             self.p._insert_current.execute(self.conn, {"stream_id": sid, "branch_id": bid})
         else:
             self.p._set_current.execute(self.conn, {"sid": sid, "cur": bid})
+
+
+class _Replay(_Batch):
+    """The work of one ``replay`` call: rows inserted in bulk, turns numbered here."""
+
+    def __init__(self, projector: HistoryProjector, conn: Connection) -> None:
+        super().__init__(projector, conn)
+        # The values of the rows to insert, row after row, in _LOCATED's (or _COPIED's) order.
+        self.located: list[Any] = []
+        self.copied: list[Any] = []
+        self.turns: dict[tuple[str, str], int] = {}  # the last user turn of a branch
+
+    def add(
+        self, sid: str, bid: str, version: int, items: Sequence[msgspec.Raw], payload: bytes
+    ) -> None:
+        kinds, tools = describe_all(items)
+        first = item_seq(version, 0)
+        seqs: Iterable[int] = (
+            range(first, first + len(items))
+            if len(items) <= MAX_ITEMS_PER_EVENT
+            else [item_seq(version, index) for index in range(len(items))]
+        )
+        turns: Iterable[int | None] = repeat(None)
+        if "user" in kinds:
+            turn = self.last_turn(sid, bid)
+            numbered: list[int | None] = []
+            for kind in kinds:
+                if kind == "user":
+                    turn += 1
+                    numbered.append(turn)
+                else:
+                    numbered.append(None)
+            self.turns[(sid, bid)] = turn
+            turns = numbered
+        found = _locate(payload, items)
+        if found is None:  # copies, as apply keeps them
+            rows = zip(repeat(sid), repeat(bid), seqs, map(bytes, items), kinds, tools, turns)
+            self.copied.extend(chain.from_iterable(rows))
+        else:
+            rows = zip(repeat(sid), repeat(bid), seqs, found[0], found[1], kinds, tools, turns)
+            self.located.extend(chain.from_iterable(rows))
+
+    def last_turn(self, sid: str, bid: str) -> int:
+        turn = self.turns.get((sid, bid))
+        if turn is None:
+            row = self.p._last_turn.first(self.conn, {"sid": sid, "bid": bid})
+            turn = self.turns[(sid, bid)] = 0 if row is None else int(row[0])
+        return turn
+
+    def flush(self) -> None:
+        if self.located:
+            self.p._insert_located.insert(self.conn, self.located)
+            self.located = []
+        if self.copied:
+            self.p._insert_copied.insert(self.conn, self.copied)
+            self.copied = []
+
+    def forget_turns(self, sid: str) -> None:
+        for key in [key for key in self.turns if key[0] == sid]:
+            del self.turns[key]

@@ -5,11 +5,17 @@ from __future__ import annotations
 from typing import Any
 
 import msgspec
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from sqlalchemy import delete, insert, select, update
+from sqlalchemy import Connection, delete, insert, select, update
 
 from eventstore import (
+    BranchCreated,
+    BranchDeleted,
+    BranchSwitched,
+    Event,
+    EventStore,
     ItemPopped,
     ItemsAdded,
     SessionCleared,
@@ -22,8 +28,11 @@ from projections import HistoryProjector, fold, rebuild, verify
 from projections.history import (
     MAX_EVENT_ITEM_BYTES,
     HistoryState,
+    ItemKind,
     apply,
     batch_seqs,
+    describe,
+    describe_all,
     item_batches,
     item_seq,
 )
@@ -83,14 +92,77 @@ async def test_table_tracks_each_append(backend: Backend) -> None:
     assert seq == item_seq(3, 1)
 
 
+# Items of every kind the history classifies: user turns, tool calls (named by "name",
+# by their type, or by an MCP server), outputs, and JSON that is no SDK item at all.
+ITEMS: list[Any] = [
+    {"role": "user", "content": "hi"},
+    {"role": "assistant", "content": [{"type": "output_text", "text": "hello"}]},
+    {"type": "function_call", "name": "get_weather", "call_id": "c1", "arguments": "{}"},
+    {"type": "function_call_output", "call_id": "c1", "output": "sunny"},
+    {"type": "mcp_call", "server_label": "files", "name": "read"},
+    {"type": "web_search_call", "status": "completed"},
+    {"type": "custom_tool_call", "name": "run", "namespace": "shell"},
+    {"role": "user", "type": {"not": "a string"}, "name": "odd"},
+    {"v": 1},
+    [1, 2],
+    "text",
+]
+
 operations = st.lists(
     st.one_of(
-        st.tuples(st.just("add"), st.lists(st.integers(0, 99), min_size=1, max_size=3)),
+        st.tuples(st.just("add"), st.lists(st.integers(0, len(ITEMS) - 1), min_size=1, max_size=4)),
         st.tuples(st.just("pop"), st.none()),
-        st.tuples(st.just("clear"), st.none()),
+        st.tuples(st.just("clear"), st.booleans()),  # True: every branch
+        st.tuples(st.just("branch"), st.none()),  # fork the current branch at its top
+        st.tuples(st.just("switch"), st.none()),  # back to main
+        st.tuples(st.just("delete"), st.none()),  # the current branch, unless main
     ),
     max_size=25,
 )
+
+
+async def apply_ops(store: EventStore, stream: str, ops: list[tuple[str, Any]]) -> None:
+    """Append the events of ``ops`` to ``stream``, one append each."""
+    current, created = "main", 0
+    for op, arg in ops:
+        events: list[Event] = []
+        if op == "add":
+            events = [added(*(ITEMS[i] for i in arg), branch=current)]
+        elif op == "pop":
+            top = await store.run(lambda c, b=current: HISTORY.read_top(c, stream, b))  # type: ignore[misc]
+            if top is not None:
+                events = [ItemPopped(seq=top[0], branch_id=current)]
+        elif op == "clear":
+            events = [SessionCleared(branch_id=None if arg else current)]
+        elif op == "branch":
+            top = await store.run(lambda c, b=current: HISTORY.read_top(c, stream, b))  # type: ignore[misc]
+            created += 1
+            child = f"b{created}"
+            fork = 0 if top is None else top[0]
+            events = [BranchCreated(child, current, fork), BranchSwitched(child)]
+            current = child
+        elif op == "switch":
+            events, current = [BranchSwitched("main")], "main"
+        elif current != "main":
+            events, current = [BranchDeleted(current)], "main"
+        if events:
+            await store.append(stream, events)
+
+
+async def table_rows(store: EventStore) -> dict[str, list[tuple[Any, ...]]]:
+    """Every row of the history tables, every column as stored, in key order."""
+
+    def read(conn: Connection) -> dict[str, list[tuple[Any, ...]]]:
+        found = {}
+        for table in (HISTORY.items, HISTORY.branches, HISTORY.current):
+            rows = conn.execute(select(table).order_by(*table.primary_key.columns)).all()
+            found[table.name] = [
+                tuple(bytes(v) if isinstance(v, bytes | memoryview) else v for v in row)
+                for row in rows
+            ]
+        return found
+
+    return await store.run(read)
 
 
 @settings(
@@ -100,25 +172,90 @@ operations = st.lists(
 async def test_live_table_equals_fold_and_rebuild(
     backend: Backend, ops: list[tuple[str, Any]]
 ) -> None:
-    """Guarantee 5: live table == fold of the log == rebuild from the log."""
+    """Guarantee 5: live table == fold of the log == rebuild from the log, column for
+    column (a rebuild writes its rows by another path than the append: ``replay``)."""
     store = backend.store(projectors=(HISTORY,))
     stream = f"s{id(ops)}"
-    for op, arg in ops:
-        if op == "add":
-            await store.append(stream, [added(*({"v": v} for v in arg))])
-        elif op == "pop":
-            top = await store.run(lambda c: HISTORY.read_top(c, stream, "main"))
-            if top is not None:
-                await store.append(stream, [ItemPopped(seq=top[0])])
-        else:
-            await store.append(stream, [SessionCleared()])
+    await apply_ops(store, stream, ops)
     live = await store.run(lambda c: HISTORY.read_items(c, stream, "main", None))
     folded = fold(await store.read_stream(stream)) if ops else HistoryState()
     assert live == folded.items()
     report = await verify(store)
     assert report.ok, [str(d) for d in report.differences]
+    rows = await table_rows(store)
     await rebuild(store)
+    assert await table_rows(store) == rows
     assert await store.run(lambda c: HISTORY.read_items(c, stream, "main", None)) == live
+
+
+async def test_replay_writes_the_rows_the_appends_wrote(
+    backend: Backend, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A rebuild goes through ``HistoryProjector.replay`` (bulk rows, turns numbered in
+    Python); it must leave every row the appends left, column for column, also when
+    the log comes in small batches (each one looks up the last turn of its branches)."""
+    store = backend.store(projectors=(HISTORY,))
+    ops: list[tuple[str, Any]] = [
+        ("add", [0, 1, 2, 3, 0, 4, 5]),
+        ("add", list(range(len(ITEMS)))),
+        ("pop", None),
+        ("add", [0, 2, 3]),
+        ("branch", None),
+        ("add", [0, 1, 0]),
+        ("pop", None),
+        ("pop", None),
+        ("add", [0, 6, 7, 0]),
+        ("switch", None),
+        ("pop", None),
+        ("add", [0] * 130 + [1, 2, 3] * 40),  # more than a hundred rows at once
+        ("clear", False),
+        ("add", [1, 0, 0]),
+        ("branch", None),
+        ("add", [0, 3]),
+        ("delete", None),
+        ("add", [8, 9, 10, 0]),
+        ("clear", True),
+        ("add", [0, 1, 2, 3]),
+    ]
+    await apply_ops(store, "s", ops)
+    await apply_ops(store, "t", ops[:6])
+    live = await table_rows(store)
+    assert any(row[-1] is not None and row[-1] > 1 for row in live["convstore_items"])
+
+    replayed: list[int] = []
+    original = HistoryProjector.replay
+
+    def spy(self: HistoryProjector, conn: Connection, events: Any) -> None:
+        replayed.append(len(events))
+        original(self, conn, events)
+
+    monkeypatch.setattr(HistoryProjector, "replay", spy)
+    await rebuild(store)
+    assert replayed, "rebuild did not go through HistoryProjector.replay"
+    assert await table_rows(store) == live
+
+    events = await store.read_all()
+    for size in (1, 2, 5):
+
+        def replay_in_slices(conn: Connection, size: int = size) -> None:
+            HISTORY.reset(conn)
+            for at in range(0, len(events), size):
+                HISTORY.replay(conn, events[at : at + size])
+
+        await store.run(replay_in_slices, write=True)
+        assert await table_rows(store) == live, f"replayed {size} event(s) at a time"
+    assert (await verify(store)).ok
+
+
+def test_describe_all_classifies_as_describe_does() -> None:
+    datas = [msgspec.json.encode(item) for item in ITEMS]
+    expected = [describe(d) for d in datas]
+    assert describe(datas[7]) == ItemKind("user", "odd")  # a "type" that is no string
+    for chosen in ([0, 1, 2, 3], list(range(len(ITEMS))), [4, 4, 8], [9], []):
+        kinds, tools = describe_all([msgspec.Raw(datas[i]) for i in chosen])
+        assert list(zip(kinds, tools, strict=True)) == [
+            (expected[i].kind, expected[i].tool_name) for i in chosen
+        ]
 
 
 async def test_verify_reports_every_difference(backend: Backend) -> None:

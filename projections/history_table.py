@@ -509,11 +509,22 @@ class HistoryProjector:
         where: list[Any] = [t.c.stream_id == stream_id, t.c.branch_id == branch_id]
         if lo is not None:
             where += [t.c.seq > lo, t.c.seq <= hi]
-        first, last = self._window(where, limit=limit)
-        if limit is not None:
-            # Found once (the newest ``limit`` keys' lowest), used four times.
-            bound = select(first.label("seq")).cte("window_start")
-            first = select(bound.c.seq).scalar_subquery()
+        if limit is None:
+            first, last = self._window(where)
+            total: Any = select(func.count()).where(*where).scalar_subquery()
+        else:
+            # One pass over the newest ``limit`` keys gives the window's ends and how
+            # many items it holds (each used up to four times below).
+            newest = select(t.c.seq).where(*where).order_by(t.c.seq.desc()).limit(limit)
+            window = newest.subquery("newest")
+            bounds = select(
+                func.min(window.c.seq).label("first"),
+                func.max(window.c.seq).label("last"),
+                func.count().label("shown"),
+            ).cte("window_bounds")
+            first = select(bounds.c.first).scalar_subquery()
+            last = select(bounds.c.last).scalar_subquery()
+            total = select(bounds.c.shown).scalar_subquery()
             where.append(t.c.seq >= first)
         at, end = t.c.item_at, t.c.item_at + t.c.item_size
 
@@ -575,10 +586,10 @@ class HistoryProjector:
                 _null(BigInteger),
                 _null(Integer),
                 _null(Integer),
-                count,
+                total,
                 _null(Integer),
                 _null(Blob),
-            ).where(*where)
+            )
         )
         # The payload, unless every item of the event is a copy: by the event's
         # primary key, which every planner takes (by (stream_id, version), PostgreSQL

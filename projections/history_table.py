@@ -88,7 +88,7 @@ IdOrParam = str | BindParameter[Any]
 MARKER_ROW = -1  # the branch's segments
 PAYLOAD_ROW = -2  # an event's payload, which items point into
 # Rows of an array read (:meth:`HistoryProjector.array_read`) that are not items.
-SPAN_ROW = -2  # the items one event shows: where they lie in its payload, and it
+SPAN_ROW = -2  # the items one event shows: where they lie in its payload, and the payload
 COUNT_ROW = -3  # how many items the read shows
 # Where the array read's plan is two index ranges and a probe per event. PostgreSQL
 # (no statistics yet) joined each event to every item of the branch and filtered
@@ -501,9 +501,10 @@ class HistoryProjector:
         event is missing from the log is noticed, not left out; ``marker`` adds
         the branch's segments, as in :meth:`_fast_query`.
 
-        Columns: ``seq, version, item_at, item_end, items, whole, data``. The spans
+        Columns: ``seq, version, item_at, item_end, shown, whole, data``. The spans
         are one pass over the window's events, each joined to its items by a range
-        of the primary key: no sort, and with ``limit`` two index ranges, as before.
+        of the primary key: no sort; with ``limit``, the newest keys are read once
+        (``window_bounds``), so the cost does not grow with the history.
         """
         t, e = self.items, schema.events
         where: list[Any] = [t.c.stream_id == stream_id, t.c.branch_id == branch_id]
@@ -1054,13 +1055,17 @@ def item_arrays(rows: Sequence[Any]) -> tuple[bytes | None, list[tuple[Any, int]
                 arrays.append((b"".join((b"[", view[at:end], b"]")), count))
             continue
         found = sorted(loose.get(version, ()), key=_first)
-        datas = [_sliced(copy, data, at, end) for _, _, at, end, _, _, copy in found]
-        if len(datas) != count or None in datas:
+        datas = [
+            item
+            for _, _, at, end, _, _, copy in found
+            if (item := _sliced(copy, data, at, end)) is not None
+        ]
+        if len(datas) != count:
             raise IntegrityError(
                 f"the event at version {version} that items of the history point into "
                 "is gone from the log (convstore DB audit tells more)"
             )
-        arrays.append((b"".join((b"[", b",".join(datas), b"]")), count))  # type: ignore[arg-type]
+        arrays.append((b"".join((b"[", b",".join(datas), b"]")), count))
     if shown != total:
         raise IntegrityError(
             f"the history shows {total} items here but the log holds the events of only "

@@ -3,7 +3,15 @@
 import logging as _logging
 
 from .audit import AuditReport, Checkpoint, Finding, StreamCheck, audit
-from .codec import decode_event, decode_item, decode_items, encode_event, encode_item, encode_items
+from .codec import (
+    decode_arrays,
+    decode_event,
+    decode_item,
+    decode_items,
+    encode_event,
+    encode_item,
+    encode_items,
+)
 from .errors import (
     ArgumentTypeError,
     BranchError,
@@ -119,6 +127,7 @@ __all__ = [
     "UsageRecorded",
     "WrongKeyError",
     "audit",
+    "decode_arrays",
     "decode_event",
     "decode_item",
     "decode_items",

@@ -38,6 +38,7 @@ from eventstore import (
     SessionCleared,
     SessionStarted,
     StoreClosedError,
+    decode_arrays,
     decode_item,
     decode_items,
     encode_items,
@@ -172,11 +173,11 @@ class StoreSession:
             return decode_items(found)
         if n == 0:
             return []
-        rows = await self._store.run(
-            lambda conn: HISTORY.read_items(conn, self.session_id, branch_id, n),
+        arrays = await self._store.run(
+            lambda conn: HISTORY.read_arrays(conn, self.session_id, branch_id, n),
             quick=n is not None and n <= _QUICK_READ,
         )
-        return decode_items(rows)
+        return decode_arrays(arrays)
 
     async def add_items(self, items: list[Any], *, wrapper: Any = None) -> None:
         """Append ``items`` in order. Concurrent callers never lose or duplicate one."""

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
 from sqlalchemy import Connection, text
 
 from eventstore import ItemsAdded, encode_items
@@ -78,3 +79,40 @@ async def test_newest_items_read_is_an_ordered_index_range(backend: Backend) -> 
             assert "primary" in lowered, plan
     newest = await store.run(lambda c: HISTORY.read_items(c, "s", "main", 20))
     assert len(newest) == 20
+
+
+async def test_array_reads_are_index_ranges_without_a_sort(backend: Backend) -> None:
+    """The reads get_items uses on SQLite (one row per event, array_read): the
+    window's events by the (stream_id, version) index, each joined to its items by a
+    range of the primary key; no sort, no scan of a table. With a limit, the newest
+    rows straight off the end of the key, as above."""
+    if not backend.name.startswith("sqlite"):
+        pytest.skip("the array read is SQLite's (projections/history_table.py _ARRAY_DIALECTS)")
+    store = backend.store(projectors=(HISTORY,))
+    for n in range(50):
+        await store.append("s", [ItemsAdded(items=encode_items([{"n": n}, {"m": n}]))])
+    await store.append("other", [ItemsAdded(items=encode_items([{"n": -1}]))])
+
+    def plans(conn: Connection) -> dict[str, str]:
+        queries = {
+            "newest 20": HISTORY.array_read("s", "main", limit=20, marker=True),
+            "all": HISTORY.array_read("s", "main", marker=True),
+            "segment, newest 20": HISTORY.array_read("s", "main", 1 << 20, 40 << 20, limit=20),
+            "segment": HISTORY.array_read("s", "main", 1 << 20, 40 << 20),
+        }
+        found = {}
+        for name, query in queries.items():
+            sql = str(query.compile(conn, compile_kwargs={"literal_binds": True}))
+            found[name] = explain(conn, store.dialect_name, sql)
+        return found
+
+    for name, plan in (await store.run(plans)).items():
+        lowered = plan.lower().replace(" using", "|")
+        assert "temp b-tree" not in lowered, (name, plan)
+        for table in ("convstore_items", "convstore_events", "spanned"):
+            assert f"scan {table}" not in lowered, (name, plan)
+        # The window's events through the (stream_id, version) index, a range of it.
+        assert "spanned| index" in lowered, (name, plan)
+        assert "version>? and version<?" in lowered, (name, plan)
+    newest = await store.run(lambda c: HISTORY.read_arrays(c, "s", "main", 20))
+    assert sum(count for _, count in newest) == 20

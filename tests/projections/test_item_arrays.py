@@ -1,0 +1,174 @@
+"""Reads as JSON arrays (HistoryProjector.read_arrays, what get_items uses): the items
+of one event come as one range of its payload when they are consecutive there, else
+one by one; either way exactly the stored bytes, checked here byte for byte against
+the fold of the log (projections.history.fold), for every branch and limit."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgspec
+import pytest
+from sqlalchemy import delete, insert, update
+
+from eventstore import (
+    BranchCreated,
+    EventStore,
+    IntegrityError,
+    ItemPopped,
+    ItemsAdded,
+    decode_arrays,
+    decode_items,
+    encode_items,
+    schema,
+)
+from projections import HistoryProjector, fold, rebuild
+from projections.history import item_seq
+
+from ..conftest import Backend
+
+HISTORY = HistoryProjector()
+# Items whose bytes hold the separators a slice could be cut at, and values that
+# decode equal from other bytes (1 and 1.0): a wrong range shows in the bytes.
+ITEMS = [
+    {"role": "user", "content": "a,b],[c"},
+    [1, [2, [3]], "]"],
+    "x,y",
+    1.0,
+    {"é": "\u2028", "n": None},
+    {"k": [{}, []]},
+]
+
+
+def added(items: list[Any], branch: str = "main") -> ItemsAdded:
+    return ItemsAdded(items=encode_items(items), branch_id=branch)
+
+
+def raw(arrays: list[tuple[Any, int]]) -> list[bytes]:
+    """The elements of the arrays as bytes, exactly as they lie in them."""
+    out: list[bytes] = []
+    for data, count in arrays:
+        elements = msgspec.json.decode(data, type=list[msgspec.Raw])
+        assert len(elements) == count
+        out += [bytes(element) for element in elements]
+    return out
+
+
+async def assert_reads_match_the_log(store: EventStore, sid: str, branches: list[str]) -> None:
+    """Every branch, every limit: the arrays hold exactly the bytes the fold of the
+    log shows, and decode to what the per-item read decodes to."""
+    state = fold(await store.read_stream(sid))
+    for branch in branches:
+        expected = [bytes(item) for item in state.items(branch)]
+        for limit in [None, *range(len(expected) + 2)]:
+            arrays = await store.run(lambda c, b=branch, n=limit: HISTORY.read_arrays(c, sid, b, n))
+            items = await store.run(lambda c, b=branch, n=limit: HISTORY.read_items(c, sid, b, n))
+            shown = len(expected) if limit is None else min(limit, len(expected))
+            want = expected[len(expected) - shown :]
+            assert raw(arrays) == want, (branch, limit)
+            assert decode_arrays(arrays) == decode_items(items), (branch, limit)
+
+
+async def test_consecutive_items_are_read_as_ranges_of_their_payload(backend: Backend) -> None:
+    store = backend.store(projectors=(HISTORY,))
+    await store.append("s", [added(ITEMS[:3]), added(ITEMS[3:]), added(["only"])])
+    if backend.name.startswith("sqlite"):  # (elsewhere: the per-item read, joined)
+        # One array per event; the first event whole is a view of its payload.
+        arrays = await store.run(lambda c: HISTORY.read_arrays(c, "s", "main", None))
+        assert [count for _, count in arrays] == [3, 3, 1]
+        assert isinstance(arrays[0][0], memoryview)
+    await store.append("s", [ItemPopped(seq=item_seq(3, 0))])  # an event emptied
+    await store.append("s", [ItemPopped(seq=item_seq(2, 2))])  # a list's tail cut
+    await assert_reads_match_the_log(store, "s", ["main"])
+
+
+async def test_copied_and_pointed_items_mixed_in_one_read(backend: Backend) -> None:
+    """Items of a payload in another layout are copies; one event's items may even be
+    partly copies (written so here): a read of both kinds, in any window, returns
+    each item's stored bytes in order."""
+    store = backend.store(projectors=(HISTORY,))
+    await store.append("m", [added(ITEMS[:2]), added(ITEMS[2:])])
+    spaced = b'{"type": "ItemsAdded", "messages": [{"n": 2}, "a, b", [3 ]]}'
+
+    def write_legacy(conn: Any) -> None:
+        conn.execute(
+            insert(schema.events).values(
+                position=1 << 40,
+                stream_id="m",
+                version=3,
+                event_id="00000000-0000-0000-0000-000000000003",
+                event_type="ItemsAdded",
+                schema_version=1,
+                payload=spaced,
+                recorded_at=0,
+                hash="0" * 64,
+            )
+        )
+
+    await store.run(write_legacy, write=True)
+    await rebuild(store)
+    t = HISTORY.items
+
+    def copy_one(conn: Any) -> None:
+        # The middle item of version 2 (1.0) as a copy whose bytes differ from the
+        # payload's, so a read that took the payload's range instead would show.
+        conn.execute(
+            update(t)
+            .where(t.c.stream_id == "m", t.c.seq == item_seq(2, 1))
+            .values(item=b"1.00", item_at=None, item_size=None)
+        )
+
+    await store.run(copy_one, write=True)
+    stored = [bytes(i) for i in encode_items(ITEMS)]
+    stored[3] = b"1.00"
+    stored += [b'{"n":2}', b'"a, b"', b"[3]"]  # the legacy items, as the projection copied them
+    for limit in [None, *range(len(stored) + 1)]:
+        arrays = await store.run(lambda c, n=limit: HISTORY.read_arrays(c, "m", "main", n))
+        items = await store.run(lambda c, n=limit: HISTORY.read_items(c, "m", "main", n))
+        shown = len(stored) if limit is None else limit
+        assert raw(arrays) == stored[len(stored) - shown :] == items, limit
+    assert decode_arrays(arrays) == [*ITEMS, {"n": 2}, "a, b", [3]]
+
+
+async def test_items_not_consecutive_in_their_payload_are_read_one_by_one(
+    backend: Backend,
+) -> None:
+    """A row missing between two others of one event (the projection never does this
+    itself: a pop takes the newest) must not bring the missing item back."""
+    store = backend.store(projectors=(HISTORY,))
+    await store.append("s", [added(ITEMS)])
+    t = HISTORY.items
+    await store.run(
+        lambda c: c.execute(delete(t).where(t.c.stream_id == "s", t.c.seq == item_seq(1, 2))),
+        write=True,
+    )
+    want = encode_items([*ITEMS[:2], *ITEMS[3:]])
+    for limit in (None, 5, 4):
+        arrays = await store.run(lambda c, n=limit: HISTORY.read_arrays(c, "s", "main", n))
+        assert raw(arrays) == [bytes(i) for i in want][-(limit or len(want)) :], limit
+
+
+async def test_branches_read_their_segments_as_arrays(backend: Backend) -> None:
+    store = backend.store(projectors=(HISTORY,))
+    await store.append("b", [added(ITEMS[:3]), added(ITEMS[3:])])
+    # A fork inside an event, then pops on both sides of it, then more items.
+    await store.append("b", [BranchCreated("x", "main", fork_seq=item_seq(2, 1))])
+    await store.append("b", [ItemPopped(seq=item_seq(2, 1), branch_id="x")])  # shared
+    await store.append("b", [added(["x1", "x2"], branch="x")])
+    await store.append("b", [ItemPopped(seq=item_seq(2, 2))])  # main's own
+    await store.append("b", [ItemPopped(seq=item_seq(2, 1))])  # pinned by x
+    await store.append("b", [added(["m1"])])
+    await store.append("b", [BranchCreated("y", "x", fork_seq=item_seq(5, 0))])
+    await assert_reads_match_the_log(store, "b", ["main", "x", "y"])
+
+
+@pytest.mark.parametrize("limit", [None, 2])
+async def test_an_item_whose_event_is_gone_is_an_error(backend: Backend, limit: int | None) -> None:
+    store = backend.store(projectors=(HISTORY,))
+    await store.append("s", [added(ITEMS[:3]), added(ITEMS[3:])])
+    e = schema.events
+    await store.run(
+        lambda c: c.execute(delete(e).where(e.c.stream_id == "s", e.c.version == 2)), write=True
+    )
+    with pytest.raises(IntegrityError):
+        await store.run(lambda c: HISTORY.read_arrays(c, "s", "main", limit))

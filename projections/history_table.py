@@ -744,17 +744,20 @@ class HistoryProjector:
     ) -> list[tuple[int, bytes]]:
         """``(seq, item)`` of the newest ``limit`` items a branch shows (all if None),
         oldest first. One statement when the branch has no segments."""
-        key = {"sid": stream_id, "bid": branch_id}
-        rows = (
-            self._fast_all.all(conn, key)
-            if limit is None
-            else self._fast_newest.all(conn, {**key, "n": limit})
-        )
-        marker, found = resolve(rows)
+        marker, found = resolve(self._fast_rows(conn, stream_id, branch_id, limit))
         if marker is None:
             return [(seq, item) for seq, item, *_ in found]
         segments = _decode_segments(marker) or ()
         return self._read_segments(conn, stream_id, segments, limit)
+
+    def _fast_rows(
+        self, conn: Connection, stream_id: str, branch_id: str, limit: int | None
+    ) -> list[Any]:
+        """The rows of :meth:`_fast_query` for the newest ``limit`` items (all if None)."""
+        key = {"sid": stream_id, "bid": branch_id}
+        if limit is None:
+            return self._fast_all.all(conn, key)
+        return self._fast_newest.all(conn, {**key, "n": limit})
 
     def _read_segments(
         self, conn: Connection, stream_id: str, segments: Sequence[Segment], limit: int | None
@@ -779,8 +782,13 @@ class HistoryProjector:
     def read_items(
         self, conn: Connection, stream_id: str, branch_id: str, limit: int | None
     ) -> list[bytes]:
-        """The newest ``limit`` items a branch shows (all if None), oldest first."""
-        return [item for _, item in self.read_entries(conn, stream_id, branch_id, limit)]
+        """The newest ``limit`` items a branch shows (all if None), oldest first.
+        (:meth:`read_entries` without the ``seq`` of each item.)"""
+        marker, items = resolve_items(self._fast_rows(conn, stream_id, branch_id, limit))
+        if marker is None:
+            return items
+        segments = _decode_segments(marker) or ()
+        return [item for _, item in self._read_segments(conn, stream_id, segments, limit)]
 
     def read_arrays(
         self, conn: Connection, stream_id: str, branch_id: str, limit: int | None
@@ -1017,12 +1025,12 @@ def _sliced(
     return payload[at:end]
 
 
-def resolve(rows: Sequence[Any]) -> tuple[bytes | None, list[tuple[Any, ...]]]:
-    """The rows of a read built by :meth:`HistoryProjector.with_payloads`: the marker's
-    segments (or None), and ``(seq, item)`` per item in ``seq`` order, each item
-    sliced out of the payload of the event at version ``seq >> SEQ_SHIFT``; a
-    ``full`` read adds ``kind, tool_name, user_turn, recorded_at``. (Comprehensions,
-    not one loop: this runs per item of a whole-history read.)"""
+def _sorted_rows(
+    rows: Sequence[Any],
+) -> tuple[bytes | None, list[Any], dict[int, tuple[bytes, Any]], bool]:
+    """The parts of a read built by :meth:`HistoryProjector.with_payloads`: the
+    marker's segments (or None), the item rows in ``seq`` order, the payloads by
+    version (with ``recorded_at`` in a ``full`` read), and whether it is ``full``."""
     found = [row for row in rows if row[0] >= 0]
     found.sort(key=_first)
     full = bool(found) and len(found[0]) > 4
@@ -1032,6 +1040,23 @@ def resolve(rows: Sequence[Any]) -> tuple[bytes | None, list[tuple[Any, ...]]]:
         if row[0] == PAYLOAD_ROW
     }
     marker = next((row[3] for row in rows if row[0] == MARKER_ROW), None)
+    return marker, found, events, full
+
+
+def _missing_event(version: KeyError) -> IntegrityError:
+    return IntegrityError(
+        f"the event at version {version} that an item of the history points into "
+        "is gone from the log (convstore DB audit tells more)"
+    )
+
+
+def resolve(rows: Sequence[Any]) -> tuple[bytes | None, list[tuple[Any, ...]]]:
+    """The rows of a read built by :meth:`HistoryProjector.with_payloads`: the marker's
+    segments (or None), and ``(seq, item)`` per item in ``seq`` order, each item
+    sliced out of the payload of the event at version ``seq >> SEQ_SHIFT``; a
+    ``full`` read adds ``kind, tool_name, user_turn, recorded_at``. (Comprehensions,
+    not one loop: this runs per item of a whole-history read.)"""
+    marker, found, events, full = _sorted_rows(rows)
     try:
         if full:
             return marker, [
@@ -1053,10 +1078,21 @@ def resolve(rows: Sequence[Any]) -> tuple[bytes | None, list[tuple[Any, ...]]]:
             for seq, at, size, copy in found
         ]
     except KeyError as missing:
-        raise IntegrityError(
-            f"the event at version {missing} that an item of the history points into "
-            "is gone from the log (convstore DB audit tells more)"
-        ) from None
+        raise _missing_event(missing) from None
+
+
+def resolve_items(rows: Sequence[Any]) -> tuple[bytes | None, list[bytes]]:
+    """:func:`resolve` of a read that is not ``full``, without the ``seq`` of each
+    item: the marker's segments (or None) and the items in ``seq`` order (a
+    100,000-item read builds no pair per item)."""
+    marker, found, events, _ = _sorted_rows(rows)
+    try:
+        return marker, [
+            bytes(copy) if copy is not None else events[seq >> SEQ_SHIFT][0][at : at + size]
+            for seq, at, size, copy in found
+        ]
+    except KeyError as missing:
+        raise _missing_event(missing) from None
 
 
 def item_arrays(rows: Sequence[Any]) -> tuple[bytes | None, list[tuple[Any, int]]]:

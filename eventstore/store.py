@@ -1015,7 +1015,7 @@ class EventStore:
             not confirm
             and self._dialect.positions_at_commit(
                 conn,
-                [enc.payload for enc in to_write],
+                (enc.payload for enc in to_write),  # (only MariaDB's hook reads them)
                 None if isinstance(self._size_limit, _Unasked) else self._size_limit,
             )
             and not any(getattr(p, "reads_positions", True) for p in self._live)

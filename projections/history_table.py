@@ -420,12 +420,7 @@ class HistoryProjector:
         # read every event of the session).
         payloads = (
             select(*columns)
-            .where(
-                e.c.stream_id == stream_id,
-                e.c.version >= first.op(">>")(_SHIFT),
-                e.c.version <= last.op(">>")(_SHIFT),
-                e.c.event_type == "ItemsAdded",
-            )
+            .where(*_window_events(e, stream_id, first, last))
             .order_by(e.c.version)
             .subquery("payloads")
         )
@@ -573,12 +568,7 @@ class HistoryProjector:
                 case((whole, 1), else_=0).label("whole"),
             )
             .select_from(ev.join(t, and_(*of_event(ev.c.version))))
-            .where(
-                ev.c.stream_id == stream_id,
-                ev.c.version >= first.op(">>")(_SHIFT),
-                ev.c.version <= last.op(">>")(_SHIFT),
-                ev.c.event_type == "ItemsAdded",
-            )
+            .where(*_window_events(ev, stream_id, first, last))
             .group_by(ev.c.version)
             .cte("spans")
         )
@@ -799,7 +789,7 @@ class HistoryProjector:
         (:meth:`array_read`) on SQLite; elsewhere the per-item read, joined."""
         if conn.dialect.name not in _ARRAY_DIALECTS:
             items = self.read_items(conn, stream_id, branch_id, limit)
-            return [(b"[" + b",".join(items) + b"]", len(items))] if items else []
+            return _one_array(items)
         key: dict[str, Any] = {"sid": stream_id, "bid": branch_id}
         rows = (
             self._arrays_all.all(conn, key)
@@ -820,7 +810,7 @@ class HistoryProjector:
         # segment's newest ``limit`` took 19 ms on a 100,000-item segment (SQLite
         # scanned the segment's keys), the per-item read 0.1 ms.
         items = [item for _, item in self._read_segments(conn, stream_id, segments, limit)]
-        return [(b"[" + b",".join(items) + b"]", len(items))] if items else []
+        return _one_array(items)
 
     def read_top(
         self, conn: Connection, stream_id: str, branch_id: str
@@ -1017,6 +1007,24 @@ def _sliced(
     if payload is None or at is None or end is None:
         return None
     return payload[at:end]
+
+
+def _window_events(e: Any, stream_id: IdOrParam, first: Any, last: Any) -> list[Any]:
+    """The ItemsAdded events of ``e`` (the events table or an alias of it) that the
+    items from seq ``first`` to ``last`` of a stream point into: a range of its
+    ``(stream_id, version)`` index (an item's version is its seq shifted right)."""
+    return [
+        e.c.stream_id == stream_id,
+        e.c.version >= first.op(">>")(_SHIFT),
+        e.c.version <= last.op(">>")(_SHIFT),
+        e.c.event_type == "ItemsAdded",
+    ]
+
+
+def _one_array(items: list[bytes]) -> list[tuple[Any, int]]:
+    """Items read one by one as :meth:`HistoryProjector.read_arrays` returns them: one
+    JSON array of all of them (none if there are none)."""
+    return [(b"[" + b",".join(items) + b"]", len(items))] if items else []
 
 
 def _sorted_rows(

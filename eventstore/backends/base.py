@@ -16,7 +16,7 @@ from __future__ import annotations
 import abc
 import asyncio
 import logging
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass
 from typing import Any, ClassVar, Protocol, TypeVar
@@ -108,7 +108,7 @@ class Dialect(abc.ABC):
         return reserved
 
     def positions_at_commit(
-        self, conn: Connection, payloads: Sequence[bytes], statement_limit: int | None
+        self, conn: Connection, payloads: Iterable[bytes], statement_limit: int | None
     ) -> bool:
         """Whether an append of events with these ``payloads`` should write its
         events and take their positions in one last statement that also commits

@@ -25,7 +25,7 @@ event) or a projection that reads positions takes its positions first, as MySQL 
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any, ClassVar
 
@@ -161,7 +161,7 @@ class MySQLDialect(Dialect):
             _NEXT_READ_COMMITTED.execute(conn)  # for the transaction about to start
 
     def positions_at_commit(
-        self, conn: Connection, payloads: Sequence[bytes], statement_limit: int | None
+        self, conn: Connection, payloads: Iterable[bytes], statement_limit: int | None
     ) -> bool:
         if not getattr(conn.dialect, "is_mariadb", False):
             return False

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import msgspec
 import pytest
-from sqlalchemy import Connection, insert
+from sqlalchemy import Connection
 
-from eventstore import DecodeError, ItemsAdded, decode_event, decode_item, schema
+from eventstore import DecodeError, ItemsAdded, decode_event, decode_item
 from eventstore.chain import GENESIS
 
 from ..conftest import Backend
+from .raw_events import insert_items_added
 
 # What the first release wrote for an ItemsAdded: its items were called "messages".
 REVISION_1 = msgspec.json.encode(
@@ -18,18 +19,8 @@ REVISION_1 = msgspec.json.encode(
 
 
 def _insert_revision_1(conn: Connection) -> None:
-    conn.execute(
-        insert(schema.events).values(
-            position=1,
-            stream_id="old",
-            version=1,
-            event_id="00000000-0000-0000-0000-000000000001",
-            event_type="ItemsAdded",
-            schema_version=1,
-            payload=REVISION_1,
-            recorded_at=0,
-            hash=GENESIS,
-        )
+    insert_items_added(
+        conn, stream_id="old", version=1, position=1, payload=REVISION_1, hash=GENESIS
     )
 
 

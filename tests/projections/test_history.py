@@ -22,7 +22,6 @@ from eventstore import (
     SessionStarted,
     decode_item,
     encode_items,
-    schema,
 )
 from projections import HistoryProjector, fold, rebuild, verify
 from projections.history import (
@@ -39,6 +38,7 @@ from projections.history import (
 from projections.history_table import locate_items
 
 from ..conftest import Backend
+from ..eventstore.raw_events import insert_items_added
 
 HISTORY = HistoryProjector()
 
@@ -346,22 +346,11 @@ async def test_an_item_not_found_in_its_payload_is_copied(backend: Backend) -> N
     verified and rebuilt like any other."""
     store = backend.store(projectors=(HISTORY,))
     await store.append("s", [added({"n": 1})])
-    e = schema.events
     spaced = b'{"type": "ItemsAdded", "messages": [{"n": 2}, {"n": 3}]}'
 
     def write_legacy(conn: Any) -> None:
-        conn.execute(
-            insert(e).values(
-                position=1 << 40,
-                stream_id="legacy",
-                version=1,
-                event_id="00000000-0000-0000-0000-000000000001",
-                event_type="ItemsAdded",
-                schema_version=1,
-                payload=spaced,
-                recorded_at=0,
-                hash="0" * 64,
-            )
+        insert_items_added(
+            conn, stream_id="legacy", version=1, position=1 << 40, payload=spaced, hash="0" * 64
         )
 
     await store.run(write_legacy, write=True)

@@ -9,7 +9,7 @@ from typing import Any
 
 import msgspec
 import pytest
-from sqlalchemy import delete, insert, update
+from sqlalchemy import delete, update
 
 from eventstore import (
     BranchCreated,
@@ -26,6 +26,7 @@ from projections import HistoryProjector, fold, rebuild
 from projections.history import item_seq
 
 from ..conftest import Backend
+from ..eventstore.raw_events import insert_items_added
 
 HISTORY = HistoryProjector()
 # Items whose bytes hold the separators a slice could be cut at, and values that
@@ -91,18 +92,8 @@ async def test_copied_and_pointed_items_mixed_in_one_read(backend: Backend) -> N
     spaced = b'{"type": "ItemsAdded", "messages": [{"n": 2}, "a, b", [3 ]]}'
 
     def write_legacy(conn: Any) -> None:
-        conn.execute(
-            insert(schema.events).values(
-                position=1 << 40,
-                stream_id="m",
-                version=3,
-                event_id="00000000-0000-0000-0000-000000000003",
-                event_type="ItemsAdded",
-                schema_version=1,
-                payload=spaced,
-                recorded_at=0,
-                hash="0" * 64,
-            )
+        insert_items_added(
+            conn, stream_id="m", version=3, position=1 << 40, payload=spaced, hash="0" * 64
         )
 
     await store.run(write_legacy, write=True)

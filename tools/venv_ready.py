@@ -60,7 +60,7 @@ def requirement_problems(project: dict[str, Any], extras: Iterable[str]) -> list
         from packaging.requirements import Requirement
         from packaging.utils import canonicalize_name
     except ImportError:
-        return ["packaging (a dependency of pytest) is not installed"]
+        return ["the dev extra is not installed (no packaging, which pytest needs)"]
     own = canonicalize_name(project["name"])
     optional = project.get("optional-dependencies", {})
     todo = [Requirement(r) for r in project.get("dependencies", [])]

@@ -157,15 +157,18 @@ def shown(url: str) -> str:
     return make_url(url).render_as_string(hide_password=True)
 
 
-def summary_lines(
-    choices: dict[str, ServerChoice], counts: dict[str, tuple[int, int]]
-) -> list[str]:
-    """One line per backend: how many of its tests ran and were skipped, on what
-    database, and how to enable it. ``counts`` maps a backend to (ran, skipped)."""
+def summary_lines(choices: dict[str, ServerChoice], counts: dict[str, dict[str, int]]) -> list[str]:
+    """One line per backend: how many of its tests passed, failed and were skipped, on
+    what database, and how to enable it. ``counts`` maps a backend to its outcomes."""
 
     def tally(backend: str) -> str:
-        ran, skipped = counts.get(backend, (0, 0))
-        return f"{ran} ran, {skipped} skipped" if ran or skipped else "none selected"
+        done = counts.get(backend, {})
+        passed, failed, skipped = (done.get(k, 0) for k in ("passed", "failed", "skipped"))
+        if not passed + failed + skipped:
+            return "none selected"
+        return (
+            f"{passed} passed, " + (f"{failed} failed, " if failed else "") + f"{skipped} skipped"
+        )
 
     lines = [f"SQLite (memory and file) and the backend-free tests: {tally('sqlite')}"]
     for name, env in SERVER_ENV.items():
@@ -192,21 +195,23 @@ def summary_lines(
 
 def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pytest.Config) -> None:
     """Which backends ran, which were skipped, and how to enable them."""
-    outcomes: dict[str, str] = {}  # nodeid -> skipped if any phase skipped, else ran
+    rank = {"passed": 0, "skipped": 1, "failed": 2}  # a test's worst phase is its outcome
+    outcomes: dict[str, str] = {}
     backends: dict[str, str] = {}
     for key in ("passed", "failed", "error", "skipped", "xfailed", "xpassed"):
+        outcome = {"error": "failed", "xfailed": "passed", "xpassed": "passed"}.get(key, key)
         for report in terminalreporter.stats.get(key, []):
             nodeid = getattr(report, "nodeid", None)
             keywords = getattr(report, "keywords", None)
             if nodeid is None or keywords is None:
                 continue
             backends[nodeid] = next((n for n in SERVER_ENV if n in keywords), "sqlite")
-            if outcomes.get(nodeid) != "skipped":
-                outcomes[nodeid] = "skipped" if key == "skipped" else "ran"
-    counts: dict[str, tuple[int, int]] = {}
+            if rank[outcome] >= rank[outcomes.get(nodeid, "passed")]:
+                outcomes[nodeid] = outcome
+    counts: dict[str, dict[str, int]] = {}
     for nodeid, outcome in outcomes.items():
-        ran, skipped = counts.get(backends[nodeid], (0, 0))
-        counts[backends[nodeid]] = (ran + (outcome == "ran"), skipped + (outcome == "skipped"))
+        of_backend = counts.setdefault(backends[nodeid], {})
+        of_backend[outcome] = of_backend.get(outcome, 0) + 1
     terminalreporter.write_sep("=", "convstore backends")
     for line in summary_lines(SERVER_CHOICES, counts):
         terminalreporter.write_line(line)

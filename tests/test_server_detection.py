@@ -115,14 +115,15 @@ def test_the_summary_says_what_ran_and_how_to_enable_the_rest() -> None:
         "postgres": ServerChoice("postgres", "found", DEFAULT_SERVER_URLS["postgres"]),
         "mysql": ServerChoice("mysql", "absent", None, "ConnectionRefusedError: refused"),
     }
-    counts = {"sqlite": (900, 3), "postgres": (400, 0), "mysql": (0, 380)}
+    counts = {"sqlite": {"passed": 900, "skipped": 3}, "postgres": {"passed": 398, "failed": 2}}
+    counts["mysql"] = {"skipped": 380}
     sqlite, postgres, mysql = summary_lines(choices, counts)
-    assert sqlite == "SQLite (memory and file) and the backend-free tests: 900 ran, 3 skipped"
+    assert sqlite == "SQLite (memory and file) and the backend-free tests: 900 passed, 3 skipped"
     assert postgres == (
-        "PostgreSQL: 400 ran, 0 skipped, on postgresql://postgres@127.0.0.1:5432/test "
+        "PostgreSQL: 398 passed, 2 failed, 0 skipped, on postgresql://postgres@127.0.0.1:5432/test "
         "(found on its default port)"
     )
-    assert mysql.startswith("MariaDB/MySQL: 0 ran, 380 skipped: nothing answered at ")
+    assert mysql.startswith("MariaDB/MySQL: 0 passed, 380 skipped: nothing answered at ")
     assert "mysql://root@127.0.0.1:3306/test (ConnectionRefusedError: refused)" in mysql
     assert mysql.endswith("or set CONVSTORE_TEST_MYSQL_URL to a database URL")
 
@@ -134,6 +135,13 @@ def test_the_summary_says_what_ran_and_how_to_enable_the_rest() -> None:
         "(from CONVSTORE_TEST_POSTGRES_URL)"
     )
     assert "CONVSTORE_TEST_MYSQL_URL is set but empty. To run them: unset it" in lines[2]
+    ci = {name: ServerChoice(name, "ci", None) for name in SERVER_ENV}
+    failed = summary_lines(ci, {"mysql": {"failed": 31}})[2]
+    assert failed == (
+        "MariaDB/MySQL: 0 passed, 31 failed, 0 skipped: CI=true and CONVSTORE_TEST_MYSQL_URL "
+        "is not set (under CI nothing is probed). To run them: set CONVSTORE_TEST_MYSQL_URL "
+        "to a database URL"
+    )
 
 
 @pytest.mark.postgres
@@ -158,9 +166,9 @@ def test_a_run_ends_with_the_backends_summary(tmp_path: Path) -> None:
     summary = done.stdout.split(" convstore backends ", 1)[1].splitlines()[1:4]
     shown = make_url(server_url("postgres")).render_as_string(hide_password=True)
     assert summary == [
-        "SQLite (memory and file) and the backend-free tests: 2 ran, 0 skipped",
-        f"PostgreSQL: 1 ran, 0 skipped, on {shown} (from CONVSTORE_TEST_POSTGRES_URL)",
-        "MariaDB/MySQL: 0 ran, 1 skipped: CONVSTORE_TEST_MYSQL_URL is set but empty. "
+        "SQLite (memory and file) and the backend-free tests: 2 passed, 0 skipped",
+        f"PostgreSQL: 1 passed, 0 skipped, on {shown} (from CONVSTORE_TEST_POSTGRES_URL)",
+        "MariaDB/MySQL: 0 passed, 1 skipped: CONVSTORE_TEST_MYSQL_URL is set but empty. "
         "To run them: unset it to use a server at mysql://root@127.0.0.1:3306/test, or set "
         "it to a database URL",
     ]

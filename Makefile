@@ -1,24 +1,32 @@
 # Every target runs in the project's own virtual environment, .venv: created and
 # installed (with the development extras) when it is missing, used as it is when it
-# already holds this checkout's convstore with everything pyproject.toml asks for
+# already holds this checkout's convstore with what pyproject.toml asks for
 # (tools/venv_ready.py checks in a fraction of a second; a .venv made by hand with
-# `pip install -e '.[dev]'` passes too). `make clean` removes it.
+# `pip install -e '.[dev]'`, or '.[agents]' for the demo, passes too). `make clean`
+# removes it.
 PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
 
 .PHONY: install demo test test-quick lint format bench clean
 
-install:
-	@if [ -x $(PY) ] && $(PY) tools/venv_ready.py; then :; else \
+# $(call venv_with,EXTRA): install the development extras unless .venv is ready for EXTRA.
+define venv_with
+	@if [ -x $(PY) ] && $(PY) tools/venv_ready.py $(1); then :; else \
 		echo "make: installing convstore and its development extras into $(VENV)"; \
 		$(PYTHON) -m venv $(VENV) && \
 		$(PY) -m pip install --quiet --upgrade pip && \
 		$(PY) -m pip install --quiet -e '.[dev]' && \
 		$(PY) tools/venv_ready.py; \
 	fi
+endef
 
-demo: install
+install:
+	$(call venv_with,dev)
+
+# Needs the Agents SDK only: a .venv made with `pip install -e '.[agents]'` will do.
+demo:
+	$(call venv_with,agents)
 	$(PY) examples/notes_agent.py
 
 # Every backend it can reach: SQLite always; PostgreSQL and MariaDB on the databases

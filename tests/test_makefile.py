@@ -60,6 +60,13 @@ def test_a_stale_install_or_a_missing_requirement_is_not_ready() -> None:
         project() | {"optional-dependencies": optional}, ["dev"]
     ) == ["no-such-distribution-xyz is not installed"]
     assert venv_ready.requirement_problems(project(), ["dev"]) == []
+    # make demo asks for the agents extra only: the development tools are not needed.
+    dev_only = project()["optional-dependencies"] | {"dev": ["no-such-distribution-xyz"]}
+    with_dev_only = project() | {"optional-dependencies": dev_only}
+    assert venv_ready.requirement_problems(with_dev_only, ["agents"]) == []
+    assert venv_ready.requirement_problems(with_dev_only, ["dev"]) == [
+        "no-such-distribution-xyz is not installed"
+    ]
 
 
 def test_an_environment_without_convstore_is_not_ready(tmp_path: Path) -> None:

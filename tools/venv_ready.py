@@ -1,13 +1,14 @@
 """Is this virtual environment ready for the Makefile's targets? Exit 0 if so.
 
-Run with the environment's own interpreter (``.venv/bin/python tools/venv_ready.py``).
-Ready means: convstore is installed from this checkout (its packages import from
-here), its installed version and entry points are those of pyproject.toml now, and
-every requirement pyproject.toml gives for the ``dev`` extra (the base dependencies,
-the extras it names, and theirs) is installed in a version that satisfies it. The
-Makefile then skips ``pip install``; otherwise this prints what is missing or stale
-and exits 1, and the Makefile installs. A virtual environment made by hand
-(``pip install -e '.[dev]'``) passes as well as one the Makefile made.
+Run with the environment's own interpreter: ``.venv/bin/python tools/venv_ready.py
+[EXTRA ...]`` (``dev`` when none is named). Ready means: convstore is installed from
+this checkout (its packages import from here), its installed version and entry points
+are those of pyproject.toml now, and every requirement pyproject.toml gives for the
+extras (the base dependencies, the extras they name, and theirs) is installed in a
+version that satisfies it. The Makefile then skips ``pip install``; otherwise this
+prints what is missing or stale and exits 1, and the Makefile installs. A virtual
+environment made by hand (``pip install -e '.[dev]'``) passes as well as one the
+Makefile made.
 """
 
 from __future__ import annotations
@@ -56,11 +57,15 @@ def metadata_problems(project: dict[str, Any]) -> list[str]:
 
 def requirement_problems(project: dict[str, Any], extras: Iterable[str]) -> list[str]:
     """Every requirement of ``extras`` (followed through the extras each names)."""
-    try:  # a dependency of pytest: missing, nothing of the dev extra is there
+    try:  # pytest's dependency; without the dev extra, pip's own copy
         from packaging.requirements import Requirement
         from packaging.utils import canonicalize_name
     except ImportError:
-        return ["the dev extra is not installed (no packaging, which pytest needs)"]
+        try:
+            from pip._vendor.packaging.requirements import Requirement  # type: ignore[assignment]
+            from pip._vendor.packaging.utils import canonicalize_name  # type: ignore[assignment]
+        except ImportError:
+            return ["neither packaging nor pip is installed"]
     own = canonicalize_name(project["name"])
     optional = project.get("optional-dependencies", {})
     todo = [Requirement(r) for r in project.get("dependencies", [])]
@@ -95,14 +100,16 @@ def requirement_problems(project: dict[str, Any], extras: Iterable[str]) -> list
     return problems
 
 
-def main() -> int:
+def main(extras: list[str]) -> int:
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
     problems = checkout_problems() or metadata_problems(project)
-    problems += requirement_problems(project, ["dev"])
-    for problem in problems:
+    problems += requirement_problems(project, extras or ["dev"])
+    for problem in problems[:3]:
         print(f"{sys.prefix}: {problem}", file=sys.stderr)
+    if len(problems) > 3:
+        print(f"{sys.prefix}: and {len(problems) - 3} more requirements", file=sys.stderr)
     return 1 if problems else 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(main(sys.argv[1:]))

@@ -676,7 +676,7 @@ class EventStore:
             raise SchemaError(
                 f"the tables of the {projector.name!r} projection "
                 + ("do not exist" if found is None else f"are at schema version {found}")
-                + ": open with create_tables=True (or run 'convstore DB init') first"
+                + f": {self._create_tables_fix()}"
             )
         # A projection is disposable: tables of an older shape are dropped and rebuilt
         # from the log (the catch-up that follows fills them).
@@ -698,11 +698,21 @@ class EventStore:
             row.component: row.version for row in conn.execute(select(sv.c.component, sv.c.version))
         }
 
+    def _create_tables_fix(self) -> str:
+        """How to create missing tables, told apart for an engine the caller handed in:
+        that is a long-lived application's engine, whose tables belong in its start-up."""
+        if isinstance(self._runner, AsyncEngineRunner) and not self._runner.owned:
+            return (
+                "a web application creates (or upgrades) them once at start-up, in its lifespan: "
+                "`await sessions.create_tables(engine)` (docs/fastapi.md); a script can "
+                "pass create_tables=True instead, or run 'convstore DB init' first"
+            )
+        return "open it with create_tables=True (or run 'convstore DB init') first"
+
     def _check_log_schema(self, conn: Connection) -> None:
         if not inspect(conn).has_table(schema.schema_versions.name):
             raise SchemaError(
-                "the convstore tables do not exist in this database: open it with "
-                "create_tables=True (or run 'convstore DB init') first"
+                f"the convstore tables do not exist in this database: {self._create_tables_fix()}"
             )
         found = self._stored_versions(conn).get(schema.SCHEMA_COMPONENT)
         version = schema.SCHEMA_VERSION

@@ -12,10 +12,13 @@ Offline by default: a deterministic model answers (the Agents SDK's ``ScriptedMo
 with a step computed from what it was sent), so the service runs without a network.
 With ``OPENAI_API_KEY`` set the agent uses the SDK's default OpenAI model instead.
 
-Endpoints (``{user}`` is the session id):
+Endpoints (``{user}`` is the session id: 1 to 255 letters, digits and ``_.@+-``;
+anything else is a 422 naming the rule). A user who has never chatted has no
+conversation: every endpoint but ``chat`` answers 404 for them.
 
     POST /users/{user}/chat             {"message": "..."} -> {"reply": "..."}
     GET  /users/{user}/history          ?limit=20&offset=0&branch=B, newest page first
+                                        (404 for a branch the user does not have)
     POST /users/{user}/undo             remove the newest item (ItemPopped event)
     GET  /users/{user}/branches         the SDK's list_branches()
     POST /users/{user}/branches         {"from_turn": n, "name": optional} -> new branch
@@ -38,7 +41,7 @@ from agents import Agent, Runner
 from agents.models.interface import Model
 from agents.testing import ModelCall, ModelStep, ScriptedModel, assistant_message
 from agents.usage import Usage
-from fastapi import Depends, FastAPI, HTTPException, Query, Request
+from fastapi import Depends, FastAPI, HTTPException, Path, Query, Request
 from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import BaseModel, Field
 from sqlalchemy.engine import make_url
@@ -149,7 +152,21 @@ class BranchReply(BaseModel):
 # -- the application --------------------------------------------------------------------
 
 
-async def user_session(user: str, request: Request) -> AsyncIterator[AdvancedSQLAlchemySession]:
+# A user id is refused before any session is opened: FastAPI answers 422 with the rule
+# it broke ("String should match pattern ..."), as for any other bad parameter. Spaces,
+# slashes and control characters never become session ids.
+UserId = Annotated[
+    str,
+    Path(
+        min_length=1,
+        max_length=255,  # convstore's longest session id
+        pattern=r"^[\w.@+-]+$",
+        description="1 to 255 letters, digits and _ . @ + -",
+    ),
+]
+
+
+async def user_session(user: UserId, request: Request) -> AsyncIterator[AdvancedSQLAlchemySession]:
     """The user's session on the application's engine, closed when the request ends."""
     engine: AsyncEngine = request.app.state.engine
     session = AdvancedSQLAlchemySession(user, engine=engine)
@@ -160,6 +177,22 @@ async def user_session(user: str, request: Request) -> AsyncIterator[AdvancedSQL
 
 
 UserSession = Annotated[AdvancedSQLAlchemySession, Depends(user_session)]
+
+
+def no_conversation(user: str) -> HTTPException:
+    return HTTPException(404, f"no conversation for {user!r}")
+
+
+async def conversation(session: UserSession) -> AdvancedSQLAlchemySession:
+    """The user's session, or 404 if they have never chatted: reading (or switching
+    branches on) a conversation that does not exist would otherwise answer with
+    empty defaults, or start one. One primary-key read of the streams table."""
+    if await session.store.stream_info(session.session_id) is None:
+        raise no_conversation(session.session_id)
+    return session
+
+
+Conversation = Annotated[AdvancedSQLAlchemySession, Depends(conversation)]
 
 
 def create_app(
@@ -193,17 +226,20 @@ def create_app(
 
     @app.get("/users/{user}/history")
     async def history(
-        session: UserSession,
+        session: Conversation,
         limit: Annotated[int, Query(ge=1, le=1000)] = 20,
         offset: Annotated[int, Query(ge=0)] = 0,
-        branch: str | None = None,
+        branch: Annotated[str | None, Query(min_length=1, max_length=255)] = None,
     ) -> HistoryPage:
         """Items ``offset`` .. ``offset + limit`` counted back from the newest, oldest
         first. A page reads only the newest ``offset + limit + 1`` items."""
-        try:
-            newest = await session.get_items(limit=offset + limit + 1, branch_id=branch)
-        except BranchError as error:
-            raise HTTPException(404, str(error)) from error
+        newest = await session.get_items(limit=offset + limit + 1, branch_id=branch)
+        # get_items (as the SDK's) reads an unknown branch as an empty one: an empty
+        # page is checked against the branches, so a mistyped name is a 404.
+        if not newest and branch is not None:
+            known = {b["branch_id"] for b in await session.list_branches()}
+            if branch not in known:
+                raise HTTPException(404, f"user {session.session_id!r} has no branch {branch!r}")
         end = max(0, len(newest) - offset)
         start = max(0, end - limit)
         more = len(newest) > offset + limit
@@ -215,18 +251,18 @@ def create_app(
         )
 
     @app.post("/users/{user}/undo")
-    async def undo(session: UserSession) -> UndoReply:
+    async def undo(session: Conversation) -> UndoReply:
         removed = await session.pop_item()
         if removed is None:
             raise HTTPException(404, "nothing to undo: the conversation is empty")
         return UndoReply(removed=removed)
 
     @app.get("/users/{user}/branches")
-    async def branches(session: UserSession) -> list[dict[str, Any]]:
+    async def branches(session: Conversation) -> list[dict[str, Any]]:
         return await session.list_branches()
 
     @app.post("/users/{user}/branches", status_code=201)
-    async def branch(body: BranchRequest, session: UserSession) -> BranchReply:
+    async def branch(body: BranchRequest, session: Conversation) -> BranchReply:
         try:
             created = await session.create_branch_from_turn(body.from_turn, body.name)
         except TurnNotFoundError as error:
@@ -236,7 +272,7 @@ def create_app(
         return BranchReply(branch_id=created)
 
     @app.put("/users/{user}/branch")
-    async def switch(body: SwitchRequest, session: UserSession) -> BranchReply:
+    async def switch(body: SwitchRequest, session: Conversation) -> BranchReply:
         try:
             await session.switch_to_branch(body.branch_id)
         except BranchError as error:
@@ -244,14 +280,14 @@ def create_app(
         return BranchReply(branch_id=body.branch_id)
 
     @app.get("/users/{user}/usage")
-    async def usage(session: UserSession) -> dict[str, Any]:
+    async def usage(session: Conversation) -> dict[str, Any]:
         """Requests and tokens: the session's (every branch, removed turns included),
         each branch's current history's, and each turn's of the current branch."""
         stats = await session.get_usage_stats()
         return stats.to_dict()
 
     @app.get("/users/{user}/export")
-    async def export(user: str, request: Request) -> StreamingResponse:
+    async def export(user: UserId, request: Request) -> StreamingResponse:
         """The session's events as JSON Lines, as ``convstore DB export --session`` writes
         them (so ``convstore DB import FILE`` loads them into another database).
 
@@ -265,7 +301,7 @@ def create_app(
                 await export_events(store, spool, session=user)
         except NotFoundError as error:
             spool.close()
-            raise HTTPException(404, f"no conversation for {user!r}") from error
+            raise no_conversation(user) from error
         except BaseException:
             spool.close()
             raise

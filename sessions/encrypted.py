@@ -13,6 +13,7 @@ records the expiry of items older than ``ttl`` as an event.
 from __future__ import annotations
 
 import asyncio
+import sys
 import time
 from collections.abc import Callable, Sequence
 from typing import Any, Self
@@ -120,10 +121,7 @@ class EncryptedSession:
             raise ConfigurationError("give exactly one of session= or underlying_session=")
         base = session if session is not None else underlying_session
         if not isinstance(base, StoreSession):
-            raise ConfigurationError(
-                "EncryptedSession wraps a convstore session (SQLiteSession, "
-                f"SQLAlchemySession, ...), not {type(base).__name__}"
-            )
+            raise _not_a_convstore_session(base)
         if session_id is not None and session_id != base.session_id:
             raise ConfigurationError(
                 f"session_id {session_id!r} differs from the wrapped session's {base.session_id!r}"
@@ -606,3 +604,40 @@ class EncryptedSession:
 
     def __repr__(self) -> str:
         return f"EncryptedSession({self.underlying_session!r}, ttl={self.ttl!r})"
+
+
+def _not_a_convstore_session(base: object) -> ConfigurationError:
+    """The error for wrapping something else, naming the import that fixes it."""
+    cls = type(base)
+    if not cls.__module__.startswith("agents."):
+        return ConfigurationError(
+            "EncryptedSession wraps one of convstore's sessions (from sessions import "
+            f"SQLiteSession, SQLAlchemySession, ...), not {cls.__qualname__}"
+        )
+    # The SDK's class, under the shortest module path that exports it (agents.memory,
+    # agents.extensions.memory) rather than the file that defines it.
+    parts = cls.__module__.split(".")
+    public = next(
+        (
+            path
+            for path in (".".join(parts[:n]) for n in range(2, len(parts) + 1))
+            if getattr(sys.modules.get(path), cls.__name__, None) is cls
+        ),
+        cls.__module__,
+    )
+    sdk = (
+        "EncryptedSession wraps one of convstore's sessions, and this is the Agents "
+        f"SDK's {cls.__name__} ({public})"
+    )
+    from . import __all__ as ours  # here: the package imports this module first
+
+    if cls.__name__ not in ours:
+        return ConfigurationError(
+            f"{sdk}, which convstore has no counterpart of: keep the conversation in "
+            "convstore's SQLiteSession or SQLAlchemySession (from sessions import ...)"
+        )
+    return ConfigurationError(
+        f"{sdk}: switch the import to `from sessions import {cls.__name__}` (in place of "
+        f"`from {public} import {cls.__name__}`); history the SDK stored moves over with "
+        "'convstore DB import-sdk' (docs/migrating.md)"
+    )

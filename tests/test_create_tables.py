@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import asyncio
 
+import pytest
 from sqlalchemy import inspect
 
+from eventstore import SchemaError
 from sessions import AdvancedSQLAlchemySession, SQLAlchemySession, create_tables
 
 from .conftest import Backend, make_engine
@@ -61,3 +63,39 @@ async def test_a_path_or_url_works_too(backend: Backend) -> None:
         return  # a private in-memory database would vanish with the call
     await create_tables(backend.target)
     assert "convstore_events" in await table_names(backend)
+
+
+async def test_an_engine_without_tables_is_told_to_create_them_in_the_lifespan(
+    backend: Backend,
+) -> None:
+    """The Sessions guide's FastAPI snippet on a fresh database: a session on an engine
+    handed in (create_tables=False, as in the SDK) names the start-up fix first."""
+    engine = await make_engine(backend)
+    try:
+        async with SQLAlchemySession("a", engine=engine) as session:
+            with pytest.raises(SchemaError) as refused:
+                await session.add_items([{"role": "user", "content": "hi"}])
+        message = str(refused.value)
+        assert message.startswith("the convstore tables do not exist in this database: ")
+        assert "in its lifespan: `await sessions.create_tables(engine)`" in message
+        assert "create_tables=True" in message
+        assert "'convstore DB init'" in message
+        # Nothing was created by the refused call; the fix it names works.
+        await create_tables(engine)
+        async with SQLAlchemySession("a", engine=engine) as session:
+            await session.add_items([{"role": "user", "content": "hi"}])
+            assert len(await session.get_items()) == 1
+    finally:
+        await engine.dispose()
+
+
+async def test_a_url_without_tables_is_told_to_pass_create_tables(shared_backend: Backend) -> None:
+    url = shared_backend.target
+    if shared_backend.name == "sqlite-file":
+        url = f"sqlite:///{url}"
+    async with SQLAlchemySession("a", db_url=url) as session:
+        with pytest.raises(SchemaError) as refused:
+            await session.get_items()
+    message = str(refused.value)
+    assert message.endswith("open it with create_tables=True (or run 'convstore DB init') first")
+    assert "lifespan" not in message  # a session that owns its engine has no start-up hook

@@ -20,9 +20,10 @@ from typing import Any
 
 import httpx
 import pytest
+from agents.testing import ScriptedModel, assistant_message
 from fastapi import FastAPI
 
-from eventstore import EventStore
+from eventstore import EventStore, SchemaError
 from sessions import AdvancedSQLAlchemySession
 from sessions.transfer import export_events, import_events
 
@@ -159,8 +160,24 @@ async def test_branch_from_a_turn_and_switch_back(client: httpx.AsyncClient) -> 
     taken = await client.post("/users/ada/branches", json={"from_turn": 1, "name": "retry"})
     assert taken.status_code == 409
     unknown = await client.get("/users/ada/history", params={"branch": "nope"})
-    assert unknown.status_code == 200
-    assert unknown.json()["items"] == []
+    assert unknown.status_code == 404
+    assert unknown.json() == {"detail": "user 'ada' has no branch 'nope'"}
+    assert (await client.get("/users/ada/history", params={"branch": ""})).status_code == 422
+
+
+async def test_an_empty_branch_is_an_empty_page_not_a_404(client: httpx.AsyncClient) -> None:
+    await say(client, "ada", "hello")
+    await client.post("/users/ada/branches", json={"from_turn": 1, "name": "fresh"})
+    for params in ({"branch": "fresh"}, {}):  # named, and as the current branch
+        page = await client.get("/users/ada/history", params=params)
+        assert page.status_code == 200, page.text
+        assert page.json()["items"] == []
+    await client.put("/users/ada/branch", json={"branch_id": "main"})
+    for _ in range(2):
+        await client.post("/users/ada/undo")
+    emptied = await client.get("/users/ada/history", params={"branch": "main"})
+    assert emptied.status_code == 200
+    assert emptied.json()["items"] == []
 
 
 async def test_export_is_the_session_log_as_json_lines(
@@ -227,14 +244,86 @@ async def test_usage_counts_each_run(client: httpx.AsyncClient) -> None:
     assert branched["session"]["requests"] == 2
 
 
-async def test_bad_input_is_refused_and_writes_nothing(client: httpx.AsyncClient) -> None:
-    too_long = "u" * 300  # a session id has at most 255 characters
-    response = await client.post(f"/users/{too_long}/chat", json={"message": "hi"})
-    assert response.status_code == 422
-    assert "255" in response.json()["detail"]
+ENDPOINTS = [
+    ("POST", "chat", {"message": "hi"}),
+    ("GET", "history", None),
+    ("POST", "undo", None),
+    ("GET", "branches", None),
+    ("POST", "branches", {"from_turn": 1}),
+    ("PUT", "branch", {"branch_id": "main"}),
+    ("GET", "usage", None),
+    ("GET", "export", None),
+]
+
+
+async def test_a_user_without_a_conversation_is_a_404_everywhere_but_chat(
+    client: httpx.AsyncClient, app: FastAPI
+) -> None:
+    await say(client, "ada", "hello")  # another user's conversation changes nothing
+    for method, path, body in ENDPOINTS:
+        if path == "chat":
+            continue
+        response = await client.request(method, f"/users/nobody/{path}", json=body)
+        assert response.status_code == 404, (method, path, response.text)
+        assert response.json() == {"detail": "no conversation for 'nobody'"}, (method, path)
+    # Nothing was written for them: switching to main or undoing started no session.
+    store = EventStore(app.state.engine, create_tables=False)
+    try:
+        assert await store.stream_info("nobody") is None
+    finally:
+        await store.close()
+
+
+@pytest.mark.parametrize(
+    ("user", "rule"),
+    [
+        ("u" * 256, "String should have at most 255 characters"),  # convstore's limit
+        ("%20", "String should match pattern"),  # a blank id
+        ("a%20b", "String should match pattern"),
+        ("a%00b", "String should match pattern"),  # a control character
+        ("a%0Ab", "String should match pattern"),
+        ("a:b", "String should match pattern"),
+    ],
+)
+async def test_bad_user_ids_are_refused_with_the_rule_by_every_endpoint(
+    client: httpx.AsyncClient, app: FastAPI, user: str, rule: str
+) -> None:
+    for method, path, body in ENDPOINTS:
+        response = await client.request(method, f"/users/{user}/{path}", json=body)
+        assert response.status_code == 422, (method, path, response.text)
+        [error] = response.json()["detail"]  # FastAPI's validation error shape
+        assert error["loc"] == ["path", "user"]
+        assert error["msg"].startswith(rule), error
+    store = EventStore(app.state.engine, create_tables=False)
+    try:
+        assert await store.read_all() == []  # nothing was written
+    finally:
+        await store.close()
+
+
+async def test_good_user_ids_are_accepted(client: httpx.AsyncClient) -> None:
+    for user in ["ada", "u" * 255, "ada.lovelace@example.com", "zoë_2+test", "a-b"]:
+        assert await say(client, user, "hi") == "Turn 1: you said 'hi'"
+        page = (await client.get(f"/users/{user}/history")).json()
+        assert texts(page["items"]) == ["hi", "Turn 1: you said 'hi'"]
+
+
+async def test_bad_input_is_refused_and_writes_nothing(
+    client: httpx.AsyncClient, app: FastAPI
+) -> None:
     assert (await client.post("/users/ada/chat", json={"message": ""})).status_code == 422
-    assert (await client.post("/users/ada/branches", json={"from_turn": 0})).status_code == 422
     assert (await client.get("/users/ada/export")).status_code == 404
+    await say(client, "ada", "hello")
+    store = EventStore(app.state.engine, create_tables=False)
+    try:
+        before = await store.read_stream("ada")
+        assert (await client.post("/users/ada/chat", json={"message": ""})).status_code == 422
+        refused = await client.post("/users/ada/branches", json={"from_turn": 0})
+        assert refused.status_code == 422
+        assert (await client.get("/users/ada/history", params={"limit": 0})).status_code == 422
+        assert await store.read_stream("ada") == before
+    finally:
+        await store.close()
 
 
 async def test_concurrent_requests_for_one_user_lose_and_duplicate_nothing(
@@ -256,6 +345,52 @@ async def test_concurrent_requests_for_one_user_lose_and_duplicate_nothing(
     assert len({json.dumps(item, sort_keys=True) for item in removed}) == 6
     after = (await client.get("/users/ada/history", params={"limit": 1000})).json()["items"]
     assert after == items[:-6]
+
+
+DOCS_PAGE = APP_PATH.parents[1] / "docs" / "fastapi.md"
+
+
+def guides_snippet(*, with_added_lines: bool) -> str:
+    """The Sessions guide's FastAPI snippet from docs/fastapi.md's diff block, as the
+    guide has it or with the lines the page adds (``+``)."""
+    block = DOCS_PAGE.read_text().split("```diff\n", 1)[1].split("```", 1)[0]
+    kept = [
+        line[1:]
+        for line in block.splitlines()
+        if line.startswith(" ") or (with_added_lines and line.startswith("+"))
+    ]
+    return "\n".join(kept)
+
+
+async def run_guides_snippet(source: str, async_url: str) -> httpx.Response:
+    namespace: dict[str, Any] = {"__name__": "guides_snippet"}
+    exec(
+        compile(source.replace("postgresql+asyncpg://...", async_url), "snippet", "exec"), namespace
+    )
+    namespace["agent"].model = ScriptedModel([[assistant_message("Noted.")]])
+    transport = httpx.ASGITransport(app=namespace["app"])
+    try:
+        async with httpx.AsyncClient(transport=transport, base_url="http://chat") as client:
+            return await client.post("/chat", params={"user_id": "u1", "message": "hi"})
+    finally:
+        await namespace["engine"].dispose()
+
+
+async def test_the_guides_snippet_runs_with_the_two_lines_the_page_adds(
+    shared_backend: Backend,
+) -> None:
+    url = example.async_url(database_url(shared_backend))
+    as_written = guides_snippet(with_added_lines=False)
+    with pytest.raises(NameError, match="create_async_engine"):
+        await run_guides_snippet(as_written, url)
+    # With the import only, the first request meets the missing tables and is told the fix.
+    imported = "from sqlalchemy.ext.asyncio import create_async_engine\n" + as_written
+    with pytest.raises(SchemaError, match=r"in its lifespan: `await sessions.create_tables"):
+        await run_guides_snippet(imported, url)
+    fixed = guides_snippet(with_added_lines=True)
+    assert len(fixed.splitlines()) == len(as_written.splitlines()) + 2
+    response = await run_guides_snippet(fixed, url)
+    assert response.json() == {"response": "Noted."}
 
 
 def free_port() -> int:

@@ -181,8 +181,9 @@ async def test_bad_arguments_are_refused(sessions: Sessions) -> None:
         EncryptedSession(session=base, underlying_session=base, encryption_key=KEY)
     with pytest.raises(ConfigurationError, match="differs"):
         EncryptedSession(session_id="other", underlying_session=base, encryption_key=KEY)
-    with pytest.raises(ConfigurationError, match="wraps a convstore session"):
+    with pytest.raises(ConfigurationError, match="wraps one of convstore's sessions") as foreign:
         EncryptedSession(session=object(), encryption_key=KEY)  # type: ignore[arg-type]
+    assert str(foreign.value).endswith("SQLAlchemySession, ...), not object")
     with pytest.raises(ConfigurationError, match="required"):
         EncryptedSession(session=base)
     for ttl in (0, -1, True, "60"):
@@ -191,6 +192,29 @@ async def test_bad_arguments_are_refused(sessions: Sessions) -> None:
     with pytest.raises(TypeError, match="limit=") as refused:
         EncryptedSession("s", base, KEY, 600, 100)
     assert isinstance(refused.value, ConvstoreError)  # as every error of convstore
+
+
+async def test_wrapping_the_sdks_own_session_names_the_import_to_switch(tmp_path: Path) -> None:
+    from agents.extensions.memory import SQLAlchemySession as SDKSQLAlchemySession
+    from agents.memory import SQLiteSession as SDKSQLiteSession
+
+    sdk_sqlite = SDKSQLiteSession("s", str(tmp_path / "sdk.db"))
+    sdk_sqlalchemy = SDKSQLAlchemySession.from_url("s", url="sqlite+aiosqlite://")
+    for sdk_session, module, name in [
+        (sdk_sqlite, "agents.memory", "SQLiteSession"),
+        (sdk_sqlalchemy, "agents.extensions.memory", "SQLAlchemySession"),
+    ]:
+        with pytest.raises(ConfigurationError) as refused:
+            EncryptedSession(session_id="s", underlying_session=sdk_session, encryption_key=KEY)  # type: ignore[arg-type]
+        message = str(refused.value)
+        assert f"this is the Agents SDK's {name} ({module})" in message
+        assert f"`from sessions import {name}` (in place of `from {module} import {name}`)" in (
+            message
+        )
+        assert "convstore DB import-sdk" in message
+        assert f"not {name}" not in message  # never "a convstore session ..., not SQLiteSession"
+    sdk_sqlite.close()
+    await sdk_sqlalchemy.engine.dispose()
 
 
 # -- no plaintext at rest ---------------------------------------------------------------

@@ -7,8 +7,10 @@ an assistant message, a tool call and its output per turn). Timed, as the median
 several repetitions: ``create_branch_from_turn`` from the last turn (the SDK copies
 the rows before it; we append one event), ``get_items(limit=20)`` and a 4-item
 ``add_items`` on a branch of the largest history, ``pop_item`` at 10,000 items and
-``get_conversation_turns`` at 1,000 turns. Ratios are SDK time / convstore time
-(above 1: convstore is faster). On PostgreSQL only convstore runs (the SDK's class
+``get_conversation_turns`` at 1,000 turns. The two sides hold their sessions at the
+same time and take turns call by call (the side that goes first changes every call),
+so machine noise hits both alike. Ratios are SDK time / convstore time (above 1:
+convstore is faster). On PostgreSQL only convstore runs (the SDK's class
 exists on SQLite only).
 """
 
@@ -43,14 +45,20 @@ from sessions import AdvancedSQLAlchemySession, AdvancedSQLiteSession
 BACKENDS = ("sqlite", "postgres")
 
 
-async def timed(fn: Callable[[], Awaitable[Any]], repeat: int) -> float:
-    """Median seconds of ``repeat`` calls."""
-    times = []
-    for _ in range(repeat):
-        started = time.perf_counter()
-        await fn()
-        times.append(time.perf_counter() - started)
-    return statistics.median(times)
+Call = Callable[[], Awaitable[Any]]
+
+
+async def alternate(calls: dict[str, Call], repeat: int) -> dict[str, float]:
+    """Median seconds of ``repeat`` calls of each side, the sides taking turns call by
+    call and the side that goes first changing every time (noise hits both alike)."""
+    times: dict[str, list[float]] = {side: [] for side in calls}
+    sides = list(calls)
+    for r in range(repeat):
+        for side in sides if r % 2 == 0 else sides[::-1]:
+            started = time.perf_counter()
+            await calls[side]()
+            times[side].append(time.perf_counter() - started)
+    return {side: statistics.median(found) for side, found in times.items()}
 
 
 async def fill(session: Any, count: int) -> None:
@@ -65,46 +73,90 @@ async def fill(session: Any, count: int) -> None:
             await conn.execute(text("ANALYZE"))
 
 
-async def measure(session: Any, size: int, repeat: int, *, branch_reads: bool) -> dict[str, float]:
-    """Branch creation at ``size`` items; reads and writes on a branch if asked."""
-    await fill(session, size)
+Cases = dict[str, dict[str, float]]  # side -> case -> median seconds
+
+
+def _record(into: Cases, case: str, found: dict[str, float]) -> None:
+    for side, seconds in found.items():
+        into.setdefault(side, {})[case] = seconds
+
+
+async def measure(sessions: dict[str, Any], size: int, repeat: int, *, branch_reads: bool) -> Cases:
+    """Branch creation at ``size`` items, the sides alternating; reads and writes on a
+    branch if asked."""
+    for session in sessions.values():
+        await fill(session, size)
     turns = size // 4
     names = iter(range(10**6))
+    found: Cases = {}
 
-    async def branch() -> None:
-        await session.create_branch_from_turn(turns, f"b{next(names)}")
-        await session.switch_to_branch("main")
+    def brancher(session: Any) -> Call:
+        async def branch() -> None:
+            await session.create_branch_from_turn(turns, f"b{next(names)}")
+            await session.switch_to_branch("main")
 
-    found = {f"branch at {size:,}": await timed(branch, repeat)}
+        return branch
+
+    branches = {side: brancher(s) for side, s in sessions.items()}
+    _record(found, f"branch at {size:,}", await alternate(branches, repeat))
     if branch_reads:
-        await session.create_branch_from_turn(turns, "reading")
-        found[f"get_items(limit=20) on a branch, {size:,}"] = await timed(
-            lambda: session.get_items(limit=20), repeat * 5
-        )
+        for session in sessions.values():
+            await session.create_branch_from_turn(turns, "reading")
+        reads = {side: lambda s=s: s.get_items(limit=20) for side, s in sessions.items()}
+        case = f"get_items(limit=20) on a branch, {size:,}"
+        _record(found, case, await alternate(reads, repeat * 5))
         turn = make_items(4, seed=7)
-        found[f"add_items(4) on a branch, {size:,}"] = await timed(
-            lambda: session.add_items(turn), repeat * 5
-        )
-        await session.switch_to_branch("main")
+        adds = {side: lambda s=s: s.add_items(turn) for side, s in sessions.items()}
+        _record(found, f"add_items(4) on a branch, {size:,}", await alternate(adds, repeat * 5))
+        for session in sessions.values():
+            await session.switch_to_branch("main")
     return found
 
 
-async def pops(session: Any, repeat: int) -> float:
-    await fill(session, 10_000)
-    return await timed(session.pop_item, repeat * 5)
+async def pops(sessions: dict[str, Any], repeat: int) -> dict[str, float]:
+    for session in sessions.values():
+        await fill(session, 10_000)
+    return await alternate({side: s.pop_item for side, s in sessions.items()}, repeat * 5)
 
 
-async def turns_read(session: Any, repeat: int) -> float:
-    await fill(session, 4_000)  # 1,000 turns
-    return await timed(session.get_conversation_turns, repeat)
+async def turns_read(sessions: dict[str, Any], repeat: int) -> dict[str, float]:
+    for session in sessions.values():
+        await fill(session, 4_000)  # 1,000 turns
+    calls = {side: s.get_conversation_turns for side, s in sessions.items()}
+    return await alternate(calls, repeat)
 
 
-async def run_sqlite(
-    sizes: Sequence[int], repeat: int, status: Status
-) -> dict[str, dict[str, float]]:
+async def run_sides(
+    makers: dict[str, Callable[[], Any]], sizes: Sequence[int], repeat: int, status: Status
+) -> Cases:
+    """Every case on fresh sessions of each side, the sides timed in alternation."""
+    found: Cases = {}
+
+    async def on_fresh_sessions(what: Callable[[dict[str, Any]], Awaitable[Any]]) -> Any:
+        sessions = {side: make() for side, make in makers.items()}
+        try:
+            return await what(sessions)
+        finally:
+            for session in sessions.values():
+                await _close(session)
+
+    for size in sizes:
+        status.show(f"{' and '.join(makers)}: {size:,} items")
+        cases = await on_fresh_sessions(
+            lambda s, size=size: measure(s, size, repeat, branch_reads=size == sizes[-1])
+        )
+        for side, values in cases.items():
+            found.setdefault(side, {}).update(values)
+    status.show(f"{' and '.join(makers)}: pops and turns")
+    _record(found, "pop_item at 10,000", await on_fresh_sessions(lambda s: pops(s, repeat)))
+    turns = await on_fresh_sessions(lambda s: turns_read(s, repeat))
+    _record(found, "get_conversation_turns at 1,000 turns", turns)
+    return found
+
+
+async def run_sqlite(sizes: Sequence[int], repeat: int, status: Status) -> Cases:
     from agents.extensions.memory import AdvancedSQLiteSession as SDKAdvanced
 
-    results: dict[str, dict[str, float]] = {}
     with tempfile.TemporaryDirectory() as tmp:
         n = iter(range(10**6))
 
@@ -116,21 +168,7 @@ async def run_sqlite(
                 session_id=f"s{next(n)}", db_path=str(Path(tmp) / "sdk.db"), create_tables=True
             )
 
-        for label, make in (("convstore", ours), ("sdk", sdk)):
-            found: dict[str, float] = {}
-            for size in sizes:
-                status.show(f"sqlite {label}: {size:,} items")
-                session = make()
-                found |= await measure(session, size, repeat, branch_reads=size == sizes[-1])
-                await _close(session)
-            session = make()
-            found["pop_item at 10,000"] = await pops(session, repeat)
-            await _close(session)
-            session = make()
-            found["get_conversation_turns at 1,000 turns"] = await turns_read(session, repeat)
-            await _close(session)
-            results[label] = found
-    return results
+        return await run_sides({"convstore": ours, "sdk": sdk}, sizes, repeat, status)
 
 
 async def run_postgres(
@@ -142,20 +180,9 @@ async def run_postgres(
     def ours() -> AdvancedSQLAlchemySession:
         return AdvancedSQLAlchemySession(f"s{next(n)}", db_url=async_url(url), create_tables=True)
 
-    found: dict[str, float] = {}
-    for size in sizes:
-        status.show(f"postgres convstore: {size:,} items")
-        session = ours()
-        found |= await measure(session, size, repeat, branch_reads=size == sizes[-1])
-        await session.close()
-    session = ours()
-    found["pop_item at 10,000"] = await pops(session, repeat)
-    await session.close()
-    session = ours()
-    found["get_conversation_turns at 1,000 turns"] = await turns_read(session, repeat)
-    await session.close()
+    found = await run_sides({"convstore": ours}, sizes, repeat, status)
     await drop_tables_at(url)
-    return found
+    return found["convstore"]
 
 
 async def _close(session: Any) -> None:

@@ -8,7 +8,10 @@ For each backend pair (SQLite file, SQLite ``:memory:``, PostgreSQL, MariaDB/MyS
 * ``get_items()`` and ``get_items(limit=20)`` on a session of 100,000 items, latency;
 * ``pop_item()`` on a session of 10,000 items, pops/s;
 * a fresh session object and its first ``get_items()`` on a database of 1,000
-  sessions (the per-request pattern of a web app), latency;
+  sessions, latency, while the first object of each side stays open on that database
+  all along (as an application keeps one from its start-up: convstore's new
+  ``SQLiteSession`` then shares that object's store; on a server each side's objects
+  share one engine). It is not the cost of the first object a process opens;
 * memory: the peak that ``get_items()`` of the 100,000-item session allocates
   (``tracemalloc``), as a multiple of what the returned list holds.
 

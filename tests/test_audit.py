@@ -13,7 +13,6 @@ import pytest
 from sqlalchemy import text
 
 from eventstore import AuditReport, EventStore, decode_event
-from eventstore.chain import chain_hash
 from eventstore.checkpoints import load_checkpoints
 from sessions import StoreSession
 from sessions.admin import (
@@ -27,6 +26,7 @@ from sessions.admin import (
 from sessions.base import HISTORY
 
 from .conftest import Backend
+from .eventstore.chain_check import GENESIS_HEX, reference_hash
 
 
 async def sql(store: EventStore, statement: str, **params: Any) -> list[Any]:
@@ -267,7 +267,7 @@ async def test_a_consistent_rewrite_needs_a_checkpoint(store: EventStore) -> Non
     key = b"audit key held by the application"
     checkpoints = load_checkpoints(await take_checkpoints(store, key=key), key=key)
     # Rewrite alice v2 and recompute every later hash and the head, as an attacker
-    # who knows the (public) chain rule would.
+    # who knows the (public) chain rule of docs/audit.md would.
     forged = (await payload(store, "alice", 2)).replace(b"Create a note", b"Delete my notes")
     await set_payload(store, "alice", 2, forged)
     rows = await sql(
@@ -275,9 +275,9 @@ async def test_a_consistent_rewrite_needs_a_checkpoint(store: EventStore) -> Non
         "SELECT version, event_id, event_type, schema_version, recorded_at, payload "
         "FROM convstore_events WHERE stream_id = 'alice' ORDER BY version",
     )
-    previous = "0" * 64
+    previous = GENESIS_HEX
     for version, event_id, event_type, schema_version, recorded_at, data in rows:
-        previous = chain_hash(
+        previous = reference_hash(
             previous,
             stream_id="alice",
             version=version,

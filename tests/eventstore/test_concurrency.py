@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import multiprocessing
 import os
+import queue
 import signal
 import time
 from typing import Any
@@ -28,12 +29,15 @@ def added(value: Any) -> ItemsAdded:
 # -- one stream, four processes, optimistic concurrency ---------------------------------
 
 
-def _append_with_retry(target: str, writer: int, count: int, start: Any) -> None:
+def _append_with_retry(target: str, writer: int, count: int, start: Any, conflicts: Any) -> None:
     async def main() -> None:
+        refused = 0
         async with EventStore(target) as store:
-            start.wait()
             info = await store.stream_info("shared")
             version = info.version if info else 0
+            # Every writer has read the version (0) before any appends: at most one of
+            # the first appends can expect the right one.
+            start.wait(120)
             for n in range(count):
                 while True:
                     try:
@@ -41,25 +45,38 @@ def _append_with_retry(target: str, writer: int, count: int, start: Any) -> None
                             "shared", [added([writer, n])], expected_version=version
                         )
                     except ConcurrencyError as conflict:
+                        refused += 1
                         version = conflict.actual
                         continue
                     version = result.last_version
                     break
+        conflicts.put(refused)
 
     asyncio.run(main())
 
 
 async def test_four_processes_append_to_one_stream(shared_backend: Backend) -> None:
     await shared_backend.store().ensure_tables()
-    start = _spawn.Event()
-    args = [(shared_backend.target, w, APPENDS_PER_WRITER, start) for w in range(WRITERS)]
+    start = _spawn.Barrier(WRITERS)
+    conflicts = _spawn.Queue()
+    args = [
+        (shared_backend.target, w, APPENDS_PER_WRITER, start, conflicts) for w in range(WRITERS)
+    ]
     processes = [_spawn.Process(target=_append_with_retry, args=a) for a in args]
     for process in processes:
         process.start()
-    start.set()
+    refused: list[int] = []
+    deadline = time.monotonic() + 300
+    while len(refused) < WRITERS and time.monotonic() < deadline:
+        try:
+            refused.append(conflicts.get(timeout=1))
+        except queue.Empty:
+            assert all(p.exitcode in (None, 0) for p in processes), [p.exitcode for p in processes]
     for process in processes:
         process.join(300)
     assert [p.exitcode for p in processes] == [0] * WRITERS
+    # The barrier makes the first appends race on version 0: all but one are refused.
+    assert sum(refused) >= WRITERS - 1, refused
 
     store = shared_backend.store()
     events = await store.read_stream("shared")

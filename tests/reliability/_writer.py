@@ -15,6 +15,7 @@ import asyncio
 import json
 import random
 import sys
+from collections.abc import Iterator
 from typing import Any
 
 sys.modules.setdefault("agents", None)  # type: ignore[arg-type]  # not needed: faster start
@@ -30,19 +31,26 @@ def open_session(backend: str, target: str, session_id: str) -> Any:
     return SQLAlchemySession(session_id, db_url=target)
 
 
-async def crash(backend: str, target: str, worker: int, seed: int) -> None:
+def crash_plan(worker: int, seed: int) -> Iterator[tuple[str, int, int]]:
+    """The adds a crash writer makes, in order: (session id, n, item count). Mostly a
+    few items to the writer's own session or the shared one; one add in ten is 300
+    items, so kills land inside long appends too. The parent replays it to know what
+    each add it saw in the log was meant to hold."""
     rng = random.Random(seed)
-    own, shared = (
-        open_session(backend, target, f"w{worker}"),
-        open_session(backend, target, "shared"),
-    )
     n = 0
     while True:
         n += 1
-        session = own if rng.random() < 0.5 else shared
-        count = 300 if rng.random() < 0.1 else rng.randint(1, 3)  # some long appends
-        await session.add_items([{"w": worker, "n": n, "i": i} for i in range(count)])
-        print(session.session_id, n, count, flush=True)
+        session_id = f"w{worker}" if rng.random() < 0.5 else "shared"
+        count = 300 if rng.random() < 0.1 else rng.randint(1, 3)
+        yield session_id, n, count
+
+
+async def crash(backend: str, target: str, worker: int, seed: int) -> None:
+    sessions = {sid: open_session(backend, target, sid) for sid in (f"w{worker}", "shared")}
+    for session_id, n, count in crash_plan(worker, seed):
+        items = [{"w": worker, "n": n, "i": i} for i in range(count)]
+        await sessions[session_id].add_items(items)
+        print(session_id, n, count, flush=True)
 
 
 async def mixed(backend: str, target: str, worker: int, ops: int, sessions: str) -> None:

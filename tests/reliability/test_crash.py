@@ -21,6 +21,7 @@ import sys
 import threading
 import time
 from collections import Counter
+from itertools import islice
 from pathlib import Path
 from typing import IO, Any
 
@@ -30,6 +31,7 @@ from sessions.base import HISTORY
 from ..conftest import Backend
 from ._figures import record
 from ._support import audit, sized
+from ._writer import crash_plan
 
 REPO = Path(__file__).resolve().parents[2]
 AT_ONCE = 4
@@ -40,6 +42,7 @@ class Writer:
 
     def __init__(self, backend: Backend, worker: int, seed: int) -> None:
         self.worker = worker
+        self.seed = seed
         self.acked: list[tuple[str, int, int]] = []
         self.process = subprocess.Popen(
             [
@@ -119,12 +122,20 @@ async def check(backend: Backend, writers: list[Writer]) -> dict[str, int]:
         assert len(keys) == len(set(keys)), f"{sid}: an item is stored twice"
         per_add.update((sid, w, n) for w, n, _ in keys)
     acked_items = 0
+    made: set[tuple[str, int, int]] = set()
     for writer in writers:
+        # What the writer meant to add, replayed from its seed: every add it
+        # acknowledged, then the one it was making when it was killed.
+        plan = list(islice(crash_plan(writer.worker, writer.seed), len(writer.acked) + 1))
+        assert writer.acked == plan[:-1], f"w{writer.worker} printed adds it did not plan"
         for sid, n, count in writer.acked:
             assert per_add[(sid, writer.worker, n)] == count, f"acknowledged add lost: {sid} {n}"
             acked_items += count
-    for (sid, w, n), count in per_add.items():  # unacknowledged adds: whole or absent
-        assert count in (1, 2, 3, 300), f"partial add {sid} w{w} n{n}: {count} items"
+        sid, n, count = plan[-1]  # unacknowledged: whole (committed before the kill) or absent
+        found = per_add[(sid, writer.worker, n)]
+        assert found in (0, count), f"partial add {sid} w{writer.worker} n{n}: {found} of {count}"
+        made.update((sid, writer.worker, n) for sid, n, _ in plan)
+    assert set(per_add) <= made, f"adds no writer made: {sorted(set(per_add) - made)}"
     events = await audit(store)
     return {
         "acknowledged_adds": sum(len(w.acked) for w in writers),

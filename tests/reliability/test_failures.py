@@ -145,16 +145,65 @@ class HeldLock:
             await self._engine.dispose()
 
 
-async def test_blocked_writer_gets_a_typed_timeout(shared_backend: Backend) -> None:
+# Counts the transactions of this test's database waiting for a row lock right now.
+_WAITING_FOR_A_LOCK = {
+    "postgres": "SELECT count(*) FROM pg_stat_activity "
+    "WHERE datname = current_database() AND wait_event_type = 'Lock'",
+    "mysql": "SELECT count(*) FROM information_schema.innodb_trx t "
+    "JOIN information_schema.processlist p ON p.id = t.trx_mysql_thread_id "
+    "WHERE t.trx_state = 'LOCK WAIT' AND p.db = DATABASE()",
+}
+# SQLite says nothing about a connection waiting in its busy handler: there the
+# writer must still be at it after this long (a busy timeout of 0 fails in about 1 ms).
+SQLITE_WAIT_SEEN = 0.5
+
+
+async def until_waiting_for_the_lock(backend: Backend, writer: asyncio.Task[Any]) -> None:
+    """Return once ``writer`` is seen waiting for the held lock; fail if it ends first."""
+    if backend.name == "sqlite-file":
+        done, _ = await asyncio.wait({writer}, timeout=SQLITE_WAIT_SEEN)
+    else:
+        engine = await admin_engine(backend)
+        try:
+            done = set()
+            for _ in range(3000):  # a minute at most
+                async with engine.connect() as conn:
+                    waiting = (await conn.execute(text(_WAITING_FOR_A_LOCK[backend.name]))).scalar()
+                if waiting:
+                    break
+                done, _ = await asyncio.wait({writer}, timeout=0.02)
+                if done:
+                    break
+            else:
+                pytest.fail("the writer neither waited for the lock nor finished")
+        finally:
+            await engine.dispose()
+    if done:
+        outcome = writer.exception() or writer.result()
+        pytest.fail(f"the writer did not wait for the held lock: it ended with {outcome!r}")
+
+
+async def test_blocked_writer_waits_then_gets_a_typed_timeout(shared_backend: Backend) -> None:
+    # A writer whose lock_timeout outlasts the holder waits for the lock, then writes.
+    patient = StoreSession("s", history_store(shared_backend, lock_timeout=60.0))
+    await patient.add_items([{"n": 1}])
+    lock = HeldLock(shared_backend)
+    await lock.hold()
+    try:
+        writer = asyncio.create_task(patient.add_items([{"n": 2}]))
+        await until_waiting_for_the_lock(shared_backend, writer)
+    finally:
+        await lock.release()
+    await writer  # the lock was released within its lock_timeout: no error
+    assert await patient.get_items() == [{"n": 1}, {"n": 2}]
+    # One whose lock_timeout runs out while the lock is held gets a typed error.
     store = history_store(shared_backend, lock_timeout=1.0)
     session = StoreSession("s", store)
-    await session.add_items([{"n": 1}])
-    lock = HeldLock(shared_backend)
     await lock.hold()
     try:
         started = time.monotonic()
         with pytest.raises(LockTimeoutError) as caught:
-            await session.add_items([{"n": 2}])
+            await session.add_items([{"n": 3}])
         waited = time.monotonic() - started
         assert isinstance(caught.value, TimeoutError)
         with pytest.raises(LockTimeoutError):
@@ -162,8 +211,8 @@ async def test_blocked_writer_gets_a_typed_timeout(shared_backend: Backend) -> N
     finally:
         await lock.release()
     record("blocked_writer", backend=shared_backend.name, lock_timeout=1.0, waited=waited)
-    await session.add_items([{"n": 3}])
-    assert await session.get_items() == [{"n": 1}, {"n": 3}]
+    await session.add_items([{"n": 4}])
+    assert await session.get_items() == [{"n": 1}, {"n": 2}, {"n": 4}]
 
 
 @pytest.mark.parametrize("timeout", [0, -1, "5", True, 10**6])

@@ -16,6 +16,8 @@ from typing import Any
 
 import pytest
 
+from eventstore import RecordedEvent
+from projections.history import item_seq
 from sessions import StoreSession
 from sessions.base import HISTORY
 
@@ -61,6 +63,28 @@ def run_processes(backend: Backend, ops: int, sessions: str) -> list[dict[str, A
     return results
 
 
+def list_model(log: list[RecordedEvent]) -> tuple[list[Any], list[Any], list[Any]]:
+    """The items a plain list holds after the log's adds, pops and clears, in log
+    order, and the items it popped and cleared. A pop must take the list's last item
+    (the ``seq`` the event names)."""
+    items: list[tuple[int, Any]] = []
+    popped: list[Any] = []
+    cleared: list[Any] = []
+    for event in log:
+        body = json.loads(event.payload)
+        if event.event_type == "ItemsAdded":
+            items += [(item_seq(event.version, i), item) for i, item in enumerate(body["items"])]
+        elif event.event_type == "ItemPopped":
+            assert items, f"v{event.version} pops an empty session"
+            seq, item = items.pop()
+            assert body["seq"] == seq, f"v{event.version} pops {body['seq']}, the last is {seq}"
+            popped.append(item)
+        elif event.event_type == "SessionCleared":
+            cleared += [item for _, item in items]
+            items = []
+    return [item for _, item in items], popped, cleared
+
+
 @pytest.mark.parametrize("sessions", ["many", "one"])
 async def test_processes_and_tasks_lose_nothing(shared_backend: Backend, sessions: str) -> None:
     store = shared_backend.store(projectors=(HISTORY,))
@@ -97,8 +121,15 @@ async def test_processes_and_tasks_lose_nothing(shared_backend: Backend, session
         types = Counter(e.event_type for e in log)
         assert types["ItemPopped"] == len(popped)
         assert types["SessionCleared"] == sum(r["cleared"] for r in results)
-        if not types["SessionCleared"]:  # nothing cleared: every item is accounted for
-            assert sorted(map(key, final + popped)) == sorted(map(key, added))
+        assert types["SessionCleared"], "the seeded operations clear the session"
+        # A plain list run through the log in its order: the session must hold what it
+        # holds, each pop must have returned the item the list popped, and every
+        # acknowledged add is left, popped or cleared, exactly once.
+        model_left, model_popped, model_cleared = list_model(log)
+        assert list(map(key, final)) == list(map(key, model_left)), "items lost or extra"
+        assert Counter(map(key, popped)) == Counter(map(key, model_popped))
+        accounted = model_left + model_popped + model_cleared
+        assert sorted(map(key, accounted)) == sorted(map(key, added))
         # every acknowledged add is in the log, once
         logged = Counter(
             key(item)

@@ -11,9 +11,12 @@ import json
 import os
 import subprocess
 import sys
+import tomllib
 from pathlib import Path
 
 import pytest
+
+from ..conftest import IN_CI
 
 ROOT = Path(__file__).resolve().parents[2]  # the checkout: its modules come first
 
@@ -111,23 +114,64 @@ def test_the_pep_829_start_file_installs_the_alias(tmp_path: Path) -> None:
 
 
 def other_pythons() -> list[str]:
-    """Interpreters named in CONVSTORE_TEST_PYTHONS (with convstore's wheel installed)."""
+    """Interpreters named in CONVSTORE_TEST_PYTHONS, each with convstore's wheel
+    installed (``python .ci/pythons.py`` makes them and prints the value)."""
     return [p for p in os.environ.get("CONVSTORE_TEST_PYTHONS", "").split(os.pathsep) if p]
 
 
-@pytest.mark.skipif(not other_pythons(), reason="set CONVSTORE_TEST_PYTHONS to run")
+def supported_versions() -> set[str]:
+    """The 3.X versions pyproject.toml's classifiers say convstore supports."""
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    prefix = "Programming Language :: Python :: 3."
+    return {c.rsplit(" ", 1)[1] for c in project["classifiers"] if c.startswith(prefix)}
+
+
+def test_every_supported_python_is_tested() -> None:
+    """The alias is promised on every supported Python: each needs an interpreter in
+    CONVSTORE_TEST_PYTHONS (a failure under CI=true, as a missing server is)."""
+    assert supported_versions() >= {"3.11", "3.12", "3.13"}
+    listed = set()
+    for python in other_pythons():
+        done = subprocess.run(
+            [python, "-c", "import sys; print('%d.%d' % sys.version_info[:2])"],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=True,
+        )
+        listed.add(done.stdout.strip())
+    missing = sorted(supported_versions() - listed, key=lambda v: int(v.split(".")[1]))
+    if missing:
+        message = (
+            f"no interpreter of Python {', '.join(missing)} in CONVSTORE_TEST_PYTHONS: set it "
+            "to what `python .ci/pythons.py` prints (.ci/run does)"
+        )
+        if IN_CI:
+            pytest.fail(message)
+        pytest.skip(message)
+
+
 @pytest.mark.parametrize("python", other_pythons())
 def test_the_installed_wheel_on_other_pythons(python: str, tmp_path: Path) -> None:
-    """convstore's wheel installed in another Python's environment (with a stand-in
+    """convstore's wheel installed in another Python's environment (beside a stand-in
     ``agents`` package, the SDK's import name): the shipped ``.pth``/``.start`` files
     install the alias there, and a user's ``sessions.py`` does not capture it."""
     (tmp_path / "sessions.py").write_text("HIJACKED = True\n")
-    code = "import json, agents.sessions as a\nprint(json.dumps({'file': a.__file__}))\n"
+    (tmp_path / "agents").mkdir()
+    (tmp_path / "agents" / "__init__.py").write_text("")
+    code = (
+        "import json, sys, agents.sessions as a, sessions\n"
+        "print(json.dumps({'file': a.__file__, 'hijacked': getattr(sessions, 'HIJACKED', 0),"
+        " 'version': '%d.%d' % sys.version_info[:2]}))\n"
+    )
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     done = subprocess.run(
         [python, "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True, check=False
     )
     assert done.returncode == 0, done.stderr
-    installed = Path(json.loads(done.stdout)["file"])
+    seen = json.loads(done.stdout)
+    installed = Path(seen["file"])
     assert installed.parts[-2:] == ("sessions", "__init__.py")
-    assert "site-packages" in installed.parts
+    assert "site-packages" in installed.parts, "the installed wheel, not this checkout"
+    assert seen["hijacked"], "the user's own 'import sessions' still gets theirs"
+    assert seen["version"] in supported_versions()

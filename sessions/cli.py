@@ -2,12 +2,13 @@
 
 DB is a SQLite path or a SQLAlchemy URL. Output is a readable table by default and
 JSON with ``--json`` (before or after the command). Exit status: 0 on success, 1 when
-a check finds problems (audit, verify, a refused replay), 2 on an error (bad
-arguments, unreachable database, missing file or tables, unknown session), always
-with one line on standard error.
+a check finds problems (audit, verify, a refused replay) or import-sdk skipped rows,
+2 on an error (bad arguments, unreachable database, missing file or tables, unknown
+session), always with one line on standard error.
 
 Commands that only read never create or change a file: a SQLite path must already
-be a convstore database. ``init``, ``import`` and ``import-sdk`` create the tables.
+be a convstore database. ``init``, ``import`` and ``import-sdk`` create the tables;
+an import that fails removes a database it created (nothing was imported into it).
 
 The command lives in ``sessions`` (not ``eventstore``) because its commands read
 projections, and dependencies only flow ``sessions -> projections -> eventstore``.
@@ -18,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import os
 import re
 import sqlite3
@@ -70,7 +72,7 @@ examples:
   convstore chat.db shred user_123             make an encrypted session unreadable
   convstore --json postgresql://user@host/db sessions
 
-exit status: 0 ok, 1 findings, 2 error (one line on standard error)
+exit status: 0 ok, 1 findings (or import-sdk skipped rows), 2 error (one line on standard error)
 """
 
 
@@ -168,6 +170,12 @@ def parse_as_of(text: str) -> int | datetime:
             f"{text!r} is neither a version nor a time (e.g. 4, or 2026-01-31T12:00:00Z)"
         ) from None
     return moment if moment.tzinfo else moment.replace(tzinfo=datetime.now().astimezone().tzinfo)
+
+
+def _positive(text: str) -> int:
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number >= 1")
+    return int(text)
 
 
 def _audit_key(args: argparse.Namespace) -> bytes | None:
@@ -456,12 +464,14 @@ async def _export(store: EventStore, args: argparse.Namespace) -> int:
 
 
 async def _import(store: EventStore, args: argparse.Namespace) -> int:
-    from .transfer import import_events
+    from .transfer import MAX_LINE_BYTES, import_events
 
     source: BinaryIO = args.input_file
     bar = ProgressBar(args.input_events, "importing")
     try:
-        result = await import_events(store, source, progress=bar.update)
+        result = await import_events(
+            store, source, progress=bar.update, max_line_bytes=args.max_line_bytes or MAX_LINE_BYTES
+        )
     finally:
         bar.close()
     if args.json:
@@ -486,17 +496,35 @@ async def _import_sdk(store: EventStore, args: argparse.Namespace) -> int:
         progress=bar.update,
     )
     bar.close()
+    # Exit 1 when rows or sessions were skipped: the rest is imported, but not all.
+    code = 1 if result.skipped else 0
     if args.json:
-        _emit_json(result)
-        return 0
+        fields = dataclasses.asdict(result)
+        fields["refused"] = [
+            {
+                "session": r.session_id,
+                "row": r.row,
+                "error": type(r.error).__name__,
+                "reason": str(r.error),
+            }
+            for r in result.refused
+        ]
+        _emit_json(fields)
+        return code
     for note in result.notes:
         print(f"note: {note}")
-    print(
+    summary = (
         f"imported {result.items:,} item(s), {result.branches:,} branch(es) and "
         f"{result.usage:,} usage record(s) into {result.sessions:,} session(s); "
         f"{result.up_to_date:,} session(s) already up to date"
     )
-    return 0
+    if result.skipped:
+        summary += (
+            f"; skipped {result.skipped_rows:,} row(s) and {result.skipped_sessions:,} "
+            "session(s) (see the notes above)"
+        )
+    print(summary)
+    return code
 
 
 async def _retention(store: EventStore, args: argparse.Namespace) -> int:
@@ -519,6 +547,7 @@ async def _retention(store: EventStore, args: argparse.Namespace) -> int:
 class Command:
     run: Callable[[EventStore, argparse.Namespace], Awaitable[int]]
     creates: bool = False  # may create the database and its tables
+    imports: bool = False  # a failure removes the database it created (if nothing came of it)
 
 
 COMMANDS = {
@@ -531,8 +560,8 @@ COMMANDS = {
     "verify": Command(_verify),
     "replay": Command(_replay),
     "export": Command(_export),
-    "import": Command(_import, creates=True),
-    "import-sdk": Command(_import_sdk, creates=True),
+    "import": Command(_import, creates=True, imports=True),
+    "import-sdk": Command(_import_sdk, creates=True, imports=True),
     "retention": Command(_retention),
     "tree": Command(_tree),
     "usage": Command(_usage),
@@ -587,7 +616,14 @@ def build_parser() -> argparse.ArgumentParser:
     export = add("export", "write the log as JSON Lines")
     export.add_argument("--session", help="only this session")
     export.add_argument("-o", "--output", help="write here instead of standard output")
-    add("import", "load a JSON Lines export ('-' for standard input)").add_argument("file")
+    load = add("import", "load a JSON Lines export ('-' for standard input)")
+    load.add_argument("file", help="the export file, or - for standard input")
+    load.add_argument(
+        "--max-line-bytes",
+        type=_positive,
+        metavar="N",
+        help="refuse a line (one event) longer than N bytes (default: 67108864, 64 MiB)",
+    )
     import_sdk = add("import-sdk", "bring the history of the SDK's own sessions into the log")
     import_sdk.add_argument("source", help="the SDK's database: a SQLite path or a URL")
     import_sdk.add_argument("--sessions-table", default="agent_sessions")
@@ -683,7 +719,16 @@ async def run(args: argparse.Namespace) -> int:
     """Run one parsed command; return the exit status."""
     command = COMMANDS[args.command]
     async with admin.open_store(args.db, create=command.creates) as store:
-        return await command.run(store, args)
+        if not command.imports:
+            return await command.run(store, args)
+        from .transfer import CreatedByImport
+
+        created = await CreatedByImport.survey(store, _sqlite_path(args.db))
+        try:
+            return await command.run(store, args)
+        except Exception:
+            await created.undo(store)  # a failed import leaves no empty database behind
+            raise
 
 
 def main(argv: Sequence[str] | None = None) -> None:

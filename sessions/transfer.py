@@ -216,12 +216,10 @@ def _numbered_lines(
         raise InvalidArgumentError(f"max_line_bytes must be >= 1, not {max_line_bytes}")
     number = 0
     while True:
-        line = source.readline(max_line_bytes + 1)
+        line = _read_line(source, max_line_bytes, number + 1)
         if not line:
             return
         number += 1
-        if len(line) > max_line_bytes and not line.endswith(b"\n"):
-            raise LineTooLongError(number, max_line_bytes)
         if not line.strip():
             continue
         try:
@@ -233,6 +231,29 @@ def _numbered_lines(
         except InvalidArgumentError as error:
             raise InvalidArgumentError(f"line {number}: {error}") from None
         yield number, event
+
+
+# A long line is read in pieces of this size, so one past the bound is refused having
+# held no more than the bound (a single read would also build a copy of it).
+_PIECE = 1024 * 1024
+
+
+def _read_line(source: BinaryIO, limit: int, number: int) -> bytes:
+    """The next line of ``source`` (b"" at its end), or LineTooLongError once more than
+    ``limit`` bytes of it (its newline aside) were read."""
+    pieces: list[bytes] = []
+    size = 0
+    while True:
+        piece = source.readline(min(_PIECE, limit + 1 - size))
+        if not piece:
+            break
+        pieces.append(piece)
+        size += len(piece)
+        if piece.endswith(b"\n"):
+            break
+        if size > limit:
+            raise LineTooLongError(number, limit)
+    return pieces[0] if len(pieces) == 1 else b"".join(pieces)
 
 
 def read_lines(

@@ -28,6 +28,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from contextlib import ExitStack
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from functools import partial
 from importlib import metadata
 from pathlib import Path
 from typing import Any, BinaryIO, NoReturn
@@ -441,12 +442,24 @@ async def _replay(store: EventStore, args: argparse.Namespace) -> int:
     return 0
 
 
+# The mode of the files the command creates (exports, checkpoints): readable by their
+# owner only, as the SQLite databases are. An existing file keeps its mode.
+OUTPUT_MODE = 0o600
+
+
+def create_output(path: str) -> BinaryIO:
+    """``path`` opened for writing, created with :data:`OUTPUT_MODE` if it is new."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, OUTPUT_MODE)
+    return os.fdopen(fd, "wb")
+
+
 def _write_output(path: str | None, data: bytes) -> None:
     if path is None:
         sys.stdout.buffer.write(data)
         sys.stdout.buffer.flush()
     else:
-        Path(path).write_bytes(data)
+        with create_output(path) as out:
+            out.write(data)
 
 
 async def _export(store: EventStore, args: argparse.Namespace) -> int:
@@ -710,9 +723,18 @@ def _open_files(args: argparse.Namespace, stack: ExitStack) -> None:
         if args.command == "export":
             args.output_file = None
             if args.output:
-                args.output_file = stack.enter_context(open(args.output, "wb"))  # noqa: SIM115
+                new = not os.path.exists(args.output)
+                args.output_file = stack.enter_context(create_output(args.output))
+                if new:  # a failed export leaves no file behind
+                    stack.push(partial(_remove_if_failed, Path(args.output)))
     except OSError as error:
         raise UsageError(f"{error.strerror}: {error.filename}") from None
+
+
+def _remove_if_failed(path: Path, failed: type[BaseException] | None, *_: object) -> bool:
+    if failed is not None:
+        path.unlink(missing_ok=True)
+    return False
 
 
 async def run(args: argparse.Namespace) -> int:

@@ -163,3 +163,43 @@ async def _convstore_tables(url: str) -> list[str]:
     finally:
         await store.close()
     return [n for n in names if n.startswith("convstore_")]
+
+
+# -- files the command creates ---------------------------------------------------------
+
+
+def test_files_the_command_creates_are_its_owners_only(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import os
+    import stat
+
+    def mode(path: Path) -> int:
+        return stat.S_IMODE(path.stat().st_mode)
+
+    old = os.umask(0o022)  # the usual umask: it would give 0644
+    try:
+        db = tmp_path / "db.sqlite"
+        asyncio.run(_fill(str(db)))
+        exported = tmp_path / "export.jsonl"
+        assert run(capsys, str(db), "export", "-o", str(exported))[0] == 0
+        heads = tmp_path / "heads.jsonl"
+        assert run(capsys, str(db), "checkpoint", "-o", str(heads))[0] == 0
+        copy = tmp_path / "copy.db"
+        assert run(capsys, str(copy), "import", str(exported))[0] == 0
+        assert {p.name: mode(p) for p in (db, exported, heads, copy)} == {
+            "db.sqlite": 0o600,
+            "export.jsonl": 0o600,
+            "heads.jsonl": 0o600,
+            "copy.db": 0o600,
+        }
+        mine = tmp_path / "mine.jsonl"
+        mine.write_bytes(b"old")
+        mine.chmod(0o640)  # a file that exists keeps the mode its owner gave it
+        assert run(capsys, str(db), "export", "-o", str(mine))[0] == 0
+        assert (mode(mine), mine.read_bytes() == exported.read_bytes()) == (0o640, True)
+        failed = tmp_path / "failed.jsonl"
+        code, _, err = run(capsys, str(db), "export", "--session", "nobody", "-o", str(failed))
+        assert (code, "no session 'nobody'" in err, failed.exists()) == (2, True, False)
+    finally:
+        os.umask(old)

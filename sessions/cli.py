@@ -410,7 +410,13 @@ async def _verify(store: EventStore, args: argparse.Namespace) -> int:
     report = await admin.verify_projections(store, progress=bar.update)
     bar.close()
     if args.json:
-        _emit_json({"ok": report.ok, "differences": [str(d) for d in report.differences]})
+        _emit_json(
+            {
+                "ok": report.ok,
+                "events": report.events_replayed,
+                "differences": [str(d) for d in report.differences],
+            }
+        )
     elif report.ok:
         print(f"projections match a fold of the log ({report.events_replayed:,} events)")
     else:

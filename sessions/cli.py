@@ -25,13 +25,13 @@ import re
 import sqlite3
 import sys
 from collections.abc import Awaitable, Callable, Sequence
-from contextlib import ExitStack
+from contextlib import ExitStack, redirect_stdout
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from functools import partial
 from importlib import metadata
 from pathlib import Path
-from typing import Any, BinaryIO, NoReturn
+from typing import Any, BinaryIO, NoReturn, TextIO
 
 import msgspec
 from sqlalchemy.engine import make_url
@@ -324,7 +324,9 @@ async def _shred(store: EventStore, args: argparse.Namespace) -> int:
     from . import _keys
     from ._maintenance import ensure_key_tables, open_store, shred_session
 
-    if await store.stream_info(args.session) is None:
+    _check_consent(args)
+    info = await store.stream_info(args.session)
+    if info is None:
         raise admin.NotFoundError(f"no session {args.session!r} in this database")
     keys, owned = open_store(args.key_db) if args.key_db else (store, False)
     try:
@@ -339,6 +341,25 @@ async def _shred(store: EventStore, args: argparse.Namespace) -> int:
             "cannot make its items unreadable: remove it with 'retention' instead, or "
             "pass --force to refuse encrypting it under this id from now on"
         )
+    pending = row is None or row.wrapped is not None  # False: shredded already
+    what = (
+        f"destroy the data key of {args.session!r} ({info.version:,} event(s)): its items "
+        "can never be decrypted again, with any key"
+        if row is not None
+        else f"mark {args.session!r} as shredded: it can never be encrypted under this id"
+    )
+    if args.dry_run:
+        if args.json:
+            _emit_json({"session": args.session, "dry_run": True, "would_shred": pending})
+        else:
+            print(
+                f"would {what}"
+                if pending
+                else f"the data key of {args.session!r} was destroyed already: nothing would change"
+            )
+        return 0
+    if pending and not await _confirm(args, f"This will {what}."):
+        return _declined()
     shredded = await shred_session(store, args.session, key_store=args.key_db)
     if args.json:
         _emit_json({"session": args.session, "shredded": shredded})
@@ -347,6 +368,35 @@ async def _shred(store: EventStore, args: argparse.Namespace) -> int:
     else:
         print(f"the data key of {args.session!r} was destroyed already")
     return 0
+
+
+# -- consent of destructive commands ------------------------------------------------
+
+
+def _check_consent(args: argparse.Namespace) -> None:
+    """A command that deletes runs with --yes, or --dry-run, or on a terminal (where it
+    asks); anywhere else it refuses before it reads anything (exit 2)."""
+    if args.yes or args.dry_run or sys.stdin.isatty():
+        return
+    raise UsageError(
+        f"'{args.command}' deletes data and standard input is not a terminal to confirm "
+        "it: pass --yes to go ahead (--dry-run lists what would go)"
+    )
+
+
+async def _confirm(args: argparse.Namespace, what: str) -> bool:
+    """--yes, or the answer typed at the terminal (y or yes) after ``what`` was shown."""
+    if args.yes:
+        return True
+    sys.stderr.write(f"{what}\nGo ahead? [y/N] ")
+    sys.stderr.flush()
+    answer = await asyncio.to_thread(sys.stdin.readline)
+    return answer.strip().lower() in ("y", "yes")
+
+
+def _declined() -> int:
+    print("convstore: nothing was changed", file=sys.stderr)
+    return 1
 
 
 def _report_findings(report: AuditReport, args: argparse.Namespace) -> int:
@@ -547,19 +597,40 @@ async def _import_sdk(store: EventStore, args: argparse.Namespace) -> int:
 
 
 async def _retention(store: EventStore, args: argparse.Namespace) -> int:
-    removed = await admin.retention(store, args.older_than, dry_run=args.dry_run)
+    _check_consent(args)
+    # One moment for the listing and the removal: only sessions shown can go (one
+    # written to in between is kept).
+    now = datetime.now(UTC)
+    idle = await admin.retention(store, args.older_than, dry_run=True, now=now)
+    removed = idle
+    if not args.dry_run:
+        if idle and not args.yes:
+            _sessions_table(idle, sys.stderr)
+            question = (
+                f"This will remove these {len(idle)} session(s), idle for longer than "
+                f"{format_duration(args.older_than)}: their events and projection rows "
+                "(a tombstone stays)."
+            )
+            if not await _confirm(args, question):
+                return _declined()
+        removed = await admin.retention(store, args.older_than, now=now) if idle else []
     if args.json:
         _emit_json({"dry_run": args.dry_run, "sessions": removed})
         return 0
     verb = "would remove" if args.dry_run else "removed"
-    _table(
-        ["session", "events", "last written (UTC)"],
-        [(r.session_id, r.version, _when(r.updated_at)) for r in removed],
-    )
+    _sessions_table(removed, sys.stdout)
     print(
         f"{verb} {len(removed)} session(s) idle for longer than {format_duration(args.older_than)}"
     )
     return 0
+
+
+def _sessions_table(sessions: Sequence[admin.RemovedSession], stream: TextIO) -> None:
+    with redirect_stdout(stream):
+        _table(
+            ["session", "events", "last written (UTC)"],
+            [(r.session_id, r.version, _when(r.updated_at)) for r in sessions],
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -652,6 +723,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--older-than", type=parse_duration, required=True, metavar="DURATION", help="e.g. 90d"
     )
     retention.add_argument("--dry-run", action="store_true", help="list them, remove nothing")
+    retention.add_argument(
+        "--yes", action="store_true", help="remove without asking (needed off a terminal)"
+    )
     add("tree", "the branches of one session, with their fork points").add_argument("session")
     usage = add("usage", "token usage per turn, of a branch and of the whole session")
     usage.add_argument("session")
@@ -661,6 +735,12 @@ def build_parser() -> argparse.ArgumentParser:
     shred.add_argument("--key-db", help="the key database, if the keys live apart from the log")
     shred.add_argument(
         "--force", action="store_true", help="shred (tombstone) a session that has no key yet"
+    )
+    shred.add_argument(
+        "--dry-run", action="store_true", help="say what would happen, change nothing"
+    )
+    shred.add_argument(
+        "--yes", action="store_true", help="shred without asking (needed off a terminal)"
     )
     return parser
 

@@ -219,12 +219,12 @@ async def _in_thread(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[in
 
 
 def test_retention(db: str, capsys: pytest.CaptureFixture[str]) -> None:
-    code, out, _ = run(capsys, db, "retention", "--older-than", "1d")
+    code, out, _ = run(capsys, db, "retention", "--older-than", "1d", "--yes")
     assert (code, "removed 0 session(s)" in out) == (0, True)
     code, out, _ = run(capsys, db, "retention", "--older-than", "0s", "--dry-run", "--json")
     assert [s["session_id"] for s in json.loads(out)["sessions"]] == ["alice", "bob"]
     assert len(json.loads(run(capsys, db, "sessions", "--json")[1])) == 2
-    code, out, _ = run(capsys, db, "retention", "--older-than", "0s")
+    code, out, _ = run(capsys, db, "retention", "--older-than", "0s", "--yes")
     assert "removed 2 session(s)" in out
     assert json.loads(run(capsys, db, "sessions", "--json")[1]) == []
     code, out, _ = run(capsys, db, "audit", "--json")

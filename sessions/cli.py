@@ -12,48 +12,55 @@ an import that fails removes a database it created (nothing was imported into it
 
 The command lives in ``sessions`` (not ``eventstore``) because its commands read
 projections, and dependencies only flow ``sessions -> projections -> eventstore``.
-It never imports the Agents SDK, so it starts quickly.
+It never imports the Agents SDK, and imports SQLAlchemy and the event store only once
+the arguments are parsed, so ``--help``, ``--version`` and argument errors are quick
+(``benchmarks/cli_startup.py``).
 """
 
 from __future__ import annotations
 
 import argparse
-import asyncio
-import dataclasses
+import importlib.util
 import os
 import re
-import sqlite3
 import sys
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from contextlib import ExitStack, redirect_stdout
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from functools import partial
-from importlib import metadata
 from pathlib import Path
-from typing import Any, BinaryIO, NoReturn, TextIO
+from types import ModuleType
 
-import msgspec
-from sqlalchemy.engine import make_url
-from sqlalchemy.exc import ArgumentError, SQLAlchemyError
-
-from eventstore import (
-    AuditReport,
-    ConvstoreError,
-    EventStore,
-    InvalidArgumentError,
-    ItemPopped,
-    ItemsAdded,
-    RecordedEvent,
-)
-from eventstore.checkpoints import load_checkpoints
-from projections.history import MAX_ITEMS_PER_EVENT
-from projections.usage_table import USAGE
-
-from . import admin
 from ._progress import ProgressBar
 
-_json = msgspec.json.Encoder()
+TYPE_CHECKING = False  # typing.TYPE_CHECKING, without importing typing for --version
+if TYPE_CHECKING:
+    from typing import Any, BinaryIO, NoReturn, TextIO
+
+    from eventstore import AuditReport, EventStore, RecordedEvent
+
+    from . import admin
+
+
+def _lazy(name: str) -> ModuleType:
+    """The module ``name``, executed on first use of one of its attributes (the Python
+    documentation's LazyLoader recipe): the commands' modules load SQLAlchemy and the
+    event store, which ``--help`` and ``--version`` never need."""
+    if name in sys.modules:
+        return sys.modules[name]
+    spec = importlib.util.find_spec(name)
+    assert spec is not None, name
+    assert spec.loader is not None, name
+    loader = importlib.util.LazyLoader(spec.loader)
+    spec.loader = loader
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    loader.exec_module(module)
+    return module
+
+
+if not TYPE_CHECKING:
+    admin = _lazy("sessions.admin")
 
 EXAMPLES = """\
 examples:
@@ -90,7 +97,9 @@ class _Parser(argparse.ArgumentParser):
 
 
 def _emit_json(value: Any) -> None:
-    sys.stdout.write(_json.encode(value).decode() + "\n")
+    import msgspec
+
+    sys.stdout.write(msgspec.json.encode(value).decode() + "\n")
 
 
 def _table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> None:
@@ -103,6 +112,11 @@ def _table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> None:
 
 
 def _summary(recorded: RecordedEvent) -> str:
+    import msgspec
+
+    from eventstore import ItemPopped, ItemsAdded
+    from projections.history import MAX_ITEMS_PER_EVENT
+
     event = recorded.event
     if isinstance(event, ItemsAdded):
         return f"{len(event.items)} item(s) on {event.branch_id}"
@@ -200,6 +214,8 @@ def _audit_key(args: argparse.Namespace) -> bytes | None:
 async def _init(store: EventStore, args: argparse.Namespace) -> int:
     # Every projection a session class keeps (admin.init_database): an Advanced
     # session opened with create_tables=False then finds its usage tables too.
+    from projections.usage_table import USAGE
+
     store.keep([USAGE])
     await store.ensure_tables()
     if args.json:
@@ -225,6 +241,8 @@ async def _sessions(store: EventStore, args: argparse.Namespace) -> int:
 
 
 async def _log(store: EventStore, args: argparse.Namespace) -> int:
+    from eventstore import decode_item
+
     events = await admin.session_log(store, args.session)
     if args.json:
         _emit_json(
@@ -237,7 +255,7 @@ async def _log(store: EventStore, args: argparse.Namespace) -> int:
                     "schema_version": e.schema_version,
                     "recorded_at": e.recorded_at,
                     "hash": e.hash,
-                    "event": msgspec.json.decode(e.payload),
+                    "event": decode_item(e.payload),
                 }
                 for e in events
             ]
@@ -321,6 +339,8 @@ async def _usage(store: EventStore, args: argparse.Namespace) -> int:
 
 
 async def _shred(store: EventStore, args: argparse.Namespace) -> int:
+    from eventstore import InvalidArgumentError
+
     from . import _keys
     from ._maintenance import ensure_key_tables, open_store, shred_session
 
@@ -390,6 +410,8 @@ async def _confirm(args: argparse.Namespace, what: str) -> bool:
         return True
     sys.stderr.write(f"{what}\nGo ahead? [y/N] ")
     sys.stderr.flush()
+    import asyncio
+
     answer = await asyncio.to_thread(sys.stdin.readline)
     return answer.strip().lower() in ("y", "yes")
 
@@ -439,6 +461,8 @@ def _report_findings(report: AuditReport, args: argparse.Namespace) -> int:
 async def _audit(store: EventStore, args: argparse.Namespace) -> int:
     checkpoints = None
     if args.against:
+        from eventstore.checkpoints import load_checkpoints
+
         checkpoints = load_checkpoints(args.against_data, key=_audit_key(args))
     bar = ProgressBar(await store.count_events(), "auditing")
     report = await admin.audit_database(store, checkpoints=checkpoints, progress=bar.update)
@@ -568,6 +592,8 @@ async def _import_sdk(store: EventStore, args: argparse.Namespace) -> int:
     # Exit 1 when rows or sessions were skipped: the rest is imported, but not all.
     code = 1 if result.skipped else 0
     if args.json:
+        import dataclasses
+
         fields = dataclasses.asdict(result)
         fields["refused"] = [
             {
@@ -633,11 +659,23 @@ def _sessions_table(sessions: Sequence[admin.RemovedSession], stream: TextIO) ->
         )
 
 
-@dataclass(frozen=True, slots=True)
 class Command:
-    run: Callable[[EventStore, argparse.Namespace], Awaitable[int]]
-    creates: bool = False  # may create the database and its tables
-    imports: bool = False  # a failure removes the database it created (if nothing came of it)
+    """A command: what runs it, whether it may create the database and its tables, and
+    whether it imports (a failure removes the database it created, if nothing came of
+    it). A plain class: the dataclasses module would cost ``--version`` its import."""
+
+    __slots__ = ("creates", "imports", "run")
+
+    def __init__(
+        self,
+        run: Callable[[EventStore, argparse.Namespace], Awaitable[int]],
+        *,
+        creates: bool = False,
+        imports: bool = False,
+    ) -> None:
+        self.run = run
+        self.creates = creates
+        self.imports = imports
 
 
 COMMANDS = {
@@ -660,13 +698,39 @@ COMMANDS = {
 
 
 def _version() -> str:
-    try:
-        return metadata.version("convstore")
-    except metadata.PackageNotFoundError:
-        return "unknown (not installed)"
+    """The installed version, from the first ``convstore-*.dist-info`` on ``sys.path``
+    (where importlib.metadata looks, without the cost of importing it)."""
+    for entry in sys.path:
+        try:
+            names = os.listdir(entry or ".")
+        except OSError:
+            continue
+        for name in names:
+            if name.startswith("convstore-") and name.endswith(".dist-info"):
+                try:
+                    with open(os.path.join(entry or ".", name, "METADATA")) as f:
+                        for line in f:
+                            if line.startswith("Version:"):
+                                return line.split(":", 1)[1].strip()
+                except OSError:
+                    continue
+    return "unknown (not installed)"
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The command line's parser (the commands' own: :func:`command_parsers`)."""
+    return _build()[0]
+
+
+def command_parsers() -> dict[str, argparse.ArgumentParser]:
+    """Each command's parser, by name (what ``convstore COMMAND --help`` prints)."""
+    return _build()[1]
+
+
+_SESSION_HELP = "the session's id (as 'sessions' lists them)"
+
+
+def _build() -> tuple[argparse.ArgumentParser, dict[str, argparse.ArgumentParser]]:
     parser = _Parser(
         prog="convstore",
         description="Inspect and maintain a convstore database (SQLite path or SQLAlchemy URL).",
@@ -675,22 +739,35 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"convstore {_version()}")
     parser.add_argument("--json", action="store_true", help="print JSON instead of tables")
-    parser.add_argument("db", help="SQLite file or database URL, e.g. postgresql://user@host/db")
+    parser.add_argument(
+        "db", metavar="DB", help="SQLite file or database URL, e.g. postgresql://user@host/db"
+    )
     common = _Parser(add_help=False)
     # SUPPRESS: a --json given before the command is not reset by the subparser.
-    common.add_argument("--json", action="store_true", default=argparse.SUPPRESS)
-    sub = parser.add_subparsers(
-        dest="command", required=True, metavar="COMMAND", parser_class=_Parser
+    common.add_argument(
+        "--json",
+        action="store_true",
+        default=argparse.SUPPRESS,
+        help="print JSON instead of a table (also before the command)",
     )
+    sub = parser.add_subparsers(
+        dest="command",
+        required=True,
+        metavar="COMMAND",
+        parser_class=_Parser,
+        help="what to do (convstore COMMAND --help describes one)",
+    )
+    commands: dict[str, argparse.ArgumentParser] = {}
 
     def add(name: str, help: str) -> argparse.ArgumentParser:
-        return sub.add_parser(name, parents=[common], help=help, description=help)
+        commands[name] = sub.add_parser(name, parents=[common], help=help, description=help)
+        return commands[name]
 
     add("init", "create the convstore tables (nothing changes where they exist)")
     add("sessions", "list sessions")
-    add("log", "the events of one session").add_argument("session")
+    add("log", "the events of one session").add_argument("session", help=_SESSION_HELP)
     history = add("history", "the items of one session, now or as of a version or time")
-    history.add_argument("session")
+    history.add_argument("session", help=_SESSION_HELP)
     history.add_argument("--branch", default="main", help="branch (default: main)")
     history.add_argument(
         "--as-of", type=parse_as_of, metavar="V|TIME", help="a version, or an ISO 8601 time"
@@ -716,8 +793,18 @@ def build_parser() -> argparse.ArgumentParser:
     )
     import_sdk = add("import-sdk", "bring the history of the SDK's own sessions into the log")
     import_sdk.add_argument("source", help="the SDK's database: a SQLite path or a URL")
-    import_sdk.add_argument("--sessions-table", default="agent_sessions")
-    import_sdk.add_argument("--messages-table", default="agent_messages")
+    import_sdk.add_argument(
+        "--sessions-table",
+        default="agent_sessions",
+        metavar="T",
+        help="the SDK's sessions table (default: agent_sessions)",
+    )
+    import_sdk.add_argument(
+        "--messages-table",
+        default="agent_messages",
+        metavar="T",
+        help="the SDK's messages table (default: agent_messages)",
+    )
     retention = add("retention", "remove sessions idle for longer than a duration")
     retention.add_argument(
         "--older-than", type=parse_duration, required=True, metavar="DURATION", help="e.g. 90d"
@@ -726,12 +813,13 @@ def build_parser() -> argparse.ArgumentParser:
     retention.add_argument(
         "--yes", action="store_true", help="remove without asking (needed off a terminal)"
     )
-    add("tree", "the branches of one session, with their fork points").add_argument("session")
+    tree = add("tree", "the branches of one session, with their fork points")
+    tree.add_argument("session", help=_SESSION_HELP)
     usage = add("usage", "token usage per turn, of a branch and of the whole session")
-    usage.add_argument("session")
+    usage.add_argument("session", help=_SESSION_HELP)
     usage.add_argument("--branch", help="branch (default: the session's current branch)")
     shred = add("shred", "destroy an encrypted session's data key (crypto-shredding)")
-    shred.add_argument("session")
+    shred.add_argument("session", help=_SESSION_HELP)
     shred.add_argument("--key-db", help="the key database, if the keys live apart from the log")
     shred.add_argument(
         "--force", action="store_true", help="shred (tombstone) a session that has no key yet"
@@ -742,7 +830,7 @@ def build_parser() -> argparse.ArgumentParser:
     shred.add_argument(
         "--yes", action="store_true", help="shred without asking (needed off a terminal)"
     )
-    return parser
+    return parser, commands
 
 
 # -- opening the database ---------------------------------------------------------
@@ -755,6 +843,9 @@ def _sqlite_path(db: str) -> str | None:
     if "://" not in db:
         return db
     try:
+        from sqlalchemy.engine import make_url
+        from sqlalchemy.exc import ArgumentError
+
         url = make_url(db)
     except (ArgumentError, ValueError):
         raise UsageError(f"not a database URL: {db}") from None
@@ -776,6 +867,8 @@ def check_existing_database(db: str) -> None:
     if head != _SQLITE_MAGIC:
         what = "an empty file" if not head else "not a SQLite database"
         raise UsageError(f"{path} is {what}, not a convstore database")
+    import sqlite3
+
     uri = file.resolve().as_uri() + "?mode=ro"
     try:
         conn = sqlite3.connect(uri, uri=True)
@@ -841,8 +934,43 @@ async def run(args: argparse.Namespace) -> int:
 
 def main(argv: Sequence[str] | None = None) -> None:
     """Console entry point."""
+    words = sys.argv[1:] if argv is None else list(argv)
+    if words == ["--version"]:  # what the parser would print, without building it
+        print(f"convstore {_version()}")
+        sys.exit(0)
+    parser, commands = _build()
+    asked = _help_asked(words, commands)
+    if asked is not None:  # convstore COMMAND --help: no database needed
+        commands[asked].print_help()
+        sys.exit(0)
     try:
-        args = build_parser().parse_args(argv)
+        args = parser.parse_args(words)
+    except UsageError as error:
+        sys.exit(_fail(str(error)))
+    sys.exit(_main(args))
+
+
+def _help_asked(words: Sequence[str], commands: Mapping[str, object]) -> str | None:
+    """The command of ``convstore COMMAND ... --help`` (the database left out): its first
+    word is a command and its second is not (``convstore log log -h`` is the help of
+    ``log`` on a database named ``log``)."""
+    if "-h" not in words and "--help" not in words:
+        return None
+    plain = [w for w in words if not w.startswith("-")]
+    if plain and plain[0] in commands and (len(plain) < 2 or plain[1] not in commands):
+        return plain[0]
+    return None
+
+
+def _main(args: argparse.Namespace) -> int:
+    """Run the parsed command; the exit status (errors: one line on standard error)."""
+    import asyncio
+
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from eventstore import ConvstoreError, InvalidArgumentError
+
+    try:
         _sqlite_path(args.db)  # a URL that does not parse is a usage error
         if not COMMANDS[args.command].creates:
             check_existing_database(args.db)
@@ -857,7 +985,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         code = _fail(f"cannot reach the database: {error.strerror or error}")
     except KeyboardInterrupt:
         code = 130
-    sys.exit(code)
+    return code
 
 
 def _fail(message: str) -> int:

@@ -3,6 +3,7 @@ readable tables, --json (before or after the command), exit codes, one-line erro
 
 from __future__ import annotations
 
+import argparse
 import io
 import json
 import os
@@ -404,3 +405,52 @@ def test_verify_counts_events(db: str, capsys: pytest.CaptureFixture[str]) -> No
     assert (code, out) == (0, "projections match a fold of the log (4 events)\n")
     code, out, _ = run(capsys, db, "verify", "--json")
     assert json.loads(out) == {"ok": True, "events": 4, "differences": []}
+
+
+def test_command_help_needs_no_database(capsys: pytest.CaptureFixture[str]) -> None:
+    from sessions.cli import COMMANDS
+
+    for name in COMMANDS:
+        for argv in ([name, "--help"], ["--json", name, "-h"]):
+            code, out, err = run(capsys, *argv)
+            assert (code, err) == (0, ""), argv
+            assert out.startswith(f"usage: convstore DB {name} "), argv
+    # A database named like a command: the help of the command that follows it.
+    code, out, _ = run(capsys, "log", "tree", "--help")
+    assert (code, out.startswith("usage: convstore DB tree ")) == (0, True)
+
+
+def test_every_argument_has_help() -> None:
+    from sessions.cli import build_parser, command_parsers
+
+    parsers = {"convstore": build_parser(), **command_parsers()}
+    missing = [
+        f"{name} {action.dest}"
+        for name, parser in parsers.items()
+        for action in parser._actions  # argparse keeps its arguments here
+        if not action.help or action.help == argparse.SUPPRESS
+    ]
+    assert missing == []
+
+
+@pytest.mark.parametrize("argv", [["--version"], ["--help"], ["history", "--help"]])
+def test_version_and_help_import_no_database_code(argv: list[str]) -> None:
+    """They stay quick: neither SQLAlchemy nor the event store is imported
+    (benchmarks/cli_startup.py measures the time)."""
+    code = (
+        "import sys\n"
+        "from sessions.cli import main\n"
+        "try:\n"
+        f"    main({argv!r})\n"
+        "except SystemExit as done:\n"
+        "    assert done.code == 0, done.code\n"
+        "heavy = sorted(m for m in sys.modules if m.split('.')[0] in\n"
+        "    ('sqlalchemy', 'eventstore', 'projections', 'msgspec', 'asyncio', 'agents'))\n"
+        "assert heavy == [], heavy\n"
+    )
+    subprocess.run(
+        [sys.executable, "-c", code],
+        check=True,
+        cwd=Path(__file__).parent.parent,
+        stdout=subprocess.DEVNULL,
+    )

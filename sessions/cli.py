@@ -111,10 +111,16 @@ def _table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> None:
         print("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip())
 
 
-def _summary(recorded: RecordedEvent) -> str:
+# The longest details column ``log`` prints (``--full``: all of it).
+DETAILS_WIDTH = 72
+
+
+def _summary(recorded: RecordedEvent, *, full: bool = False) -> str:
+    """What one event did, in a line of at most DETAILS_WIDTH characters (``full``:
+    every field of the event)."""
     import msgspec
 
-    from eventstore import ItemPopped, ItemsAdded
+    from eventstore import ItemPopped, ItemsAdded, UsageRecorded
     from projections.history import MAX_ITEMS_PER_EVENT
 
     event = recorded.event
@@ -124,7 +130,16 @@ def _summary(recorded: RecordedEvent) -> str:
         version, index = divmod(event.seq, MAX_ITEMS_PER_EVENT)
         return f"removed item {index + 1} of v{version} on {event.branch_id}"
     fields = msgspec.structs.asdict(event)
-    return ", ".join(f"{k}={v}" for k, v in fields.items() if v not in (None, {}, ()))
+    text = ", ".join(f"{k}={v}" for k, v in fields.items() if v not in (None, {}, ()))
+    if full:
+        return text
+    if isinstance(event, UsageRecorded):
+        text = (
+            f"{event.requests} request(s), {event.input_tokens:,} in + "
+            f"{event.output_tokens:,} out = {event.total_tokens:,} tokens on {event.branch_id}"
+            + ("" if event.anchor_branch else " (session only)")
+        )
+    return text if len(text) <= DETAILS_WIDTH else text[: DETAILS_WIDTH - 3] + "..."
 
 
 def _item_text(item: Any) -> str:
@@ -269,7 +284,7 @@ async def _log(store: EventStore, args: argparse.Namespace) -> int:
                     e.position,
                     f"{e.recorded_at:%Y-%m-%d %H:%M:%S.%f}",
                     e.event_type,
-                    _summary(e),
+                    _summary(e, full=args.full),
                     e.hash[:12],
                 )
                 for e in events
@@ -765,7 +780,11 @@ def _build() -> tuple[argparse.ArgumentParser, dict[str, argparse.ArgumentParser
 
     add("init", "create the convstore tables (nothing changes where they exist)")
     add("sessions", "list sessions")
-    add("log", "the events of one session").add_argument("session", help=_SESSION_HELP)
+    log = add("log", "the events of one session")
+    log.add_argument("session", help=_SESSION_HELP)
+    log.add_argument(
+        "--full", action="store_true", help="every field of each event, however long the line"
+    )
     history = add("history", "the items of one session, now or as of a version or time")
     history.add_argument("session", help=_SESSION_HELP)
     history.add_argument("--branch", default="main", help="branch (default: main)")

@@ -454,3 +454,43 @@ def test_version_and_help_import_no_database_code(argv: list[str]) -> None:
         cwd=Path(__file__).parent.parent,
         stdout=subprocess.DEVNULL,
     )
+
+
+def test_log_lines_are_summarised_and_full_shows_all(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import asyncio
+
+    from eventstore import SessionStarted, UsageRecorded
+
+    db = str(tmp_path / "usage.db")
+    details = {"input_tokens_details": {"cached_tokens": 12, "cache_write_tokens": 3}}
+
+    async def write() -> None:
+        async with EventStore(db, projectors=[HISTORY]) as store:
+            await store.append(
+                "u",
+                [
+                    SessionStarted(metadata={"note": "x" * 300}),
+                    UsageRecorded(
+                        requests=3,
+                        input_tokens=1200,
+                        output_tokens=34,
+                        total_tokens=1234,
+                        details=details,
+                    ),
+                ],
+            )
+
+    asyncio.run(write())
+    code, out, _ = run(capsys, db, "log", "u")
+    assert code == 0
+    lines = out.splitlines()
+    assert max(len(line) for line in lines) < 150
+    assert "3 request(s), 1,200 in + 34 out = 1,234 tokens on main (session only)" in out
+    assert lines[2].split()[5].startswith("metadata={'note':")
+    assert "..." in lines[2]
+    code, out, _ = run(capsys, db, "log", "u", "--full")
+    assert code == 0
+    assert "x" * 300 in out
+    assert "details={'input_tokens_details': {'cached_tokens': 12, 'cache_write_tokens': 3}}" in out

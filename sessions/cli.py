@@ -142,7 +142,15 @@ def _summary(recorded: RecordedEvent, *, full: bool = False) -> str:
     return text if len(text) <= DETAILS_WIDTH else text[: DETAILS_WIDTH - 3] + "..."
 
 
+# The key of an encrypted item's envelope (sessions/_envelope.py).
+_SEALED = "__convstore_encrypted__"
+
+
 def _item_text(item: Any) -> str:
+    if isinstance(item, dict) and _SEALED in item:
+        size = len(str(item.get("ct", "")))
+        who = item.get("role") or "item"
+        return f"{who}: [encrypted, {size:,} characters of ciphertext; --key-file decrypts]"
     if isinstance(item, dict):
         content = item.get("content", item.get("output", item.get("arguments", "")))
         if isinstance(content, list):
@@ -206,6 +214,23 @@ def _positive(text: str) -> int:
     if not text.isdigit() or int(text) < 1:
         raise argparse.ArgumentTypeError(f"{text!r} is not a whole number >= 1")
     return int(text)
+
+
+def _read_master_key(path: str) -> str | bytes:
+    """The master key kept in a file: its text as the application passes it (a
+    passphrase or URL-safe base64; a final newline is not part of it), or 32 raw bytes
+    when the file is not UTF-8 text."""
+    try:
+        data = Path(path).read_bytes()
+    except OSError as error:
+        raise UsageError(f"cannot read the key file: {error.strerror}: {path}") from None
+    try:
+        key: str | bytes = data.decode().removesuffix("\n").removesuffix("\r")
+    except UnicodeDecodeError:
+        key = data
+    if not key:
+        raise UsageError(f"the key file {path} is empty")
+    return key
 
 
 def _audit_key(args: argparse.Namespace) -> bytes | None:
@@ -295,6 +320,11 @@ async def _log(store: EventStore, args: argparse.Namespace) -> int:
 
 async def _history(store: EventStore, args: argparse.Namespace) -> int:
     items = await admin.session_history(store, args.session, branch=args.branch, as_of=args.as_of)
+    if args.key_file:
+        key = _read_master_key(args.key_file)
+        items = await admin.decrypt_items(
+            store, args.session, items, key, key_store=args.key_db or None
+        )
     if args.json:
         _emit_json(items)
     else:
@@ -790,6 +820,15 @@ def _build() -> tuple[argparse.ArgumentParser, dict[str, argparse.ArgumentParser
     history.add_argument("--branch", default="main", help="branch (default: main)")
     history.add_argument(
         "--as-of", type=parse_as_of, metavar="V|TIME", help="a version, or an ISO 8601 time"
+    )
+    history.add_argument(
+        "--key-file",
+        metavar="K",
+        help="the master key of an encrypted session (a file of one line): show its items "
+        "decrypted",
+    )
+    history.add_argument(
+        "--key-db", help="the key database, if the keys live apart from the log (with --key-file)"
     )
     audit = add("audit", "check the hash chains, versions, positions and projections")
     audit.add_argument("--against", metavar="CHECKPOINTS", help="a file made by 'checkpoint'")

@@ -494,3 +494,48 @@ def test_log_lines_are_summarised_and_full_shows_all(
     assert code == 0
     assert "x" * 300 in out
     assert "details={'input_tokens_details': {'cached_tokens': 12, 'cache_write_tokens': 3}}" in out
+
+
+def test_history_of_an_encrypted_session(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import asyncio
+
+    from sessions import EncryptedSession, SQLiteSession
+
+    db = str(tmp_path / "sealed.db")
+    passphrase = "a passphrase of the application"
+
+    async def write() -> None:
+        async with EncryptedSession(
+            session=SQLiteSession("s", db), encryption_key=passphrase
+        ) as sealed:
+            await sealed.add_items([{"role": "user", "content": "my account is 12-345"}])
+            await sealed.add_items([{"role": "assistant", "content": "noted"}])
+
+    asyncio.run(write())
+    code, out, _ = run(capsys, db, "history", "s")
+    lines = out.splitlines()
+    assert code == 0
+    assert lines[2].startswith("1  user: [encrypted, ")
+    assert lines[3].startswith("2  item: [encrypted, ")
+    assert lines[3].endswith("characters of ciphertext; --key-file decrypts]")
+    assert "12-345" not in out
+    stored = json.loads(run(capsys, db, "history", "s", "--json")[1])
+    assert all("__convstore_encrypted__" in item for item in stored)  # as stored
+    key = tmp_path / "master.key"
+    key.write_text(passphrase + "\n")
+    code, out, _ = run(capsys, db, "history", "s", "--key-file", str(key))
+    assert (code, out.splitlines()[2:]) == (
+        0,
+        ["1  user: my account is 12-345", "2  assistant: noted"],
+    )
+    code, out, _ = run(capsys, db, "history", "s", "--key-file", str(key), "--as-of", "2", "--json")
+    assert json.loads(out) == [{"role": "user", "content": "my account is 12-345"}]
+    key.write_text("another passphrase, not the one\n")
+    code, out, err = run(capsys, db, "history", "s", "--key-file", str(key))
+    assert (code, out) == (2, "")
+    assert (
+        err
+        == "convstore: the encryption key is not the master key this key table was written with\n"
+    )

@@ -539,3 +539,22 @@ def test_history_of_an_encrypted_session(
         err
         == "convstore: the encryption key is not the master key this key table was written with\n"
     )
+
+
+def test_progress_is_a_bar_redrawn_on_a_terminal(monkeypatch: pytest.MonkeyPatch) -> None:
+    """What docs/cli.md shows: a bar redrawn in place, then a newline."""
+    import sessions._progress as progress
+
+    class Terminal(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    monkeypatch.setattr(progress, "TERMINAL_INTERVAL", 0.0)
+    stream = Terminal()
+    bar = ProgressBar(101_000, "auditing", stream=stream)
+    bar.update(50_500)
+    bar.close()
+    drawn = stream.getvalue()
+    assert drawn.startswith("\rauditing [###############...............] 50,500/101,000 (")
+    assert drawn.endswith("/s)\n")
+    assert drawn.count("\r") == 2

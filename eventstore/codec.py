@@ -107,13 +107,20 @@ def encode_item(item: Any, *, where: str = "item") -> msgspec.Raw:
         raise SerializationError(f"{where} is not JSON-serialisable: {exc}") from exc
     except RecursionError as exc:
         raise SerializationError(_too_deep(where)) from exc
-    # Brackets bound the nesting depth from above: only an item with many of them
-    # needs the exact (slower) measurement.
-    if data.count(b"[") + data.count(b"{") > MAX_DEPTH and _deeper_than(data, MAX_DEPTH):
+    if nested_too_deep(data):
         raise SerializationError(_too_deep(where))
     if _any_decoder.decode(data) != item:
         raise SerializationError(f"{where} would not round-trip as JSON: {_find_non_json(item)}")
     return msgspec.Raw(data)
+
+
+def nested_too_deep(data: bytes) -> bool:
+    """Whether the JSON ``data`` nests lists and dicts more than :data:`MAX_DEPTH` levels
+    deep (what :func:`encode_item` refuses), measured without decoding it: JSON from
+    elsewhere can be checked before a recursive decoder meets it."""
+    # Brackets bound the nesting depth from above: only an item with many of them
+    # needs the exact (slower) measurement.
+    return data.count(b"[") + data.count(b"{") > MAX_DEPTH and _deeper_than(data, MAX_DEPTH)
 
 
 def _too_deep(where: str) -> str:

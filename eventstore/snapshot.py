@@ -92,6 +92,15 @@ def _connect_read_only(database: str) -> sqlite3.Connection:
     return sqlite3.connect(uri, uri=True, isolation_level=None, check_same_thread=False)
 
 
+def _connect_source(database: str) -> sqlite3.Connection:
+    """A read-only connection to another application's SQLite file. Text that is not
+    UTF-8 is read with its bytes kept (as lone surrogates, which no valid text has) for
+    the reader to refuse row by row, instead of failing the whole query."""
+    conn = _connect_read_only(database)
+    conn.text_factory = lambda data: data.decode(errors="surrogateescape")
+    return conn
+
+
 def _sqlite_file_snapshot(runner: ThreadRunner, fn: TxFunction[T]) -> T:
     engine = create_engine(
         "sqlite://", creator=lambda: _connect_read_only(runner.database), poolclass=StaticPool
@@ -138,7 +147,7 @@ class ReadOnlySource:
             if not Path(path).is_file():
                 raise ConfigurationError(f"no SQLite database at {path}")
             self._engine = create_engine(
-                "sqlite://", creator=lambda: _connect_read_only(path), poolclass=StaticPool
+                "sqlite://", creator=lambda: _connect_source(path), poolclass=StaticPool
             )
             self._dialect = SQLiteDialect()
         else:

@@ -38,8 +38,9 @@ class Difference:
 class VerifyReport:
     """What :func:`verify` found: no differences means the projections are exact."""
 
-    events_replayed: int
+    events_replayed: int  # the events folded (a count, not a position)
     differences: tuple[Difference, ...]
+    head_position: int = 0  # the log's last position in the snapshot compared
 
     @property
     def ok(self) -> bool:
@@ -86,14 +87,16 @@ async def verify(
     def compare(conn: Connection) -> VerifyReport:
         last = store.committed_position(conn)
         seen: set[str] = set()
+        folded = 0
         for rows in scan_streams(conn):
             events = [decode_row(row) for row in rows]
             seen.add(events[0].stream_id)
             check.compare_stream(conn, events[0].stream_id, events)
+            folded += len(events)
             if progress is not None:
                 progress(len(events))
         check.compare_rest(conn, seen)
-        return VerifyReport(events_replayed=last, differences=tuple(check.differences))
+        return VerifyReport(folded, tuple(check.differences), head_position=last)
 
     return await store.read_snapshot(compare)
 

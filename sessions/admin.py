@@ -28,6 +28,7 @@ from eventstore import (
     RecordedEvent,
     audit,
     decode_item,
+    encode_item,
     schema,
 )
 from eventstore.audit import row_hash
@@ -38,7 +39,7 @@ from projections import fold, rebuild
 from projections.maintenance import ProjectionCheck, VerifyReport, verify
 from projections.usage_table import USAGE
 
-from .base import HISTORY
+from .base import HISTORY, StoreSession
 
 
 class NotFoundError(ConvstoreError, LookupError):
@@ -150,6 +151,43 @@ async def session_history(
     if not state.exists(branch):
         raise NotFoundError(f"session {session_id!r} has no branch {branch!r}")
     return [decode_item(row) for row in state.items(branch)]
+
+
+async def decrypt_items(
+    store: EventStore,
+    session_id: str,
+    items: Sequence[Any],
+    master_key: str | bytes,
+    *,
+    key_store: EventStore | str | os.PathLike[str] | None = None,
+) -> list[Any]:
+    """The ``items`` of an encrypted session (as :func:`session_history` gives them:
+    envelopes) decrypted with its master key; plaintext items stay as they are. Expired
+    items are shown too (this is a look at the record, not ``get_items``). A wrong key
+    raises :class:`WrongKeyError`, a shredded one :class:`KeyShreddedError`; nothing is
+    written. ``key_store`` names the key database when the keys live apart."""
+    from ._envelope import MARKER, parse_envelope
+    from .encrypted import EncryptedSession
+
+    if not any(isinstance(item, dict) and MARKER in item for item in items):
+        return list(items)
+    sealed = EncryptedSession(
+        session=StoreSession(session_id, store),
+        encryption_key=master_key,
+        ttl=None,
+        key_store=key_store,
+    )
+    try:
+        await sealed._ready()
+        cipher = await sealed._cipher_of(await sealed._read_key())
+        return [
+            cipher.open(parse_envelope(bytes(encode_item(item)), session_id))
+            if isinstance(item, dict) and MARKER in item
+            else item
+            for item in items
+        ]
+    finally:
+        await sealed.close()
 
 
 @dataclass(frozen=True, slots=True)

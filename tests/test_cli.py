@@ -3,6 +3,7 @@ readable tables, --json (before or after the command), exit codes, one-line erro
 
 from __future__ import annotations
 
+import argparse
 import io
 import json
 import os
@@ -219,12 +220,12 @@ async def _in_thread(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[in
 
 
 def test_retention(db: str, capsys: pytest.CaptureFixture[str]) -> None:
-    code, out, _ = run(capsys, db, "retention", "--older-than", "1d")
+    code, out, _ = run(capsys, db, "retention", "--older-than", "1d", "--yes")
     assert (code, "removed 0 session(s)" in out) == (0, True)
     code, out, _ = run(capsys, db, "retention", "--older-than", "0s", "--dry-run", "--json")
     assert [s["session_id"] for s in json.loads(out)["sessions"]] == ["alice", "bob"]
     assert len(json.loads(run(capsys, db, "sessions", "--json")[1])) == 2
-    code, out, _ = run(capsys, db, "retention", "--older-than", "0s")
+    code, out, _ = run(capsys, db, "retention", "--older-than", "0s", "--yes")
     assert "removed 2 session(s)" in out
     assert json.loads(run(capsys, db, "sessions", "--json")[1]) == []
     code, out, _ = run(capsys, db, "audit", "--json")
@@ -386,3 +387,174 @@ def test_the_replay_audit_example_runs() -> None:
     assert "4. after an edit with raw SQL: ok=False" in done.stdout
     assert "5. replay refused" in done.stdout
     assert "6. restored 4 events from the export: audit ok=True" in done.stdout
+
+
+def test_verify_counts_events(db: str, capsys: pytest.CaptureFixture[str]) -> None:
+    """A count of the events folded, not the log's last position (on PostgreSQL a
+    position is a transaction id shifted left; after a removal it is past the count)."""
+    import asyncio
+
+    from sessions.admin import delete_session
+
+    async def remove_bob() -> None:
+        async with EventStore(db, create_tables=False, projectors=[HISTORY]) as store:
+            await delete_session(store, "bob")
+
+    asyncio.run(remove_bob())
+    code, out, _ = run(capsys, db, "verify")
+    assert (code, out) == (0, "projections match a fold of the log (4 events)\n")
+    code, out, _ = run(capsys, db, "verify", "--json")
+    assert json.loads(out) == {"ok": True, "events": 4, "differences": []}
+
+
+def test_command_help_needs_no_database(capsys: pytest.CaptureFixture[str]) -> None:
+    from sessions.cli import COMMANDS
+
+    for name in COMMANDS:
+        for argv in ([name, "--help"], ["--json", name, "-h"]):
+            code, out, err = run(capsys, *argv)
+            assert (code, err) == (0, ""), argv
+            assert out.startswith(f"usage: convstore DB {name} "), argv
+    # A database named like a command: the help of the command that follows it.
+    code, out, _ = run(capsys, "log", "tree", "--help")
+    assert (code, out.startswith("usage: convstore DB tree ")) == (0, True)
+
+
+def test_every_argument_has_help() -> None:
+    from sessions.cli import build_parser, command_parsers
+
+    parsers = {"convstore": build_parser(), **command_parsers()}
+    missing = [
+        f"{name} {action.dest}"
+        for name, parser in parsers.items()
+        for action in parser._actions  # argparse keeps its arguments here
+        if not action.help or action.help == argparse.SUPPRESS
+    ]
+    assert missing == []
+
+
+@pytest.mark.parametrize("argv", [["--version"], ["--help"], ["history", "--help"]])
+def test_version_and_help_import_no_database_code(argv: list[str]) -> None:
+    """They stay quick: neither SQLAlchemy nor the event store is imported
+    (benchmarks/cli_startup.py measures the time)."""
+    code = (
+        "import sys\n"
+        "from sessions.cli import main\n"
+        "try:\n"
+        f"    main({argv!r})\n"
+        "except SystemExit as done:\n"
+        "    assert done.code == 0, done.code\n"
+        "heavy = sorted(m for m in sys.modules if m.split('.')[0] in\n"
+        "    ('sqlalchemy', 'eventstore', 'projections', 'msgspec', 'asyncio', 'agents'))\n"
+        "assert heavy == [], heavy\n"
+    )
+    subprocess.run(
+        [sys.executable, "-c", code],
+        check=True,
+        cwd=Path(__file__).parent.parent,
+        stdout=subprocess.DEVNULL,
+    )
+
+
+def test_log_lines_are_summarised_and_full_shows_all(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import asyncio
+
+    from eventstore import SessionStarted, UsageRecorded
+
+    db = str(tmp_path / "usage.db")
+    details = {"input_tokens_details": {"cached_tokens": 12, "cache_write_tokens": 3}}
+
+    async def write() -> None:
+        async with EventStore(db, projectors=[HISTORY]) as store:
+            await store.append(
+                "u",
+                [
+                    SessionStarted(metadata={"note": "x" * 300}),
+                    UsageRecorded(
+                        requests=3,
+                        input_tokens=1200,
+                        output_tokens=34,
+                        total_tokens=1234,
+                        details=details,
+                    ),
+                ],
+            )
+
+    asyncio.run(write())
+    code, out, _ = run(capsys, db, "log", "u")
+    assert code == 0
+    lines = out.splitlines()
+    assert max(len(line) for line in lines) < 150
+    assert "3 request(s), 1,200 in + 34 out = 1,234 tokens on main (session only)" in out
+    assert lines[2].split()[5].startswith("metadata={'note':")
+    assert "..." in lines[2]
+    code, out, _ = run(capsys, db, "log", "u", "--full")
+    assert code == 0
+    assert "x" * 300 in out
+    assert "details={'input_tokens_details': {'cached_tokens': 12, 'cache_write_tokens': 3}}" in out
+
+
+def test_history_of_an_encrypted_session(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import asyncio
+
+    from sessions import EncryptedSession, SQLiteSession
+
+    db = str(tmp_path / "sealed.db")
+    passphrase = "a passphrase of the application"
+
+    async def write() -> None:
+        async with EncryptedSession(
+            session=SQLiteSession("s", db), encryption_key=passphrase
+        ) as sealed:
+            await sealed.add_items([{"role": "user", "content": "my account is 12-345"}])
+            await sealed.add_items([{"role": "assistant", "content": "noted"}])
+
+    asyncio.run(write())
+    code, out, _ = run(capsys, db, "history", "s")
+    lines = out.splitlines()
+    assert code == 0
+    assert lines[2].startswith("1  user: [encrypted, ")
+    assert lines[3].startswith("2  item: [encrypted, ")
+    assert lines[3].endswith("characters of ciphertext; --key-file decrypts]")
+    assert "12-345" not in out
+    stored = json.loads(run(capsys, db, "history", "s", "--json")[1])
+    assert all("__convstore_encrypted__" in item for item in stored)  # as stored
+    key = tmp_path / "master.key"
+    key.write_text(passphrase + "\n")
+    code, out, _ = run(capsys, db, "history", "s", "--key-file", str(key))
+    assert (code, out.splitlines()[2:]) == (
+        0,
+        ["1  user: my account is 12-345", "2  assistant: noted"],
+    )
+    code, out, _ = run(capsys, db, "history", "s", "--key-file", str(key), "--as-of", "2", "--json")
+    assert json.loads(out) == [{"role": "user", "content": "my account is 12-345"}]
+    key.write_text("another passphrase, not the one\n")
+    code, out, err = run(capsys, db, "history", "s", "--key-file", str(key))
+    assert (code, out) == (2, "")
+    assert (
+        err
+        == "convstore: the encryption key is not the master key this key table was written with\n"
+    )
+
+
+def test_progress_is_a_bar_redrawn_on_a_terminal(monkeypatch: pytest.MonkeyPatch) -> None:
+    """What docs/cli.md shows: a bar redrawn in place, then a newline."""
+    import sessions._progress as progress
+
+    class Terminal(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    monkeypatch.setattr(progress, "TERMINAL_INTERVAL", 0.0)
+    stream = Terminal()
+    bar = ProgressBar(101_000, "auditing", stream=stream)
+    bar.update(50_500)
+    bar.close()
+    drawn = stream.getvalue()
+    assert drawn.startswith("\rauditing [###############...............] 50,500/101,000 (")
+    assert drawn.endswith("/s)\n")
+    assert drawn.count("\r") == 2

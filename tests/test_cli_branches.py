@@ -82,15 +82,15 @@ def test_history_of_a_branch(db: str, capsys: pytest.CaptureFixture[str]) -> Non
 def test_shred_makes_an_encrypted_session_unreadable(
     db: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    code, out, _ = run(capsys, db, "shred", "secret")
+    code, out, _ = run(capsys, db, "shred", "secret", "--yes")
     assert code == 0
     assert "cannot be read" in out
-    code, out, _ = run(capsys, "--json", db, "shred", "secret")
+    code, out, _ = run(capsys, "--json", db, "shred", "secret", "--yes")
     assert json.loads(out) == {"session": "secret", "shredded": False}  # already gone
-    code, _, err = run(capsys, db, "shred", "plain")
+    code, _, err = run(capsys, db, "shred", "plain", "--yes")
     assert code == 2
     assert "not encrypted" in err
-    code, _, err = run(capsys, db, "shred", "nobody")
+    code, _, err = run(capsys, db, "shred", "nobody", "--yes")
     assert code == 2
     code, _, _ = run(capsys, db, "audit")
     assert code == 0, "the chain covers ciphertext: shredding changes no event"

@@ -3,15 +3,24 @@
 from __future__ import annotations
 
 import io
+import json
+import re
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from eventstore import EventStore, IntegrityError, InvalidArgumentError
-from sessions import StoreSession
+from sessions import StoreSession, transfer
 from sessions.admin import NotFoundError, audit_database, open_store, session_history
 from sessions.base import HISTORY
-from sessions.transfer import export_events, export_line, import_events, read_lines
+from sessions.transfer import (
+    LineTooLongError,
+    export_events,
+    export_line,
+    import_events,
+    read_lines,
+)
 
 from .conftest import Backend
 
@@ -90,16 +99,20 @@ async def test_import_refuses_a_different_history(source: EventStore, tmp_path: 
     async with open_store(tmp_path / "other.db", create=True) as target:
         await StoreSession("alice", target).add_items([{"role": "user", "content": "mine"}])
         before = await export_bytes(target)
-        with pytest.raises(IntegrityError, match="'alice' v1: the database already has"):
+        with pytest.raises(IntegrityError) as refused:
             await import_events(target, io.BytesIO(exported))
         assert await export_bytes(target) == before
+    message = str(refused.value)
+    assert message.startswith("line 1: session 'alice' v1: the database has another event")
+    assert "event_id '" in message  # what differs, field by field
+    assert "nothing of this batch was imported" in message
 
 
 async def test_import_refuses_an_edited_file(source: EventStore, tmp_path: Path) -> None:
     exported = (await export_bytes(source)).replace(b"\\u2603", b"snowman", 1)
     exported = exported.replace("☃".encode(), b"snowman", 1)
     async with open_store(tmp_path / "copy.db", create=True) as target:
-        with pytest.raises(IntegrityError, match="'alice' v2: its hash does not verify"):
+        with pytest.raises(IntegrityError, match="line 2: session 'alice' v2: its hash does not"):
             await import_events(target, io.BytesIO(exported))
         assert await export_bytes(target) == b""
 
@@ -109,7 +122,8 @@ async def test_bad_lines_are_named(tmp_path: Path) -> None:
         list(read_lines(io.BytesIO(b"\n{not json}\n")))
     line = (
         b'{"position":1,"stream_id":"s","version":1,"event_id":"e","event_type":"SessionStarted",'
-        b'"schema_version":1,"recorded_at":0,"hash":"00","payload_base64":"not base64!"}\n'
+        b'"schema_version":1,"recorded_at":0,"hash":"' + b"0" * 64 + b'",'
+        b'"payload_base64":"not base64!"}\n'
     )
     async with open_store(tmp_path / "x.db", create=True) as target:
         with pytest.raises(InvalidArgumentError, match="s v1: payload_base64 is not base64"):
@@ -126,7 +140,7 @@ async def test_export_one_session(source: EventStore) -> None:
 def test_a_payload_that_is_not_json_line_travels_as_base64() -> None:
     class Row:
         position, stream_id, version, event_id = 1, "s", 1, "e"
-        event_type, schema_version, recorded_at, hash = "SessionStarted", 1, 0, "00"
+        event_type, schema_version, recorded_at, hash = "SessionStarted", 1, 0, "0" * 64
         payload = b'{"type":\n"SessionStarted"}'
 
     line = export_line(Row)
@@ -163,3 +177,134 @@ async def test_branches_audit_export_import_and_retention(tmp_path: Path) -> Non
         assert [r.session_id for r in await retention(copy, timedelta(0))] == ["s"]
         report = await audit_database(copy)
         assert report.ok, [str(f) for f in report.findings]
+
+
+# -- repeated lines, conflicts, long lines, files refused before anything is written ---
+
+
+async def test_a_line_repeated_exactly_is_already_there(
+    source: EventStore, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    exported = await export_bytes(source)
+    lines = exported.splitlines(keepends=True)
+    async with open_store(tmp_path / "copy.db", create=True) as target:
+        # In one batch, and (batches of 3) in a later batch than its first copy.
+        result = await import_events(target, io.BytesIO(exported + exported))
+        assert (result.imported, result.skipped) == (8, 8)
+    monkeypatch.setattr(transfer, "BATCH_SIZE", 3)
+    async with open_store(tmp_path / "other.db", create=True) as target:
+        result = await import_events(target, io.BytesIO(b"".join([*lines, lines[0], lines[4]])))
+        assert (result.imported, result.skipped) == (8, 2)
+        assert same_events(await export_bytes(target), exported, target)
+        assert (await audit_database(target)).ok
+
+
+def _edited(line: bytes, **fields: object) -> bytes:
+    event = json.loads(line)
+    event.update(fields)
+    return json.dumps(event, separators=(",", ":")).encode() + b"\n"
+
+
+async def test_a_repeated_line_that_differs_is_explained(
+    source: EventStore, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    lines = (await export_bytes(source)).splitlines(keepends=True)
+    changed = _edited(lines[1], recorded_at=json.loads(lines[1])["recorded_at"] + 1)
+    async with open_store(tmp_path / "copy.db", create=True) as target:
+        with pytest.raises(IntegrityError) as refused:
+            await import_events(target, io.BytesIO(b"".join([*lines, changed])))
+        assert str(refused.value).startswith(
+            "line 9: session 'alice' v2: line 2 of the file has another event at that version "
+            "(recorded_at "
+        )
+        assert await export_bytes(target) == b""
+    monkeypatch.setattr(transfer, "BATCH_SIZE", 8)  # the repeat meets the database's event
+    async with open_store(tmp_path / "copy.db", create=True) as target:
+        with pytest.raises(
+            IntegrityError, match=r"line 9: .* does not verify \(the file was changed\)"
+        ):
+            await import_events(target, io.BytesIO(b"".join([*lines, changed])))
+        assert len((await export_bytes(target)).splitlines()) == 8  # the first batch
+
+
+class _Endless(io.RawIOBase):
+    """A file of one line of ``size`` bytes, made as it is read; counts what was read."""
+
+    def __init__(self, size: int) -> None:
+        self.left = size
+        self.served = 0
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        count = min(len(buffer), self.left)
+        buffer[:count] = b"x" * count
+        self.left -= count
+        self.served += count
+        return count
+
+
+async def test_a_line_past_the_bound_is_refused_unread(tmp_path: Path) -> None:
+    raw = _Endless(300 * 1024 * 1024)  # a 300 MB line
+    async with open_store(tmp_path / "copy.db", create=True) as target:
+        with pytest.raises(LineTooLongError, match="line 1 is longer than 1,048,576 bytes") as e:
+            await import_events(target, io.BufferedReader(raw), max_line_bytes=1024 * 1024)
+        assert (e.value.line, e.value.limit) == (1, 1024 * 1024)
+        assert raw.served <= 1024 * 1024 + io.DEFAULT_BUFFER_SIZE  # the rest was never read
+    assert isinstance(e.value, InvalidArgumentError)
+
+
+async def test_the_bound_is_a_lines_length(source: EventStore, tmp_path: Path) -> None:
+    exported = await export_bytes(source)
+    longest = max(len(line) for line in exported.splitlines())
+    async with open_store(tmp_path / "copy.db", create=True) as target:
+        with pytest.raises(LineTooLongError):
+            await import_events(target, io.BytesIO(exported), max_line_bytes=longest - 1)
+        result = await import_events(target, io.BytesIO(exported), max_line_bytes=longest)
+        assert result.imported == 8
+    assert list(read_lines(io.BytesIO(exported.rstrip(b"\n")), max_line_bytes=longest))
+    with pytest.raises(InvalidArgumentError, match="max_line_bytes"):
+        list(read_lines(io.BytesIO(exported), max_line_bytes=0))
+
+
+async def test_a_file_refused_late_imports_nothing(
+    source: EventStore, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A file is read once before anything is written: a tampered last line leaves the
+    target as it was, though batches before it would have verified."""
+    monkeypatch.setattr(transfer, "BATCH_SIZE", 2)
+    exported = await export_bytes(source)
+    lines = exported.splitlines(keepends=True)
+    tampered = b"".join(lines[:-1]) + lines[-1].replace(b'"ok"', b'"ko"')
+    async with open_store(tmp_path / "copy.db", create=True) as target:
+        with pytest.raises(IntegrityError, match="line 8: session 'alice' v5: its hash"):
+            await import_events(target, io.BytesIO(tampered))
+        assert await export_bytes(target) == b""
+        missing = b"".join(lines[:3] + lines[4:])  # alice v4 left out
+        with pytest.raises(
+            IntegrityError, match="line 7: session 'alice' v5: the file skips from v3"
+        ):
+            await import_events(target, io.BytesIO(missing))
+        assert await export_bytes(target) == b""
+
+
+@pytest.mark.parametrize(
+    ("fields", "message"),
+    [
+        ({"stream_id": ""}, "line 1: a stream id must be a non-empty string"),
+        ({"stream_id": "a\u0000b"}, "line 1: a stream id cannot contain NUL"),
+        ({"version": 0}, "Expected `int` >= 1 - at `$.version`"),
+        ({"recorded_at": 10**18}, "at `$.recorded_at`"),
+        ({"hash": "not hex"}, "at `$.hash`"),
+        ({"event_id": "e" * 37}, "at `$.event_id`"),
+    ],
+)
+async def test_hostile_lines_are_refused_by_name(
+    source: EventStore, tmp_path: Path, fields: dict[str, object], message: str
+) -> None:
+    first = (await export_bytes(source)).splitlines(keepends=True)[0]
+    async with open_store(tmp_path / "copy.db", create=True) as target:
+        with pytest.raises(InvalidArgumentError, match=re.escape(message)):
+            await import_events(target, io.BytesIO(_edited(first, **fields)))
+        assert await export_bytes(target) == b""

@@ -27,6 +27,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from ..errors import (
     ArgumentTypeError,
     CancelledAfterCommit,
+    ConfigurationError,
     ConnectionLostError,
     ConvstoreError,
     InvalidArgumentError,
@@ -191,6 +192,21 @@ class Dialect(abc.ABC):
         """Statements that bound lock waits and idle transactions on a new connection
         of an engine the store created (``conn`` is the driver's connection)."""
         return []
+
+    def pooled_connect_args(self) -> dict[str, Any]:
+        """Driver arguments for an engine made from a URL with ``?pooler=transaction``:
+        a connection pooler in transaction mode (PgBouncer) may run each transaction of
+        one client connection on another server connection."""
+        raise ConfigurationError(
+            f"the URL option pooler=transaction is for PostgreSQL behind PgBouncer, "
+            f"not {self.name}: remove it from the URL"
+        )
+
+    def transaction_setup(self, timeouts: Timeouts) -> Callable[[Connection], None] | None:
+        """Behind a transaction pooler, where a session setting would stay on whichever
+        server connection ran it: what bounds the waits of one write transaction,
+        run first in it (None: nothing to set)."""
+        return None
 
     def max_value_bytes(self, conn: Connection) -> int | None:
         """The largest payload one statement can carry to this database, if bounded."""
@@ -364,6 +380,10 @@ class Runner(abc.ABC):
     def engine_key(self) -> object:
         """Identity of the database, for caching 'tables are ready' per process."""
 
+    # The kind of connection pooler between this runner and the database, if it was
+    # told of one (``?pooler=transaction``): None for a direct connection.
+    pooler: str | None = None
+
     @property
     def revalidate(self) -> bool:
         """Whether a new store must check, with one quick read, that what this process
@@ -380,9 +400,12 @@ class AsyncEngineRunner(Runner):
     """Transactions on an :class:`AsyncEngine`, through ``run_sync``.
 
     On an engine it created (``owned``), every new connection gets the ``timeouts``
-    as session settings (no cost per transaction). An engine the user hands over is
-    left as configured: its connections are theirs (set the same limits in its
-    ``connect_args``, as docs/reliability.md shows).
+    as session settings (no cost per transaction); behind a connection pooler in
+    transaction mode (``pooler="transaction"``), where a session setting would stay on
+    whichever server connection ran it, each write transaction sets them for itself
+    instead (:meth:`Dialect.transaction_setup`). An engine the user hands over is left
+    as configured: its connections are theirs (set the same limits in its
+    ``connect_args``, as docs/reliability.md shows, or on the database role).
     """
 
     def __init__(
@@ -392,12 +415,18 @@ class AsyncEngineRunner(Runner):
         *,
         owned: bool,
         timeouts: Timeouts | None = None,
+        pooler: str | None = None,
     ) -> None:
         self._engine = engine
         self.dialect = dialect
         self.owned = owned
+        self.pooler = pooler
+        self._bound_transaction: Callable[[Connection], None] | None = None
         if owned and timeouts is not None:
-            _set_up_connections(engine, dialect, timeouts)
+            if pooler is None:
+                _set_up_connections(engine, dialect, timeouts)
+            else:
+                self._bound_transaction = dialect.transaction_setup(timeouts)
         # The event loop the pooled connections were made in (asyncpg and asyncmy
         # connections belong to one loop).
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -432,6 +461,8 @@ class AsyncEngineRunner(Runner):
         transaction = conn.begin()
         try:
             self.dialect.begin(conn, write=write)
+            if write and self._bound_transaction is not None:
+                self._bound_transaction(conn)
             result = fn(conn)
         except BaseException:
             transaction.rollback()

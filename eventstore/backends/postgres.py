@@ -45,7 +45,7 @@ which waits for appends in flight and holds new ones back until it commits.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any, ClassVar
 
@@ -60,6 +60,7 @@ from ..errors import (
     LockTimeoutError,
     OperationalError,
     PersistenceError,
+    PoolerError,
     SchemaError,
     TransientError,
 )
@@ -141,6 +142,10 @@ _MAX_FIELD_BYTES = 2**30 - 1
 _SCHEMA_LOCK_KEY = 0x636F6E76  # "conv"
 
 _BY_SQLSTATE: dict[str, type[PersistenceError]] = {
+    # convstore prepares no statement by name itself: the driver's were lost between
+    # server connections (a transaction pooler the engine was not set up for).
+    "26000": PoolerError,  # invalid_sql_statement_name
+    "42P05": PoolerError,  # duplicate_prepared_statement
     "40001": TransientError,  # serialization_failure
     "40P01": TransientError,  # deadlock_detected
     "55P03": LockTimeoutError,  # lock_not_available: lock_timeout expired
@@ -294,6 +299,31 @@ class PostgresDialect(Dialect):
             ms = round(timeouts.idle_in_transaction * 1000)
             statements.append(f"SET idle_in_transaction_session_timeout = '{ms}ms'")
         return statements
+
+    def pooled_connect_args(self) -> dict[str, Any]:
+        # asyncpg names the statements it prepares and caches them per connection, and
+        # so does SQLAlchemy's dialect: behind PgBouncer's transaction mode a statement
+        # prepared on one server connection is then missing (or its name taken) on the
+        # next. Without both caches every statement is unnamed and parsed again in the
+        # message that runs it (asyncpg does that when its cache is off), so it lives
+        # and dies with its own round trip.
+        return {"statement_cache_size": 0, "prepared_statement_cache_size": 0}
+
+    def transaction_setup(self, timeouts: Timeouts) -> Callable[[Connection], None] | None:
+        settings = {
+            "lock_timeout": timeouts.lock_timeout,
+            "idle_in_transaction_session_timeout": timeouts.idle_in_transaction,
+        }
+        chosen = {name: seconds for name, seconds in settings.items() if seconds is not None}
+        if not chosen:
+            return None
+        # set_config(..., true) is SET LOCAL: it ends with the transaction, so the server
+        # connection goes back to the pooler as it came.
+        statement = Prepared(
+            text("SELECT " + ", ".join(f"set_config('{name}', :{name}, true)" for name in chosen))
+        )
+        values = {name: f"{round(seconds * 1000)}ms" for name, seconds in chosen.items()}
+        return lambda conn: statement.execute(conn, values)
 
     def max_value_bytes(self, conn: Connection) -> int | None:
         return _MAX_FIELD_BYTES

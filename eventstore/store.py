@@ -65,6 +65,7 @@ from .records import (
     recorded_from_row,
     to_datetime,
 )
+from .replica import ReadReplica, ReplicaReads, marks_writes
 from .snapshot import run_snapshot
 
 R = TypeVar("R")
@@ -343,6 +344,11 @@ class EventStore:
     idle inside a transaction that long (a stalled client), releasing its locks
     (PostgreSQL and MariaDB). Both apply to SQLite and to engines the store creates from
     a URL; an ``AsyncEngine`` handed in keeps its own settings (docs/reliability.md).
+
+    ``read_replica`` (PostgreSQL: a hot standby's URL or engine, or a
+    :class:`~eventstore.replica.ReadReplica` to tune the waits) takes the reads that
+    name their stream (``run(..., stream_id=...)``: a session's history) once it has
+    replayed this store's writes to that stream; see :mod:`eventstore.replica`.
     """
 
     def __init__(
@@ -354,10 +360,20 @@ class EventStore:
         engine_kwargs: dict[str, Any] | None = None,
         lock_timeout: float | None = 10.0,
         idle_in_transaction_timeout: float | None = 5.0,
+        read_replica: ReadReplica | str | AsyncEngine | None = None,
     ) -> None:
         timeouts = Timeouts(lock_timeout, idle_in_transaction_timeout)
         self._runner = open_runner(target, engine_kwargs=engine_kwargs, timeouts=timeouts)
         self._dialect = self._runner.dialect
+        self._replica: ReplicaReads | None = None
+        if read_replica is not None:
+            if not isinstance(read_replica, ReadReplica):
+                read_replica = ReadReplica(read_replica)
+            try:
+                self._replica = ReplicaReads(read_replica, self._runner)
+            except BaseException:
+                self._closed = True  # it has opened no connection yet: nothing to warn of
+                raise
         self._requested = registry.default_projectors() if projectors is None else tuple(projectors)
         for projector in self._requested:  # every store of this process can keep it now
             registry.register_projector(projector, replace=False)
@@ -433,6 +449,19 @@ class EventStore:
     def closed(self) -> bool:
         return self._closed
 
+    @property
+    def read_routing(self) -> ReplicaReads | None:
+        """Where reads that name their stream go (None: no read replica)."""
+        return self._replica
+
+    @property
+    def pooler(self) -> str | None:
+        """``"transaction"`` when the store's engine was made from a URL with
+        ``?pooler=transaction`` (a connection pooler such as PgBouncer in transaction
+        mode: no session state lasts beyond one transaction, so nothing may rely on
+        ``LISTEN`` or session settings); None for a direct connection."""
+        return self._runner.pooler
+
     async def close(self) -> None:
         """Release connections (and the engine, if the store created it). Idempotent.
 
@@ -447,6 +476,8 @@ class EventStore:
                 "instead (the store closes with the last)"
             )
         self._closed = True
+        if self._replica is not None:
+            await self._replica.close()
         await self._runner.close()
 
     def share(self) -> Self:
@@ -480,16 +511,29 @@ class EventStore:
         if self._closed:
             raise StoreClosedError("this event store is closed")
 
-    async def run(self, fn: TxFunction[T], *, write: bool = False, quick: bool = False) -> T:
+    async def run(
+        self,
+        fn: TxFunction[T],
+        *,
+        write: bool = False,
+        quick: bool = False,
+        stream_id: str | None = None,
+    ) -> T:
         """Run ``fn(connection)`` in one transaction, retrying transient failures.
 
         For projections and sessions: ``fn`` must be safe to run again (reads, or
         writes whose effect is idempotent) because a deadlock or busy database retries it.
         ``quick`` promises a short, bounded transaction, which SQLite may then run without
         a thread handoff (see :class:`~eventstore.backends.sqlite.ThreadRunner`).
+        A read that names the one ``stream_id`` it reads may run on the store's read
+        replica, once that has this store's writes to the stream (eventstore/replica.py).
         """
         self._check_open()
         await self.ensure_tables()
+        if stream_id is not None and self._replica is not None and not write:
+            return await self._replica.run(
+                fn, stream_id, lambda f: self._run(f, write=False, quick=quick), quick=quick
+            )
         return await self._run(fn, write=write, quick=quick)
 
     async def _run(
@@ -728,6 +772,7 @@ class EventStore:
 
     # -- writing ---------------------------------------------------------------------
 
+    @marks_writes
     async def append(
         self,
         stream_id: str,
@@ -837,6 +882,7 @@ class EventStore:
             return MAX_GROUP_BYTES
         return min(MAX_GROUP_BYTES, limit // 2)
 
+    @marks_writes
     async def append_decided(
         self,
         stream_id: str,

@@ -202,6 +202,24 @@ class Dialect(abc.ABC):
             f"not {self.name}: remove it from the URL"
         )
 
+    def check_read_replica(self) -> None:
+        """Refuse a read replica where :meth:`write_position` and :meth:`replayed` are
+        not implemented."""
+        raise ConfigurationError(
+            f"read replicas are supported on PostgreSQL (hot standby), not {self.name}: "
+            "remove read_replica= / read_engine="
+        )
+
+    def write_position(self, conn: Connection) -> int:  # pragma: no cover - see above
+        """On the primary: a position in its log of changes (bytes from its start) at
+        or after the commit of every transaction that has ended."""
+        raise NotImplementedError
+
+    def replayed(self, conn: Connection, position: int) -> bool:  # pragma: no cover
+        """On a replica: whether it has applied the primary's changes up to ``position``
+        (every later statement then sees them)."""
+        raise NotImplementedError
+
     def transaction_setup(self, timeouts: Timeouts) -> Callable[[Connection], None] | None:
         """Behind a transaction pooler, where a session setting would stay on whichever
         server connection ran it: what bounds the waits of one write transaction,

@@ -135,6 +135,18 @@ _LAST_READABLE = Prepared(
 )
 _LAST_COMMITTED = Prepared(text("SELECT coalesce(max(position), 0) FROM convstore_events"))
 
+# Read replicas (eventstore/replica.py). The WAL insert position lies at or after the
+# commit record of every transaction that has ended. On a standby, what it has replayed;
+# on a server that is not one (a promoted standby, or the primary itself named as the
+# replica) its own insert position, which covers all it holds.
+_WAL_INSERTED = Prepared(text("SELECT (pg_current_wal_insert_lsn() - '0/0')::bigint"))
+_WAL_REPLAYED = Prepared(
+    text(
+        "SELECT (coalesce(pg_last_wal_replay_lsn(), pg_current_wal_insert_lsn()) - '0/0') "
+        ">= CAST(:lsn AS bigint)"
+    )
+)
+
 # A bytea value (an event's payload) holds at most 1 GB.
 _MAX_FIELD_BYTES = 2**30 - 1
 
@@ -324,6 +336,15 @@ class PostgresDialect(Dialect):
         )
         values = {name: f"{round(seconds * 1000)}ms" for name, seconds in chosen.items()}
         return lambda conn: statement.execute(conn, values)
+
+    def check_read_replica(self) -> None:
+        pass
+
+    def write_position(self, conn: Connection) -> int:
+        return int(_WAL_INSERTED.scalar(conn))
+
+    def replayed(self, conn: Connection, position: int) -> bool:
+        return bool(_WAL_REPLAYED.scalar(conn, {"lsn": position}))
 
     def max_value_bytes(self, conn: Connection) -> int | None:
         return _MAX_FIELD_BYTES

@@ -44,6 +44,7 @@ from .errors import (
     ConnectionLostError,
     IntegrityError,
     InvalidArgumentError,
+    OperationalError,
     PersistenceError,
     SchemaError,
     SerializationError,
@@ -80,9 +81,12 @@ MAX_STREAM_ID_LENGTH = 255
 # driver and MariaDB's parser).
 MAX_INTEGER = 2**63 - 1
 _TRANSIENT_RETRIES = 12
-# A server that ended our pooled connections: each retry takes a fresh one (SQLAlchemy
+# A server that ended our pooled connections, or does not take new ones (restarting,
+# shutting down, a standby being promoted): retried with pauses growing from the first
+# to the second, for this long in all; each retry takes a fresh connection (SQLAlchemy
 # discards the pool's connections older than the one found dead).
-_RECONNECTS = 3
+_RECONNECT_PAUSES = (0.05, 1.0)
+_RECONNECT_SECONDS = 10.0
 # Appends of up to this many events count as quick (see EventStore.run).
 _QUICK_BATCH = 100
 # Streams whose head (version, hash) a store remembers from its own appends.
@@ -542,30 +546,60 @@ class EventStore:
         """Run ``fn``, retrying deadlocks and busy errors, and a lost connection when
         that is safe: it broke before the commit (nothing was written), or ``fn`` is a
         read, or it is ``idempotent`` (an append: a second copy of its event ids is a
-        no-op). A lock timeout is never retried: it is the bound the caller set."""
-        lost = 0
-        for attempt in range(_TRANSIENT_RETRIES):
+        no-op). A lock timeout is never retried: it is the bound the caller set.
+
+        A lost connection is retried for up to ``_RECONNECT_SECONDS`` (a server
+        restarting comes back meanwhile). Once an attempt may have committed, any error
+        that ends the retries is a :class:`ConnectionLostError` with ``outcome_unknown``
+        (the error that ended them is its cause): never an error that reads as "nothing
+        was written"."""
+        transient = 0
+        lost_since: float | None = None
+        pause = _RECONNECT_PAUSES[0]
+        unknown = False  # an attempt broke while committing: it may have committed
+        while True:
             started = time.perf_counter()
             try:
                 result = await self._runner.run(fn, write=write, quick=quick)
             except TransientError as error:
-                if attempt == _TRANSIENT_RETRIES - 1:
-                    log.warning("giving up after %d attempts: %s", attempt + 1, error)
+                transient += 1
+                if transient == _TRANSIENT_RETRIES:
+                    log.warning("giving up after %d attempts: %s", transient, error)
+                    _raise_outcome_unknown(unknown, error)
                     raise
-                log.debug("retrying (attempt %d) after a transient error: %s", attempt + 1, error)
-                await asyncio.sleep(random.uniform(0, 0.002 * 2**attempt))
+                log.debug("retrying (attempt %d) after a transient error: %s", transient, error)
+                await asyncio.sleep(random.uniform(0, 0.002 * 2**transient))
                 continue
             except ConnectionLostError as error:
-                lost += 1
-                if lost > _RECONNECTS or (error.outcome_unknown and write and not idempotent):
+                if error.outcome_unknown and write and not idempotent:
                     raise
-                log.debug("retrying after a lost connection: %s", error)
+                unknown = unknown or error.outcome_unknown
+                now = time.monotonic()
+                lost_since = now if lost_since is None else lost_since
+                if now + pause - lost_since > _RECONNECT_SECONDS:
+                    log.warning(
+                        "giving up after %.1f s without a working connection: %s",
+                        now - lost_since,
+                        error,
+                    )
+                    _raise_outcome_unknown(unknown and not error.outcome_unknown, error)
+                    raise
+                log.debug("retrying in %.2f s after a lost connection: %s", pause, error)
+                await asyncio.sleep(pause)
+                pause = min(pause * 2, _RECONNECT_PAUSES[1])
                 continue
+            except OperationalError as error:  # e.g. a lock timeout in a retry
+                _raise_outcome_unknown(unknown, error)
+                raise
             elapsed = time.perf_counter() - started
             if elapsed > SLOW_SECONDS:
                 log.debug("slow %s transaction: %.3f s", "write" if write else "read", elapsed)
+            if lost_since is not None:
+                log.info(
+                    "connection to the database working again after %.3f s",
+                    time.monotonic() - lost_since,
+                )
             return result
-        raise AssertionError("unreachable")
 
     # -- schema ----------------------------------------------------------------------
 
@@ -1281,6 +1315,16 @@ class EventStore:
         self._check_open()
         await self.ensure_tables()
         return await run_snapshot(self._runner, fn)
+
+
+def _raise_outcome_unknown(unknown: bool, error: Exception) -> None:
+    """If an earlier attempt may have committed, raise that instead of ``error``."""
+    if unknown:
+        raise ConnectionLostError(
+            f"{error} (after an earlier attempt lost its connection while committing: "
+            "it may or may not have committed)",
+            outcome_unknown=True,
+        ) from error
 
 
 def _check_bounds(**values: int | None) -> None:

@@ -31,7 +31,6 @@ from ..errors import (
     ConnectionLostError,
     ConvstoreError,
     InvalidArgumentError,
-    OperationalError,
     PersistenceError,
 )
 from ..prepared import Prepared
@@ -202,6 +201,11 @@ class Dialect(abc.ABC):
             f"not {self.name}: remove it from the URL"
         )
 
+    def driver_error(self, error: Exception) -> type[ConvstoreError] | None:
+        """The convstore error class for an exception the driver raised past SQLAlchemy
+        (it does not wrap those of its own set-up of a new connection), if it is one."""
+        return None
+
     def check_read_replica(self) -> None:
         """Refuse a read replica where :meth:`write_position` and :meth:`replayed` are
         not implemented."""
@@ -278,15 +282,24 @@ def translate_errors(dialect: Dialect, *, committing: bool = False) -> Iterator[
                 f"{dialect.name}: connection lost: {error.orig}", outcome_unknown=committing
             ) from error
         cls = dialect.classify(error.orig or error)
+        if issubclass(cls, ConnectionLostError):  # e.g. the server shutting down
+            raise cls(f"{dialect.name}: {error.orig}", outcome_unknown=committing) from error
         raise cls(f"{dialect.name}: {error.orig}") from error
     except exc.SQLAlchemyError as error:
         raise PersistenceError(f"{dialect.name}: {error}") from error
-    except ConnectionRefusedError as error:
-        raise OperationalError(f"{dialect.name}: cannot connect: {error}") from error
+    except ConnectionRefusedError as error:  # nothing was sent: nothing was written
+        raise ConnectionLostError(f"{dialect.name}: cannot connect: {error}") from error
     except OSError as error:  # a socket error the driver did not wrap
         raise ConnectionLostError(
             f"{dialect.name}: connection lost: {error}", outcome_unknown=committing
         ) from error
+    except Exception as error:
+        found = dialect.driver_error(error)
+        if found is None:
+            raise
+        if issubclass(found, ConnectionLostError):
+            raise found(f"{dialect.name}: {error}", outcome_unknown=committing) from error
+        raise found(f"{dialect.name}: {error}") from error
 
 
 async def outcome_then_cancel(

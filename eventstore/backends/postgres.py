@@ -45,6 +45,7 @@ which waits for appends in flight and holds new ones back until it commits.
 from __future__ import annotations
 
 import logging
+import sys
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any, ClassVar
@@ -54,6 +55,7 @@ from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.sql.compiler import TypeCompiler
 
 from ..errors import (
+    ConnectionLostError,
     ConvstoreError,
     IntegrityError,
     InvalidArgumentError,
@@ -158,6 +160,11 @@ _BY_SQLSTATE: dict[str, type[PersistenceError]] = {
     # server connections (a transaction pooler the engine was not set up for).
     "26000": PoolerError,  # invalid_sql_statement_name
     "42P05": PoolerError,  # duplicate_prepared_statement
+    # The server ended the connection or does not take new ones (a restart, a fast or
+    # immediate shutdown, a standby being promoted): retried on a new connection.
+    "57P01": ConnectionLostError,  # admin_shutdown
+    "57P02": ConnectionLostError,  # crash_shutdown
+    "57P03": ConnectionLostError,  # cannot_connect_now (starting up, shutting down)
     "40001": TransientError,  # serialization_failure
     "40P01": TransientError,  # deadlock_detected
     "55P03": LockTimeoutError,  # lock_not_available: lock_timeout expired
@@ -166,7 +173,7 @@ _BY_SQLSTATE: dict[str, type[PersistenceError]] = {
 }
 _BY_CLASS: dict[str, type[PersistenceError]] = {
     "23": IntegrityError,  # integrity_constraint_violation
-    "08": OperationalError,  # connection_exception
+    "08": ConnectionLostError,  # connection_exception (PgBouncer's when its server fails)
     "53": OperationalError,  # insufficient_resources
     "57": OperationalError,  # operator_intervention (e.g. query_canceled)
 }
@@ -350,6 +357,18 @@ class PostgresDialect(Dialect):
         return _MAX_FIELD_BYTES
 
     limit_name: ClassVar[str] = "PostgreSQL's largest field (1 GB)"
+
+    def driver_error(self, error: Exception) -> type[ConvstoreError] | None:
+        asyncpg = sys.modules.get("asyncpg")  # whoever raised one has imported it
+        if asyncpg is None:
+            return None
+        if isinstance(error, asyncpg.PostgresError):
+            return self.classify(error)
+        if isinstance(error, asyncpg.InterfaceError):
+            # SQLAlchemy's set-up of a new connection (its type codecs) talks to asyncpg
+            # directly: the server ended the connection it had just opened.
+            return ConnectionLostError
+        return None
 
     def classify(self, error: BaseException) -> type[ConvstoreError]:
         code = getattr(error, "sqlstate", None) or getattr(error, "pgcode", None)

@@ -408,6 +408,7 @@ class Cluster:
 
 
 def main() -> None:
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))  # (the finally below cleans up)
     cluster = Cluster()
     cluster.start()
     print(f"primary  {cluster.primary_url}")
@@ -417,7 +418,7 @@ def main() -> None:
     sys.stdout.flush()
     try:
         signal.pause()
-    except KeyboardInterrupt:
+    except (KeyboardInterrupt, SystemExit):
         pass
     finally:
         cluster.stop()

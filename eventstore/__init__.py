@@ -67,6 +67,7 @@ from .records import (
     Rows,
     StreamInfo,
 )
+from .replica import ReadReplica
 from .store import EventStore, replay_into
 
 # Library logging goes to the "convstore" logger tree (retries, slow transactions,
@@ -113,6 +114,7 @@ __all__ = [
     "PersistenceError",
     "PoolerError",
     "Projector",
+    "ReadReplica",
     "RecordedEvent",
     "Rows",
     "SchemaError",

@@ -13,6 +13,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import statistics
+import subprocess
+import sys
 import time
 from collections.abc import AsyncIterator
 from typing import Any
@@ -169,3 +171,28 @@ async def test_reads_go_on_while_the_standby_is_stopped(
         before = standby.checkouts
         assert (await session.get_items(limit=1)) == [{"role": "user", "content": "4"}]
         assert standby.checkouts > before
+
+
+def test_the_read_only_commands_run_on_the_standby(cluster: Cluster, database: Database) -> None:
+    """audit, verify and history open a store on the standby's URL and read there."""
+
+    async def write() -> None:
+        async with EventStore(database.direct) as store:
+            await StoreSession("cli", store).add_items([{"role": "user", "content": "hi"}])
+
+    asyncio.run(write())
+    cluster.wait_streaming()
+    deadline = time.monotonic() + 30
+    while cluster.replay_lag_bytes():
+        assert time.monotonic() < deadline, "the standby did not catch up"
+        time.sleep(0.05)
+    for command in (["audit"], ["verify"], ["history", "cli"]):
+        done = subprocess.run(
+            [sys.executable, "-m", "sessions.cli", database.standby, *command],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+        assert done.returncode == 0, (command, done.stdout, done.stderr)
+    assert "hi" in done.stdout

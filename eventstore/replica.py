@@ -106,10 +106,10 @@ class _Marks:
     """What one primary engine's stores wrote that a standby may not have yet."""
 
     streams: dict[str, _Mark] = field(default_factory=dict)
-    # Forgotten marks (too many streams): a target every read waits for, or True when
-    # one of them had none yet (the next read asks the primary for one).
+    # Forgotten marks (too many streams): a target every read waits for, and how many
+    # were forgotten without one yet (the next read asks the primary for one).
     floor: int | None = None
-    floor_unknown: bool = False
+    floor_unknown: int = 0
 
 
 _marks_by_engine: weakref.WeakKeyDictionary[Any, _Marks] = weakref.WeakKeyDictionary()
@@ -155,7 +155,7 @@ class ReplicaReads:
     def ended(self, stream_id: str) -> None:
         mark = self._marks.streams.get(stream_id)
         if mark is None:  # forgotten meanwhile: the floor covers it
-            self._marks.floor_unknown = True
+            self._marks.floor_unknown += 1
             return
         mark.changes += 1
         mark.running -= 1
@@ -163,7 +163,7 @@ class ReplicaReads:
     def _forget(self, stream_id: str) -> None:
         mark = self._marks.streams.pop(stream_id)
         if mark.target is None or mark.seen != mark.changes:
-            self._marks.floor_unknown = True
+            self._marks.floor_unknown += 1
         elif self._marks.floor is None or mark.target > self._marks.floor:
             self._marks.floor = mark.target
 
@@ -228,11 +228,12 @@ class ReplicaReads:
         marks = self._marks
         mark = marks.streams.get(stream_id)
         if mark is None:
-            if marks.floor_unknown:
-                marks.floor_unknown = False
+            pending = marks.floor_unknown
+            if pending:
                 position = await primary(self._dialect.write_position)
                 if marks.floor is None or position > marks.floor:
                     marks.floor = position
+                marks.floor_unknown -= pending  # (any forgotten meanwhile stay pending)
             return marks.floor
         if mark.running:
             return _PRIMARY

@@ -15,6 +15,7 @@ history back every third call. A call's outcome is what the caller can rely on:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -51,6 +52,7 @@ class Load:
     strict_reads: bool = True
     stale_reads: int = 0
     stop: asyncio.Event = field(default_factory=asyncio.Event)
+    wrote: asyncio.Event = field(default_factory=asyncio.Event)  # set at every ack
 
     def session(self, task: int) -> StoreSession:
         return StoreSession(f"{self.prefix}-{task}", self.store)
@@ -69,6 +71,7 @@ class Load:
                 async with asyncio.timeout(CALL_BOUND):
                     await session.add_items([{"role": "user", "content": attempt.content}])
                 attempt.outcome = "done"
+                self.wrote.set()
             except ConnectionLostError as error:
                 attempt.outcome = "unknown" if error.outcome_unknown else "not committed"
                 attempt.error = str(error)
@@ -140,16 +143,36 @@ class Load:
         assert set(answered) <= {"done", "not committed", "unknown"}, answered
         assert answered["done"] > 0
 
+    def written_since(self, since: float) -> bool:
+        """Whether every task has had a call acknowledged that started at or after
+        ``since``."""
+        done = {a.task for a in self.attempts if a.outcome == "done" and a.started >= since}
+        return len(done) == TASKS
 
-async def run_while(load: Load, event: Callable[[], None], *, before: float, after: float) -> float:
+
+async def run_while(load: Load, event: Callable[[], None], *, before: float) -> float:
     """Run ``load``; after ``before`` seconds run ``event`` (blocking: a server being
-    restarted) on a thread, then go on for ``after`` seconds; return when ``event``
-    started (time.monotonic())."""
+    restarted) on a thread, then go on until every task has written again (at most
+    ``RECOVERY_BOUND`` seconds) and half a second more; return when ``event`` started
+    (time.monotonic())."""
     running = asyncio.create_task(load.run())
     await asyncio.sleep(before)
     started = time.monotonic()
     await asyncio.to_thread(event)
-    await asyncio.sleep(after)
+    await recovery(load, started)
     load.stop.set()
     await running
     return started
+
+
+RECOVERY_BOUND = 60.0
+
+
+async def recovery(load: Load, since: float) -> None:
+    """Until every task has written again after ``since`` (bounded), then 0.5 s more."""
+    with contextlib.suppress(TimeoutError):
+        async with asyncio.timeout(RECOVERY_BOUND):
+            while not load.written_since(since):
+                load.wrote.clear()
+                await load.wrote.wait()
+    await asyncio.sleep(0.5)

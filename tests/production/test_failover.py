@@ -26,7 +26,7 @@ from sessions import admin
 
 from ..reliability._figures import record
 from ..reliability._support import LONG
-from ._load import Load
+from ._load import Load, recovery
 from .cluster import Cluster
 from .conftest import build_cluster, new_database
 
@@ -61,7 +61,8 @@ async def kill_under_load(
 ) -> tuple[Load, dict[str, float]]:
     """Eight tasks write through ``url`` (PgBouncer); with ``standby-stopped`` the
     standby is stopped for a second of writes; then the primary is killed and the
-    standby promoted, and the load goes on for three seconds on the promoted server."""
+    standby promoted, and the load goes on until every task has written to the
+    promoted server."""
     timing: dict[str, float] = {}
     async with EventStore(url) as store:
         await store.ensure_tables()
@@ -74,7 +75,7 @@ async def kill_under_load(
             await asyncio.sleep(1.0)  # the standby receives nothing of this second
         crash = time.monotonic()
         await asyncio.to_thread(fail_over, cluster, timing)
-        await asyncio.sleep(3.0)
+        await recovery(load, crash)
         load.stop.set()
         await running
         load.check_definite()

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -103,19 +104,11 @@ class Load:
     def outcomes(self) -> Counter[str]:
         return Counter(a.outcome for a in self.attempts)
 
-    def recovered_after(self, since: float) -> float:
-        """Seconds from ``since`` until every task had an acknowledged call that started
-        at or after it."""
-        firsts = []
-        for task in range(TASKS):
-            done = [
-                a.ended
-                for a in self.attempts
-                if a.task == task and a.outcome == "done" and a.started >= since
-            ]
-            assert done, f"task {task} never wrote again"
-            firsts.append(min(done))
-        return max(firsts) - since
+    def longest_pause(self) -> float:
+        """The longest time in seconds during which no call of any task was
+        acknowledged: what the application saw of the outage."""
+        acks = sorted(a.ended for a in self.attempts if a.outcome == "done")
+        return max((b - a for a, b in itertools.pairwise(acks)), default=0.0)
 
     async def missing(self, store: EventStore) -> list[str]:
         """Acknowledged attempts not stored in ``store``'s database (after checking that
@@ -175,4 +168,5 @@ async def recovery(load: Load, since: float) -> None:
             while not load.written_since(since):
                 load.wrote.clear()
                 await load.wrote.wait()
+    assert load.written_since(since), "a task never wrote again: the store did not recover"
     await asyncio.sleep(0.5)

@@ -79,7 +79,7 @@ async def kill_under_load(
         load.stop.set()
         await running
         load.check_definite()
-        timing["recovered_s"] = load.recovered_after(crash)
+        timing["no_write_acknowledged_s"] = load.longest_pause()
     timing["cut"], timing["crash"] = cut, crash
     return load, timing
 

@@ -144,12 +144,11 @@ class Load:
 
 
 async def run_while(load: Load, event: Callable[[], None], *, before: float) -> float:
-    """Run ``load``; after ``before`` seconds run ``event`` (blocking: a server being
-    restarted) on a thread, then go on until every task has written again (at most
-    ``RECOVERY_BOUND`` seconds) and half a second more; return when ``event`` started
-    (time.monotonic())."""
-    running = asyncio.create_task(load.run())
-    await asyncio.sleep(before)
+    """Run ``load``; once every task has written, and ``before`` seconds more, run
+    ``event`` (blocking: a server being restarted) on a thread, then go on until every
+    task has written again (at most ``RECOVERY_BOUND`` seconds) and half a second more;
+    return when ``event`` started (time.monotonic())."""
+    running = await start(load, before)
     started = time.monotonic()
     await asyncio.to_thread(event)
     await recovery(load, started)
@@ -159,6 +158,15 @@ async def run_while(load: Load, event: Callable[[], None], *, before: float) -> 
 
 
 RECOVERY_BOUND = 60.0
+
+
+async def start(load: Load, before: float) -> asyncio.Task[None]:
+    """Start ``load``; return once every task has written (bounded) and ``before``
+    seconds more have passed."""
+    running = asyncio.create_task(load.run())
+    await recovery(load, 0.0)
+    await asyncio.sleep(before)
+    return running
 
 
 async def recovery(load: Load, since: float) -> None:

@@ -26,7 +26,7 @@ from sessions import admin
 
 from ..reliability._figures import record
 from ..reliability._support import LONG
-from ._load import Load, recovery
+from ._load import Load, recovery, start
 from .cluster import Cluster
 from .conftest import build_cluster, new_database
 
@@ -67,8 +67,7 @@ async def kill_under_load(
     async with EventStore(url) as store:
         await store.ensure_tables()
         load = Load(store, case, strict_reads=synchronous)
-        running = asyncio.create_task(load.run())
-        await asyncio.sleep(1.0)
+        running = await start(load, 1.0)
         cut = time.monotonic()
         if case == "standby-stopped":
             await asyncio.to_thread(cluster.standby.stop, "fast")

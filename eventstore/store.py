@@ -109,6 +109,10 @@ class _DatabaseState:
 
     components: set[tuple[str, int]] = field(default_factory=set)
     live: registry.LiveSet | None = None
+    # Whether a transaction of this process has run there: a connection lost after
+    # that is a server restarting (worth waiting for); before it, more likely a wrong
+    # address, reported at once.
+    reached: bool = False
 
 
 # Per database: an engine, or a SQLite file's path (which a new store revalidates with
@@ -549,7 +553,9 @@ class EventStore:
         no-op). A lock timeout is never retried: it is the bound the caller set.
 
         A lost connection is retried for up to ``_RECONNECT_SECONDS`` (a server
-        restarting comes back meanwhile). Once an attempt may have committed, any error
+        restarting comes back meanwhile), once this process has reached the database
+        (before that, a refused connection is more likely a wrong address: raised at
+        once). Once an attempt may have committed, any error
         that ends the retries is a :class:`ConnectionLostError` with ``outcome_unknown``
         (the error that ended them is its cause): never an error that reads as "nothing
         was written"."""
@@ -571,7 +577,7 @@ class EventStore:
                 await asyncio.sleep(random.uniform(0, 0.002 * 2**transient))
                 continue
             except ConnectionLostError as error:
-                if error.outcome_unknown and write and not idempotent:
+                if not self._state.reached or (error.outcome_unknown and write and not idempotent):
                     raise
                 unknown = unknown or error.outcome_unknown
                 now = time.monotonic()
@@ -591,6 +597,7 @@ class EventStore:
             except OperationalError as error:  # e.g. a lock timeout in a retry
                 _raise_outcome_unknown(unknown, error)
                 raise
+            self._state.reached = True
             elapsed = time.perf_counter() - started
             if elapsed > SLOW_SECONDS:
                 log.debug("slow %s transaction: %.3f s", "write" if write else "read", elapsed)

@@ -12,6 +12,7 @@ from sqlalchemy import event
 from eventstore import (
     ArgumentTypeError,
     ConfigurationError,
+    ConnectionLostError,
     EventStore,
     InvalidArgumentError,
     ReadReplica,
@@ -143,3 +144,27 @@ async def test_forgotten_marks_leave_a_floor(monkeypatch: pytest.MonkeyPatch) ->
     finally:
         await reads.close()
         await primary_runner.close()
+
+
+async def test_a_database_never_reached_is_reported_at_once() -> None:
+    """A refused connection before this process ever reached the database is most
+    likely a wrong address: one attempt, not ten seconds of retries (those are for a
+    server restarting under a running application, tests/production/test_restarts.py)."""
+    store = EventStore(NOWHERE)
+    runner: Any = store._runner
+    attempts = 0
+    run = runner.run
+
+    async def counted(*args: Any, **kwargs: Any) -> Any:
+        nonlocal attempts
+        attempts += 1
+        return await run(*args, **kwargs)
+
+    runner.run = counted
+    try:
+        with pytest.raises(ConnectionLostError, match="cannot connect") as raised:
+            await store.ensure_tables()
+    finally:
+        await store.close()
+    assert attempts == 1
+    assert not raised.value.outcome_unknown

@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 from sqlalchemy import event
+from sqlalchemy.ext.asyncio import create_async_engine
 
 from eventstore import (
     ArgumentTypeError,
@@ -20,6 +21,7 @@ from eventstore import (
 from eventstore import replica as replica_module
 from eventstore.backends import open_runner
 from eventstore.replica import ReplicaReads
+from sessions import SQLAlchemySession
 
 NOWHERE = "postgresql://app@127.0.0.1:9/app"  # never connected to
 
@@ -168,3 +170,11 @@ async def test_a_database_never_reached_is_reported_at_once() -> None:
         await store.close()
     assert attempts == 1
     assert not raised.value.outcome_unknown
+
+
+def test_a_read_engine_of_the_wrong_kind_is_refused(tmp_path: Any) -> None:
+    with pytest.raises(ConfigurationError, match="read_engine must be"):
+        SQLAlchemySession("s", db_url=NOWHERE, read_engine=NOWHERE)  # type: ignore[arg-type]
+    engine = create_async_engine(NOWHERE.replace("postgresql://", "postgresql+asyncpg://"))
+    with pytest.raises(ConfigurationError, match="supported on PostgreSQL"):
+        SQLAlchemySession("s", db_url=f"sqlite:///{tmp_path / 'x.db'}", read_engine=engine)

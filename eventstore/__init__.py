@@ -32,6 +32,7 @@ from .errors import (
     NotEncryptedError,
     OperationalError,
     PersistenceError,
+    PoolerError,
     SchemaError,
     SerializationError,
     StoreClosedError,
@@ -66,6 +67,7 @@ from .records import (
     Rows,
     StreamInfo,
 )
+from .replica import ReadReplica
 from .store import EventStore, replay_into
 
 # Library logging goes to the "convstore" logger tree (retries, slow transactions,
@@ -110,7 +112,9 @@ __all__ = [
     "NotEncryptedError",
     "OperationalError",
     "PersistenceError",
+    "PoolerError",
     "Projector",
+    "ReadReplica",
     "RecordedEvent",
     "Rows",
     "SchemaError",

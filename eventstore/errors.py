@@ -104,6 +104,26 @@ class ConnectionLostError(OperationalError, ConnectionError):
         self.outcome_unknown = outcome_unknown
 
 
+class PoolerError(PersistenceError, ConfigurationError):
+    """The driver's prepared statements were lost between two statements: the database
+    is reached through a connection pooler in transaction mode (PgBouncer) that the
+    engine was not set up for. Nothing of the failed transaction was written.
+
+    A convstore URL takes ``?pooler=transaction`` for that; an engine of your own needs
+    ``connect_args={"statement_cache_size": 0, "prepared_statement_cache_size": 0}``
+    (docs/operations.md, "PgBouncer").
+    """
+
+    HINT = (
+        "the database is reached through a connection pooler in transaction mode "
+        "(PgBouncer?): add '?pooler=transaction' to the URL, or create your engine with "
+        "connect_args={'statement_cache_size': 0, 'prepared_statement_cache_size': 0}"
+    )
+
+    def __init__(self, message: str) -> None:
+        super().__init__(f"{message} ({self.HINT})")
+
+
 class SchemaError(PersistenceError):
     """The tables are missing, or were written by an incompatible release."""
 

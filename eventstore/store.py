@@ -44,6 +44,7 @@ from .errors import (
     ConnectionLostError,
     IntegrityError,
     InvalidArgumentError,
+    OperationalError,
     PersistenceError,
     SchemaError,
     SerializationError,
@@ -65,6 +66,7 @@ from .records import (
     recorded_from_row,
     to_datetime,
 )
+from .replica import ReadReplica, ReplicaReads, marks_writes
 from .snapshot import run_snapshot
 
 R = TypeVar("R")
@@ -79,9 +81,12 @@ MAX_STREAM_ID_LENGTH = 255
 # driver and MariaDB's parser).
 MAX_INTEGER = 2**63 - 1
 _TRANSIENT_RETRIES = 12
-# A server that ended our pooled connections: each retry takes a fresh one (SQLAlchemy
+# A server that ended our pooled connections, or does not take new ones (restarting,
+# shutting down, a standby being promoted): retried with pauses growing from the first
+# to the second, for this long in all; each retry takes a fresh connection (SQLAlchemy
 # discards the pool's connections older than the one found dead).
-_RECONNECTS = 3
+_RECONNECT_PAUSES = (0.05, 1.0)
+_RECONNECT_SECONDS = 10.0
 # Appends of up to this many events count as quick (see EventStore.run).
 _QUICK_BATCH = 100
 # Streams whose head (version, hash) a store remembers from its own appends.
@@ -104,6 +109,10 @@ class _DatabaseState:
 
     components: set[tuple[str, int]] = field(default_factory=set)
     live: registry.LiveSet | None = None
+    # Whether a transaction of this process has run there: a connection lost after
+    # that is a server restarting (worth waiting for); before it, more likely a wrong
+    # address, reported at once.
+    reached: bool = False
 
 
 # Per database: an engine, or a SQLite file's path (which a new store revalidates with
@@ -343,6 +352,11 @@ class EventStore:
     idle inside a transaction that long (a stalled client), releasing its locks
     (PostgreSQL and MariaDB). Both apply to SQLite and to engines the store creates from
     a URL; an ``AsyncEngine`` handed in keeps its own settings (docs/reliability.md).
+
+    ``read_replica`` (PostgreSQL: a hot standby's URL or engine, or a
+    :class:`~eventstore.replica.ReadReplica` to tune the waits) takes the reads that
+    name their stream (``run(..., stream_id=...)``: a session's history) once it has
+    replayed this store's writes to that stream; see :mod:`eventstore.replica`.
     """
 
     def __init__(
@@ -354,10 +368,20 @@ class EventStore:
         engine_kwargs: dict[str, Any] | None = None,
         lock_timeout: float | None = 10.0,
         idle_in_transaction_timeout: float | None = 5.0,
+        read_replica: ReadReplica | str | AsyncEngine | None = None,
     ) -> None:
         timeouts = Timeouts(lock_timeout, idle_in_transaction_timeout)
         self._runner = open_runner(target, engine_kwargs=engine_kwargs, timeouts=timeouts)
         self._dialect = self._runner.dialect
+        self._replica: ReplicaReads | None = None
+        if read_replica is not None:
+            if not isinstance(read_replica, ReadReplica):
+                read_replica = ReadReplica(read_replica)
+            try:
+                self._replica = ReplicaReads(read_replica, self._runner)
+            except BaseException:
+                self._closed = True  # it has opened no connection yet: nothing to warn of
+                raise
         self._requested = registry.default_projectors() if projectors is None else tuple(projectors)
         for projector in self._requested:  # every store of this process can keep it now
             registry.register_projector(projector, replace=False)
@@ -433,6 +457,19 @@ class EventStore:
     def closed(self) -> bool:
         return self._closed
 
+    @property
+    def read_routing(self) -> ReplicaReads | None:
+        """Where reads that name their stream go (None: no read replica)."""
+        return self._replica
+
+    @property
+    def pooler(self) -> str | None:
+        """``"transaction"`` when the store's engine was made from a URL with
+        ``?pooler=transaction`` (a connection pooler such as PgBouncer in transaction
+        mode: no session state lasts beyond one transaction, so nothing may rely on
+        ``LISTEN`` or session settings); None for a direct connection."""
+        return self._runner.pooler
+
     async def close(self) -> None:
         """Release connections (and the engine, if the store created it). Idempotent.
 
@@ -447,6 +484,8 @@ class EventStore:
                 "instead (the store closes with the last)"
             )
         self._closed = True
+        if self._replica is not None:
+            await self._replica.close()
         await self._runner.close()
 
     def share(self) -> Self:
@@ -480,16 +519,29 @@ class EventStore:
         if self._closed:
             raise StoreClosedError("this event store is closed")
 
-    async def run(self, fn: TxFunction[T], *, write: bool = False, quick: bool = False) -> T:
+    async def run(
+        self,
+        fn: TxFunction[T],
+        *,
+        write: bool = False,
+        quick: bool = False,
+        stream_id: str | None = None,
+    ) -> T:
         """Run ``fn(connection)`` in one transaction, retrying transient failures.
 
         For projections and sessions: ``fn`` must be safe to run again (reads, or
         writes whose effect is idempotent) because a deadlock or busy database retries it.
         ``quick`` promises a short, bounded transaction, which SQLite may then run without
         a thread handoff (see :class:`~eventstore.backends.sqlite.ThreadRunner`).
+        A read that names the one ``stream_id`` it reads may run on the store's read
+        replica, once that has this store's writes to the stream (eventstore/replica.py).
         """
         self._check_open()
         await self.ensure_tables()
+        if stream_id is not None and self._replica is not None and not write:
+            return await self._replica.run(
+                fn, stream_id, lambda f: self._run(f, write=False, quick=quick), quick=quick
+            )
         return await self._run(fn, write=write, quick=quick)
 
     async def _run(
@@ -498,30 +550,63 @@ class EventStore:
         """Run ``fn``, retrying deadlocks and busy errors, and a lost connection when
         that is safe: it broke before the commit (nothing was written), or ``fn`` is a
         read, or it is ``idempotent`` (an append: a second copy of its event ids is a
-        no-op). A lock timeout is never retried: it is the bound the caller set."""
-        lost = 0
-        for attempt in range(_TRANSIENT_RETRIES):
+        no-op). A lock timeout is never retried: it is the bound the caller set.
+
+        A lost connection is retried for up to ``_RECONNECT_SECONDS`` (a server
+        restarting comes back meanwhile), once this process has reached the database
+        (before that, a refused connection is more likely a wrong address: raised at
+        once). Once an attempt may have committed, any error
+        that ends the retries is a :class:`ConnectionLostError` with ``outcome_unknown``
+        (the error that ended them is its cause): never an error that reads as "nothing
+        was written"."""
+        transient = 0
+        lost_since: float | None = None
+        pause = _RECONNECT_PAUSES[0]
+        unknown = False  # an attempt broke while committing: it may have committed
+        while True:
             started = time.perf_counter()
             try:
                 result = await self._runner.run(fn, write=write, quick=quick)
             except TransientError as error:
-                if attempt == _TRANSIENT_RETRIES - 1:
-                    log.warning("giving up after %d attempts: %s", attempt + 1, error)
+                transient += 1
+                if transient == _TRANSIENT_RETRIES:
+                    log.warning("giving up after %d attempts: %s", transient, error)
+                    _raise_outcome_unknown(unknown, error)
                     raise
-                log.debug("retrying (attempt %d) after a transient error: %s", attempt + 1, error)
-                await asyncio.sleep(random.uniform(0, 0.002 * 2**attempt))
+                log.debug("retrying (attempt %d) after a transient error: %s", transient, error)
+                await asyncio.sleep(random.uniform(0, 0.002 * 2**transient))
                 continue
             except ConnectionLostError as error:
-                lost += 1
-                if lost > _RECONNECTS or (error.outcome_unknown and write and not idempotent):
+                if not self._state.reached or (error.outcome_unknown and write and not idempotent):
                     raise
-                log.debug("retrying after a lost connection: %s", error)
+                unknown = unknown or error.outcome_unknown
+                now = time.monotonic()
+                lost_since = now if lost_since is None else lost_since
+                if now + pause - lost_since > _RECONNECT_SECONDS:
+                    log.warning(
+                        "giving up after %.1f s without a working connection: %s",
+                        now - lost_since,
+                        error,
+                    )
+                    _raise_outcome_unknown(unknown and not error.outcome_unknown, error)
+                    raise
+                log.debug("retrying in %.2f s after a lost connection: %s", pause, error)
+                await asyncio.sleep(pause)
+                pause = min(pause * 2, _RECONNECT_PAUSES[1])
                 continue
+            except OperationalError as error:  # e.g. a lock timeout in a retry
+                _raise_outcome_unknown(unknown, error)
+                raise
+            self._state.reached = True
             elapsed = time.perf_counter() - started
             if elapsed > SLOW_SECONDS:
                 log.debug("slow %s transaction: %.3f s", "write" if write else "read", elapsed)
+            if lost_since is not None:
+                log.info(
+                    "connection to the database working again after %.3f s",
+                    time.monotonic() - lost_since,
+                )
             return result
-        raise AssertionError("unreachable")
 
     # -- schema ----------------------------------------------------------------------
 
@@ -738,6 +823,7 @@ class EventStore:
 
     # -- writing ---------------------------------------------------------------------
 
+    @marks_writes
     async def append(
         self,
         stream_id: str,
@@ -847,6 +933,7 @@ class EventStore:
             return MAX_GROUP_BYTES
         return min(MAX_GROUP_BYTES, limit // 2)
 
+    @marks_writes
     async def append_decided(
         self,
         stream_id: str,
@@ -1245,6 +1332,16 @@ class EventStore:
         self._check_open()
         await self.ensure_tables()
         return await run_snapshot(self._runner, fn)
+
+
+def _raise_outcome_unknown(unknown: bool, error: Exception) -> None:
+    """If an earlier attempt may have committed, raise that instead of ``error``."""
+    if unknown:
+        raise ConnectionLostError(
+            f"{error} (after an earlier attempt lost its connection while committing: "
+            "it may or may not have committed)",
+            outcome_unknown=True,
+        ) from error
 
 
 def _check_bounds(**values: int | None) -> None:

@@ -169,6 +169,7 @@ class StoreSession:
                 return []
             found = await self._store.run(
                 lambda conn: HISTORY.read_last_turns(conn, self.session_id, branch_id, turns, n),
+                stream_id=self.session_id,
             )
             return decode_items(found)
         if n == 0:
@@ -176,6 +177,7 @@ class StoreSession:
         arrays = await self._store.run(
             lambda conn: HISTORY.read_arrays(conn, self.session_id, branch_id, n),
             quick=n is not None and n <= _QUICK_READ,
+            stream_id=self.session_id,  # may be read from a replica (eventstore/replica.py)
         )
         return decode_arrays(arrays)
 

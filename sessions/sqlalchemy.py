@@ -36,6 +36,10 @@ class SQLAlchemySession(StoreSession):
     disposes it) or ``db_url`` (the session creates and owns an engine: close the
     session, or a ResourceWarning says it was leaked). With ``create_tables=False``
     (the default, as in the SDK) the tables must exist already.
+
+    ``read_engine`` (PostgreSQL) is an engine on a hot standby of that database: the
+    session's history reads go there once it has replayed the session's own writes,
+    and to the primary when it lags too far or fails (:mod:`eventstore.replica`).
     """
 
     def __init__(
@@ -47,9 +51,15 @@ class SQLAlchemySession(StoreSession):
         create_tables: bool = False,
         session_settings: Any = None,
         engine_kwargs: dict[str, Any] | None = None,
+        read_engine: AsyncEngine | None = None,
         **sdk_only: Never,
     ) -> None:
         refuse_unknown_keywords(type(self), sdk_only)
+        if read_engine is not None and not isinstance(read_engine, AsyncEngine):
+            raise ConfigurationError(
+                "read_engine must be a sqlalchemy.ext.asyncio.AsyncEngine, "
+                f"not {type(read_engine).__name__}"
+            )
         if (engine is None) == (db_url is None):
             raise ConfigurationError("give exactly one of engine= or db_url=")
         if engine is not None and not isinstance(engine, AsyncEngine):
@@ -65,6 +75,7 @@ class SQLAlchemySession(StoreSession):
                 create_tables=create_tables,
                 projectors=[HISTORY],
                 engine_kwargs=engine_kwargs,
+                read_replica=read_engine,
             ),
             session_settings=session_settings,
         )

@@ -6,7 +6,7 @@ import importlib.util
 import os
 from typing import Any
 
-from sqlalchemy.engine import make_url
+from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
@@ -82,8 +82,11 @@ def open_runner(
         url = make_url(target)
     except ArgumentError as error:
         raise ConfigurationError(f"not a database URL: {target!r}") from error
+    url, pooler = _pooler_option(url)
     backend = url.get_backend_name()
     if backend == "sqlite":
+        if pooler is not None:
+            SQLiteDialect().pooled_connect_args()  # refuses, naming the fix
         # Any SQLite driver named in the URL gets the dedicated-thread runner, which
         # runs a transaction in one hop instead of one per statement. Its ``engine`` is
         # an aiosqlite engine on the same database (an in-memory one is made shareable).
@@ -98,12 +101,59 @@ def open_runner(
         url = url.set(drivername=f"{canonical}+{driver}")
     if importlib.util.find_spec(driver) is None:
         raise MissingDependencyError(driver, _EXTRA_OF_DRIVER.get(driver, extra))
+    kwargs = dict(engine_kwargs or {})
+    if pooler is not None:
+        kwargs["connect_args"] = _pooled_connect_args(
+            dialect_for(canonical), kwargs.get("connect_args")
+        )
     try:
-        engine = create_async_engine(url, **(engine_kwargs or {}))
+        engine = create_async_engine(url, **kwargs)
     except TypeError as error:
         raise ArgumentTypeError(f"engine_kwargs: {error}") from error
     except (ArgumentError, ValueError) as error:
         raise ConfigurationError(f"engine_kwargs: {error}") from error
     return AsyncEngineRunner(
-        engine, dialect_for(engine.dialect.name), owned=True, timeouts=timeouts or Timeouts()
+        engine,
+        dialect_for(engine.dialect.name),
+        owned=True,
+        timeouts=timeouts or Timeouts(),
+        pooler=pooler,
     )
+
+
+# The URL option that says connections go through a connection pooler, and the kinds
+# convstore knows. Only transaction pooling needs anything of convstore: in session
+# mode a client keeps its server connection, as on a direct connection; statement
+# mode cannot run a transaction of several statements, which every append is.
+POOLER_OPTION = "pooler"
+_POOLERS = ("transaction",)
+
+
+def _pooler_option(url: URL) -> tuple[URL, str | None]:
+    """``url`` without convstore's ``pooler`` option (no driver takes it), and its value."""
+    if POOLER_OPTION not in url.query:
+        return url, None
+    value = url.query[POOLER_OPTION]
+    if value not in _POOLERS:
+        raise ConfigurationError(
+            f"pooler={value!r} is not supported: convstore works behind a pooler in "
+            "transaction mode (pooler=transaction) or in session mode (no option needed); "
+            "statement mode cannot run its multi-statement transactions"
+        )
+    return url.difference_update_query([POOLER_OPTION]), str(value)
+
+
+def _pooled_connect_args(dialect: Dialect, given: object) -> dict[str, Any]:
+    """The user's ``connect_args`` plus what the pooler needs; a contradiction is refused."""
+    if given is not None and not isinstance(given, dict):
+        raise ArgumentTypeError(
+            f"engine_kwargs['connect_args'] must be a dict, not {type(given).__name__}"
+        )
+    merged = dict(given or {})
+    for name, value in dialect.pooled_connect_args().items():
+        if merged.setdefault(name, value) != value:
+            raise ConfigurationError(
+                f"connect_args {name}={merged[name]!r} cannot work behind a transaction "
+                f"pooler (pooler=transaction sets {name}={value!r}): remove it"
+            )
+    return merged

@@ -27,10 +27,10 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from ..errors import (
     ArgumentTypeError,
     CancelledAfterCommit,
+    ConfigurationError,
     ConnectionLostError,
     ConvstoreError,
     InvalidArgumentError,
-    OperationalError,
     PersistenceError,
 )
 from ..prepared import Prepared
@@ -192,6 +192,44 @@ class Dialect(abc.ABC):
         of an engine the store created (``conn`` is the driver's connection)."""
         return []
 
+    def pooled_connect_args(self) -> dict[str, Any]:
+        """Driver arguments for an engine made from a URL with ``?pooler=transaction``:
+        a connection pooler in transaction mode (PgBouncer) may run each transaction of
+        one client connection on another server connection."""
+        raise ConfigurationError(
+            f"the URL option pooler=transaction is for PostgreSQL behind PgBouncer, "
+            f"not {self.name}: remove it from the URL"
+        )
+
+    def driver_error(self, error: Exception) -> type[ConvstoreError] | None:
+        """The convstore error class for an exception the driver raised past SQLAlchemy
+        (it does not wrap those of its own set-up of a new connection), if it is one."""
+        return None
+
+    def check_read_replica(self) -> None:
+        """Refuse a read replica where :meth:`write_position` and :meth:`replayed` are
+        not implemented."""
+        raise ConfigurationError(
+            f"read replicas are supported on PostgreSQL (hot standby), not {self.name}: "
+            "remove read_replica= / read_engine="
+        )
+
+    def write_position(self, conn: Connection) -> int:  # pragma: no cover - see above
+        """On the primary: a position in its log of changes (bytes from its start) at
+        or after the commit of every transaction that has ended."""
+        raise NotImplementedError
+
+    def replayed(self, conn: Connection, position: int) -> bool:  # pragma: no cover
+        """On a replica: whether it has applied the primary's changes up to ``position``
+        (every later statement then sees them)."""
+        raise NotImplementedError
+
+    def transaction_setup(self, timeouts: Timeouts) -> Callable[[Connection], None] | None:
+        """Behind a transaction pooler, where a session setting would stay on whichever
+        server connection ran it: what bounds the waits of one write transaction,
+        run first in it (None: nothing to set)."""
+        return None
+
     def max_value_bytes(self, conn: Connection) -> int | None:
         """The largest payload one statement can carry to this database, if bounded."""
         return None
@@ -244,15 +282,24 @@ def translate_errors(dialect: Dialect, *, committing: bool = False) -> Iterator[
                 f"{dialect.name}: connection lost: {error.orig}", outcome_unknown=committing
             ) from error
         cls = dialect.classify(error.orig or error)
+        if issubclass(cls, ConnectionLostError):  # e.g. the server shutting down
+            raise cls(f"{dialect.name}: {error.orig}", outcome_unknown=committing) from error
         raise cls(f"{dialect.name}: {error.orig}") from error
     except exc.SQLAlchemyError as error:
         raise PersistenceError(f"{dialect.name}: {error}") from error
-    except ConnectionRefusedError as error:
-        raise OperationalError(f"{dialect.name}: cannot connect: {error}") from error
+    except ConnectionRefusedError as error:  # nothing was sent: nothing was written
+        raise ConnectionLostError(f"{dialect.name}: cannot connect: {error}") from error
     except OSError as error:  # a socket error the driver did not wrap
         raise ConnectionLostError(
             f"{dialect.name}: connection lost: {error}", outcome_unknown=committing
         ) from error
+    except Exception as error:
+        found = dialect.driver_error(error)
+        if found is None:
+            raise
+        if issubclass(found, ConnectionLostError):
+            raise found(f"{dialect.name}: {error}", outcome_unknown=committing) from error
+        raise found(f"{dialect.name}: {error}") from error
 
 
 async def outcome_then_cancel(
@@ -364,6 +411,10 @@ class Runner(abc.ABC):
     def engine_key(self) -> object:
         """Identity of the database, for caching 'tables are ready' per process."""
 
+    # The kind of connection pooler between this runner and the database, if it was
+    # told of one (``?pooler=transaction``): None for a direct connection.
+    pooler: str | None = None
+
     @property
     def revalidate(self) -> bool:
         """Whether a new store must check, with one quick read, that what this process
@@ -380,9 +431,12 @@ class AsyncEngineRunner(Runner):
     """Transactions on an :class:`AsyncEngine`, through ``run_sync``.
 
     On an engine it created (``owned``), every new connection gets the ``timeouts``
-    as session settings (no cost per transaction). An engine the user hands over is
-    left as configured: its connections are theirs (set the same limits in its
-    ``connect_args``, as docs/reliability.md shows).
+    as session settings (no cost per transaction); behind a connection pooler in
+    transaction mode (``pooler="transaction"``), where a session setting would stay on
+    whichever server connection ran it, each write transaction sets them for itself
+    instead (:meth:`Dialect.transaction_setup`). An engine the user hands over is left
+    as configured: its connections are theirs (set the same limits in its
+    ``connect_args``, as docs/reliability.md shows, or on the database role).
     """
 
     def __init__(
@@ -392,12 +446,18 @@ class AsyncEngineRunner(Runner):
         *,
         owned: bool,
         timeouts: Timeouts | None = None,
+        pooler: str | None = None,
     ) -> None:
         self._engine = engine
         self.dialect = dialect
         self.owned = owned
+        self.pooler = pooler
+        self._bound_transaction: Callable[[Connection], None] | None = None
         if owned and timeouts is not None:
-            _set_up_connections(engine, dialect, timeouts)
+            if pooler is None:
+                _set_up_connections(engine, dialect, timeouts)
+            else:
+                self._bound_transaction = dialect.transaction_setup(timeouts)
         # The event loop the pooled connections were made in (asyncpg and asyncmy
         # connections belong to one loop).
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -432,6 +492,8 @@ class AsyncEngineRunner(Runner):
         transaction = conn.begin()
         try:
             self.dialect.begin(conn, write=write)
+            if write and self._bound_transaction is not None:
+                self._bound_transaction(conn)
             result = fn(conn)
         except BaseException:
             transaction.rollback()

@@ -45,7 +45,8 @@ which waits for appends in flight and holds new ones back until it commits.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator, Mapping
+import sys
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any, ClassVar
 
@@ -54,12 +55,14 @@ from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.sql.compiler import TypeCompiler
 
 from ..errors import (
+    ConnectionLostError,
     ConvstoreError,
     IntegrityError,
     InvalidArgumentError,
     LockTimeoutError,
     OperationalError,
     PersistenceError,
+    PoolerError,
     SchemaError,
     TransientError,
 )
@@ -134,6 +137,18 @@ _LAST_READABLE = Prepared(
 )
 _LAST_COMMITTED = Prepared(text("SELECT coalesce(max(position), 0) FROM convstore_events"))
 
+# Read replicas (eventstore/replica.py). The WAL insert position lies at or after the
+# commit record of every transaction that has ended. On a standby, what it has replayed;
+# on a server that is not one (a promoted standby, or the primary itself named as the
+# replica) its own insert position, which covers all it holds.
+_WAL_INSERTED = Prepared(text("SELECT (pg_current_wal_insert_lsn() - '0/0')::bigint"))
+_WAL_REPLAYED = Prepared(
+    text(
+        "SELECT (coalesce(pg_last_wal_replay_lsn(), pg_current_wal_insert_lsn()) - '0/0') "
+        ">= CAST(:lsn AS bigint)"
+    )
+)
+
 # A bytea value (an event's payload) holds at most 1 GB.
 _MAX_FIELD_BYTES = 2**30 - 1
 
@@ -141,6 +156,15 @@ _MAX_FIELD_BYTES = 2**30 - 1
 _SCHEMA_LOCK_KEY = 0x636F6E76  # "conv"
 
 _BY_SQLSTATE: dict[str, type[PersistenceError]] = {
+    # convstore prepares no statement by name itself: the driver's were lost between
+    # server connections (a transaction pooler the engine was not set up for).
+    "26000": PoolerError,  # invalid_sql_statement_name
+    "42P05": PoolerError,  # duplicate_prepared_statement
+    # The server ended the connection or does not take new ones (a restart, a fast or
+    # immediate shutdown, a standby being promoted): retried on a new connection.
+    "57P01": ConnectionLostError,  # admin_shutdown
+    "57P02": ConnectionLostError,  # crash_shutdown
+    "57P03": ConnectionLostError,  # cannot_connect_now (starting up, shutting down)
     "40001": TransientError,  # serialization_failure
     "40P01": TransientError,  # deadlock_detected
     "55P03": LockTimeoutError,  # lock_not_available: lock_timeout expired
@@ -149,7 +173,7 @@ _BY_SQLSTATE: dict[str, type[PersistenceError]] = {
 }
 _BY_CLASS: dict[str, type[PersistenceError]] = {
     "23": IntegrityError,  # integrity_constraint_violation
-    "08": OperationalError,  # connection_exception
+    "08": ConnectionLostError,  # connection_exception (PgBouncer's when its server fails)
     "53": OperationalError,  # insufficient_resources
     "57": OperationalError,  # operator_intervention (e.g. query_canceled)
 }
@@ -295,10 +319,56 @@ class PostgresDialect(Dialect):
             statements.append(f"SET idle_in_transaction_session_timeout = '{ms}ms'")
         return statements
 
+    def pooled_connect_args(self) -> dict[str, Any]:
+        # asyncpg names the statements it prepares and caches them per connection, and
+        # so does SQLAlchemy's dialect: behind PgBouncer's transaction mode a statement
+        # prepared on one server connection is then missing (or its name taken) on the
+        # next. Without both caches every statement is unnamed and parsed again in the
+        # message that runs it (asyncpg does that when its cache is off), so it lives
+        # and dies with its own round trip.
+        return {"statement_cache_size": 0, "prepared_statement_cache_size": 0}
+
+    def transaction_setup(self, timeouts: Timeouts) -> Callable[[Connection], None] | None:
+        settings = {
+            "lock_timeout": timeouts.lock_timeout,
+            "idle_in_transaction_session_timeout": timeouts.idle_in_transaction,
+        }
+        chosen = {name: seconds for name, seconds in settings.items() if seconds is not None}
+        if not chosen:
+            return None
+        # set_config(..., true) is SET LOCAL: it ends with the transaction, so the server
+        # connection goes back to the pooler as it came.
+        statement = Prepared(
+            text("SELECT " + ", ".join(f"set_config('{name}', :{name}, true)" for name in chosen))
+        )
+        values = {name: f"{round(seconds * 1000)}ms" for name, seconds in chosen.items()}
+        return lambda conn: statement.execute(conn, values)
+
+    def check_read_replica(self) -> None:
+        pass
+
+    def write_position(self, conn: Connection) -> int:
+        return int(_WAL_INSERTED.scalar(conn))
+
+    def replayed(self, conn: Connection, position: int) -> bool:
+        return bool(_WAL_REPLAYED.scalar(conn, {"lsn": position}))
+
     def max_value_bytes(self, conn: Connection) -> int | None:
         return _MAX_FIELD_BYTES
 
     limit_name: ClassVar[str] = "PostgreSQL's largest field (1 GB)"
+
+    def driver_error(self, error: Exception) -> type[ConvstoreError] | None:
+        asyncpg = sys.modules.get("asyncpg")  # whoever raised one has imported it
+        if asyncpg is None:
+            return None
+        if isinstance(error, asyncpg.PostgresError):
+            return self.classify(error)
+        if isinstance(error, asyncpg.InterfaceError):
+            # SQLAlchemy's set-up of a new connection (its type codecs) talks to asyncpg
+            # directly: the server ended the connection it had just opened.
+            return ConnectionLostError
+        return None
 
     def classify(self, error: BaseException) -> type[ConvstoreError]:
         code = getattr(error, "sqlstate", None) or getattr(error, "pgcode", None)

@@ -547,11 +547,16 @@ class EventStore:
             state.components.clear()
             state.live = None
         self._check_open()
-        behind = await self._prepare()
-        state.components.update(self._components.items())
-        if behind:
-            await self._catch_up(behind)
-        state.live = await self._run(registry.live_set, write=False)
+        try:
+            behind = await self._prepare()
+            state.components.update(self._components.items())
+            if behind:
+                await self._catch_up(behind)
+            state.live = await self._run(registry.live_set, write=False)
+        except CancelledAfterCommit:
+            # What committed is this store's preparation, not the caller's change, which
+            # has not started: for the caller, nothing was written.
+            raise asyncio.CancelledError() from None
         self._adopt(state.live)
 
     async def _prepare(self) -> list[Projector]:

@@ -12,18 +12,29 @@ from __future__ import annotations
 
 import asyncio
 import random
+import shutil
 import statistics
 import time
 from collections import Counter
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine, Generator
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import pytest
 
-from eventstore import CancelledAfterCommit, PersistenceError
-from sessions import StoreSession
+from eventstore import (
+    CancelledAfterCommit,
+    Event,
+    EventStore,
+    ItemPopped,
+    ItemsAdded,
+    PersistenceError,
+    SessionCleared,
+)
+from sessions import SQLiteSession, StoreSession
 
-from ..conftest import Backend
+from ..conftest import Backend, reset_server_database
 from .conftest import open_session
 
 ROUNDS = 40
@@ -239,3 +250,153 @@ async def test_cancelled_reads_raise_cancelled_error(session: StoreSession) -> N
             pytest.fail(f"a cancelled read raised {error!r}")
         assert outcome in ("finished", "not written")
     assert len(await session.get_items()) == 200
+
+
+# -- cancelled at every await point of a first use -----------------------------------------
+#
+# A session's first call on a database the process has not opened does more than its own
+# write: the store first prepares the tables (a committed write of its own), catches up
+# projections and reads the database's settings. Random delays rarely land on every one
+# of those awaits, so these tests enumerate them: the call is run once per suspension k,
+# on a database it meets for the first time, and cancelled at its k-th suspension, until
+# a k beyond its last. Each outcome is then checked against the log.
+
+
+class CancelAtSuspension:
+    """Awaits ``call`` and cancels the awaiting task at the call's ``k``-th suspension.
+
+    A suspension is a point where the call yields to the event loop (an ``await`` that
+    does not complete at once). ``when="suspending"`` cancels as the call suspends there
+    (what ``task.cancel()`` does to a task waiting at that point); ``"resuming"`` cancels
+    once what it waits for is done, just before it would resume (a write that has just
+    committed, a read that has just returned). ``suspensions`` counts the call's
+    suspensions; fewer than ``k`` means the call ended without being cancelled.
+    """
+
+    def __init__(self, call: Coroutine[Any, Any, Any], k: int, when: str) -> None:
+        self.call, self.k, self.when = call, k, when
+        self.suspensions = 0
+
+    def __await__(self) -> Generator[Any, Any, Any]:
+        inner = self.call.__await__()
+        to_send: Any = None
+        to_throw: BaseException | None = None
+        while True:
+            try:
+                yielded = inner.send(to_send) if to_throw is None else inner.throw(to_throw)
+            except StopIteration as stop:
+                return stop.value
+            self.suspensions += 1
+            if self.suspensions == self.k:
+                self._cancel_at(yielded)
+            try:
+                to_send, to_throw = (yield yielded), None
+            except BaseException as error:  # the task's cancellation, thrown in here
+                to_send, to_throw = None, error
+
+    def _cancel_at(self, awaited: Any) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        if self.when == "resuming" and isinstance(awaited, asyncio.Future):
+            # Runs before the task's own wake-up (added once this yield reaches it).
+            awaited.add_done_callback(lambda _: task.cancel())
+        else:  # cancelled while running: takes effect as the task suspends here
+            task.cancel()
+
+
+@dataclass
+class FirstUse:
+    """One kind of first call: how to get a database it meets for the first time, the
+    call, and what the log holds once the call's own change is durable."""
+
+    prepare: Callable[[Backend, Path], Awaitable[str]]  # -> the target to open
+    call: Callable[[StoreSession], Coroutine[Any, Any, Any]]
+    change: type[Event]  # the event the call writes
+    history_after: list[Any]  # the history once the call (or its retry) is done
+
+
+ITEMS = [{"role": "user", "content": "first"}, {"role": "assistant", "content": "second"}]
+
+
+async def new_database(backend: Backend, where: Path) -> str:
+    """A database nothing has opened: a new SQLite file, or server tables dropped."""
+    if backend.name == "sqlite-file":
+        return str(where / "new.db")
+    await reset_server_database(backend.target)
+    return backend.target
+
+
+async def database_with_items(backend: Backend, where: Path) -> str:
+    """A database holding ``ITEMS`` in session "s", written by a session object that is
+    closed again; a new session object opens it as a store this process has not used
+    (on SQLite: a copy of the file under a path the process has not opened)."""
+    if backend.name == "sqlite-file":
+        template = where.parent / "template.db"
+        if not template.exists():
+            async with SQLiteSession("s", template) as writer:
+                await writer.add_items(ITEMS)
+        target = where / "copy.db"
+        shutil.copyfile(template, target)
+        return str(target)
+    target = await new_database(backend, where)
+    async with open_session(backend.name, target, "s") as writer:
+        await writer.add_items(ITEMS)
+    return target
+
+
+FIRST_USES = {
+    "add_items": FirstUse(new_database, lambda s: s.add_items(ITEMS), ItemsAdded, ITEMS),
+    "pop_item": FirstUse(database_with_items, lambda s: s.pop_item(), ItemPopped, ITEMS[:1]),
+    "clear_session": FirstUse(database_with_items, lambda s: s.clear_session(), SessionCleared, []),
+}
+
+
+async def stored_changes(backend: Backend, target: str, change: type[Event]) -> int:
+    """How many ``change`` events session "s" has in the log (read by a store of its own)."""
+    async with EventStore(target, projectors=()) as reader:
+        return sum(isinstance(r.event, change) for r in await reader.read_stream("s"))
+
+
+@pytest.mark.parametrize("name", FIRST_USES)
+async def test_a_first_call_cancelled_at_each_await_tells_the_truth(
+    shared_backend: Backend, tmp_path: Path, name: str
+) -> None:
+    """Cancelled at every suspension of a first add, pop or clear (as it suspends and as
+    it resumes): ``CancelledAfterCommit`` only if its own event is in the log,
+    ``CancelledError`` only if it is not; never another error. The natural retry then
+    leaves the history as one uncancelled call would. Both outcomes must occur."""
+    use = FIRST_USES[name]
+    seen: Counter[str] = Counter()
+    for when in ("suspending", "resuming"):
+        k = 0
+        while True:
+            k += 1
+            where = tmp_path / f"{when}-{k}"
+            where.mkdir()
+            target = await use.prepare(shared_backend, where)
+            before = await stored_changes(shared_backend, target, use.change)
+            async with open_session(shared_backend.name, target, "s") as session:
+                call = CancelAtSuspension(use.call(session), k, when)
+                try:
+                    result = await asyncio.ensure_future(call)
+                    outcome = "finished"
+                except CancelledAfterCommit as cancelled:
+                    outcome, result = "committed", cancelled.result
+                except asyncio.CancelledError:
+                    outcome, result = "not written", None
+                at = f"{name} cancelled at suspension {k} of {call.suspensions} ({when})"
+                written = await stored_changes(shared_backend, target, use.change) - before
+                assert written == (outcome != "not written"), f"{at}: {outcome}, {written}"
+                if name == "pop_item" and outcome != "not written":
+                    assert result == ITEMS[-1], f"{at}: {outcome} with {result!r}"
+                if outcome != "finished":
+                    retried = await use.call(session)  # the caller's natural retry
+                    if name == "pop_item":
+                        assert retried == ITEMS[-1], f"{at}: the retry popped {retried!r}"
+                assert await session.get_items() == use.history_after, at
+            seen[outcome] += 1
+            if outcome == "finished":
+                assert call.suspensions < k
+                break
+    assert seen["committed"] > 0, f"no call was cancelled after it committed: {seen}"
+    assert seen["not written"] > 0, f"no call was cancelled before it wrote: {seen}"

@@ -16,10 +16,11 @@ cancelled pop removed instead of removing another.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import uuid
 import warnings
-from collections.abc import Callable, Coroutine, Generator
+from collections.abc import Callable, Coroutine, Generator, Iterator
 from typing import Any, Self
 
 import msgspec
@@ -103,6 +104,17 @@ def _closing_done(task: asyncio.Task[None]) -> None:
         log.debug("closing a session failed", exc_info=task.exception())
 
 
+@contextlib.contextmanager
+def preparing() -> Iterator[None]:
+    """Around what a call writes before its own change (tables, a data key): if the call
+    is cancelled there, that write may have committed, but the caller's change has not
+    started, so the caller gets a plain ``CancelledError``, never ``CancelledAfterCommit``."""
+    try:
+        yield
+    except CancelledAfterCommit:
+        raise asyncio.CancelledError() from None
+
+
 @instrument  # OpenTelemetry spans, when installed (sessions/_tracing.py)
 class StoreSession:
     """A conversation session whose every operation is an event in ``store``.
@@ -134,8 +146,8 @@ class StoreSession:
         self._started: tuple[NewEvent] | None = None
         # add_items calls that were cancelled, newest last: (branch, items, events).
         self._cancelled_adds: list[tuple[str, tuple[msgspec.Raw, ...], list[NewEvent]]] = []
-        # Items removed by pop_item calls that were cancelled after committing.
-        self._undelivered: list[tuple[str, Any]] = []
+        # Items (JSON) removed by pop_item calls cancelled after committing: (branch, item).
+        self._undelivered: list[tuple[str, bytes | msgspec.Raw]] = []
         # How many events the last add_items appended (read by sessions/_tracing.py).
         self.added_events = 0
         self._closed = False
@@ -228,9 +240,9 @@ class StoreSession:
         """
         self._check_open()
         branch = self._branch_id
-        if self._undelivered and self._undelivered[0][0] == branch:
-            # Removed by a pop whose caller was cancelled: this call is its retry.
-            return decode_item(self._undelivered.pop(0)[1])
+        undelivered = self._take_undelivered(branch)
+        if undelivered is not None:
+            return decode_item(undelivered)
 
         def take_newest(conn: Connection, version: int) -> tuple[list[Event], bytes] | None:
             top = HISTORY.read_top(conn, self.session_id, branch)
@@ -239,17 +251,36 @@ class StoreSession:
             return [ItemPopped(seq=top[0], branch_id=branch)], top[1]
 
         # Decided under the stream's lock: no other pop can take the same item.
-        try:
+        with self._popping(branch, lambda stored: stored):
             popped = await self._store.append_decided(self.session_id, take_newest)
+        return None if popped is None else decode_item(popped[1])
+
+    def _take_undelivered(self, branch: str) -> bytes | msgspec.Raw | None:
+        """The item (JSON) a pop on ``branch`` removed while its caller was cancelled, if
+        there is one: this call is that pop's retry, and hands it out."""
+        if self._undelivered and self._undelivered[0][0] == branch:
+            return self._undelivered.pop(0)[1]
+        return None
+
+    @contextlib.contextmanager
+    def _popping(
+        self, branch: str, as_json: Callable[[Any], bytes | msgspec.Raw]
+    ) -> Iterator[None]:
+        """Around a pop's ``append_decided``, whose value is the popped item (``as_json``
+        gives its JSON): a cancellation after the commit raises CancelledAfterCommit
+        whose ``result`` is the item, and remembers it for the retry; one where nothing
+        was popped (or written) is a plain CancelledError."""
+        try:
+            yield
         except CancelledAfterCommit as cancelled:
             self._cancelled_adds.clear()
             result = cancelled.result
-            if result is None:  # there was nothing to pop: nothing was written
+            if not isinstance(result, tuple):  # nothing to pop: nothing was written
                 raise asyncio.CancelledError() from None
-            self._undelivered.append((branch, result[1]))
-            raise CancelledAfterCommit(decode_item(result[1])) from None
+            stored = as_json(result[1])
+            self._undelivered.append((branch, stored))
+            raise CancelledAfterCommit(decode_item(stored)) from None
         self._cancelled_adds.clear()
-        return None if popped is None else decode_item(popped[1])
 
     async def clear_session(self, *, wrapper: Any = None) -> None:
         """Remove every item of the session (the log keeps them, as history)."""

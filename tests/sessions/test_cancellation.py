@@ -32,7 +32,12 @@ from eventstore import (
     PersistenceError,
     SessionCleared,
 )
-from sessions import SQLiteSession, StoreSession
+from sessions import (
+    AdvancedSQLAlchemySession,
+    AdvancedSQLiteSession,
+    EncryptedSession,
+    StoreSession,
+)
 
 from ..conftest import Backend, reset_server_database
 from .conftest import open_session
@@ -309,16 +314,28 @@ class FirstUse:
     """One kind of first call: how to get a database it meets for the first time, the
     call, and what the log holds once the call's own change is durable."""
 
-    prepare: Callable[[Backend, Path], Awaitable[str]]  # -> the target to open
-    call: Callable[[StoreSession], Coroutine[Any, Any, Any]]
+    prepare: Callable[[Backend, Path, str], Awaitable[str]]  # -> the target to open
+    call: Callable[[Any], Coroutine[Any, Any, Any]]
     change: type[Event]  # the event the call writes
     history_after: list[Any]  # the history once the call (or its retry) is done
 
 
 ITEMS = [{"role": "user", "content": "first"}, {"role": "assistant", "content": "second"}]
+KEY = "a master key of thirty-two chars!"
 
 
-async def new_database(backend: Backend, where: Path) -> str:
+def open_kind(kind: str, backend_name: str, target: str) -> Any:
+    """A new session object of ``kind`` on ``target``, for session "s"."""
+    if kind == "encrypted":
+        return EncryptedSession(session=open_session(backend_name, target, "s"), encryption_key=KEY)
+    if kind == "advanced" and backend_name.startswith("sqlite"):
+        return AdvancedSQLiteSession(session_id="s", db_path=target, create_tables=True)
+    if kind == "advanced":
+        return AdvancedSQLAlchemySession("s", db_url=target, create_tables=True)
+    return open_session(backend_name, target, "s")
+
+
+async def new_database(backend: Backend, where: Path, kind: str) -> str:
     """A database nothing has opened: a new SQLite file, or server tables dropped."""
     if backend.name == "sqlite-file":
         return str(where / "new.db")
@@ -326,20 +343,20 @@ async def new_database(backend: Backend, where: Path) -> str:
     return backend.target
 
 
-async def database_with_items(backend: Backend, where: Path) -> str:
+async def database_with_items(backend: Backend, where: Path, kind: str) -> str:
     """A database holding ``ITEMS`` in session "s", written by a session object that is
     closed again; a new session object opens it as a store this process has not used
     (on SQLite: a copy of the file under a path the process has not opened)."""
     if backend.name == "sqlite-file":
-        template = where.parent / "template.db"
+        template = where.parent / f"{kind}.db"
         if not template.exists():
-            async with SQLiteSession("s", template) as writer:
+            async with open_kind(kind, backend.name, str(template)) as writer:
                 await writer.add_items(ITEMS)
         target = where / "copy.db"
         shutil.copyfile(template, target)
         return str(target)
-    target = await new_database(backend, where)
-    async with open_session(backend.name, target, "s") as writer:
+    target = await new_database(backend, where, kind)
+    async with open_kind(kind, backend.name, target) as writer:
         await writer.add_items(ITEMS)
     return target
 
@@ -349,22 +366,31 @@ FIRST_USES = {
     "pop_item": FirstUse(database_with_items, lambda s: s.pop_item(), ItemPopped, ITEMS[:1]),
     "clear_session": FirstUse(database_with_items, lambda s: s.clear_session(), SessionCleared, []),
 }
+# The Advanced and encrypted sessions do more on their first call (the usage projection;
+# the key tables and the session's data key): their add and pop are enumerated as well.
+KINDS = [
+    *(("session", name) for name in FIRST_USES),
+    ("advanced", "add_items"),
+    ("encrypted", "add_items"),
+    ("encrypted", "pop_item"),
+]
 
 
-async def stored_changes(backend: Backend, target: str, change: type[Event]) -> int:
+async def stored_changes(target: str, change: type[Event]) -> int:
     """How many ``change`` events session "s" has in the log (read by a store of its own)."""
     async with EventStore(target, projectors=()) as reader:
         return sum(isinstance(r.event, change) for r in await reader.read_stream("s"))
 
 
-@pytest.mark.parametrize("name", FIRST_USES)
+@pytest.mark.parametrize(("kind", "name"), KINDS)
 async def test_a_first_call_cancelled_at_each_await_tells_the_truth(
-    shared_backend: Backend, tmp_path: Path, name: str
+    shared_backend: Backend, tmp_path: Path, kind: str, name: str
 ) -> None:
     """Cancelled at every suspension of a first add, pop or clear (as it suspends and as
-    it resumes): ``CancelledAfterCommit`` only if its own event is in the log,
-    ``CancelledError`` only if it is not; never another error. The natural retry then
-    leaves the history as one uncancelled call would. Both outcomes must occur."""
+    it resumes): ``CancelledAfterCommit`` only if its own event is in the log (for a pop,
+    carrying the popped item), ``CancelledError`` only if it is not; never another
+    error. The natural retry then leaves the history as one uncancelled call would.
+    Both outcomes must occur."""
     use = FIRST_USES[name]
     seen: Counter[str] = Counter()
     for when in ("suspending", "resuming"):
@@ -373,9 +399,9 @@ async def test_a_first_call_cancelled_at_each_await_tells_the_truth(
             k += 1
             where = tmp_path / f"{when}-{k}"
             where.mkdir()
-            target = await use.prepare(shared_backend, where)
-            before = await stored_changes(shared_backend, target, use.change)
-            async with open_session(shared_backend.name, target, "s") as session:
+            target = await use.prepare(shared_backend, where, kind)
+            before = await stored_changes(target, use.change)
+            async with open_kind(kind, shared_backend.name, target) as session:
                 call = CancelAtSuspension(use.call(session), k, when)
                 try:
                     result = await asyncio.ensure_future(call)
@@ -384,8 +410,8 @@ async def test_a_first_call_cancelled_at_each_await_tells_the_truth(
                     outcome, result = "committed", cancelled.result
                 except asyncio.CancelledError:
                     outcome, result = "not written", None
-                at = f"{name} cancelled at suspension {k} of {call.suspensions} ({when})"
-                written = await stored_changes(shared_backend, target, use.change) - before
+                at = f"{kind}.{name} cancelled at suspension {k} of {call.suspensions} ({when})"
+                written = await stored_changes(target, use.change) - before
                 assert written == (outcome != "not written"), f"{at}: {outcome}, {written}"
                 if name == "pop_item" and outcome != "not written":
                     assert result == ITEMS[-1], f"{at}: {outcome} with {result!r}"
@@ -396,7 +422,7 @@ async def test_a_first_call_cancelled_at_each_await_tells_the_truth(
                 assert await session.get_items() == use.history_after, at
             seen[outcome] += 1
             if outcome == "finished":
-                assert call.suspensions < k
+                assert call.suspensions < k, f"{at}: the cancellation was swallowed"
                 break
     assert seen["committed"] > 0, f"no call was cancelled after it committed: {seen}"
     assert seen["not written"] > 0, f"no call was cancelled before it wrote: {seen}"

@@ -32,10 +32,12 @@ from eventstore import (
     CancelledAfterCommit,
     Event,
     EventStore,
+    IntegrityError,
     InvalidArgumentError,
     ItemPopped,
     ItemsAdded,
     NewEvent,
+    ProjectionMismatchError,
     SessionCleared,
     SessionStarted,
     StoreClosedError,
@@ -46,9 +48,9 @@ from eventstore import (
 )
 from eventstore.store import check_stream_id
 from projections.history import item_batches
-from projections.history_table import HistoryProjector
+from projections.history_table import HistoryProjector, decode_entry
 
-from ._settings import make_settings, resolve_limit
+from ._settings import check_logger, make_settings, resolve_limit
 from ._tracing import instrument
 
 # The projector has no state of its own: one instance serves every store.
@@ -133,12 +135,20 @@ class StoreSession:
         store: EventStore | Callable[[], EventStore],
         *,
         session_settings: Any = None,
+        logger: logging.Logger | logging.LoggerAdapter[Any] | None = None,
     ) -> None:
         """``store`` may be a function that opens one: it is called only once the
-        arguments are accepted, so a refused session opens (and leaks) nothing."""
+        arguments are accepted, so a refused session opens (and leaks) nothing.
+
+        ``logger`` (the SDK's keyword) receives this session's own records (cancelled
+        calls, branch changes, usage it could not record); by default they go to the
+        ``convstore.sessions`` logger. The store's records (retries, slow transactions)
+        stay on ``convstore.eventstore``: a store may serve many sessions.
+        """
         self._closed = True  # until the store is open (a refused session owns nothing)
         self.session_id = check_stream_id(session_id)
         self.session_settings = make_settings(session_settings)
+        self._logger = check_logger(logger) or log
         self._owns_store = not isinstance(store, EventStore)
         self._store = store if isinstance(store, EventStore) else store()
         self._branch_id = MAIN_BRANCH
@@ -182,14 +192,27 @@ class StoreSession:
             found = await self._store.run(
                 lambda conn: HISTORY.read_last_turns(conn, self.session_id, branch_id, turns, n),
             )
-            return decode_items(found)
+            try:
+                return decode_items(found)
+            except msgspec.DecodeError as error:
+                raise await self._mismatch(branch_id) from error
         if n == 0:
             return []
         arrays = await self._store.run(
             lambda conn: HISTORY.read_arrays(conn, self.session_id, branch_id, n),
             quick=n is not None and n <= _QUICK_READ,
         )
-        return decode_arrays(arrays)
+        try:
+            return decode_arrays(arrays)
+        except (msgspec.DecodeError, IntegrityError) as error:  # (a count that differs)
+            raise await self._mismatch(branch_id) from error
+
+    async def _mismatch(self, branch_id: str) -> ProjectionMismatchError:
+        """What to raise when the items read from the history do not decode: the
+        projection's rows do not match the log, and the error says where."""
+        return await self._store.run(
+            lambda conn: HISTORY.find_mismatch(conn, self.session_id, branch_id)
+        )
 
     async def add_items(self, items: list[Any], *, wrapper: Any = None) -> None:
         """Append ``items`` in order. Concurrent callers never lose or duplicate one."""
@@ -212,9 +235,10 @@ class StoreSession:
             result = await self._store.append(
                 self.session_id, events, on_new_stream=self._preamble()
             )
-        except asyncio.CancelledError:
+        except asyncio.CancelledError as cancelled:
             self._cancelled_adds.append((branch, encoded, events))
             del self._cancelled_adds[:-_REMEMBERED_CANCELLATIONS]
+            self._log_cancelled("add_items", cancelled)
             raise
         self._undelivered.clear()
         self.added_events = len(events)
@@ -248,6 +272,7 @@ class StoreSession:
             top = HISTORY.read_top(conn, self.session_id, branch)
             if top is None:
                 return None
+            decode_entry(self.session_id, branch, *top)  # a damaged row: nothing is popped
             return [ItemPopped(seq=top[0], branch_id=branch)], top[1]
 
         # Decided under the stream's lock: no other pop can take the same item.
@@ -276,11 +301,27 @@ class StoreSession:
             self._cancelled_adds.clear()
             result = cancelled.result
             if not isinstance(result, tuple):  # nothing to pop: nothing was written
+                self._log_cancelled("pop_item", None)
                 raise asyncio.CancelledError() from None
             stored = as_json(result[1])
             self._undelivered.append((branch, stored))
+            self._log_cancelled("pop_item", cancelled)
             raise CancelledAfterCommit(decode_item(stored)) from None
+        except asyncio.CancelledError as cancelled:
+            self._log_cancelled("pop_item", cancelled)
+            raise
         self._cancelled_adds.clear()
+
+    def _log_cancelled(self, call: str, cancelled: BaseException | None) -> None:
+        """Record, on this session's logger, how a cancelled call ended."""
+        self._logger.debug(
+            "session %r: %s cancelled %s",
+            self.session_id,
+            call,
+            "after it committed"
+            if isinstance(cancelled, CancelledAfterCommit)
+            else "before anything was written",
+        )
 
     async def clear_session(self, *, wrapper: Any = None) -> None:
         """Remove every item of the session (the log keeps them, as history)."""
@@ -289,6 +330,9 @@ class StoreSession:
             await self._store.append(
                 self.session_id, [SessionCleared()], on_new_stream=self._preamble()
             )
+        except asyncio.CancelledError as cancelled:
+            self._log_cancelled("clear_session", cancelled)
+            raise
         finally:
             self._mutated()
 

@@ -138,6 +138,11 @@ class EncryptedSession:
             raise InvalidArgumentError(f"ttl must be a number of seconds > 0 or None, not {ttl!r}")
         if encryption_key is None:
             raise ConfigurationError("encryption_key is required")
+        if not callable(clock):
+            raise ArgumentTypeError(
+                f"clock must be a function returning the time in seconds, like time.time "
+                f"(the default), not {clock!r}"
+            )
         self._master: MasterKey = parse_master_key(encryption_key)
         self.underlying_session = base
         self.session_id = base.session_id

@@ -10,11 +10,12 @@ that a concurrent pop just removed.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import itertools
 import json
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -27,6 +28,7 @@ from eventstore import (
     BranchDeleted,
     BranchError,
     BranchSwitched,
+    CancelledAfterCommit,
     Event,
     InvalidArgumentError,
     SessionCleared,
@@ -175,8 +177,26 @@ class BranchingSession(StoreSession):
         events: list[Event] = [SessionCleared()]
         if self._branch_id != MAIN_BRANCH:
             events.append(BranchSwitched(branch_id=MAIN_BRANCH))
-        await self._store.append(self.session_id, events, on_new_stream=self._preamble())
+        try:
+            with self._following(lambda _: MAIN_BRANCH):
+                await self._store.append(self.session_id, events, on_new_stream=self._preamble())
+        finally:
+            self._mutated()  # a later add of the same items is not a cancelled add's retry
         self._branch_id = MAIN_BRANCH
+
+    @contextlib.contextmanager
+    def _following(self, current: Callable[[Any], str | None]) -> Iterator[None]:
+        """Around a write that changes the current branch: if the caller is cancelled
+        after it committed, this object first takes the branch the log now has as
+        current (``current(result)``; None: unchanged), then the cancellation goes on."""
+        try:
+            yield
+        except CancelledAfterCommit as committed:
+            branch = current(committed.result)
+            if branch is not None:
+                self._branch_id = branch
+                self._current_loaded = True
+            raise
 
     # -- time travel -------------------------------------------------------------------
 
@@ -296,9 +316,10 @@ class BranchingSession(StoreSession):
             )
             return [created, BranchSwitched(branch_id=name)], name
 
-        decided = await self._store.append_decided(
-            self.session_id, decide, on_new_stream=self._preamble()
-        )
+        with self._following(lambda result: result[1] if isinstance(result, tuple) else None):
+            decided = await self._store.append_decided(
+                self.session_id, decide, on_new_stream=self._preamble()
+            )
         assert decided is not None  # decide always appends
         self._branch_id = decided[1]
         self._current_loaded = True
@@ -325,7 +346,10 @@ class BranchingSession(StoreSession):
                 raise BranchError(f"Branch '{target}' does not exist")
             return [BranchSwitched(branch_id=target)], None
 
-        await self._store.append_decided(self.session_id, decide, on_new_stream=self._preamble())
+        with self._following(lambda _: target):
+            await self._store.append_decided(
+                self.session_id, decide, on_new_stream=self._preamble()
+            )
         old = self._branch_id
         self._branch_id = target
         self._current_loaded = True
@@ -364,7 +388,10 @@ class BranchingSession(StoreSession):
             events.append(BranchDeleted(branch_id=branch_id))
             return events, None
 
-        await self._store.append_decided(self.session_id, decide, on_new_stream=self._preamble())
+        with self._following(lambda _: MAIN_BRANCH if branch_id == current else None):
+            await self._store.append_decided(
+                self.session_id, decide, on_new_stream=self._preamble()
+            )
         if branch_id == current:
             self._branch_id = MAIN_BRANCH
         self._logger.info("session %r: deleted branch %r", self.session_id, branch_id)

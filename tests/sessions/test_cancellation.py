@@ -426,3 +426,55 @@ async def test_a_first_call_cancelled_at_each_await_tells_the_truth(
                 break
     assert seen["committed"] > 0, f"no call was cancelled after it committed: {seen}"
     assert seen["not written"] > 0, f"no call was cancelled before it wrote: {seen}"
+
+
+# -- branch changes cancelled after their commit --------------------------------------------
+
+BRANCH_CHANGES: dict[str, tuple[Callable[[Any], Coroutine[Any, Any, Any]], str]] = {
+    # call on a session whose current branch is "b", and the current branch once done
+    "clear_session": (lambda s: s.clear_session(), "main"),
+    "switch_to_branch": (lambda s: s.switch_to_branch("main"), "main"),
+    "delete_branch": (lambda s: s.delete_branch("b", force=True), "main"),
+    "create_branch_from_turn": (lambda s: s.create_branch_from_turn(1, "c"), "c"),
+}
+
+
+@pytest.mark.parametrize("name", BRANCH_CHANGES)
+async def test_a_branch_change_cancelled_after_its_commit_is_followed(
+    tmp_path: Path, name: str
+) -> None:
+    """Cancelled at each suspension: once the change committed (``CancelledAfterCommit``),
+    the session object is on the branch the log has as current, so its next add lands
+    there; otherwise (``CancelledError``) it stays where it was."""
+    call, after = BRANCH_CHANGES[name]
+    seen: Counter[str] = Counter()
+    for when in ("suspending", "resuming"):
+        k = 0
+        while True:
+            k += 1
+            path = tmp_path / f"{when}-{k}.db"
+            async with AdvancedSQLiteSession(session_id="s", db_path=path) as session:
+                await session.add_items(
+                    [{"role": "user", "content": "one"}, {"role": "user", "content": "two"}]
+                )
+                await session.create_branch_from_turn(2, "b")  # b: turn 1
+                task = asyncio.ensure_future(CancelAtSuspension(call(session), k, when))
+                try:
+                    await task
+                    outcome = "finished"
+                except CancelledAfterCommit:
+                    outcome = "committed"
+                except asyncio.CancelledError:
+                    outcome = "not written"
+                seen[outcome] += 1
+                await session.add_items([{"role": "user", "content": "next"}])
+            at = f"{name} cancelled at suspension {k} ({when}): {outcome}"
+            async with AdvancedSQLiteSession(session_id="s", db_path=path) as again:
+                branches = await again.list_branches()
+                current = next(b["branch_id"] for b in branches if b["is_current"])
+                assert current == ("b" if outcome == "not written" else after), at
+                assert await again.get_items(limit=1) == [{"role": "user", "content": "next"}], at
+            if outcome == "finished":
+                break
+    assert seen["committed"] > 0, seen
+    assert seen["not written"] > 0, seen

@@ -424,3 +424,25 @@ def test_a_shadowing_module_is_named_with_the_fix(case: str, tmp_path: Path) -> 
     assert str(shadow) in last
     assert "shadows convstore's" in last
     assert f"Rename {shadow}" in last
+
+
+def test_every_error_class_is_exported_from_sessions_too() -> None:
+    """Users import from ``sessions`` (``agents.sessions``): the errors are there too,
+    the same classes as in ``eventstore`` (whose ``__all__`` keeps them)."""
+    import agents.sessions
+
+    import eventstore
+    import sessions
+
+    errors = [
+        name
+        for name in eventstore.__all__
+        if isinstance(getattr(eventstore, name), type)
+        and issubclass(getattr(eventstore, name), BaseException)
+    ]
+    assert "CancelledAfterCommit" in errors
+    assert "ProjectionMismatchError" in errors
+    for name in errors:
+        assert name in sessions.__all__, name
+        assert getattr(sessions, name) is getattr(eventstore, name), name
+        assert getattr(agents.sessions, name) is getattr(eventstore, name), name

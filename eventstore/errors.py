@@ -73,6 +73,21 @@ class IntegrityError(PersistenceError):
     """A constraint of the log was violated (e.g. an event id reused with other content)."""
 
 
+class ProjectionMismatchError(IntegrityError):
+    """A projection's row does not match the event it comes from: changed outside
+    convstore, or damaged. Nothing was returned, removed or written. The projections
+    are disposable: ``convstore DB replay`` rebuilds them from the log.
+
+    ``stream_id`` is the session, ``version`` the stream version of the event the row
+    comes from (None when the read could not tell which one).
+    """
+
+    def __init__(self, message: str, *, stream_id: str, version: int | None) -> None:
+        super().__init__(message)
+        self.stream_id = stream_id
+        self.version = version
+
+
 class OperationalError(PersistenceError):
     """The database could not run the operation (locked, gone away, timed out)."""
 

@@ -217,22 +217,58 @@ def _matches(expected: ExpectedVersion, current: int) -> bool:
     return expected == current
 
 
-def check_stream_id(stream_id: object) -> str:
-    """Return ``stream_id`` if it can name a stream, else raise InvalidArgumentError."""
+# What a Projector has (eventstore.records.Projector), checked when a store is opened.
+_PROJECTOR_PARTS = ("name", "schema_version", "metadata", "apply", "reset")
+
+
+def _check_projectors(projectors: object) -> tuple[Projector, ...] | None:
+    """``projectors`` as a tuple, or ArgumentTypeError if it is not a list of projectors."""
+    if projectors is None:
+        return None
+    if isinstance(projectors, str | bytes | dict) or not isinstance(projectors, Iterable):
+        raise ArgumentTypeError(
+            f"projectors must be a list of projectors (e.g. [HistoryProjector()]), not "
+            f"{projectors!r}; leave it out to keep every projection installed with convstore"
+        )
+    found = tuple(projectors)
+    for n, projector in enumerate(found):
+        missing = [part for part in _PROJECTOR_PARTS if not hasattr(projector, part)]
+        if missing or not isinstance(getattr(projector, "name", None), str):
+            raise ArgumentTypeError(
+                f"projectors[{n}] is not a projector: {projector!r} has no "
+                f"{', '.join(missing) or 'string name'} (see eventstore.Projector)"
+            )
+    return found
+
+
+def check_stream_id(
+    stream_id: object,
+    *,
+    what: str = "a stream id",
+    error: type[InvalidArgumentError] = InvalidArgumentError,
+) -> str:
+    """Return ``stream_id`` if it can name a stream, else raise ``error`` (an
+    InvalidArgumentError) saying why. Branch names and ids are checked by the same rules
+    (``what`` names the argument in the message)."""
     if not isinstance(stream_id, str) or not stream_id:
-        raise InvalidArgumentError(f"a stream id must be a non-empty string, not {stream_id!r}")
+        raise error(f"{what} must be a non-empty string, not {stream_id!r}")
     if len(stream_id) > MAX_STREAM_ID_LENGTH:
-        raise InvalidArgumentError(f"a stream id has at most {MAX_STREAM_ID_LENGTH} characters")
+        raise error(
+            f"{what} has at most {MAX_STREAM_ID_LENGTH} characters, not {len(stream_id)}: "
+            "use a shorter one"
+        )
     # The same ids on every backend: PostgreSQL cannot store NUL in text, and a lone
     # surrogate is not UTF-8 at all (SQLite and MariaDB fail to encode it).
     if "\x00" in stream_id:
-        raise InvalidArgumentError(f"a stream id cannot contain NUL: {stream_id!r}")
+        raise error(f"{what} cannot contain NUL ('\\x00'): remove it from {stream_id!r}")
     if not stream_id.isascii():
         try:
             stream_id.encode("utf-8")
         except UnicodeEncodeError as exc:
-            raise InvalidArgumentError(
-                f"a stream id must be valid Unicode text, not {stream_id!r} ({exc.reason})"
+            raise error(
+                f"{what} must be valid Unicode text, not {stream_id!r} ({exc.reason}): a lone "
+                "surrogate comes from bytes decoded with errors='surrogateescape'; decode "
+                "them as UTF-8 instead"
             ) from exc
     return stream_id
 
@@ -370,6 +406,9 @@ class EventStore:
         idle_in_transaction_timeout: float | None = 5.0,
         read_replica: ReadReplica | str | AsyncEngine | None = None,
     ) -> None:
+        if not isinstance(create_tables, bool):
+            raise ArgumentTypeError(f"create_tables must be True or False, not {create_tables!r}")
+        requested = _check_projectors(projectors)  # before anything is opened
         timeouts = Timeouts(lock_timeout, idle_in_transaction_timeout)
         self._runner = open_runner(target, engine_kwargs=engine_kwargs, timeouts=timeouts)
         self._dialect = self._runner.dialect
@@ -382,7 +421,7 @@ class EventStore:
             except BaseException:
                 self._closed = True  # it has opened no connection yet: nothing to warn of
                 raise
-        self._requested = registry.default_projectors() if projectors is None else tuple(projectors)
+        self._requested = registry.default_projectors() if requested is None else requested
         for projector in self._requested:  # every store of this process can keep it now
             registry.register_projector(projector, replace=False)
         self._live: tuple[Projector, ...] = ()
@@ -632,11 +671,16 @@ class EventStore:
             state.components.clear()
             state.live = None
         self._check_open()
-        behind = await self._prepare()
-        state.components.update(self._components.items())
-        if behind:
-            await self._catch_up(behind)
-        state.live = await self._run(registry.live_set, write=False)
+        try:
+            behind = await self._prepare()
+            state.components.update(self._components.items())
+            if behind:
+                await self._catch_up(behind)
+            state.live = await self._run(registry.live_set, write=False)
+        except CancelledAfterCommit:
+            # What committed is this store's preparation, not the caller's change, which
+            # has not started: for the caller, nothing was written.
+            raise asyncio.CancelledError() from None
         self._adopt(state.live)
 
     async def _prepare(self) -> list[Projector]:

@@ -61,9 +61,10 @@ from eventstore import (
     RecordedEvent,
     Rows,
     SessionCleared,
+    decode_item,
     schema,
 )
-from eventstore.errors import IntegrityError
+from eventstore.errors import IntegrityError, ProjectionMismatchError
 from eventstore.prepared import BulkInsert, Prepared
 from eventstore.records import stored_bytes, to_micros
 from eventstore.schema import MYSQL_TABLE_OPTIONS, Blob, Key, StreamId
@@ -823,6 +824,18 @@ class HistoryProjector:
         found = self.read_entries(conn, stream_id, branch_id, 1)
         return found[0] if found else None
 
+    def find_mismatch(
+        self, conn: Connection, stream_id: str, branch_id: str
+    ) -> ProjectionMismatchError:
+        """After a read of a branch failed to decode: the error naming the first of its
+        rows that does not hold an item as its event stored it (read one by one)."""
+        for seq, item in self.read_entries(conn, stream_id, branch_id, None):
+            try:
+                decode_item(item)
+            except msgspec.DecodeError as error:
+                return mismatch(stream_id, branch_id, seq, str(error))
+        return mismatch(stream_id, branch_id, None, "its items did not decode as read")
+
     def read_current(self, conn: Connection, stream_id: str) -> str:
         """The session's current branch (main unless a BranchSwitched says otherwise)."""
         row = self._current.first(conn, {"sid": stream_id})
@@ -1007,6 +1020,32 @@ def _sliced(
     if payload is None or at is None or end is None:
         return None
     return payload[at:end]
+
+
+def mismatch(
+    stream_id: str, branch_id: str, seq: int | None, detail: str
+) -> ProjectionMismatchError:
+    """The error for a history row (of item ``seq``, if known) that does not hold an
+    item as its event stored it."""
+    version = None if seq is None else seq >> SEQ_SHIFT
+    row = "a row" if version is None else f"the row of an item of version {version}"
+    return ProjectionMismatchError(
+        f"session {stream_id!r}, branch {branch_id!r}: {row} of the history projection "
+        f"does not match its event in the log ({detail}); the projection was changed "
+        "outside convstore or is damaged: run 'convstore DB replay' to rebuild it from "
+        "the log ('convstore DB audit' lists every difference)",
+        stream_id=stream_id,
+        version=version,
+    )
+
+
+def decode_entry(stream_id: str, branch_id: str, seq: int, item: bytes) -> Any:
+    """The item of a history row ``(seq, item)``; ProjectionMismatchError if the row
+    does not hold one."""
+    try:
+        return decode_item(item)
+    except msgspec.DecodeError as error:
+        raise mismatch(stream_id, branch_id, seq, str(error)) from None
 
 
 def _window_events(e: Any, stream_id: IdOrParam, first: Any, last: Any) -> list[Any]:

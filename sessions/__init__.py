@@ -2,9 +2,12 @@
 
 The public names are imported on first use (PEP 562): ``import sessions`` alone loads
 none of SQLAlchemy, the drivers or the event store, so the ``convstore`` command
-(``sessions.cli``) answers ``--version`` and ``--help`` without them.
+(``sessions.cli``) answers ``--version`` and ``--help`` without them. The error classes
+are exported here too: users import them from where the sessions come from.
 """
 
+import os
+import sys
 from importlib import import_module
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING, without importing typing
@@ -12,12 +15,34 @@ if TYPE_CHECKING:
     from typing import Any
 
     from eventstore import (
+        ArgumentTypeError,
+        BranchError,
+        CancelledAfterCommit,
+        ConcurrencyError,
+        ConfigurationError,
+        ConnectionLostError,
+        ConvstoreError,
+        DecodeError,
         DecryptionError,
+        IntegrityError,
+        InvalidArgumentError,
         InvalidKeyError,
         KeyNotFoundError,
         KeyShreddedError,
+        LockTimeoutError,
+        MissingDependencyError,
         NotEncryptedError,
+        OperationalError,
+        PersistenceError,
+        PoolerError,
+        ProjectionMismatchError,
+        SchemaError,
+        SerializationError,
+        StoreClosedError,
+        StoreInUseError,
         TamperedError,
+        TransientError,
+        TurnNotFoundError,
         WrongKeyError,
     )
 
@@ -34,18 +59,40 @@ if TYPE_CHECKING:
 _WHERE = {
     "AdvancedSQLAlchemySession": ".advanced",
     "AdvancedSQLiteSession": ".advanced",
+    "ArgumentTypeError": "eventstore",
+    "BranchError": "eventstore",
     "BranchNode": ".branching",
     "BranchingSession": ".branching",
+    "CancelledAfterCommit": "eventstore",
+    "ConcurrencyError": "eventstore",
+    "ConfigurationError": "eventstore",
+    "ConnectionLostError": "eventstore",
+    "ConvstoreError": "eventstore",
+    "DecodeError": "eventstore",
     "DecryptionError": "eventstore",
     "EncryptedSession": ".encrypted",
+    "IntegrityError": "eventstore",
+    "InvalidArgumentError": "eventstore",
     "InvalidKeyError": "eventstore",
     "KeyNotFoundError": "eventstore",
     "KeyShreddedError": "eventstore",
+    "LockTimeoutError": "eventstore",
+    "MissingDependencyError": "eventstore",
     "NotEncryptedError": "eventstore",
+    "OperationalError": "eventstore",
+    "PersistenceError": "eventstore",
+    "PoolerError": "eventstore",
+    "ProjectionMismatchError": "eventstore",
     "SQLAlchemySession": ".sqlalchemy",
     "SQLiteSession": ".sqlite",
+    "SchemaError": "eventstore",
+    "SerializationError": "eventstore",
+    "StoreClosedError": "eventstore",
+    "StoreInUseError": "eventstore",
     "StoreSession": ".base",
     "TamperedError": "eventstore",
+    "TransientError": "eventstore",
+    "TurnNotFoundError": "eventstore",
     "TurnUsage": ".usage",
     "UsageSession": ".usage",
     "UsageStats": ".usage",
@@ -64,7 +111,13 @@ def __getattr__(name: str) -> "Any":
     module = _WHERE.get(name)
     if module is None:
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(import_module(module, __name__), name)
+    try:
+        value = getattr(import_module(module, __name__), name)
+    except ImportError as error:
+        clearer = _shadowing(error)
+        if clearer is None:
+            raise
+        raise clearer from error
     globals()[name] = value  # the next look-up is an ordinary one
     return value
 
@@ -73,21 +126,76 @@ def __dir__() -> list[str]:
     return sorted({*globals(), *_WHERE})
 
 
+def _shadowing(error: ImportError) -> ImportError | None:
+    """A clearer error than ``error`` if a module of the user's is imported under the
+    name of one of convstore's packages (an ``eventstore.py`` next to the script): the
+    file, what happened, and what to do. None if that is not the cause."""
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    for name in ("eventstore", "projections"):
+        module = sys.modules.get(name)
+        if module is None:
+            import importlib.util
+
+            try:
+                spec = importlib.util.find_spec(name)
+            except (ImportError, ValueError):
+                continue
+            origin = None if spec is None else spec.origin
+        else:
+            origin = getattr(module, "__file__", None)
+        if not isinstance(origin, str):
+            continue
+        if os.path.abspath(origin) == os.path.join(root, name, "__init__.py"):
+            continue  # convstore's own
+        return ImportError(
+            f"convstore's sessions cannot import its {name!r} package because "
+            f"{origin} is imported under that name instead: a module of yours named "
+            f"{name!r} (next to your script, or earlier on sys.path) shadows convstore's. "
+            f"Rename {origin} (and delete the __pycache__ folder beside it), then run "
+            f"again. ({error})",
+            name=name,
+            path=origin,
+        )
+    return None
+
+
 __all__ = [
     "AdvancedSQLAlchemySession",
     "AdvancedSQLiteSession",
+    "ArgumentTypeError",
+    "BranchError",
     "BranchNode",
     "BranchingSession",
+    "CancelledAfterCommit",
+    "ConcurrencyError",
+    "ConfigurationError",
+    "ConnectionLostError",
+    "ConvstoreError",
+    "DecodeError",
     "DecryptionError",
     "EncryptedSession",
+    "IntegrityError",
+    "InvalidArgumentError",
     "InvalidKeyError",
     "KeyNotFoundError",
     "KeyShreddedError",
+    "LockTimeoutError",
+    "MissingDependencyError",
     "NotEncryptedError",
+    "OperationalError",
+    "PersistenceError",
+    "PoolerError",
+    "ProjectionMismatchError",
     "SQLAlchemySession",
     "SQLiteSession",
+    "SchemaError",
+    "SerializationError",
+    "StoreClosedError",
+    "StoreInUseError",
     "StoreSession",
     "TamperedError",
+    "TransientError",
+    "TurnNotFoundError",
     "TurnUsage",
     "UsageSession",
     "UsageStats",

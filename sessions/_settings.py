@@ -6,6 +6,7 @@ so a session must hold the SDK's :class:`SessionSettings`, not a look-alike.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import cache
@@ -75,24 +76,43 @@ _APART = (
     "{'server_settings': {'search_path': 'app_a'}}}) or MySQL/MariaDB database "
     "(README: 'Two applications in one database')"
 )
-# Keywords of the SDK's session classes that convstore does not take, and what to do.
-_SDK_ONLY = {
-    "sessions_table": _APART,
-    "messages_table": _APART,
-    "logger": (
-        "convstore logs through logging.getLogger('convstore'), configure that logger instead"
-    ),
+# Keywords of the SDK's session classes that convstore honours only with one value (the
+# one that asks for what convstore does anyway), and why it cannot honour another.
+_ONLY_WITH = {
+    # The SDK's default names: convstore's own tables, as without the keyword.
+    "sessions_table": ("agent_sessions", _APART),
+    "messages_table": ("agent_messages", _APART),
+    # Non-ASCII stored as is: what convstore always does.
     "ensure_ascii": (
-        "convstore stores every item as the exact UTF-8 JSON it encodes to, readable by "
-        "any SQL client, so there is nothing to choose"
+        False,
+        "convstore stores every item as the exact UTF-8 JSON it encodes to (items come "
+        "back the same either way); leave ensure_ascii out, or pass False",
     ),
 }
 
 
 def refuse_unknown_keywords(cls: type, keywords: Mapping[str, object]) -> None:
-    """Raise a TypeError for keywords ``cls`` does not take, naming the alternative."""
-    for name in keywords:
-        reason = _SDK_ONLY.get(name)
-        if reason is not None:
-            raise ArgumentTypeError(f"{cls.__name__}() does not take {name}=: {reason}")
-        raise ArgumentTypeError(f"{cls.__name__}() got an unexpected keyword argument {name!r}")
+    """Accept the SDK keywords in ``keywords`` that convstore honours as given; raise a
+    TypeError for any other, naming the reason and the alternative."""
+    for name, value in keywords.items():
+        if name not in _ONLY_WITH:
+            raise ArgumentTypeError(f"{cls.__name__}() got an unexpected keyword argument {name!r}")
+        honoured, reason = _ONLY_WITH[name]
+        if type(value) is not type(honoured) or value != honoured:
+            raise ArgumentTypeError(f"{cls.__name__}() does not take {name}={value!r}: {reason}")
+
+
+def check_flag(name: str, value: object) -> bool:
+    """``value`` if it is a bool (``create_tables``), else ArgumentTypeError."""
+    if not isinstance(value, bool):
+        raise ArgumentTypeError(f"{name} must be True or False, not {value!r}")
+    return value
+
+
+def check_logger(value: object) -> logging.Logger | logging.LoggerAdapter[Any] | None:
+    """``logger=`` (the SDK's keyword): a :class:`logging.Logger` (or adapter), or None."""
+    if value is None or isinstance(value, logging.Logger | logging.LoggerAdapter):
+        return value
+    raise ArgumentTypeError(
+        f"logger must be a logging.Logger (e.g. logging.getLogger('myapp')), not {value!r}"
+    )

@@ -16,10 +16,11 @@ cancelled pop removed instead of removing another.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import uuid
 import warnings
-from collections.abc import Callable, Coroutine, Generator
+from collections.abc import Callable, Coroutine, Generator, Iterator
 from typing import Any, Self
 
 import msgspec
@@ -31,10 +32,12 @@ from eventstore import (
     CancelledAfterCommit,
     Event,
     EventStore,
+    IntegrityError,
     InvalidArgumentError,
     ItemPopped,
     ItemsAdded,
     NewEvent,
+    ProjectionMismatchError,
     SessionCleared,
     SessionStarted,
     StoreClosedError,
@@ -45,9 +48,9 @@ from eventstore import (
 )
 from eventstore.store import check_stream_id
 from projections.history import item_batches
-from projections.history_table import HistoryProjector
+from projections.history_table import HistoryProjector, decode_entry
 
-from ._settings import make_settings, resolve_limit
+from ._settings import check_logger, make_settings, resolve_limit
 from ._tracing import instrument
 
 # The projector has no state of its own: one instance serves every store.
@@ -103,6 +106,17 @@ def _closing_done(task: asyncio.Task[None]) -> None:
         log.debug("closing a session failed", exc_info=task.exception())
 
 
+@contextlib.contextmanager
+def preparing() -> Iterator[None]:
+    """Around what a call writes before its own change (tables, a data key): if the call
+    is cancelled there, that write may have committed, but the caller's change has not
+    started, so the caller gets a plain ``CancelledError``, never ``CancelledAfterCommit``."""
+    try:
+        yield
+    except CancelledAfterCommit:
+        raise asyncio.CancelledError() from None
+
+
 @instrument  # OpenTelemetry spans, when installed (sessions/_tracing.py)
 class StoreSession:
     """A conversation session whose every operation is an event in ``store``.
@@ -121,12 +135,20 @@ class StoreSession:
         store: EventStore | Callable[[], EventStore],
         *,
         session_settings: Any = None,
+        logger: logging.Logger | logging.LoggerAdapter[Any] | None = None,
     ) -> None:
         """``store`` may be a function that opens one: it is called only once the
-        arguments are accepted, so a refused session opens (and leaks) nothing."""
+        arguments are accepted, so a refused session opens (and leaks) nothing.
+
+        ``logger`` (the SDK's keyword) receives this session's own records (cancelled
+        calls, branch changes, usage it could not record); by default they go to the
+        ``convstore.sessions`` logger. The store's records (retries, slow transactions)
+        stay on ``convstore.eventstore``: a store may serve many sessions.
+        """
         self._closed = True  # until the store is open (a refused session owns nothing)
         self.session_id = check_stream_id(session_id)
         self.session_settings = make_settings(session_settings)
+        self._logger = check_logger(logger) or log
         self._owns_store = not isinstance(store, EventStore)
         self._store = store if isinstance(store, EventStore) else store()
         self._branch_id = MAIN_BRANCH
@@ -134,8 +156,8 @@ class StoreSession:
         self._started: tuple[NewEvent] | None = None
         # add_items calls that were cancelled, newest last: (branch, items, events).
         self._cancelled_adds: list[tuple[str, tuple[msgspec.Raw, ...], list[NewEvent]]] = []
-        # Items removed by pop_item calls that were cancelled after committing.
-        self._undelivered: list[tuple[str, Any]] = []
+        # Items (JSON) removed by pop_item calls cancelled after committing: (branch, item).
+        self._undelivered: list[tuple[str, bytes | msgspec.Raw]] = []
         # How many events the last add_items appended (read by sessions/_tracing.py).
         self.added_events = 0
         self._closed = False
@@ -171,7 +193,10 @@ class StoreSession:
                 lambda conn: HISTORY.read_last_turns(conn, self.session_id, branch_id, turns, n),
                 stream_id=self.session_id,
             )
-            return decode_items(found)
+            try:
+                return decode_items(found)
+            except msgspec.DecodeError as error:
+                raise await self._mismatch(branch_id) from error
         if n == 0:
             return []
         arrays = await self._store.run(
@@ -179,7 +204,17 @@ class StoreSession:
             quick=n is not None and n <= _QUICK_READ,
             stream_id=self.session_id,  # may be read from a replica (eventstore/replica.py)
         )
-        return decode_arrays(arrays)
+        try:
+            return decode_arrays(arrays)
+        except (msgspec.DecodeError, IntegrityError) as error:  # (a count that differs)
+            raise await self._mismatch(branch_id) from error
+
+    async def _mismatch(self, branch_id: str) -> ProjectionMismatchError:
+        """What to raise when the items read from the history do not decode: the
+        projection's rows do not match the log, and the error says where."""
+        return await self._store.run(
+            lambda conn: HISTORY.find_mismatch(conn, self.session_id, branch_id)
+        )
 
     async def add_items(self, items: list[Any], *, wrapper: Any = None) -> None:
         """Append ``items`` in order. Concurrent callers never lose or duplicate one."""
@@ -202,9 +237,10 @@ class StoreSession:
             result = await self._store.append(
                 self.session_id, events, on_new_stream=self._preamble()
             )
-        except asyncio.CancelledError:
+        except asyncio.CancelledError as cancelled:
             self._cancelled_adds.append((branch, encoded, events))
             del self._cancelled_adds[:-_REMEMBERED_CANCELLATIONS]
+            self._log_cancelled("add_items", cancelled)
             raise
         self._undelivered.clear()
         self.added_events = len(events)
@@ -230,28 +266,64 @@ class StoreSession:
         """
         self._check_open()
         branch = self._branch_id
-        if self._undelivered and self._undelivered[0][0] == branch:
-            # Removed by a pop whose caller was cancelled: this call is its retry.
-            return decode_item(self._undelivered.pop(0)[1])
+        undelivered = self._take_undelivered(branch)
+        if undelivered is not None:
+            return decode_item(undelivered)
 
         def take_newest(conn: Connection, version: int) -> tuple[list[Event], bytes] | None:
             top = HISTORY.read_top(conn, self.session_id, branch)
             if top is None:
                 return None
+            decode_entry(self.session_id, branch, *top)  # a damaged row: nothing is popped
             return [ItemPopped(seq=top[0], branch_id=branch)], top[1]
 
         # Decided under the stream's lock: no other pop can take the same item.
-        try:
+        with self._popping(branch, lambda stored: stored):
             popped = await self._store.append_decided(self.session_id, take_newest)
+        return None if popped is None else decode_item(popped[1])
+
+    def _take_undelivered(self, branch: str) -> bytes | msgspec.Raw | None:
+        """The item (JSON) a pop on ``branch`` removed while its caller was cancelled, if
+        there is one: this call is that pop's retry, and hands it out."""
+        if self._undelivered and self._undelivered[0][0] == branch:
+            return self._undelivered.pop(0)[1]
+        return None
+
+    @contextlib.contextmanager
+    def _popping(
+        self, branch: str, as_json: Callable[[Any], bytes | msgspec.Raw]
+    ) -> Iterator[None]:
+        """Around a pop's ``append_decided``, whose value is the popped item (``as_json``
+        gives its JSON): a cancellation after the commit raises CancelledAfterCommit
+        whose ``result`` is the item, and remembers it for the retry; one where nothing
+        was popped (or written) is a plain CancelledError."""
+        try:
+            yield
         except CancelledAfterCommit as cancelled:
             self._cancelled_adds.clear()
             result = cancelled.result
-            if result is None:  # there was nothing to pop: nothing was written
+            if not isinstance(result, tuple):  # nothing to pop: nothing was written
+                self._log_cancelled("pop_item", None)
                 raise asyncio.CancelledError() from None
-            self._undelivered.append((branch, result[1]))
-            raise CancelledAfterCommit(decode_item(result[1])) from None
+            stored = as_json(result[1])
+            self._undelivered.append((branch, stored))
+            self._log_cancelled("pop_item", cancelled)
+            raise CancelledAfterCommit(decode_item(stored)) from None
+        except asyncio.CancelledError as cancelled:
+            self._log_cancelled("pop_item", cancelled)
+            raise
         self._cancelled_adds.clear()
-        return None if popped is None else decode_item(popped[1])
+
+    def _log_cancelled(self, call: str, cancelled: BaseException | None) -> None:
+        """Record, on this session's logger, how a cancelled call ended."""
+        self._logger.debug(
+            "session %r: %s cancelled %s",
+            self.session_id,
+            call,
+            "after it committed"
+            if isinstance(cancelled, CancelledAfterCommit)
+            else "before anything was written",
+        )
 
     async def clear_session(self, *, wrapper: Any = None) -> None:
         """Remove every item of the session (the log keeps them, as history)."""
@@ -260,6 +332,9 @@ class StoreSession:
             await self._store.append(
                 self.session_id, [SessionCleared()], on_new_stream=self._preamble()
             )
+        except asyncio.CancelledError as cancelled:
+            self._log_cancelled("clear_session", cancelled)
+            raise
         finally:
             self._mutated()
 

@@ -10,11 +10,12 @@ that a concurrent pop just removed.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import itertools
 import json
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -27,6 +28,7 @@ from eventstore import (
     BranchDeleted,
     BranchError,
     BranchSwitched,
+    CancelledAfterCommit,
     Event,
     InvalidArgumentError,
     SessionCleared,
@@ -34,9 +36,10 @@ from eventstore import (
     decode_item,
 )
 from eventstore.records import to_datetime, to_micros
+from eventstore.store import check_stream_id
 from projections import BranchInfo, fold
 from projections.history import SEQ_SHIFT, TOOL_CALL_KINDS, HistoryState
-from projections.history_table import Turn
+from projections.history_table import Turn, decode_entry
 
 from ._settings import resolve_limit
 from ._tracing import instrument
@@ -85,14 +88,15 @@ def _timestamp(seconds: int) -> str:
 
 
 def _check_name(branch_name: str | None) -> None:
+    """A branch name follows the rules of session ids (eventstore.store.check_stream_id),
+    and is not blank (the SDK's words)."""
     if branch_name is None:
         return
     if not isinstance(branch_name, str):
         raise BranchError(f"a branch name must be a string, not {type(branch_name).__name__}")
     if not branch_name.strip():
         raise BranchError("Branch name cannot be empty")
-    if len(branch_name) > 255:
-        raise BranchError("a branch name has at most 255 characters")
+    check_stream_id(branch_name, what="a branch name", error=BranchError)
 
 
 def _check_turn(turn_number: object) -> int:
@@ -125,9 +129,7 @@ class BranchingSession(StoreSession):
     async def _resolve(self, branch_id: str | None) -> str:
         if branch_id is None:
             return await self._branch()
-        if not isinstance(branch_id, str) or not branch_id:
-            raise BranchError(f"a branch id is a non-empty string, not {branch_id!r}")
-        return branch_id
+        return check_stream_id(branch_id, what="a branch id", error=BranchError)
 
     # -- the Session protocol, on the current branch ---------------------------------
 
@@ -175,8 +177,26 @@ class BranchingSession(StoreSession):
         events: list[Event] = [SessionCleared()]
         if self._branch_id != MAIN_BRANCH:
             events.append(BranchSwitched(branch_id=MAIN_BRANCH))
-        await self._store.append(self.session_id, events, on_new_stream=self._preamble())
+        try:
+            with self._following(lambda _: MAIN_BRANCH):
+                await self._store.append(self.session_id, events, on_new_stream=self._preamble())
+        finally:
+            self._mutated()  # a later add of the same items is not a cancelled add's retry
         self._branch_id = MAIN_BRANCH
+
+    @contextlib.contextmanager
+    def _following(self, current: Callable[[Any], str | None]) -> Iterator[None]:
+        """Around a write that changes the current branch: if the caller is cancelled
+        after it committed, this object first takes the branch the log now has as
+        current (``current(result)``; None: unchanged), then the cancellation goes on."""
+        try:
+            yield
+        except CancelledAfterCommit as committed:
+            branch = current(committed.result)
+            if branch is not None:
+                self._branch_id = branch
+                self._current_loaded = True
+            raise
 
     # -- time travel -------------------------------------------------------------------
 
@@ -184,6 +204,11 @@ class BranchingSession(StoreSession):
         """The session's history state at a stream version or time, from the log."""
         self._check_open()
         if isinstance(as_of, datetime):
+            if as_of.tzinfo is None:
+                raise InvalidArgumentError(
+                    f"as_of needs a timezone, not the naive {as_of!r}: pass an aware "
+                    "datetime, e.g. datetime(2026, 1, 31, 12, 0, tzinfo=timezone.utc)"
+                )
             moment = to_micros(as_of)
             events = [
                 e
@@ -291,17 +316,29 @@ class BranchingSession(StoreSession):
             )
             return [created, BranchSwitched(branch_id=name)], name
 
-        decided = await self._store.append_decided(
-            self.session_id, decide, on_new_stream=self._preamble()
-        )
+        with self._following(lambda result: result[1] if isinstance(result, tuple) else None):
+            decided = await self._store.append_decided(
+                self.session_id, decide, on_new_stream=self._preamble()
+            )
         assert decided is not None  # decide always appends
         self._branch_id = decided[1]
         self._current_loaded = True
+        self._logger.info(
+            "session %r: created branch %r from %r and switched to it",
+            self.session_id,
+            decided[1],
+            parent,
+        )
         return decided[1]
 
     async def switch_to_branch(self, branch_id: str) -> None:
         """Make ``branch_id`` current (durably). BranchError if it does not exist."""
         self._check_open()
+        if branch_id is None:  # not "the current branch": the SDK finds no branch None
+            raise BranchError(
+                "switch_to_branch needs the id of the branch to switch to, not None "
+                "(list_branches() shows them; 'main' is the first)"
+            )
         target = await self._resolve(branch_id)
 
         def decide(conn: Connection, version: int) -> tuple[list[Event], None]:
@@ -309,9 +346,14 @@ class BranchingSession(StoreSession):
                 raise BranchError(f"Branch '{target}' does not exist")
             return [BranchSwitched(branch_id=target)], None
 
-        await self._store.append_decided(self.session_id, decide, on_new_stream=self._preamble())
+        with self._following(lambda _: target):
+            await self._store.append_decided(
+                self.session_id, decide, on_new_stream=self._preamble()
+            )
+        old = self._branch_id
         self._branch_id = target
         self._current_loaded = True
+        self._logger.info("session %r: switched from branch %r to %r", self.session_id, old, target)
 
     def _exists(self, conn: Connection, branch_id: str) -> bool:
         if branch_id == MAIN_BRANCH:
@@ -327,6 +369,7 @@ class BranchingSession(StoreSession):
         """
         if not isinstance(branch_id, str) or not branch_id.strip():
             raise BranchError("Branch ID cannot be empty")
+        check_stream_id(branch_id, what="a branch id", error=BranchError)
         if branch_id == MAIN_BRANCH:
             raise BranchError("Cannot delete the 'main' branch")
         current = await self._branch()
@@ -345,9 +388,13 @@ class BranchingSession(StoreSession):
             events.append(BranchDeleted(branch_id=branch_id))
             return events, None
 
-        await self._store.append_decided(self.session_id, decide, on_new_stream=self._preamble())
+        with self._following(lambda _: MAIN_BRANCH if branch_id == current else None):
+            await self._store.append_decided(
+                self.session_id, decide, on_new_stream=self._preamble()
+            )
         if branch_id == current:
             self._branch_id = MAIN_BRANCH
+        self._logger.info("session %r: deleted branch %r", self.session_id, branch_id)
 
     async def list_branches(self) -> list[dict[str, Any]]:
         """Every branch: ``branch_id``, ``message_count``, ``user_turns``,
@@ -432,6 +479,13 @@ class BranchingSession(StoreSession):
         branch = await self._resolve(branch_id)
         return await self._store.run(lambda conn: HISTORY.read_turns(conn, self.session_id, branch))
 
+    async def _decoded_turns(self, branch_id: str | None) -> list[tuple[Turn, Any]]:
+        """Each user turn of a branch, with its message decoded."""
+        branch = await self._resolve(branch_id)
+        sid = self.session_id
+        turns = await self._store.run(lambda conn: HISTORY.read_turns(conn, sid, branch))
+        return [(turn, decode_entry(sid, branch, turn.seq, turn.item)) for turn in turns]
+
     @staticmethod
     def _turn_dict(turn: Turn, content: Any) -> dict[str, Any]:
         return {
@@ -446,8 +500,7 @@ class BranchingSession(StoreSession):
         """Each user turn: ``turn``, ``content`` (a preview), ``full_content``,
         ``timestamp`` and ``can_branch``, as the SDK returns them."""
         found = []
-        for turn in await self._turns(branch_id):
-            item = decode_item(turn.item)
+        for turn, item in await self._decoded_turns(branch_id):
             found.append(self._turn_dict(turn, item.get("content", "")))
         return found
 
@@ -460,8 +513,8 @@ class BranchingSession(StoreSession):
             raise InvalidArgumentError(f"search_term must be a string, not {search_term!r}")
         needle = search_term.casefold()
         found = []
-        for turn in await self._turns(branch_id):
-            content = decode_item(turn.item).get("content", "")
+        for turn, item in await self._decoded_turns(branch_id):
+            content = item.get("content", "")
             if any(needle in text.casefold() for text in content_texts(content)):
                 found.append(self._turn_dict(turn, content))
         return found

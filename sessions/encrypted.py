@@ -18,6 +18,7 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any, Self
 
+import msgspec
 from sqlalchemy import Connection, select
 
 from eventstore import (
@@ -31,10 +32,13 @@ from eventstore import (
     KeyNotFoundError,
     KeyShreddedError,
     NotEncryptedError,
+    SerializationError,
     StoreClosedError,
     TamperedError,
     TransientError,
     TurnNotFoundError,
+    decode_item,
+    encode_items,
 )
 from eventstore import schema as log_schema
 from projections.history_table import Turn
@@ -53,7 +57,7 @@ from ._maintenance import (
 )
 from ._settings import resolve_limit
 from ._tracing import instrument
-from .base import HISTORY, Closing, StoreSession
+from .base import _REMEMBERED_CANCELLATIONS, HISTORY, Closing, StoreSession, preparing
 from .branching import BranchingSession, content_texts
 
 __all__ = ["EncryptedSession", "purge_expired", "rotate_master_key", "shred_session"]
@@ -132,6 +136,11 @@ class EncryptedSession:
             raise InvalidArgumentError(f"ttl must be a number of seconds > 0 or None, not {ttl!r}")
         if encryption_key is None:
             raise ConfigurationError("encryption_key is required")
+        if not callable(clock):
+            raise ArgumentTypeError(
+                f"clock must be a function returning the time in seconds, like time.time "
+                f"(the default), not {clock!r}"
+            )
         self._master: MasterKey = parse_master_key(encryption_key)
         self.underlying_session = base
         self.session_id = base.session_id
@@ -143,6 +152,8 @@ class EncryptedSession:
         self._same_store = self._key_store is base.store
         self._kek: tuple[KekParams, bytes] | None = None
         self._cipher: tuple[DataKeyRow, ItemCipher] | None = None
+        # add_items calls that were cancelled, newest last: (data key, items, envelopes).
+        self._cancelled_seals: list[tuple[str, tuple[msgspec.Raw, ...], list[Any]]] = []
         self._closed = False
         self._closing: Closing | None = None
 
@@ -241,11 +252,39 @@ class EncryptedSession:
         self._check_open()
         if not items:
             return
-        await self._ready()
-        cipher = await self._cipher_of(await self._read_key(), create=True)
-        ts = _now_ms(self._clock)
-        sealed = [cipher.seal(item, ts, where=f"items[{i}]") for i, item in enumerate(items)]
-        await self.underlying_session.add_items(sealed, wrapper=wrapper)
+        with preparing():  # a key committed here is not the caller's items
+            await self._ready()
+            cipher = await self._cipher_of(await self._read_key(), create=True)
+        sealed = self._sealed_before(cipher, items)
+        if sealed is None:
+            ts = _now_ms(self._clock)
+            sealed = [cipher.seal(item, ts, where=f"items[{i}]") for i, item in enumerate(items)]
+        try:
+            await self.underlying_session.add_items(sealed, wrapper=wrapper)
+        except asyncio.CancelledError:
+            # The retry must send the same envelopes, which the session underneath then
+            # recognises as its cancelled call's (sealing again would differ: new nonces).
+            self._cancelled_seals.append((cipher.key_id, encode_items(items), sealed))
+            del self._cancelled_seals[:-_REMEMBERED_CANCELLATIONS]
+            raise
+
+    def _sealed_before(self, cipher: ItemCipher, items: list[Any]) -> list[Any] | None:
+        """The envelopes of a cancelled add_items of exactly these items, if the session
+        underneath still remembers that call (else its retry is a new add)."""
+        if not self.underlying_session._cancelled_adds:
+            self._cancelled_seals.clear()
+            return None
+        if not self._cancelled_seals:
+            return None
+        try:
+            encoded = encode_items(items)
+        except SerializationError:
+            return None  # sealing refuses it, with the item's place
+        for n, (key_id, was_items, sealed) in enumerate(self._cancelled_seals):
+            if key_id == cipher.key_id and was_items == encoded:
+                del self._cancelled_seals[n]
+                return sealed
+        return None
 
     async def pop_item(self, *, wrapper: Any = None) -> Any | None:
         """Remove and return the newest unexpired item, or None (expired items stay hidden).
@@ -255,15 +294,23 @@ class EncryptedSession:
         nothing.
         """
         self._check_open()
-        await self._ready()
+        with preparing():  # the key tables made here are not the caller's pop
+            await self._ready()
         branch = await self._branch_of(None)
+        base = self.underlying_session
+        undelivered = base._take_undelivered(branch)  # the retry of a cancelled pop
+        if undelivered is not None:
+            return decode_item(undelivered)
         for _ in range(3):
             row = await self._read_key()
             cipher = None if row is None else await self._cipher_of(row)
             try:
-                popped = await self.store.append_decided(
-                    self.session_id, self._decide_pop(branch, row, cipher)
-                )
+                # A cancellation after the commit hands out the plaintext item, as a
+                # plain session's pop does (and its retry returns it again).
+                with base._popping(branch, lambda item: encode_items([item])[0]):
+                    popped = await self.store.append_decided(
+                        self.session_id, self._decide_pop(branch, row, cipher)
+                    )
             except _KeyChanged:
                 continue
             return None if popped is None else popped[1]

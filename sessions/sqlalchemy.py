@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Any, Never, Self
 
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from eventstore import ConfigurationError, EventStore
+from eventstore import ArgumentTypeError, ConfigurationError, EventStore
 
-from ._settings import refuse_unknown_keywords
+from ._settings import check_flag, refuse_unknown_keywords
 from .base import HISTORY, StoreSession
 
 
@@ -52,9 +53,11 @@ class SQLAlchemySession(StoreSession):
         session_settings: Any = None,
         engine_kwargs: dict[str, Any] | None = None,
         read_engine: AsyncEngine | None = None,
+        logger: logging.Logger | logging.LoggerAdapter[Any] | None = None,
         **sdk_only: Never,
     ) -> None:
         refuse_unknown_keywords(type(self), sdk_only)
+        check_flag("create_tables", create_tables)
         if read_engine is not None and not isinstance(read_engine, AsyncEngine):
             raise ConfigurationError(
                 "read_engine must be a sqlalchemy.ext.asyncio.AsyncEngine, "
@@ -78,6 +81,7 @@ class SQLAlchemySession(StoreSession):
                 read_replica=read_engine,
             ),
             session_settings=session_settings,
+            logger=logger,
         )
 
     @classmethod
@@ -87,18 +91,22 @@ class SQLAlchemySession(StoreSession):
         *,
         url: str,
         engine_kwargs: dict[str, Any] | None = None,
-        create_tables: bool = False,
         session_settings: Any = None,
-        **sdk_only: Never,
+        **kwargs: Any,
     ) -> Self:
-        """A session on a new engine for ``url`` (the SDK's form)."""
-        refuse_unknown_keywords(cls, sdk_only)
+        """A session on a new engine for ``url`` (the SDK's form): ``kwargs`` go to the
+        constructor (``create_tables``, ``logger``, ...), as in the SDK."""
+        if "db_url" in kwargs or "engine" in kwargs:
+            raise ArgumentTypeError(
+                "from_url() takes the database as url=, not db_url= or engine= "
+                f"(for those, call {cls.__name__}(...) itself)"
+            )
         return cls(
             session_id,
             db_url=url,
             engine_kwargs=engine_kwargs,
-            create_tables=create_tables,
             session_settings=session_settings,
+            **kwargs,
         )
 
     @property

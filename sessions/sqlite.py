@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import collections
+import logging
 import os
 import threading
 from collections.abc import Coroutine
@@ -81,21 +82,23 @@ class SQLiteSession(StoreSession):
         db_path: str | os.PathLike[str] = ":memory:",
         *,
         session_settings: Any = None,
+        logger: logging.Logger | logging.LoggerAdapter[Any] | None = None,
         **sdk_only: Never,
     ) -> None:
         refuse_unknown_keywords(type(self), sdk_only)
-        self.db_path = check_sqlite_path(db_path)
-        if "://" in self.db_path:
+        if isinstance(db_path, str) and "://" in db_path:
             raise ConfigurationError(
-                f"SQLiteSession takes a file path, not a URL ({self.db_path!r}): "
+                f"SQLiteSession takes a file path, not a URL ({db_path!r}): "
                 "use SQLAlchemySession(session_id, db_url=...) for a database URL"
             )
+        self.db_path = check_sqlite_path(db_path)  # (and its directory exists)
         if self.db_path == ":memory:":
             self._shared_path: str | None = None
             super().__init__(
                 session_id,
                 lambda: EventStore(":memory:", projectors=[HISTORY]),
                 session_settings=session_settings,
+                logger=logger,
             )
         else:
             shared_path = self._shared_path = str(Path(self.db_path).resolve())
@@ -103,6 +106,7 @@ class SQLiteSession(StoreSession):
                 session_id,
                 lambda: _shared.acquire(shared_path),
                 session_settings=session_settings,
+                logger=logger,
             )
 
     def _release(self) -> Coroutine[Any, Any, None] | None:

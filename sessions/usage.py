@@ -11,7 +11,6 @@ what was not recorded automatically.
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Coroutine, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -41,7 +40,6 @@ from ._usage_runs import Anchor, Claim, RunUsage, RunUsages
 from .base import HISTORY
 from .branching import BranchingSession
 
-LOG = logging.getLogger("convstore.usage")
 _details = msgspec.json.Decoder(dict[str, Any])
 
 # Every store of a process that uses these sessions can keep the usage projection of
@@ -424,7 +422,9 @@ class UsageSession(BranchingSession):
             try:
                 await self._write_usage(branch, None)
             except ConvstoreError as error:
-                LOG.warning("usage of session %r not recorded at close: %s", self.session_id, error)
+                self._logger.warning(
+                    "usage of session %r not recorded at close: %s", self.session_id, error
+                )
             finally:
                 rest = release()
                 if rest is not None:

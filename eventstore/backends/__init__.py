@@ -50,6 +50,14 @@ def check_sqlite_path(path: object) -> str:
         raise ConfigurationError(f"db_path must be a file path or ':memory:', not {path!r}")
     if "\x00" in text:
         raise ConfigurationError(f"db_path cannot contain NUL: {path!r}")
+    if text != ":memory:":
+        directory = os.path.dirname(os.path.abspath(text))
+        if not os.path.isdir(directory):
+            raise ConfigurationError(
+                f"cannot open the SQLite file {text!r}: its directory {directory!r} does not "
+                "exist; create the directory first (os.makedirs) or give a path in an "
+                "existing one"
+            )
     return text
 
 
@@ -90,7 +98,7 @@ def open_runner(
         # Any SQLite driver named in the URL gets the dedicated-thread runner, which
         # runs a transaction in one hop instead of one per statement. Its ``engine`` is
         # an aiosqlite engine on the same database (an in-memory one is made shareable).
-        return ThreadRunner(url.database or ":memory:", timeouts, shareable=True)
+        return ThreadRunner(check_sqlite_path(url.database or ":memory:"), timeouts, shareable=True)
     if backend not in _ASYNC_DRIVERS:
         raise ConfigurationError(f"convstore does not support the {backend!r} database")
     canonical, default_driver, extra = _ASYNC_DRIVERS[backend]

@@ -12,18 +12,34 @@ from __future__ import annotations
 
 import asyncio
 import random
+import shutil
 import statistics
 import time
 from collections import Counter
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine, Generator
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import pytest
 
-from eventstore import CancelledAfterCommit, PersistenceError
-from sessions import StoreSession
+from eventstore import (
+    CancelledAfterCommit,
+    Event,
+    EventStore,
+    ItemPopped,
+    ItemsAdded,
+    PersistenceError,
+    SessionCleared,
+)
+from sessions import (
+    AdvancedSQLAlchemySession,
+    AdvancedSQLiteSession,
+    EncryptedSession,
+    StoreSession,
+)
 
-from ..conftest import Backend
+from ..conftest import Backend, reset_server_database
 from .conftest import open_session
 
 ROUNDS = 40
@@ -295,3 +311,226 @@ async def test_cancelled_reads_raise_cancelled_error(session: StoreSession) -> N
         seen[outcome] += 1
     assert len(seen) == 2, f"an outcome never occurred: {seen}"
     assert len(await session.get_items()) == 200
+
+
+# -- cancelled at every await point of a first use -----------------------------------------
+#
+# A session's first call on a database the process has not opened does more than its own
+# write: the store first prepares the tables (a committed write of its own), catches up
+# projections and reads the database's settings. Random delays rarely land on every one
+# of those awaits, so these tests enumerate them: the call is run once per suspension k,
+# on a database it meets for the first time, and cancelled at its k-th suspension, until
+# a k beyond its last. Each outcome is then checked against the log.
+
+
+class CancelAtSuspension:
+    """Awaits ``call`` and cancels the awaiting task at the call's ``k``-th suspension.
+
+    A suspension is a point where the call yields to the event loop (an ``await`` that
+    does not complete at once). ``when="suspending"`` cancels as the call suspends there
+    (what ``task.cancel()`` does to a task waiting at that point); ``"resuming"`` cancels
+    once what it waits for is done, just before it would resume (a write that has just
+    committed, a read that has just returned). ``suspensions`` counts the call's
+    suspensions; fewer than ``k`` means the call ended without being cancelled.
+    """
+
+    def __init__(self, call: Coroutine[Any, Any, Any], k: int, when: str) -> None:
+        self.call, self.k, self.when = call, k, when
+        self.suspensions = 0
+
+    def __await__(self) -> Generator[Any, Any, Any]:
+        inner = self.call.__await__()
+        to_send: Any = None
+        to_throw: BaseException | None = None
+        while True:
+            try:
+                yielded = inner.send(to_send) if to_throw is None else inner.throw(to_throw)
+            except StopIteration as stop:
+                return stop.value
+            self.suspensions += 1
+            if self.suspensions == self.k:
+                self._cancel_at(yielded)
+            try:
+                to_send, to_throw = (yield yielded), None
+            except BaseException as error:  # the task's cancellation, thrown in here
+                to_send, to_throw = None, error
+
+    def _cancel_at(self, awaited: Any) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        if self.when == "resuming" and isinstance(awaited, asyncio.Future):
+            # Runs before the task's own wake-up (added once this yield reaches it).
+            awaited.add_done_callback(lambda _: task.cancel())
+        else:  # cancelled while running: takes effect as the task suspends here
+            task.cancel()
+
+
+@dataclass
+class FirstUse:
+    """One kind of first call: how to get a database it meets for the first time, the
+    call, and what the log holds once the call's own change is durable."""
+
+    prepare: Callable[[Backend, Path, str], Awaitable[str]]  # -> the target to open
+    call: Callable[[Any], Coroutine[Any, Any, Any]]
+    change: type[Event]  # the event the call writes
+    history_after: list[Any]  # the history once the call (or its retry) is done
+
+
+ITEMS = [{"role": "user", "content": "first"}, {"role": "assistant", "content": "second"}]
+KEY = "a master key of thirty-two chars!"
+
+
+def open_kind(kind: str, backend_name: str, target: str) -> Any:
+    """A new session object of ``kind`` on ``target``, for session "s"."""
+    if kind == "encrypted":
+        return EncryptedSession(session=open_session(backend_name, target, "s"), encryption_key=KEY)
+    if kind == "advanced" and backend_name.startswith("sqlite"):
+        return AdvancedSQLiteSession(session_id="s", db_path=target, create_tables=True)
+    if kind == "advanced":
+        return AdvancedSQLAlchemySession("s", db_url=target, create_tables=True)
+    return open_session(backend_name, target, "s")
+
+
+async def new_database(backend: Backend, where: Path, kind: str) -> str:
+    """A database nothing has opened: a new SQLite file, or server tables dropped."""
+    if backend.name == "sqlite-file":
+        return str(where / "new.db")
+    await reset_server_database(backend.target)
+    return backend.target
+
+
+async def database_with_items(backend: Backend, where: Path, kind: str) -> str:
+    """A database holding ``ITEMS`` in session "s", written by a session object that is
+    closed again; a new session object opens it as a store this process has not used
+    (on SQLite: a copy of the file under a path the process has not opened)."""
+    if backend.name == "sqlite-file":
+        template = where.parent / f"{kind}.db"
+        if not template.exists():
+            async with open_kind(kind, backend.name, str(template)) as writer:
+                await writer.add_items(ITEMS)
+        target = where / "copy.db"
+        shutil.copyfile(template, target)
+        return str(target)
+    target = await new_database(backend, where, kind)
+    async with open_kind(kind, backend.name, target) as writer:
+        await writer.add_items(ITEMS)
+    return target
+
+
+FIRST_USES = {
+    "add_items": FirstUse(new_database, lambda s: s.add_items(ITEMS), ItemsAdded, ITEMS),
+    "pop_item": FirstUse(database_with_items, lambda s: s.pop_item(), ItemPopped, ITEMS[:1]),
+    "clear_session": FirstUse(database_with_items, lambda s: s.clear_session(), SessionCleared, []),
+}
+# The Advanced and encrypted sessions do more on their first call (the usage projection;
+# the key tables and the session's data key): their add and pop are enumerated as well.
+KINDS = [
+    *(("session", name) for name in FIRST_USES),
+    ("advanced", "add_items"),
+    ("encrypted", "add_items"),
+    ("encrypted", "pop_item"),
+]
+
+
+async def stored_changes(target: str, change: type[Event]) -> int:
+    """How many ``change`` events session "s" has in the log (read by a store of its own)."""
+    async with EventStore(target, projectors=()) as reader:
+        return sum(isinstance(r.event, change) for r in await reader.read_stream("s"))
+
+
+@pytest.mark.parametrize(("kind", "name"), KINDS)
+async def test_a_first_call_cancelled_at_each_await_tells_the_truth(
+    shared_backend: Backend, tmp_path: Path, kind: str, name: str
+) -> None:
+    """Cancelled at every suspension of a first add, pop or clear (as it suspends and as
+    it resumes): ``CancelledAfterCommit`` only if its own event is in the log (for a pop,
+    carrying the popped item), ``CancelledError`` only if it is not; never another
+    error. The natural retry then leaves the history as one uncancelled call would.
+    Both outcomes must occur."""
+    use = FIRST_USES[name]
+    seen: Counter[str] = Counter()
+    for when in ("suspending", "resuming"):
+        k = 0
+        while True:
+            k += 1
+            where = tmp_path / f"{when}-{k}"
+            where.mkdir()
+            target = await use.prepare(shared_backend, where, kind)
+            before = await stored_changes(target, use.change)
+            async with open_kind(kind, shared_backend.name, target) as session:
+                call = CancelAtSuspension(use.call(session), k, when)
+                try:
+                    result = await asyncio.ensure_future(call)
+                    outcome = "finished"
+                except CancelledAfterCommit as cancelled:
+                    outcome, result = "committed", cancelled.result
+                except asyncio.CancelledError:
+                    outcome, result = "not written", None
+                at = f"{kind}.{name} cancelled at suspension {k} of {call.suspensions} ({when})"
+                written = await stored_changes(target, use.change) - before
+                assert written == (outcome != "not written"), f"{at}: {outcome}, {written}"
+                if name == "pop_item" and outcome != "not written":
+                    assert result == ITEMS[-1], f"{at}: {outcome} with {result!r}"
+                if outcome != "finished":
+                    retried = await use.call(session)  # the caller's natural retry
+                    if name == "pop_item":
+                        assert retried == ITEMS[-1], f"{at}: the retry popped {retried!r}"
+                assert await session.get_items() == use.history_after, at
+            seen[outcome] += 1
+            if outcome == "finished":
+                assert call.suspensions < k, f"{at}: the cancellation was swallowed"
+                break
+    assert seen["committed"] > 0, f"no call was cancelled after it committed: {seen}"
+    assert seen["not written"] > 0, f"no call was cancelled before it wrote: {seen}"
+
+
+# -- branch changes cancelled after their commit --------------------------------------------
+
+BRANCH_CHANGES: dict[str, tuple[Callable[[Any], Coroutine[Any, Any, Any]], str]] = {
+    # call on a session whose current branch is "b", and the current branch once done
+    "clear_session": (lambda s: s.clear_session(), "main"),
+    "switch_to_branch": (lambda s: s.switch_to_branch("main"), "main"),
+    "delete_branch": (lambda s: s.delete_branch("b", force=True), "main"),
+    "create_branch_from_turn": (lambda s: s.create_branch_from_turn(1, "c"), "c"),
+}
+
+
+@pytest.mark.parametrize("name", BRANCH_CHANGES)
+async def test_a_branch_change_cancelled_after_its_commit_is_followed(
+    tmp_path: Path, name: str
+) -> None:
+    """Cancelled at each suspension: once the change committed (``CancelledAfterCommit``),
+    the session object is on the branch the log has as current, so its next add lands
+    there; otherwise (``CancelledError``) it stays where it was."""
+    call, after = BRANCH_CHANGES[name]
+    seen: Counter[str] = Counter()
+    for when in ("suspending", "resuming"):
+        k = 0
+        while True:
+            k += 1
+            path = tmp_path / f"{when}-{k}.db"
+            async with AdvancedSQLiteSession(session_id="s", db_path=path) as session:
+                await session.add_items(
+                    [{"role": "user", "content": "one"}, {"role": "user", "content": "two"}]
+                )
+                await session.create_branch_from_turn(2, "b")  # b: turn 1
+                task = asyncio.ensure_future(CancelAtSuspension(call(session), k, when))
+                try:
+                    await task
+                    outcome = "finished"
+                except CancelledAfterCommit:
+                    outcome = "committed"
+                except asyncio.CancelledError:
+                    outcome = "not written"
+                seen[outcome] += 1
+                await session.add_items([{"role": "user", "content": "next"}])
+            at = f"{name} cancelled at suspension {k} ({when}): {outcome}"
+            async with AdvancedSQLiteSession(session_id="s", db_path=path) as again:
+                branches = await again.list_branches()
+                current = next(b["branch_id"] for b in branches if b["is_current"])
+                assert current == ("b" if outcome == "not written" else after), at
+                assert await again.get_items(limit=1) == [{"role": "user", "content": "next"}], at
+            if outcome == "finished":
+                break
+    assert seen["committed"] > 0, seen
+    assert seen["not written"] > 0, seen

@@ -66,6 +66,7 @@ from .records import (
     Rows,
     StreamInfo,
 )
+from .repair import RepairedStream, RepairReport, repair_positions
 from .store import EventStore, replay_into
 
 # Library logging goes to the "convstore" logger tree (retries, slow transactions,
@@ -112,6 +113,8 @@ __all__ = [
     "PersistenceError",
     "Projector",
     "RecordedEvent",
+    "RepairReport",
+    "RepairedStream",
     "Rows",
     "SchemaError",
     "SerializationError",
@@ -134,5 +137,6 @@ __all__ = [
     "encode_event",
     "encode_item",
     "encode_items",
+    "repair_positions",
     "replay_into",
 ]

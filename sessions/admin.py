@@ -26,8 +26,10 @@ from eventstore import (
     IntegrityError,
     InvalidArgumentError,
     RecordedEvent,
+    RepairReport,
     audit,
     decode_item,
+    repair_positions,
     schema,
 )
 from eventstore.audit import row_hash
@@ -259,6 +261,14 @@ async def take_checkpoints(store: EventStore, *, key: bytes | None = None) -> by
     if not report.ok:
         raise AuditFailedError("refusing to take checkpoints", report)
     return dump_checkpoints(report.heads.values(), head_position=report.head_position, key=key)
+
+
+async def repair(store: EventStore, *, dry_run: bool = False) -> RepairReport:
+    """Renumber the positions of every session whose positions do not follow its
+    versions, giving its events its own positions sorted in version order (hashes,
+    versions and payloads untouched: see :mod:`eventstore.repair`); with ``dry_run``,
+    only report which sessions would change. Running it again changes nothing."""
+    return await repair_positions(store, dry_run=dry_run)
 
 
 # -- removing sessions (the only code that deletes events) ---------------------------

@@ -34,7 +34,11 @@ _ASYNC = {"postgresql": "postgresql+asyncpg", "mysql": "mysql+asyncmy"}
 def make_engine(backend: str, target: str) -> AsyncEngine:
     """The process's one engine, as a web application creates it at start-up."""
     if backend.startswith("sqlite"):
-        return create_async_engine(f"sqlite+aiosqlite:///{target}")
+        # One write at a time on a SQLite file: with a few dozen requests writing at
+        # once on a busy machine, a writer may queue longer than aiosqlite's default
+        # busy timeout (5 s) and get LockTimeoutError, as documented; an application
+        # expecting that many concurrent writers raises it.
+        return create_async_engine(f"sqlite+aiosqlite:///{target}", connect_args={"timeout": 60})
     scheme, rest = target.split("://", 1)
     return create_async_engine(f"{_ASYNC[scheme.split('+')[0]]}://{rest}", pool_size=10)
 

@@ -10,8 +10,8 @@ and export → import (into a new SQLite file) → export gives the same bytes.
 Before each append took its session's advisory lock first, this failed on PostgreSQL
 (positions out of version order within a session: ``audit`` findings, then
 ``checkpoint`` and ``replay`` refused and the import stopped at the first session that
-skipped a version). ``CONVSTORE_LONG_TESTS=1``: three tries of 6 processes x 8 tasks x
-40 requests instead of one of 3 x 4 x 10.
+skipped a version). ``CONVSTORE_LONG_TESTS=1``: two tries of 4 processes x 6 tasks x
+25 requests instead of one of 3 x 4 x 10.
 """
 
 from __future__ import annotations
@@ -35,8 +35,11 @@ from ._support import sized
 REPO = Path(__file__).resolve().parents[2]
 
 
-def serve(backend: Backend, processes: int, tasks: int, requests: int) -> Counter[str]:
-    """Run the request-serving processes; what their calls did, added up."""
+def serve(
+    backend: Backend, attempt: int, processes: int, tasks: int, requests: int
+) -> Counter[str]:
+    """Run the request-serving processes of one try (each its own worker number, so its
+    own seeds and branch names); what their calls did, added up."""
     procs = [
         subprocess.Popen(
             [
@@ -45,7 +48,7 @@ def serve(backend: Backend, processes: int, tasks: int, requests: int) -> Counte
                 "tests.reliability._requests",
                 backend.name,
                 backend.target,
-                str(p),
+                str(attempt * processes + p),
                 str(tasks),
                 str(requests),
             ],
@@ -78,12 +81,12 @@ def test_requests_on_one_engine_per_process_audit_clean(
 ) -> None:
     db = shared_backend.target
     asyncio.run(create_tables(db))  # what the application's lifespan does
-    tries, processes, tasks, requests = sized(1, 3), sized(3, 6), sized(4, 8), sized(10, 40)
+    tries, processes, tasks, requests = sized(1, 2), sized(3, 4), sized(4, 6), sized(10, 25)
     key = tmp_path / "audit.key"
     key.write_bytes(b"an audit key kept away from the database")
     calls: Counter[str] = Counter()
     for attempt in range(tries):
-        calls += serve(shared_backend, processes, tasks, requests)
+        calls += serve(shared_backend, attempt, processes, tasks, requests)
         capsys.readouterr()
         audited = command(db, "--json", "audit")
         report = json.loads(capsys.readouterr().out)

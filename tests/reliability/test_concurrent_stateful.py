@@ -16,8 +16,8 @@ version order, and checks that
 * the audit (chains, versions, positions following versions, projections against a
   fold of the log) finds nothing.
 
-Sized for CI: 6 examples of up to 20 batches (``CONVSTORE_LONG_TESTS=1``: 12 of up to
-30, a few hundred batches).
+Sized for CI: 6 examples of up to 20 batches (``CONVSTORE_LONG_TESTS=1``: 10 of up to
+25, a few hundred batches).
 """
 
 from __future__ import annotations
@@ -212,8 +212,8 @@ def test_concurrent_batches_match_the_model(postgres: Backend) -> None:
         run_state_machine_as_test(
             ConcurrentSessions,
             settings=settings(
-                max_examples=sized(6, 12),
-                stateful_step_count=sized(20, 30),
+                max_examples=sized(6, 10),
+                stateful_step_count=sized(20, 25),
                 deadline=None,
                 suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
             ),

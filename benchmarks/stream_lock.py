@@ -10,6 +10,8 @@ short alternating rounds, so that the noise of a shared machine hits both alike:
 * a transaction holding only the lock statement, against one holding ``SELECT 1``
   (what the statement costs by itself: its round trip and the lock);
 * ``EventStore.append`` of one event to one stream, one writer (the bare log);
+* four stores on the engine appending at once, to one stream (they wait for each
+  other: the lock is inside that wait) or to four;
 * ``SQLAlchemySession.add_items([item])``, one task, one long-lived session;
 * the same add from a new session object per call on one shared engine (the web
   application's pattern: a request opens its session, adds, closes);
@@ -110,6 +112,23 @@ async def run(url: str, rounds: int, calls: int) -> dict[str, Any]:
             await bare.append("bare", [ItemsAdded(items=encode_items(item()))])
 
         results["append, bare log"] = await measure(rounds, calls, append)
+
+    stores = [EventStore(engine, projectors=[]) for _ in range(4)]
+    for name, streams in (("4 stores, one stream", 1), ("4 stores, 4 streams", 4)):
+
+        async def four(streams: int = streams) -> None:
+            await asyncio.gather(
+                *(
+                    store.append(f"four-{n % streams}", [ItemsAdded(items=encode_items(item()))])
+                    for n, store in enumerate(stores)
+                )
+            )
+
+        results[f"append, {name}, at once (per batch of 4)"] = await measure(
+            rounds, max(calls // 2, 1), four
+        )
+    for store in stores:
+        await store.close()
 
     session = SQLAlchemySession("long-lived", engine=engine)
 

@@ -20,7 +20,10 @@ appends to every other session go on. A projection that is behind (catching up f
 the log by position, see :mod:`eventstore.registry`) and has read past the first
 position that moves is set back to the start, so its catch-up replays the log again
 in the repaired order; live projections were kept in version order by the appends
-themselves and stay as they are. Running it again finds nothing to do.
+themselves and stay as they are. (A projection that was caught up from the log while
+it was out of order, e.g. one added to the database meanwhile, was fed a session's
+events in position order: the audit's projection check shows it against the fold of
+the repaired log, and a rebuild puts it right.) Running it again finds nothing to do.
 
 A consumer that tails the log by position and has read past a repaired session's
 first moved position (:attr:`RepairedStream.first_position`) saw that session's
@@ -95,6 +98,11 @@ _RENUMBER = (
     .values(position=bindparam("new_position"))
 )
 
+_t = schema.tracking
+_TRACKING_FOR_UPDATE = (
+    select(_t.c.projection, _t.c.position, _t.c.live).order_by(_t.c.projection).with_for_update()
+)
+
 
 def _moves(conn: Connection, stream_id: str) -> tuple[int, list[tuple[int, int]]]:
     """The session's event count, and (version, new position) of each event whose
@@ -114,8 +122,10 @@ def _reset_behind(conn: Connection, from_position: int) -> list[str]:
     ``from_position`` (it would miss an event moved below its position, and apply
     another a second time)."""
     reset = []
-    for name, row in sorted(registry.read_tracking(conn).items()):
-        if not row.live and row.position >= from_position:
+    # Locked: a catch-up batch in flight (which holds its projection's row) finishes
+    # first, and saves the position it reached before this reads it.
+    for name, position, live in conn.execute(_TRACKING_FOR_UPDATE):
+        if not live and position >= from_position:
             registry.set_behind(conn, name, 0)
             log.warning(
                 "projection %r was catching up past position %d, which repair moves: "

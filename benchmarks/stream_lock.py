@@ -22,7 +22,14 @@ Each figure is the median over rounds of the mean time per call in a round; the 
 is lock / no lock per round, its median and range reported. The tables are dropped
 before and after.
 
+``--hot-session SECONDS`` measures contention instead: 8 processes (one engine each) x
+8 tasks add to one session for SECONDS, every add through a new session object, with
+the lock and without it (in the order with, without, without, with); it reports the
+adds written and the audit's findings (without the lock, positions out of version
+order).
+
     python benchmarks/stream_lock.py [--rounds N] [--calls N] [--postgres-url URL] [--json]
+    python benchmarks/stream_lock.py --hot-session 60 [--postgres-url URL] [--json]
 """
 
 from __future__ import annotations
@@ -30,6 +37,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import multiprocessing
 import statistics
 import sys
 import time
@@ -168,13 +176,92 @@ async def run(url: str, rounds: int, calls: int) -> dict[str, Any]:
     return results
 
 
+# -- one hot session, several processes ---------------------------------------------
+
+
+def _hot_writer(url: str, lock: bool, seconds: float, tasks: int, counts: Any) -> None:
+    """A process with one engine: ``tasks`` tasks add to the session "hot" for
+    ``seconds``, each add through a new session object (one per request)."""
+    set_lock(lock)
+
+    async def serve() -> int:
+        engine = create_async_engine(async_url(url), pool_size=tasks)
+        done = 0
+        end = time.monotonic() + seconds
+
+        async def task(t: int) -> None:
+            nonlocal done
+            while time.monotonic() < end:
+                async with SQLAlchemySession("hot", engine=engine) as fresh:
+                    await fresh.add_items([{"role": "user", "content": f"{t}-{done}"}])
+                done += 1
+
+        await asyncio.gather(*(task(t) for t in range(tasks)))
+        await engine.dispose()
+        return done
+
+    counts.put(asyncio.run(serve()))
+
+
+def hot_session(url: str, seconds: float, processes: int, tasks: int) -> list[dict[str, Any]]:
+    """With and without the lock (in the order with, without, without, with): adds
+    written in ``seconds`` by ``processes`` x ``tasks`` writers of one session, and the
+    audit's findings."""
+    from sessions.admin import audit_database, open_store
+
+    spawn = multiprocessing.get_context("spawn")
+    results = []
+    for lock in (True, False, False, True):
+        asyncio.run(drop_tables_at(url))
+        asyncio.run(create_tables(url))
+        counts = spawn.Queue()
+        procs = [
+            spawn.Process(target=_hot_writer, args=(url, lock, seconds, tasks, counts))
+            for _ in range(processes)
+        ]
+        for proc in procs:
+            proc.start()
+        added = sum(counts.get() for _ in procs)
+        for proc in procs:
+            proc.join()
+
+        async def audited() -> tuple[int, int]:
+            async with open_store(url) as store:
+                report = await audit_database(store)
+                return report.events, len(report.findings)
+
+        events, findings = asyncio.run(audited())
+        results.append({"lock": lock, "adds": added, "events": events, "findings": findings})
+    asyncio.run(drop_tables_at(url))
+    return results
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--postgres-url", default=POSTGRES_URL, help="default: %(default)s")
     parser.add_argument("--rounds", type=int, default=20, help="rounds per variant (default 20)")
     parser.add_argument("--calls", type=int, default=50, help="calls per round (default 50)")
     parser.add_argument("--json", action="store_true", help="print the results as JSON")
+    parser.add_argument(
+        "--hot-session",
+        type=float,
+        metavar="SECONDS",
+        help="instead: 8 processes x 8 tasks add to one session for SECONDS, with and "
+        "without the lock, then audit",
+    )
     args = parser.parse_args(argv)
+    if args.hot_session is not None:
+        runs = hot_session(args.postgres_url, args.hot_session, 8, 8)
+        if args.json:
+            print(json.dumps(runs))
+            return 0
+        for r in runs:
+            print(
+                f"{'with' if r['lock'] else 'without'} the lock: {r['adds']:,} adds in "
+                f"{args.hot_session:g} s, {r['events']:,} events audited, "
+                f"{r['findings']:,} finding(s)"
+            )
+        return 0
     results = asyncio.run(run(args.postgres_url, args.rounds, args.calls))
     if args.json:
         print(json.dumps(results))

@@ -302,6 +302,9 @@ def _remove_tx(
     reason: str,
     idle_before: int | None = None,
 ) -> RemovedSession | None:
+    # The session's writers wait first, holding nothing (as appends take that lock
+    # before the log's, none can hold the session's row while waiting for the log).
+    store.lock_streams(conn, (session_id,))
     store.lock_log(conn)  # no append to any stream while the session goes
     s, e = schema.streams, schema.events
     row = conn.execute(select(s).where(s.c.stream_id == session_id)).first()

@@ -7,8 +7,8 @@ write path of the code base runs here with the lock wrapped: right before the lo
 taken, the transaction must have no id (``pg_current_xact_id_if_assigned()`` is
 NULL), and every session written must have been locked by the transaction that wrote
 it, and every transaction that takes positions must have taken the lock first. Plain
-and coalesced appends, pops, clears, branch calls, usage, encrypted sessions, an import
-and a repair.
+and coalesced appends, pops, clears, branch calls, usage, encrypted sessions, an import,
+a repair and a deletion.
 """
 
 from __future__ import annotations
@@ -27,6 +27,7 @@ from sqlalchemy import Connection, text
 from eventstore import EventStore, ItemsAdded, encode_items, repair_positions
 from eventstore.backends.postgres import PostgresDialect, stream_lock_key
 from sessions import AdvancedSQLAlchemySession, EncryptedSession, StoreSession
+from sessions.admin import delete_session
 from sessions.base import HISTORY
 from sessions.transfer import export_events, import_events
 
@@ -138,9 +139,10 @@ async def test_every_write_path_locks_before_it_has_a_transaction_id(
     assert len(recorder.locking) > 10
     recorder.calls.clear()
     assert [s.stream_id for s in (await repair_positions(store)).streams] == ["grouped"]
-    assert recorder.locked() == {"grouped"}
+    await delete_session(store, "plain")  # deletes: its writers wait, holding nothing
+    assert recorder.locked() == {"grouped", "plain"}
     written = {info.stream_id for info in await store.list_streams()}
-    assert written == {"plain", "grouped", "session", "advanced", "secret", "copy"}
+    assert written == {"grouped", "session", "advanced", "secret", "copy"}
     assert all(xid is None for _, xid in recorder.calls), recorder.calls
 
 

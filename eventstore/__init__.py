@@ -68,6 +68,7 @@ from .records import (
     Rows,
     StreamInfo,
 )
+from .repair import RepairedStream, RepairReport, repair_positions
 from .replica import ReadReplica
 from .store import EventStore, replay_into
 
@@ -118,6 +119,8 @@ __all__ = [
     "Projector",
     "ReadReplica",
     "RecordedEvent",
+    "RepairReport",
+    "RepairedStream",
     "Rows",
     "SchemaError",
     "SerializationError",
@@ -140,5 +143,6 @@ __all__ = [
     "encode_event",
     "encode_item",
     "encode_items",
+    "repair_positions",
     "replay_into",
 ]

@@ -6,7 +6,8 @@ is wrong as a :class:`Finding` naming the session, the version and the problem:
 * the hash chain, recomputed from the stored fields (:mod:`eventstore.chain`): an event
   whose stored hash is not ``H(previous stored hash, its fields)`` was edited (its
   payload, type, id, time or hash), and its neighbours show where rows were swapped;
-* version contiguity (1, 2, 3 … per stream) and positions increasing with versions;
+* version contiguity (1, 2, 3 … per stream) and positions increasing with versions
+  (positions are not hashed: :mod:`eventstore.repair` puts their order right);
 * global positions (SQLite, MariaDB, where they are gapless): every position up to
   the head holds an event, except those of sessions removed on purpose (retention /
   delete leave a tombstone saying how many). On PostgreSQL positions come from
@@ -201,7 +202,8 @@ def _check_stream(
                     sid,
                     version,
                     f"position {row.position} is not after the previous event's "
-                    f"({last_position}): events were reordered",
+                    f"({last_position}): events were reordered (where the chain verifies, "
+                    "'convstore DB repair' puts positions back in version order)",
                 )
             )
         try:

@@ -1064,6 +1064,7 @@ class EventStore:
         decide: Callable[[Connection, int], tuple[Sequence[Event], R] | None],
         preamble: list[_Encoded],
     ) -> tuple[AppendResult, R] | None:
+        self._dialect.lock_streams(conn, (stream_id,))  # first: see Dialect.lock_streams
         known = self._heads.get(stream_id)
         if known is not None:  # decide on the head this store wrote last, then confirm it
             decision = decide(conn, known[0])
@@ -1098,6 +1099,7 @@ class EventStore:
         preamble: list[_Encoded],
         expected: ExpectedVersion,
     ) -> AppendResult:
+        self._dialect.lock_streams(conn, (stream_id,))  # first: see Dialect.lock_streams
         known = self._heads.get(stream_id)
         if known is not None and _matches(expected, known[0]):
             done = self._write_tx(conn, stream_id, known, batch, preamble, True)
@@ -1343,6 +1345,14 @@ class EventStore:
         """Inside a write transaction: make appends wait until it ends, and see every
         append committed before it (rebuild, verify, a projection's catch-up)."""
         self._dialect.lock_log(conn)
+
+    def lock_streams(self, conn: Connection, stream_ids: Iterable[str]) -> None:
+        """The first statement of a write transaction that writes events of these
+        streams without :meth:`append` (an import): wait until no other transaction
+        writes to them, so that each stream's positions follow its versions (on
+        PostgreSQL a transaction's positions come from its transaction id, which must
+        not be taken before this; see :mod:`eventstore.backends.postgres`)."""
+        self._dialect.lock_streams(conn, stream_ids)
 
     def reserve_positions(self, conn: Connection, count: int) -> int:
         """Inside a write transaction: positions for ``count`` events written by the

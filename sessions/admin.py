@@ -26,9 +26,11 @@ from eventstore import (
     IntegrityError,
     InvalidArgumentError,
     RecordedEvent,
+    RepairReport,
     audit,
     decode_item,
     encode_item,
+    repair_positions,
     schema,
 )
 from eventstore.audit import row_hash
@@ -299,6 +301,14 @@ async def take_checkpoints(store: EventStore, *, key: bytes | None = None) -> by
     return dump_checkpoints(report.heads.values(), head_position=report.head_position, key=key)
 
 
+async def repair(store: EventStore, *, dry_run: bool = False) -> RepairReport:
+    """Renumber the positions of every session whose positions do not follow its
+    versions, giving its events its own positions sorted in version order (hashes,
+    versions and payloads untouched: see :mod:`eventstore.repair`); with ``dry_run``,
+    only report which sessions would change. Running it again changes nothing."""
+    return await repair_positions(store, dry_run=dry_run)
+
+
 # -- removing sessions (the only code that deletes events) ---------------------------
 
 
@@ -330,6 +340,9 @@ def _remove_tx(
     reason: str,
     idle_before: int | None = None,
 ) -> RemovedSession | None:
+    # The session's writers wait first, holding nothing (as appends take that lock
+    # before the log's, none can hold the session's row while waiting for the log).
+    store.lock_streams(conn, (session_id,))
     store.lock_log(conn)  # no append to any stream while the session goes
     s, e = schema.streams, schema.events
     row = conn.execute(select(s).where(s.c.stream_id == session_id)).first()

@@ -69,6 +69,7 @@ examples:
   convstore chat.db log user_123               the events of a session (versions, hashes)
   convstore chat.db history user_123 --as-of 4 the items as they were at version 4
   convstore chat.db audit                      check the chain and projections (exit 1 on findings)
+  convstore chat.db repair --dry-run           sessions whose positions do not follow versions
   convstore chat.db checkpoint --key-file k -o heads.jsonl
   convstore chat.db audit --against heads.jsonl --key-file k
   convstore chat.db export -o backup.jsonl     JSON Lines, one event a line
@@ -576,6 +577,40 @@ def create_output(path: str) -> BinaryIO:
     """``path`` opened for writing, created with :data:`OUTPUT_MODE` if it is new."""
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, OUTPUT_MODE)
     return os.fdopen(fd, "wb")
+async def _repair(store: EventStore, args: argparse.Namespace) -> int:
+    report = await admin.repair(store, dry_run=args.dry_run)
+    if args.json:
+        _emit_json(
+            {
+                "dry_run": report.dry_run,
+                "sessions": [
+                    {
+                        "session": s.stream_id,
+                        "events": s.events,
+                        "moved": s.moved,
+                        "first_position": s.first_position,
+                    }
+                    for s in report.streams
+                ],
+                "projections_reset": list(report.projections_reset),
+            }
+        )
+        return 0
+    if not report.streams:
+        print("every session's positions follow its versions: nothing to repair")
+        return 0
+    _table(
+        ["session", "events", "moved", "from position"],
+        [(s.stream_id, s.events, s.moved, s.first_position) for s in report.streams],
+    )
+    for name in report.projections_reset:
+        print(f"projection {name} was catching up past a moved position: it replays from the start")
+    verb = "would renumber" if args.dry_run else "renumbered"
+    print(
+        f"{verb} {report.moved:,} event(s) in {len(report.streams):,} session(s) "
+        "(positions only: hashes, versions and payloads unchanged)"
+    )
+    return 0
 
 
 def _write_output(path: str | None, data: bytes) -> None:
@@ -732,6 +767,7 @@ COMMANDS = {
     "checkpoint": Command(_checkpoint),
     "verify": Command(_verify),
     "replay": Command(_replay),
+    "repair": Command(_repair),
     "export": Command(_export),
     "import": Command(_import, creates=True, imports=True),
     "import-sdk": Command(_import_sdk, creates=True, imports=True),
@@ -838,6 +874,8 @@ def _build() -> tuple[argparse.ArgumentParser, dict[str, argparse.ArgumentParser
     checkpoint.add_argument("--key-file", help="the audit key (default: $CONVSTORE_AUDIT_KEY)")
     add("verify", "compare the projections with a fold of the log")
     add("replay", "rebuild every projection from the log (refused if the audit fails)")
+    repair = add("repair", "renumber positions that do not follow versions (hashes untouched)")
+    repair.add_argument("--dry-run", action="store_true", help="list the sessions, change nothing")
     export = add("export", "write the log as JSON Lines")
     export.add_argument("--session", help="only this session")
     export.add_argument("-o", "--output", help="write here instead of standard output")

@@ -366,10 +366,14 @@ class _Importer:
         self.sessions: set[str] = set()
 
     def batch_tx(self, conn: Connection, *, batch: list[tuple[int, ExportedEvent]]) -> None:
+        sids = {line.stream_id for _, line in batch}
+        # First: no other writer of these sessions until commit, taken before anything
+        # that could give this transaction its positions (EventStore.lock_streams).
+        self.store.lock_streams(conn, sids)
         self.store.lock_log(conn)  # positions are ours until commit
         s, e = schema.streams, schema.events
         heads: dict[str, _Head] = {}
-        for sid in {line.stream_id for _, line in batch}:
+        for sid in sids:
             row = conn.execute(
                 select(s.c.version, s.c.head_hash, s.c.created_at, s.c.updated_at).where(
                     s.c.stream_id == sid

@@ -89,6 +89,14 @@ class Dialect(abc.ABC):
         """Whether the stream row is read ``FOR UPDATE`` (row locks exist)."""
         return True
 
+    def lock_streams(self, conn: Connection, stream_ids: Iterable[str]) -> None:  # noqa: B027
+        """The first statement of every transaction that writes events of these streams
+        (an append, an import's batch): where positions are taken before the writer
+        holds the lock that orders its stream (PostgreSQL, see backends/postgres.py),
+        wait here until no other transaction writes to them, so that each stream's
+        positions follow its versions. Nothing by default: the stream's row lock (or
+        SQLite's one write lock) is taken before any position is."""
+
     def advance_head(
         self,
         conn: Connection,

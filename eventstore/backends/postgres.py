@@ -35,6 +35,21 @@ store prepares the database it compares the log's highest position with the next
 transaction id; if the log is ahead it raises the offset under the head row's
 exclusive lock, logging a warning (:meth:`PostgresDialect.align_positions`).
 
+Within one stream positions must follow versions (a reader tailing the log sees each
+session's events in order, and ``audit`` checks it), and a transaction id is taken as
+soon as a transaction first needs one, not when it wins the stream's lock: locking a
+row needs the id, so a writer gets its id while it *waits* for the stream's row lock.
+With two writers waiting, the one that came last may win the lock first and write the
+next version with the higher id, and the other then writes the version after it with
+the lower id. So every transaction that writes a stream's events first takes a lock
+that assigns no transaction id: the advisory lock of the stream
+(``pg_advisory_xact_lock`` on a 64-bit hash of its id, :meth:`PostgresDialect.lock_streams`),
+as its first statement. Only its holder can then take an id for that stream, after
+every earlier writer of the stream has committed (an advisory lock is released after
+the commit is visible), so it gets a higher id than theirs. Writers of different
+streams take different locks (two ids with the same hash only share one, at a chance
+of 2**-64 per pair).
+
 The live projection set (eventstore/registry.py) is still guarded by the head row:
 each append reads its ``generation`` ``FOR SHARE`` in the statement that computes its
 positions (shared locks do not conflict with each other), and whoever changes the set
@@ -44,9 +59,10 @@ which waits for appends in flight and holds new ones back until it commits.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import sys
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any, ClassVar
 
@@ -96,6 +112,15 @@ _RESERVE_AND_STREAM = Prepared(
         "streamed AS (UPDATE convstore_streams SET version = :new_version, "
         "head_hash = :new_head_hash, updated_at = :now WHERE stream_id = :sid) "
         f"SELECT {_TRANSACTION_BASE} + :count, generation FROM head"
+    )
+)
+# The advisory lock of one stream, or of several (keys in ascending order, so that
+# two transactions locking overlapping sets cannot deadlock): see lock_streams.
+_LOCK_STREAM = Prepared(text("SELECT pg_advisory_xact_lock(:key)"))
+_LOCK_STREAMS = Prepared(
+    text(
+        "SELECT pg_advisory_xact_lock(key) FROM unnest(CAST(:keys AS bigint[])) "
+        "WITH ORDINALITY AS keys(key, n) ORDER BY n"
     )
 )
 _LOCK_LOG = Prepared(text("SELECT name FROM convstore_head WHERE name = 'log' FOR UPDATE"))
@@ -179,6 +204,13 @@ _BY_CLASS: dict[str, type[PersistenceError]] = {
 }
 
 
+def stream_lock_key(stream_id: str) -> int:
+    """The advisory lock key of a stream: the first 8 bytes of the BLAKE2b hash of its
+    id, as a signed 64-bit integer (the same in every process and release)."""
+    digest = hashlib.blake2b(stream_id.encode(), digest_size=8, person=b"convstore").digest()
+    return int.from_bytes(digest, "big", signed=True)
+
+
 def _full_xid(xid: int, near: int) -> int:
     """The 64-bit id of the 32-bit transaction id ``xid`` (a transaction in progress,
     hence within 2**31 of the 64-bit id ``near``)."""
@@ -224,6 +256,16 @@ class PostgresDialect(Dialect):
         if row is None:
             raise SchemaError("the head row of convstore_head is missing")
         return int(row[0]), int(row[1])
+
+    def lock_streams(self, conn: Connection, stream_ids: Iterable[str]) -> None:
+        """Take the advisory lock of each stream (see the module docstring): it assigns
+        no transaction id, so the transaction must not have one yet (a write, or a row
+        lock, before this would take it while other writers of the stream still run)."""
+        keys = sorted({stream_lock_key(sid) for sid in stream_ids})
+        if len(keys) == 1:
+            _LOCK_STREAM.execute(conn, {"key": keys[0]})
+        elif keys:
+            _LOCK_STREAMS.execute(conn, {"keys": keys})
 
     def lock_log(self, conn: Connection) -> None:
         _LOCK_LOG.execute(conn)

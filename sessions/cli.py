@@ -577,6 +577,8 @@ def create_output(path: str) -> BinaryIO:
     """``path`` opened for writing, created with :data:`OUTPUT_MODE` if it is new."""
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, OUTPUT_MODE)
     return os.fdopen(fd, "wb")
+
+
 async def _repair(store: EventStore, args: argparse.Namespace) -> int:
     report = await admin.repair(store, dry_run=args.dry_run)
     if args.json:

@@ -128,12 +128,12 @@ class BranchingSession(StoreSession):
 
     _current_loaded: bool = False
 
-    async def _branch(self) -> str:
+    async def _branch(self, *, verify: bool = True) -> str:
         """The current branch, read once from the log's projection.
 
-        A branch other than main is checked at each call: once it is deleted (by
-        ``delete_branch`` or ``clear_session``, through any session object), this
-        object is on main again, as the SDK's session is after another one cleared.
+        A branch other than main is checked at each call (``verify``): once it is
+        deleted (by ``delete_branch`` or ``clear_session``, through any session object),
+        this object is on main again, as the SDK's session is after another one cleared.
         """
         if not self._current_loaded:
             self._check_open()
@@ -141,7 +141,7 @@ class BranchingSession(StoreSession):
                 lambda conn: HISTORY.read_current(conn, self.session_id), quick=True
             )
             self._current_loaded = True
-        elif self._branch_id != MAIN_BRANCH:
+        elif verify and self._branch_id != MAIN_BRANCH:
             self._check_open()
             branch = self._branch_id
             if not await self._store.run(lambda conn: self._exists(conn, branch), quick=True):
@@ -173,8 +173,16 @@ class BranchingSession(StoreSession):
         ``convstore DB log`` numbers them) or time, folded from the log.
         """
         self._check_open()
-        branch = await self._resolve(branch_id)
         n = resolve_limit(limit, self.session_settings)
+        if branch_id is None and as_of is None:
+            # The hot path: a deleted branch reads as empty, so the current branch is
+            # checked only when the read finds nothing (no look-up for every read).
+            branch = await self._branch(verify=False)
+            found = await self._read(branch, n, turns)
+            if found or branch == MAIN_BRANCH or await self._branch() == branch:
+                return found
+            return await self._read(MAIN_BRANCH, n, turns)
+        branch = await self._resolve(branch_id)
         if as_of is None:
             return await self._read(branch, n, turns)
         state = await self.state_as_of(as_of)

@@ -143,6 +143,27 @@ READS: dict[str, Callable[[UsageSession], Awaitable[Any]]] = {
 }
 
 
+async def test_an_object_whose_branch_was_deleted_under_a_child_reads_main(
+    advanced_sessions: Opener,
+) -> None:
+    # The deleted branch keeps the rows its child shares: it must still read as gone.
+    stale, other = advanced_sessions("s"), advanced_sessions("s")
+    main = [user("u1"), assistant("a1"), user("u2")]
+    await stale.add_items(main)
+    await stale.create_branch_from_turn(2, "b")
+    await stale.add_items([user("b's own"), assistant("b's answer")])
+    await stale.create_branch_from_item(-1, "child")
+    await stale.switch_to_branch("b")
+    await other.delete_branch("b", force=True)
+    assert await stale.get_items() == main
+    assert await stale.get_items(limit=2) == main[-2:]
+    assert await stale.get_items(branch_id="child") == [
+        *main[:2],
+        user("b's own"),
+        assistant("b's answer"),
+    ]
+
+
 @pytest.mark.parametrize("read", list(READS))
 async def test_an_object_whose_branch_was_cleared_elsewhere_reads_main(
     advanced_sessions: Opener, read: str

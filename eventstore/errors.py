@@ -10,6 +10,8 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+from cryptography.fernet import InvalidToken
+
 
 class ConvstoreError(Exception):
     """Base class of every error raised by convstore."""
@@ -188,12 +190,17 @@ class DecryptionError(ConvstoreError):
     """Encrypted content cannot be read. Nothing was returned, removed or written."""
 
 
-class WrongKeyError(DecryptionError):
-    """The master key given is not the one the session's keys are wrapped with."""
+class WrongKeyError(DecryptionError, InvalidToken):
+    """The master key given is not the one the session's keys are wrapped with.
+
+    Also a ``cryptography.fernet.InvalidToken``, what the SDK's EncryptedSession raises
+    for a wrong key, so code written for it catches this too."""
 
 
-class TamperedError(DecryptionError):
-    """An encrypted item failed authentication: changed, or copied from elsewhere."""
+class TamperedError(DecryptionError, InvalidToken):
+    """An encrypted item failed authentication: changed, or copied from elsewhere.
+
+    Also a ``cryptography.fernet.InvalidToken``, as the SDK raises for a damaged token."""
 
 
 class KeyNotFoundError(DecryptionError):

@@ -65,6 +65,9 @@ class RunUsage:
     usage: Any
     recorded: Tokens
     anchor: Anchor | None = None
+    # Seen only through store_run_usage: with no turn to answer, it records nothing
+    # (the SDK's rule), where a run the session saw records for the session only.
+    needs_turn: bool = False
 
     def current(self) -> Tokens:
         wrapper = self.ref() if self.ref is not None else None
@@ -86,7 +89,8 @@ class RunUsages:
     def see(self, wrapper: Any, *, from_zero: bool = False) -> RunUsage | None:
         """The run of ``wrapper``, remembered from now on. A run first seen in the
         middle (a resumed RunState) starts from its usage then (what came before was
-        recorded by the session that saw it); ``from_zero`` counts everything."""
+        recorded by the session that saw it); ``from_zero`` counts everything, for a
+        turn only (``needs_turn``)."""
         if wrapper is None or getattr(wrapper, "usage", None) is None:
             return None
         found = self._live.get(id(wrapper))
@@ -98,7 +102,7 @@ class RunUsages:
         except TypeError:  # not weakly referenceable: recorded by store_run_usage only
             return None
         usage = wrapper.usage
-        run = RunUsage(ref, usage, Tokens() if from_zero else tokens_of(usage))
+        run = RunUsage(ref, usage, Tokens() if from_zero else tokens_of(usage), None, from_zero)
         self._live[key] = run
         return run
 

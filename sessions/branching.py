@@ -14,6 +14,7 @@ import contextlib
 import functools
 import itertools
 import json
+import string
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -70,6 +71,20 @@ def content_preview(content: Any, max_length: int | None = None) -> str:
     return text
 
 
+# Case-insensitive for ASCII letters only, as the SDK's search (SQLite LIKE) is: "CAFÉ"
+# does not contain "é" there, so it does not here either.
+_ASCII_LOWER = str.maketrans(string.ascii_uppercase, string.ascii_lowercase)
+
+
+def text_matcher(search_term: str) -> Any:
+    """A test of whether a text contains ``search_term``, ignoring the case of ASCII
+    letters (not of other letters), as the SDK's ``find_turns_by_content`` does."""
+    if not isinstance(search_term, str):
+        raise InvalidArgumentError(f"search_term must be a string, not {search_term!r}")
+    needle = search_term.translate(_ASCII_LOWER)
+    return lambda text: needle in text.translate(_ASCII_LOWER)
+
+
 def content_texts(content: Any) -> list[str]:
     """The text a user message says: its string, or the ``text`` of each part."""
     if isinstance(content, str):
@@ -111,19 +126,30 @@ class BranchingSession(StoreSession):
 
     The current branch is durable (BranchSwitched is an event): a new session object
     starts on the branch the session was last switched to; a session object stays on
-    its branch until it switches.
+    its branch until it switches, or until that branch is deleted (``delete_branch``,
+    ``clear_session``, through any object), which puts it back on main.
     """
 
     _current_loaded: bool = False
 
-    async def _branch(self) -> str:
-        """The current branch, read once from the log's projection."""
+    async def _branch(self, *, verify: bool = True) -> str:
+        """The current branch, read once from the log's projection.
+
+        A branch other than main is checked at each call (``verify``): once it is
+        deleted (by ``delete_branch`` or ``clear_session``, through any session object),
+        this object is on main again, as the SDK's session is after another one cleared.
+        """
         if not self._current_loaded:
             self._check_open()
             self._branch_id = await self._store.run(
                 lambda conn: HISTORY.read_current(conn, self.session_id), quick=True
             )
             self._current_loaded = True
+        elif verify and self._branch_id != MAIN_BRANCH:
+            self._check_open()
+            branch = self._branch_id
+            if not await self._store.run(lambda conn: self._exists(conn, branch), quick=True):
+                self._branch_id = MAIN_BRANCH
         return self._branch_id
 
     async def _resolve(self, branch_id: str | None) -> str:
@@ -149,8 +175,16 @@ class BranchingSession(StoreSession):
         ``convstore DB log`` numbers them) or time, folded from the log.
         """
         self._check_open()
-        branch = await self._resolve(branch_id)
         n = resolve_limit(limit, self.session_settings)
+        if branch_id is None and as_of is None:
+            # The hot path: a deleted branch reads as empty, so the current branch is
+            # checked only when the read finds nothing (no look-up for every read).
+            branch = await self._branch(verify=False)
+            found = await self._read(branch, n, turns)
+            if found or branch == MAIN_BRANCH or await self._branch() == branch:
+                return found
+            return await self._read(MAIN_BRANCH, n, turns)
+        branch = await self._resolve(branch_id)
         if as_of is None:
             return await self._read(branch, n, turns)
         state = await self.state_as_of(as_of)
@@ -168,21 +202,28 @@ class BranchingSession(StoreSession):
         return await super().pop_item(wrapper=wrapper)
 
     async def clear_session(self, *, wrapper: Any = None) -> None:
-        """Empty every branch of the session and make main current (as the SDK does).
-
-        The branches stay in the tree, empty; the log keeps everything.
-        """
+        """Empty the session and delete every branch but main, which becomes current
+        (as the SDK does). The log keeps everything; the branches' ids stay used."""
         self._check_open()
-        await self._branch()
-        events: list[Event] = [SessionCleared()]
-        if self._branch_id != MAIN_BRANCH:
-            events.append(BranchSwitched(branch_id=MAIN_BRANCH))
+        sid = self.session_id
+
+        def decide(conn: Connection, version: int) -> tuple[list[Event], None]:
+            # Decided under the session's lock: a branch created concurrently is
+            # either deleted here or created after the clear.
+            branches = HISTORY.read_branches(conn, sid)
+            live = [
+                b for b, info in branches.items() if info.parent is not None and not info.deleted
+            ]
+            # Deleting the durable current branch makes main current (the projection).
+            return [SessionCleared(), *(BranchDeleted(branch_id=b) for b in live)], None
+
         try:
             with self._following(lambda _: MAIN_BRANCH):
-                await self._store.append(self.session_id, events, on_new_stream=self._preamble())
+                await self._store.append_decided(sid, decide, on_new_stream=self._preamble())
         finally:
             self._mutated()  # a later add of the same items is not a cancelled add's retry
         self._branch_id = MAIN_BRANCH
+        self._current_loaded = True
 
     @contextlib.contextmanager
     def _following(self, current: Callable[[Any], str | None]) -> Iterator[None]:
@@ -507,15 +548,14 @@ class BranchingSession(StoreSession):
     async def find_turns_by_content(
         self, search_term: str, branch_id: str | None = None
     ) -> list[dict[str, Any]]:
-        """User turns whose text contains ``search_term``, ignoring case: the text of
-        the message (its string, or its parts' text), never the JSON around it."""
-        if not isinstance(search_term, str):
-            raise InvalidArgumentError(f"search_term must be a string, not {search_term!r}")
-        needle = search_term.casefold()
+        """User turns whose text contains ``search_term``, ignoring the case of ASCII
+        letters (as the SDK does): the text of the message (its string, or its parts'
+        text), never the JSON around it."""
+        matches = text_matcher(search_term)
         found = []
         for turn, item in await self._decoded_turns(branch_id):
             content = item.get("content", "")
-            if any(needle in text.casefold() for text in content_texts(content)):
+            if any(matches(text) for text in content_texts(content)):
                 found.append(self._turn_dict(turn, content))
         return found
 

@@ -58,7 +58,7 @@ from ._maintenance import (
 from ._settings import resolve_limit
 from ._tracing import instrument
 from .base import _REMEMBERED_CANCELLATIONS, HISTORY, Closing, StoreSession, preparing
-from .branching import BranchingSession, content_texts
+from .branching import BranchingSession, content_texts, text_matcher
 
 __all__ = ["EncryptedSession", "purge_expired", "rotate_master_key", "shred_session"]
 
@@ -79,6 +79,16 @@ _BRANCH_METHODS = frozenset(
         "store_run_usage",
     }
 )
+
+
+def _convstore_defines(cls: type, name: str) -> bool:
+    """Whether convstore's own session classes, not a user's subclass, define ``name``
+    for ``cls`` (the first class of its MRO that has it decides)."""
+    package = StoreSession.__module__.partition(".")[0]  # "sessions", or its alias
+    for klass in cls.__mro__:
+        if name in vars(klass):
+            return klass.__module__.partition(".")[0] == package
+    return False
 
 
 def _now_ms(clock: Callable[[], float]) -> int:
@@ -354,12 +364,19 @@ class EncryptedSession:
     # -- an Advanced session underneath: branches and turns ---------------------------
 
     def __getattr__(self, name: str) -> Any:
-        """The branch methods of an Advanced session underneath, which need no content
-        (``create_branch_from_turn``, ``switch_to_branch``, ``list_branches``, ...):
-        turns are numbered from the envelopes' user marks. Anything else is refused."""
-        if name in _BRANCH_METHODS:
-            base = self.__dict__.get("underlying_session")
-            if isinstance(base, BranchingSession):
+        """What the session underneath offers, as the SDK's EncryptedSession delegates:
+        the methods a subclass of it adds (e.g. ``get_stats``), and the branch methods
+        of an Advanced session, which need no content (``create_branch_from_turn``,
+        ``switch_to_branch``, ``list_branches``, ...; turns are numbered from the
+        envelopes' user marks). Refused: private names, and the rest of convstore's own
+        session API, which would read ciphertext as if it were items (``get_tool_usage``,
+        ``get_conversation_by_turns``, ...) or bypass the encryption (``store``)."""
+        base = self.__dict__.get("underlying_session")
+        if base is not None and not name.startswith("_"):
+            if name in _BRANCH_METHODS:
+                if isinstance(base, BranchingSession):
+                    return getattr(base, name)
+            elif not _convstore_defines(type(base), name):
                 return getattr(base, name)
         raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
 
@@ -387,15 +404,14 @@ class EncryptedSession:
     async def find_turns_by_content(
         self, search_term: str, branch_id: str | None = None
     ) -> list[dict[str, Any]]:
-        """User turns whose text contains ``search_term`` (ignoring case), searched after
-        decryption, in process: the database never sees the term nor the text."""
-        if not isinstance(search_term, str):
-            raise InvalidArgumentError(f"search_term must be a string, not {search_term!r}")
-        base, needle = self._advanced(), search_term.casefold()
+        """User turns whose text contains ``search_term`` (ignoring the case of ASCII
+        letters, as the SDK does), searched after decryption, in process: the database
+        never sees the term nor the text."""
+        base, matches = self._advanced(), text_matcher(search_term)
         found = []
         for turn, item in await self._decrypted_turns(branch_id):
             content = item.get("content", "") if isinstance(item, dict) else ""
-            if any(needle in text.casefold() for text in content_texts(content)):
+            if any(matches(text) for text in content_texts(content)):
                 found.append(base._turn_dict(turn, content))
         return found
 

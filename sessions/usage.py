@@ -324,7 +324,9 @@ class UsageSession(BranchingSession):
     ) -> tuple[list[Event], list[Anchor | None]]:
         """One UsageRecorded per increment, with its turn's anchor checked under the
         session's lock: a turn whose user message is gone records for the session only;
-        a run that saved no user message answers the branch's last turn (if any)."""
+        a run that saved no user message answers the branch's last turn (if any). A run
+        known only from ``store_run_usage`` with no turn to answer records nothing, as
+        the SDK's ``store_run_usage`` skips a branch without turns."""
         events: list[Event] = []
         anchors: list[Anchor | None] = []
         for run, tokens in claims:
@@ -333,6 +335,11 @@ class UsageSession(BranchingSession):
             if ordinal is None:
                 anchor = None
             anchors.append(anchor)
+            if anchor is None and run.needs_turn:
+                self._logger.debug(
+                    "session %r has no turn on %r: run usage not stored", self.session_id, branch
+                )
+                continue
             events.append(
                 UsageRecorded(
                     branch_id=branch,
@@ -391,25 +398,35 @@ class UsageSession(BranchingSession):
         except Exception:
             self._runs.unclaim(claims)
             raise
-        assert decided is not None
+        if decided is None:  # every increment was skipped: nothing to write
+            return
         for (run, _), anchor in zip(claims, decided[1], strict=True):
             if run.anchor is None:
                 run.anchor = anchor
 
     async def store_run_usage(self, result: Any) -> None:
         """Record a run's usage (the SDK's form), for the current branch's last turn if
-        the run saved no user message through this session. A run this session has
-        recorded automatically adds nothing; anything with a ``context_wrapper``
-        (a RunResult, a streamed result, an exception's ``run_data``) is accepted."""
-        self._check_open()
+        the run saved no user message through this session (nothing if that branch has
+        no turn). A run this session has recorded automatically adds nothing; anything
+        with a ``context_wrapper`` (a RunResult, a streamed result, an exception's
+        ``run_data``) is accepted.
+
+        As with the SDK, a failure to record (a closed session, a database error) does
+        not break the caller's flow: it is logged as a warning on ``convstore.usage``,
+        and the next operation of this session records the usage if it can.
+        """
         wrapper = getattr(result, "context_wrapper", None)
         if getattr(wrapper, "usage", None) is None:
             raise InvalidArgumentError(
                 "store_run_usage needs a run result (something with context_wrapper.usage), "
                 f"not {type(result).__name__}"
             )
-        self._runs.see(wrapper, from_zero=True)
-        await self._flush_usage()
+        try:
+            self._check_open()
+            self._runs.see(wrapper, from_zero=True)
+            await self._flush_usage()
+        except ConvstoreError as error:
+            self._logger.warning("usage of session %r not stored: %s", self.session_id, error)
 
     def _release(self) -> Coroutine[Any, Any, None] | None:
         """At close: first record what runs left unrecorded, then let go of the store."""

@@ -141,8 +141,8 @@ MUTATIONS: tuple[Mutation, ...] = (
     Mutation(
         "a cancelled add that committed says it did not (plain CancelledError)",
         "sessions/base.py",
-        "            self._log_cancelled(\"add_items\", cancelled)\n            raise\n",
-        "            self._log_cancelled(\"add_items\", cancelled)\n"
+        '            self._log_cancelled("add_items", cancelled)\n            raise\n',
+        '            self._log_cancelled("add_items", cancelled)\n'
         "            raise asyncio.CancelledError() from None\n",
         ("tests/sessions/test_cancellation.py", "-k", "told_apart"),
     ),

@@ -80,9 +80,8 @@ async def check(ops: list[tuple[Any, ...]], db_path: str) -> None:
             elif op == "pop":
                 assert await session.pop_item() == (model.items.pop() if model.items else None)
             elif op == "clear":
-                await session.clear_session()
-                for kept in model.branches.values():
-                    kept.clear()
+                await session.clear_session()  # empties main, deletes every other branch
+                model.branches = {"main": []}
                 model.current = "main"
             elif op == "branch":
                 index, name = args

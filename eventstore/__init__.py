@@ -3,6 +3,16 @@
 import logging as _logging
 
 from .audit import AuditReport, Checkpoint, Finding, StreamCheck, audit
+from .backends import check_sqlite_path
+from .checks import (
+    MAX_INTEGER,
+    check_count,
+    check_flag,
+    check_seconds,
+    check_stream_id,
+    is_integer,
+    is_number,
+)
 from .codec import (
     decode_arrays,
     decode_event,
@@ -57,20 +67,25 @@ from .events import (
     SessionStarted,
     UsageRecorded,
 )
+from .imports import ImportedBatch, check_imported
+from .queries import replay_into
 from .records import (
     ANY,
     NO_STREAM,
     AppendResult,
+    BaseProjector,
     ExpectedVersion,
+    ImportedEvent,
     NewEvent,
     Projector,
     RecordedEvent,
     Rows,
     StreamInfo,
 )
+from .removal import RemovedStream
 from .repair import RepairedStream, RepairReport, repair_positions
 from .replica import ReadReplica
-from .store import EventStore, replay_into
+from .store import EventStore
 
 # Library logging goes to the "convstore" logger tree (retries, slow transactions,
 # failed group commits); nothing is printed unless the application configures logging.
@@ -79,11 +94,13 @@ _logging.getLogger("convstore").addHandler(_logging.NullHandler())
 __all__ = [
     "ANY",
     "MAIN_BRANCH",
+    "MAX_INTEGER",
     "NO_STREAM",
     "AnyEvent",
     "AppendResult",
     "ArgumentTypeError",
     "AuditReport",
+    "BaseProjector",
     "BranchCreated",
     "BranchDeleted",
     "BranchError",
@@ -100,6 +117,8 @@ __all__ = [
     "EventStore",
     "ExpectedVersion",
     "Finding",
+    "ImportedBatch",
+    "ImportedEvent",
     "IntegrityError",
     "InvalidArgumentError",
     "InvalidKeyError",
@@ -119,6 +138,7 @@ __all__ = [
     "Projector",
     "ReadReplica",
     "RecordedEvent",
+    "RemovedStream",
     "RepairReport",
     "RepairedStream",
     "Rows",
@@ -136,6 +156,12 @@ __all__ = [
     "UsageRecorded",
     "WrongKeyError",
     "audit",
+    "check_count",
+    "check_flag",
+    "check_imported",
+    "check_seconds",
+    "check_sqlite_path",
+    "check_stream_id",
     "decode_arrays",
     "decode_event",
     "decode_item",
@@ -143,6 +169,8 @@ __all__ = [
     "encode_event",
     "encode_item",
     "encode_items",
+    "is_integer",
+    "is_number",
     "repair_positions",
     "replay_into",
 ]

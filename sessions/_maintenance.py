@@ -22,6 +22,7 @@ from eventstore import (
     ItemsExpired,
     NotEncryptedError,
     PersistenceError,
+    is_number,
 )
 
 from . import _keys
@@ -98,7 +99,7 @@ async def purge_expired(
     a plaintext item stops the run. Needs no master key: the timestamps are readable,
     and authenticated when the items are read.
     """
-    if isinstance(ttl, bool) or not isinstance(ttl, int | float) or ttl < 0:
+    if not is_number(ttl) or ttl < 0:
         raise InvalidArgumentError(f"ttl must be a number of seconds >= 0, not {ttl!r}")
     cutoff = int((time.time() if now is None else now) * 1000) - int(ttl * 1000)
     store, owned = open_store(store_or_target)

@@ -41,12 +41,13 @@ from eventstore import (
     SessionCleared,
     SessionStarted,
     StoreClosedError,
+    check_stream_id,
     decode_arrays,
     decode_item,
     decode_items,
     encode_items,
+    is_integer,
 )
-from eventstore.store import check_stream_id
 from projections.history import item_batches
 from projections.history_table import HistoryProjector, decode_entry
 
@@ -185,7 +186,7 @@ class StoreSession:
     async def _read(self, branch_id: str, n: int | None, turns: int | None) -> list[Any]:
         """Items of ``branch_id``: the newest ``n`` (all if None), or the last ``turns``."""
         if turns is not None:
-            if isinstance(turns, bool) or not isinstance(turns, int) or turns < 0:
+            if not is_integer(turns) or turns < 0:
                 raise InvalidArgumentError(f"turns must be an integer >= 0, not {turns!r}")
             if turns == 0 or n == 0:
                 return []

@@ -19,7 +19,7 @@ from collections.abc import Callable, Sequence
 from typing import Any, Self
 
 import msgspec
-from sqlalchemy import Connection, select
+from sqlalchemy import Connection
 
 from eventstore import (
     ArgumentTypeError,
@@ -39,8 +39,9 @@ from eventstore import (
     TurnNotFoundError,
     decode_item,
     encode_items,
+    is_integer,
+    is_number,
 )
-from eventstore import schema as log_schema
 from projections.history_table import Turn
 
 from . import _keys
@@ -140,9 +141,7 @@ class EncryptedSession:
             raise ConfigurationError(
                 f"session_id {session_id!r} differs from the wrapped session's {base.session_id!r}"
             )
-        if ttl is not None and (
-            isinstance(ttl, bool) or not isinstance(ttl, int | float) or not ttl > 0
-        ):
+        if ttl is not None and (not is_number(ttl) or not ttl > 0):
             raise InvalidArgumentError(f"ttl must be a number of seconds > 0 or None, not {ttl!r}")
         if encryption_key is None:
             raise ConfigurationError("encryption_key is required")
@@ -229,7 +228,7 @@ class EncryptedSession:
             window = None if envelopes[0].ts <= cutoff else window * 2
 
     async def _read_turns(self, branch: str, turns: int, n: int | None) -> list[Any]:
-        if isinstance(turns, bool) or not isinstance(turns, int) or turns < 0:
+        if not is_integer(turns) or turns < 0:
             raise InvalidArgumentError(f"turns must be an integer >= 0, not {turns!r}")
         if turns == 0:
             return []
@@ -624,13 +623,7 @@ class EncryptedSession:
 
     async def _holds_plaintext(self) -> bool:
         """Whether the session's log has items added before encryption was turned on."""
-        e = log_schema.events
-        query = (
-            select(e.c.position)
-            .where(e.c.stream_id == self.session_id, e.c.event_type == "ItemsAdded")
-            .limit(1)
-        )
-        return await self.store.run(lambda conn: conn.execute(query).first() is not None)
+        return await self.store.has_event(self.session_id, "ItemsAdded")
 
     # -- lifecycle -------------------------------------------------------------------
 

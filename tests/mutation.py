@@ -162,7 +162,7 @@ MUTATIONS: tuple[Mutation, ...] = (
     ),
     Mutation(
         "no version check (expected_version ignored)",
-        "eventstore/store.py",
+        "eventstore/writer.py",
         "        if not _matches(expected, current):\n",
         "        if False:\n",
         (
@@ -176,9 +176,9 @@ MUTATIONS: tuple[Mutation, ...] = (
         # The stream's row read FOR UPDATE: what serialises the writers of one session on
         # PostgreSQL and MariaDB (SQLite's BEGIN IMMEDIATE locks the whole database).
         "no per-session lock (stream row read without FOR UPDATE)",
-        "eventstore/store.py",
-        "find_stream = _STREAM_FOR_UPDATE if self._dialect.lock_stream() else _STREAM",
-        "find_stream = _STREAM",
+        "eventstore/batch.py",
+        '_s.c.stream_id == bindparam("sid")).with_for_update()',
+        '_s.c.stream_id == bindparam("sid"))',
         (
             "tests/sessions/test_concurrency.py",
             "-k",

@@ -270,6 +270,9 @@ class PostgresDialect(Dialect):
     def lock_log(self, conn: Connection) -> None:
         _LOCK_LOG.execute(conn)
 
+    def begin_snapshot(self, conn: Connection) -> None:
+        conn.execute(text("SET TRANSACTION READ ONLY"))  # (REPEATABLE READ, READ ONLY)
+
     def read_horizon(self, conn: Connection) -> int:
         row = _IN_PROGRESS.first(conn)
         if row is None:

@@ -31,6 +31,7 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from sqlalchemy.pool import StaticPool
 
+from ..batch import STREAM
 from ..errors import (
     ConfigurationError,
     ConvstoreError,
@@ -50,6 +51,7 @@ from .base import (
     Timeouts,
     TxFunction,
     await_kept_outcome,
+    in_own_thread,
     translate_errors,
 )
 
@@ -69,8 +71,16 @@ class SQLiteDialect(Dialect):
     # last wrote, confirmed by the UPDATE of the stream's row (docs/design.md).
     confirms_cached_heads: ClassVar[bool] = True
 
+    # A snapshot read is an explicit BEGIN (the connections are in autocommit mode):
+    # every statement of the transaction then sees the database as of its first read,
+    # and writers go on committing to the WAL meanwhile.
+    snapshot_isolation: ClassVar[str | None] = None
+
     def __init__(self, *, read_only: bool = False) -> None:
         self.read_only = read_only
+
+    def begin_snapshot(self, conn: Connection) -> None:
+        conn.exec_driver_sql("BEGIN")
 
     def begin(self, conn: Connection, *, write: bool) -> None:
         # Reads run in autocommit mode: each statement sees one consistent snapshot,
@@ -80,8 +90,9 @@ class SQLiteDialect(Dialect):
         if write and not self.read_only:
             _BEGIN_WRITE.execute(conn)
 
-    def lock_stream(self) -> bool:
-        return False  # BEGIN IMMEDIATE already holds the only write lock there is
+    def stream_head(self, conn: Connection, stream_id: str) -> Any:
+        # BEGIN IMMEDIATE already holds the only write lock there is: no FOR UPDATE.
+        return STREAM.first(conn, {"sid": stream_id})
 
     def max_value_bytes(self, conn: Connection) -> int | None:
         raw = conn.connection.driver_connection
@@ -168,6 +179,12 @@ def _connect_read_only(database: str, busy_timeout: float) -> sqlite3.Connection
         )
     conn.execute("PRAGMA query_only=1")
     return conn
+
+
+def _connect_snapshot(database: str) -> sqlite3.Connection:
+    """A read-only connection for one snapshot read."""
+    uri = Path(database).resolve().as_uri() + "?mode=ro"
+    return sqlite3.connect(uri, uri=True, isolation_level=None, check_same_thread=False)
 
 
 def _connect_reader(database: str, read_only: bool) -> sqlite3.Connection:
@@ -418,6 +435,30 @@ class ThreadRunner(Runner):
             return False, error
         _RELEASE_SAVEPOINT.execute(conn)
         return True, value
+
+    async def snapshot(self, fn: TxFunction[T]) -> T:
+        """On a file, a read-only connection of its own in WAL mode, on a thread of its
+        own; in memory (no other connection exists, nor a writer of another process to
+        stall), the runner's own connection."""
+        if self._memory:
+            return await self.run(lambda conn: self._in_snapshot(conn, fn), write=False)
+        return await in_own_thread(lambda: self._file_snapshot(fn))
+
+    def _in_snapshot(self, conn: Connection, fn: TxFunction[T]) -> T:
+        """``fn`` after the snapshot's BEGIN."""
+        self.dialect.begin_snapshot(conn)
+        return fn(conn)
+
+    def _file_snapshot(self, fn: TxFunction[T]) -> T:
+        """``fn`` in a snapshot of the file, on a read-only connection made for it."""
+        engine = create_engine(
+            "sqlite://", creator=lambda: _connect_snapshot(self.database), poolclass=StaticPool
+        )
+        try:
+            with translate_errors(self.dialect), engine.connect() as conn, conn.begin():
+                return self._in_snapshot(conn, fn)
+        finally:
+            engine.dispose()
 
     def _connection(self) -> Connection:
         if self._conn is None:

@@ -391,7 +391,7 @@ def written_batches(store: EventStore, monkeypatch: pytest.MonkeyPatch) -> list[
     """How many events each write of ``store`` from now on carried (one per transaction
     that wrote; a transaction that failed is not counted)."""
     sizes: list[int] = []
-    write = store._write_tx
+    write = store._writer._write_tx
 
     def counted(*args: Any) -> Any:
         done = write(*args)
@@ -399,7 +399,7 @@ def written_batches(store: EventStore, monkeypatch: pytest.MonkeyPatch) -> list[
             sizes.append(len(args[3]))
         return done
 
-    monkeypatch.setattr(store, "_write_tx", counted)
+    monkeypatch.setattr(store._writer, "_write_tx", counted)
     return sizes
 
 

@@ -30,7 +30,7 @@ from eventstore import (
     ProjectionMismatchError,
     SerializationError,
 )
-from eventstore.store import MAX_INTEGER
+from eventstore import MAX_INTEGER
 from sessions import (
     AdvancedSQLAlchemySession,
     AdvancedSQLiteSession,

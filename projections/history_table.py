@@ -52,6 +52,7 @@ from sqlalchemy.sql.elements import BindParameter
 
 from eventstore import (
     MAIN_BRANCH,
+    BaseProjector,
     BranchCreated,
     BranchDeleted,
     BranchSwitched,
@@ -162,7 +163,7 @@ class Turn:
     recorded_at: int  # microseconds since the epoch
 
 
-class HistoryProjector:
+class HistoryProjector(BaseProjector):
     """Keeps the history tables equal to :func:`~projections.history.fold` of the log."""
 
     name = "history"

@@ -28,7 +28,7 @@ from sqlalchemy import (
     update,
 )
 
-from eventstore import RecordedEvent, Rows
+from eventstore import BaseProjector, RecordedEvent, Rows
 from eventstore.prepared import Prepared
 from eventstore.schema import MYSQL_TABLE_OPTIONS, Blob, Key, StreamId
 
@@ -83,7 +83,7 @@ def _figures_tuple(f: Figures) -> tuple[Any, ...]:
     return (*counts, t.details)
 
 
-class UsageProjector:
+class UsageProjector(BaseProjector):
     """Keeps the usage tables equal to :func:`fold` of the log.
 
     * ``convstore_usage_sessions``: each session's totals (every recording);

@@ -5,8 +5,7 @@ from __future__ import annotations
 import pytest
 from sqlalchemy import Connection, inspect, select, text
 
-from eventstore import ItemsAdded, SchemaError, encode_items, schema
-from eventstore import transactions
+from eventstore import ItemsAdded, SchemaError, encode_items, schema, transactions
 
 from ..conftest import Backend
 from .chain_check import assert_chain_valid

@@ -232,7 +232,8 @@ def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pyte
     for line in summary_lines(SERVER_CHOICES, counts):
         terminalreporter.write_line(line)
     if LOG_WRITES.violations:
-        terminalreporter.write_sep("=", "writes to the log's tables from outside eventstore", red=True)
+        title = "writes to the log's tables from outside eventstore (the run fails)"
+        terminalreporter.write_sep("=", title, red=True)
         for violation in dict.fromkeys(LOG_WRITES.violations):
             terminalreporter.write_line(str(violation))
 

@@ -16,10 +16,11 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any
 
 import msgspec
 
+from .batch import EncodedEvent
 from .records import stored_bytes
 
 GENESIS = "0" * 64
@@ -47,34 +48,13 @@ def chain_hash(
     return digest.hexdigest()
 
 
-class Chained(Protocol):
-    """An event with the fields its hash covers (a stored row, an imported event):
-    ``payload`` may be the text an edit outside convstore left (see stored_bytes)."""
-
-    @property
-    def stream_id(self) -> str: ...
-    @property
-    def version(self) -> int: ...
-    @property
-    def event_id(self) -> str: ...
-    @property
-    def event_type(self) -> str: ...
-    @property
-    def schema_version(self) -> int: ...
-    @property
-    def recorded_at(self) -> int: ...
-    @property
-    def payload(self) -> Any: ...
+# An event whose hash is checked: a stored row of ``convstore_events`` (whose payload
+# may be the text an edit outside convstore left, see stored_bytes) or an
+# ImportedEvent; it has the fields the hash covers, and the ``hash`` recorded with it.
+Recorded = Any
 
 
-class Recorded(Chained, Protocol):
-    """A stored or exported event: its fields and the hash recorded with it."""
-
-    @property
-    def hash(self) -> str: ...
-
-
-def event_hash(previous: str, event: Chained) -> str:
+def event_hash(previous: str, event: Recorded) -> str:
     """The chain hash of ``event`` after ``previous``, recomputed from its fields."""
     return chain_hash(
         previous,
@@ -88,21 +68,12 @@ def event_hash(previous: str, event: Chained) -> str:
     )
 
 
-class Encoded(Protocol):
-    """An event about to be appended: everything of its hash but its place."""
-
-    @property
-    def event_id(self) -> str: ...
-    @property
-    def event_type(self) -> str: ...
-    @property
-    def schema_version(self) -> int: ...
-    @property
-    def payload(self) -> bytes: ...
-
-
 def chain_of(
-    previous: str, stream_id: str, first_version: int, recorded_at: int, events: Sequence[Encoded]
+    previous: str,
+    stream_id: str,
+    first_version: int,
+    recorded_at: int,
+    events: Sequence[EncodedEvent],
 ) -> list[str]:
     """The hashes of ``events`` appended to a stream whose head hash is ``previous``,
     the first at ``first_version``, all recorded at ``recorded_at``."""

@@ -15,7 +15,14 @@ from sqlalchemy import Connection, Row, Select, func, select
 
 from . import schema
 from .backends.base import Dialect
-from .records import ApplyFunction, Projector, StreamInfo, recorded_from_row, to_datetime
+from .records import (
+    ApplyFunction,
+    BaseProjector,
+    Projector,
+    StreamInfo,
+    recorded_from_row,
+    to_datetime,
+)
 
 _e, _s = schema.events, schema.streams
 
@@ -112,19 +119,18 @@ def stream_info(row: Row[Any]) -> StreamInfo:
     )
 
 
-def feed(
+def _feed(
     conn: Connection,
     appliers: Sequence[ApplyFunction],
-    *,
-    after: int = 0,
-    limit: int | None = None,
-    batch_size: int = 1000,
-    progress: Callable[[int], None] | None = None,
-    below: int | None = None,
+    after: int,
+    limit: int | None,
+    batch_size: int,
+    progress: Callable[[int], None] | None,
+    below: int | None,
 ) -> int:
-    """Hand the log after position ``after`` (at most ``limit`` events), in position
-    order and in batches, to each of ``appliers``; the last position handed (``after``
-    if none). With ``below``, only positions below it are read."""
+    """Hand the log after position ``after`` (at most ``limit`` events, all if None),
+    in position order and in batches, to each of ``appliers``; the last position handed
+    (``after`` if none). With ``below``, only positions below it are read."""
     if not appliers:
         return after
     done = 0
@@ -146,6 +152,19 @@ def feed(
     return after
 
 
+def replay_batch(
+    conn: Connection,
+    projector: BaseProjector,
+    after: int,
+    limit: int | None,
+    progress: Callable[[int], None] | None,
+    below: int | None,
+) -> int:
+    """One step of a catch-up: the log after ``after`` into the projector's
+    :meth:`~eventstore.records.BaseProjector.replay` (see :func:`replay_into`)."""
+    return _feed(conn, [projector.replay], after, limit, 1000, progress, below)
+
+
 def replay_into(
     conn: Connection,
     projectors: Sequence[Projector],
@@ -162,12 +181,5 @@ def replay_into(
     Runs inside the caller's transaction; tracking rows are the caller's business.
     With ``below``, only positions below it are read (a backend's read horizon).
     """
-    return feed(
-        conn,
-        [projector.apply for projector in projectors],
-        after=after,
-        limit=limit,
-        batch_size=batch_size,
-        progress=progress,
-        below=below,
-    )
+    appliers = [projector.apply for projector in projectors]
+    return _feed(conn, appliers, after, limit, batch_size, progress, below)

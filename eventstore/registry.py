@@ -195,14 +195,16 @@ def has_tables(conn: Connection, projector: Projector) -> bool:
 async def catch_up(
     run_write: Callable[[Callable[[Connection], int]], Awaitable[int]],
     lock_log: Callable[[Connection], None],
-    replay: Callable[[Connection, ApplyFunction, int, int | None], int],
+    replay: Callable[[Connection, BaseProjector, int, int | None], int],
     projector: BaseProjector,
     *,
     batch: int = 5000,
 ) -> int:
     """Replay the log into ``projector`` if it is behind, and make it live.
 
-    ``run_write(fn)`` runs ``fn`` in a write transaction. Batches run without the log
+    ``run_write(fn)`` runs ``fn`` in a write transaction; ``replay(conn, projector,
+    after, limit)`` feeds the projector's ``replay`` the log after ``after`` (at most
+    ``limit`` events) and returns the last position fed. Batches run without the log
     lock (appends go on; they skip a projection that is behind), the last one under
     it, so nothing can be appended between the last event replayed and the projection
     becoming live. The tracking row is locked by each batch (two processes catching
@@ -216,7 +218,7 @@ async def catch_up(
             return -1
         if row.position == 0:  # from the start: whatever the tables hold goes
             projector.reset(conn)
-        last = replay(conn, projector.replay, row.position, batch)
+        last = replay(conn, projector, row.position, batch)
         if last == row.position:
             return -1  # nothing left but what the locked last step will see
         _save_position(conn, projector.name, last)
@@ -230,7 +232,7 @@ async def catch_up(
         row = _lock_tracking(conn, projector.name)
         if row is None or row.live:
             return -1
-        last = replay(conn, projector.replay, row.position, None)
+        last = replay(conn, projector, row.position, None)
         t = schema.tracking
         conn.execute(
             update(t).where(t.c.projection == projector.name).values(position=last, live=True)

@@ -28,8 +28,8 @@ from .errors import (
     SchemaError,
     StoreClosedError,
 )
-from .queries import feed
-from .records import ApplyFunction, BaseProjector
+from .queries import replay_batch
+from .records import BaseProjector
 from .transactions import Transactions
 
 log = logging.getLogger("convstore.eventstore")
@@ -214,11 +214,13 @@ class LogSetup:
         """:func:`registry.catch_up` of each of ``projectors``."""
         dialect = self._dialect
 
-        def replay(conn: Connection, apply: ApplyFunction, after: int, limit: int | None) -> int:
+        def replay(
+            conn: Connection, projector: BaseProjector, after: int, limit: int | None
+        ) -> int:
             # Batches (a limit) run while appends go on: they read only what no later
             # commit can precede. The last step (no limit) holds lock_log: all of it.
             bound = None if limit is None else dialect.read_horizon(conn)
-            return feed(conn, [apply], after=after, limit=limit, progress=progress, below=bound)
+            return replay_batch(conn, projector, after, limit, progress, bound)
 
         async def in_write_tx(fn: Callable[[Connection], int]) -> int:
             return await self._transactions.run(fn, write=True)

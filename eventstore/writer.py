@@ -193,18 +193,13 @@ class StreamWriter:
         raced = False
         while True:
             try:
-                return await self._transactions.run(
+                return await self._write(
                     lambda conn: self._append_tx(
                         conn, stream_id, batch, preamble, expected_version
                     ),
-                    write=True,
                     quick=len(batch) <= QUICK_BATCH,
                     idempotent=True,
                 )
-            except LiveSetChanged:
-                await self._setup.reload()
-                self._setup.check_known()
-                continue
             except IntegrityError:
                 # These event ids are stored already (an idempotent retry), or a
                 # concurrent writer created the stream first, or something else is wrong.
@@ -231,21 +226,29 @@ class StreamWriter:
         stream_id, preamble = works[0].stream_id, works[0].preamble
         combined = [enc for work in works for enc in work.batch]
         sizes = [len(work.batch) for work in works]
+        try:
+            result = await self._write(
+                lambda conn: self._append_tx(conn, stream_id, combined, preamble, ANY),
+                quick=len(combined) <= QUICK_BATCH,
+                idempotent=True,
+            )
+        except CancelledAfterCommit as committed:
+            raise CancelledAfterCommit(_split(committed.result, sizes)) from None
+        return _split(result, sizes)
+
+    async def _write(
+        self, fn: Callable[[Connection], R], *, quick: bool, idempotent: bool = False
+    ) -> R:
+        """Run the append transaction ``fn``; one that found the live projection set
+        changed (nothing written) is run again, on the set reloaded."""
         while True:
             try:
-                result = await self._transactions.run(
-                    lambda conn: self._append_tx(conn, stream_id, combined, preamble, ANY),
-                    write=True,
-                    quick=len(combined) <= QUICK_BATCH,
-                    idempotent=True,
+                return await self._transactions.run(
+                    fn, write=True, quick=quick, idempotent=idempotent
                 )
             except LiveSetChanged:
                 await self._setup.reload()
                 self._setup.check_known()
-                continue
-            except CancelledAfterCommit as committed:
-                raise CancelledAfterCommit(_split(committed.result, sizes)) from None
-            return _split(result, sizes)
 
     def _group_bytes(self) -> int:
         """The most payload bytes one combined append carries: well inside the
@@ -269,15 +272,10 @@ class StreamWriter:
         raced = False
         while True:
             try:
-                return await self._transactions.run(
+                return await self._write(
                     lambda conn: self._decided_tx(conn, stream_id, decide, preamble),
-                    write=True,
                     quick=True,
                 )
-            except LiveSetChanged:
-                await self._setup.reload()
-                self._setup.check_known()
-                continue
             except IntegrityError:
                 exists = await self._transactions.run(
                     lambda conn: _stream_exists(conn, stream_id), write=False, quick=True

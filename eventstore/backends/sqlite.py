@@ -250,9 +250,9 @@ class _MemoryKey:
 class ThreadRunner(Runner):
     """Runs each transaction whole on one dedicated thread that owns the connection.
 
-    Handing work to a thread and back costs about 100 µs on the 2-core CI machine,
-    while a short SQLite transaction takes 10-30 µs, so ``quick`` work skips the
-    handoff where that cannot stall the event loop:
+    Handing work to a thread and back costs several times what a short SQLite
+    transaction takes (docs/design.md, "One transaction function, two ways to run
+    it"), so ``quick`` work skips the handoff where that cannot stall the event loop:
 
     * an in-memory database has no I/O and no other connection: every transaction
       runs on the calling thread (under a lock, for callers on several threads), and
@@ -289,7 +289,7 @@ class ThreadRunner(Runner):
         )
         # What ``engine`` connects to. An in-memory database that other connections must
         # reach (``shareable``) is a named one of SQLite's "memdb" VFS instead of a
-        # private ":memory:" (about 2 µs more per transaction, so only when asked).
+        # private ":memory:" (a little slower, docs/design.md: so only when asked).
         self._engine_url: str | None
         if self._memory and shareable:
             connect_to, uri = f"file:/convstore-{uuid.uuid4().hex}?vfs=memdb", True
@@ -508,7 +508,7 @@ class ThreadRunner(Runner):
         The same transaction as ``with reader.begin()`` (which emits nothing on this
         connection: each statement reads one consistent snapshot, as
         :meth:`SQLiteDialect.begin` says), without SQLAlchemy's transaction object,
-        which cost about a sixth of a ``get_items(limit=20)``. If ``fn`` uses
+        which costs a noticeable part of a quick read (docs/design.md). If ``fn`` uses
         ``conn.execute``, SQLAlchemy begins its bookkeeping of a transaction; it is
         ended here, so the next read starts clean.
         """

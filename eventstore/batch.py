@@ -9,7 +9,6 @@ write its own way (positions, the stream's row, the events, the projections).
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -59,11 +58,6 @@ def encode(events: Iterable[Event | NewEvent]) -> list[EncodedEvent]:
     return encoded
 
 
-def now_micros() -> int:
-    """The time an append records (microseconds since the epoch)."""
-    return time.time_ns() // 1000
-
-
 _s = schema.streams
 STREAM = Prepared(select(_s.c.version, _s.c.head_hash).where(_s.c.stream_id == bindparam("sid")))
 STREAM_FOR_UPDATE = Prepared(
@@ -94,6 +88,7 @@ class StreamWrite:
     appended: int
     digests: Sequence[str]
     head: tuple[int, str] | None
+    last_version: int  # the stream's version once written
     now: int
     generation: int
     projectors: Sequence[Projector]
@@ -102,10 +97,6 @@ class StreamWrite:
     positions_first: bool = True
     # The largest payload the database takes in one statement, if known.
     statement_limit: int | None = None
-
-    @property
-    def last_version(self) -> int:
-        return (self.head[0] if self.head is not None else 0) + len(self.events)
 
     def stream_values(self) -> dict[str, Any]:
         """The stream row's new values (``sid``, ``new_version``, ``new_head_hash``, ``now``)."""

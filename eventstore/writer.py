@@ -20,6 +20,7 @@ looked up by its event ids: all stored already, it returns the original result
 
 from __future__ import annotations
 
+import time
 import weakref
 from collections.abc import Callable, MutableMapping, Sequence
 from dataclasses import dataclass
@@ -35,7 +36,6 @@ from .batch import (
     LiveSetChanged,
     StreamWrite,
     encode,
-    now_micros,
 )
 from .chain import GENESIS, chain_of
 from .checks import check_expected_version, check_stream_id
@@ -395,7 +395,7 @@ class StreamWriter:
         reads the row and tries again)."""
         head = None if row is None else (row[0], row[1])
         to_write = batch if head is not None else preamble + batch
-        now = now_micros()
+        now = time.time_ns() // 1000
         # The chain does not depend on positions: hash first, so the stream's new head
         # can be written by the same statement that reserves the positions.
         current, previous = head if head is not None else (0, GENESIS)
@@ -407,6 +407,7 @@ class StreamWriter:
             appended=len(batch),
             digests=chain_of(previous, stream_id, current + 1, now, to_write),
             head=head,
+            last_version=current + len(to_write),
             now=now,
             generation=setup.generation,
             projectors=setup.live,

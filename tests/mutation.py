@@ -186,6 +186,20 @@ MUTATIONS: tuple[Mutation, ...] = (
         ),
     ),
     Mutation(
+        "a removal vouches for a tampered history (its hashes not checked)",
+        "eventstore/removal.py",
+        "        if link.event.version != link.expected_version or not link.sound:\n",
+        "        if link.event.version != link.expected_version:\n",
+        ("tests/test_audit.py", "-k", "chain_does_not_verify"),
+    ),
+    Mutation(
+        "an import takes events whose hashes do not verify",
+        "eventstore/imports.py",
+        "    if event_hash(previous, event) != event.hash:\n",
+        "    if False:\n",
+        ("tests/test_transfer.py", "-k", "edited_file or refused_late"),
+    ),
+    Mutation(
         # PostgreSQL: the session's advisory lock, taken before the transaction has an id,
         # is what keeps positions in version order when several writers wait on a session.
         "no advisory lock first on PostgreSQL (positions can leave version order)",

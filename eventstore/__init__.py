@@ -67,6 +67,7 @@ from .records import (
     StreamInfo,
 )
 from .store import EventStore, replay_into
+from .subscribe import Subscription
 
 # Library logging goes to the "convstore" logger tree (retries, slow transactions,
 # failed group commits); nothing is printed unless the application configures logging.
@@ -121,6 +122,7 @@ __all__ = [
     "StoreInUseError",
     "StreamCheck",
     "StreamInfo",
+    "Subscription",
     "TamperedError",
     "TransientError",
     "TurnNotFoundError",

@@ -33,7 +33,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from . import registry, schema
 from .backends import open_runner
-from .backends.base import AsyncEngineRunner, T, Timeouts, TxFunction
+from .backends.base import AsyncEngineRunner, ChangeSignal, T, Timeouts, TxFunction
 from .chain import GENESIS, chain_hash
 from .coalesce import MAX_GROUP_BYTES, AppendQueue
 from .codec import encode_event
@@ -66,6 +66,13 @@ from .records import (
     to_datetime,
 )
 from .snapshot import run_snapshot
+from .subscribe import (
+    DEFAULT_PAGE_SIZE,
+    Subscription,
+    check_interval,
+    check_page_size,
+    wake_subscribers,
+)
 
 R = TypeVar("R")
 
@@ -520,6 +527,8 @@ class EventStore:
             elapsed = time.perf_counter() - started
             if elapsed > SLOW_SECONDS:
                 log.debug("slow %s transaction: %.3f s", "write" if write else "read", elapsed)
+            if write:  # (a dictionary look-up when nobody subscribes)
+                wake_subscribers(self._runner.database_id)
             return result
         raise AssertionError("unreachable")
 
@@ -1039,6 +1048,7 @@ class EventStore:
         first_position = last_position - len(to_write) + 1
         rows, recorded = _event_rows(stream_id, to_write, digests, current, now, first_position)
         _INSERT_EVENTS.execute_many(conn, rows)
+        self._dialect.announce(conn, stream_id)
         for projector in self._live:
             projector.apply(conn, recorded)
         if self._dialect.confirms_cached_heads:
@@ -1072,6 +1082,7 @@ class EventStore:
         rows, recorded = _event_rows(stream_id, to_write, digests, current, now, 0)
         for projector in self._live:
             projector.apply(conn, recorded)
+        self._dialect.announce(conn, stream_id)
         last_position = self._dialect.commit_append(
             conn,
             rows=rows,
@@ -1173,6 +1184,71 @@ class EventStore:
 
         rows = await self.run(read_tx)
         return [_recorded(row) for row in rows]
+
+    def subscribe(
+        self,
+        *,
+        after_position: int = 0,
+        page_size: int = DEFAULT_PAGE_SIZE,
+        poll_interval: float | None = None,
+        listen: bool = True,
+    ) -> Subscription:
+        """Every event appended to any stream after ``after_position``, as an async
+        iterator that waits for new ones: each once, in position (commit) order, none
+        skipped, read ``page_size`` at a time (docs/subscriptions.md).
+
+        Resume with the position of the last event handled (:attr:`Subscription.after`).
+        Appends of this process wake it at once, other processes' through PostgreSQL
+        ``LISTEN/NOTIFY`` or SQLite's data version; it also reads every
+        ``poll_interval`` seconds (default: the backend's, 1 s where it is woken
+        across processes, 0.25 s on MariaDB). ``listen=False``: no ``LISTEN`` (a
+        connection pooler in transaction mode), polling alone."""
+        check_count("after_position", after_position)
+        return Subscription(
+            self,
+            lambda after, limit: self.read_all(after_position=after, limit=limit),
+            after=after_position,
+            key=lambda event: event.position,
+            stream_id=None,
+            page_size=check_page_size(page_size),
+            poll_interval=check_interval(poll_interval),
+            listen=listen,
+        )
+
+    def subscribe_stream(
+        self,
+        stream_id: str,
+        *,
+        after: int = 0,
+        page_size: int = DEFAULT_PAGE_SIZE,
+        poll_interval: float | None = None,
+        listen: bool = True,
+    ) -> Subscription:
+        """The events of one stream after version ``after``, as :meth:`subscribe`
+        does for the whole log: each once, in version order, none skipped; resume with
+        the version of the last event handled. The stream need not exist yet."""
+        check_stream_id(stream_id)
+        check_count("after", after)
+        return Subscription(
+            self,
+            lambda version, limit: self.read_stream(stream_id, after=version, limit=limit),
+            after=after,
+            key=lambda event: event.version,
+            stream_id=stream_id,
+            page_size=check_page_size(page_size),
+            poll_interval=check_interval(poll_interval),
+            listen=listen,
+        )
+
+    def change_signal(self, stream_id: str | None, *, listen: bool = True) -> ChangeSignal:
+        """What wakes a reader of this database's log (for :mod:`eventstore.subscribe`)."""
+        self._check_open()
+        return self._runner.change_signal(stream_id, listen=listen)
+
+    @property
+    def database_key(self) -> object:
+        """Identity of the database in this process (stores on one database share it)."""
+        return self._runner.database_id
 
     async def list_streams(
         self, *, after: str | None = None, limit: int | None = None

@@ -68,6 +68,7 @@ examples:
   convstore chat.db tree user_123              the branches, with fork points and previews
   convstore chat.db usage user_123 --json      tokens per turn, branch and session
   convstore chat.db shred user_123             make an encrypted session unreadable
+  convstore chat.db serve                      browse it at http://127.0.0.1:8765/
   convstore --json postgresql://user@host/db sessions
 
 exit status: 0 ok, 1 findings, 2 error (one line on standard error)
@@ -515,6 +516,21 @@ async def _retention(store: EventStore, args: argparse.Namespace) -> int:
     return 0
 
 
+# -- serve: the web viewer (sessions/viewer) ------------------------------------------
+
+
+async def _serve(store: EventStore, args: argparse.Namespace) -> int:
+    from .viewer.serve import serve
+
+    return await serve(store, args)
+
+
+def _add_serve(add: Callable[[str, str], argparse.ArgumentParser]) -> None:
+    from .viewer.serve import add_arguments  # (argparse only: no extra needed)
+
+    add_arguments(add("serve", "a local web viewer: sessions, branches, time travel, usage"))
+
+
 @dataclass(frozen=True, slots=True)
 class Command:
     run: Callable[[EventStore, argparse.Namespace], Awaitable[int]]
@@ -537,6 +553,7 @@ COMMANDS = {
     "tree": Command(_tree),
     "usage": Command(_usage),
     "shred": Command(_shred),
+    "serve": Command(_serve),
 }
 
 
@@ -607,6 +624,7 @@ def build_parser() -> argparse.ArgumentParser:
     shred.add_argument(
         "--force", action="store_true", help="shred (tombstone) a session that has no key yet"
     )
+    _add_serve(add)
     return parser
 
 

@@ -12,6 +12,7 @@ import asyncio
 import hmac
 import inspect
 import json
+import logging
 import os
 from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime
@@ -36,12 +37,13 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 from starlette.types import Receive, Scope, Send
 
-from eventstore import ConfigurationError, EventStore
+from eventstore import ConfigurationError, ConvstoreError, EventStore
 
 from ..admin import open_store
 from . import charts, pages
 from .items import ItemView
 
+log = logging.getLogger("convstore.viewer")
 HERE = Path(__file__).resolve().parent
 COOKIE = "convstore_viewer"
 # Seconds between comments on an idle live stream (proxies and browsers keep it open).
@@ -88,7 +90,7 @@ class Viewer:
         self._target = target
         self._auth = auth
         self._token = token
-        self._key = key
+        self._keyring = None if key is None else pages.Keyring(key)
         self._anonymous = anonymous and auth is None and token is None
         self._store: EventStore | None = target if isinstance(target, EventStore) else None
         self._owns_store = self._store is None
@@ -249,6 +251,9 @@ class Viewer:
                 return _error(self, request, 404, str(error), json_only=template is None)
             except pages.BadRequest as error:
                 return _error(self, request, 400, str(error), json_only=template is None)
+            except ConvstoreError as error:  # e.g. the database went away: said, not a trace
+                log.warning("%s: %s", request.url.path, error)
+                return _error(self, request, 503, str(error), json_only=template is None)
             if template is None:
                 return Response(_json.encode(record), media_type="application/json")
             name = template
@@ -283,7 +288,7 @@ class Viewer:
             sid,
             branch=params.get("branch"),
             before=None if before is None else _whole(before, "before", default=0),
-            key=self._key,
+            keyring=self._keyring,
         )
         return record, {"title": sid, "tab": "c", "pairs": _pairs(record.items)}
 
@@ -299,7 +304,7 @@ class Viewer:
             version=None if version is None else _whole(version, "version", default=1),
             at=None if at is None else _time(at),
             branch=params.get("branch", "main"),
-            key=self._key,
+            keyring=self._keyring,
             offset=_whole(params.get("offset"), "offset", default=0, least=0),
         )
         return record, {"title": f"{sid} at v{record.version}", "tab": "travel"}

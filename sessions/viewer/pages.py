@@ -176,14 +176,37 @@ def read_kinds(conn: Connection, ids: Sequence[str]) -> dict[str, str]:
 # -- opening items: plain or encrypted --------------------------------------------
 
 
-class Opener:
-    """Turns stored items of one session into item views: plaintext as it
-    is; envelopes decrypted in this process with the viewer's key, or shown locked."""
+class Keyring:
+    """The master key the viewer was given, and an :class:`EncryptedSession` per
+    session it opened with it (each remembers its unwrapped data key: a passphrase's
+    key derivation costs a tenth of a second, once per session, not per page)."""
 
-    def __init__(self, store: EventStore, session_id: str, key: str | bytes | None) -> None:
+    MAX_SESSIONS = 256
+
+    def __init__(self, key: str | bytes) -> None:
+        self.key = key
+        self._sessions: dict[tuple[int, str], EncryptedSession] = {}
+
+    def session(self, store: EventStore, session_id: str) -> EncryptedSession:
+        found = self._sessions.pop((id(store), session_id), None)
+        if found is None:
+            found = EncryptedSession(
+                session=StoreSession(session_id, store), encryption_key=self.key, ttl=None
+            )
+        self._sessions[(id(store), session_id)] = found  # newest last
+        if len(self._sessions) > self.MAX_SESSIONS:
+            del self._sessions[next(iter(self._sessions))]
+        return found
+
+
+class Opener:
+    """Turns stored items of one session into item views: plaintext as it is;
+    envelopes decrypted in this process with the viewer's key, or shown locked."""
+
+    def __init__(self, store: EventStore, session_id: str, keyring: Keyring | None) -> None:
         self.store = store
         self.session_id = session_id
-        self.key = key
+        self.keyring = keyring
         self.locked_reason: str | None = None
 
     async def views(self, stored: Sequence[tuple[int | None, bytes]]) -> list[ItemView]:
@@ -191,19 +214,13 @@ class Opener:
         decoded = [(seq, decode_item(raw), raw) for seq, raw in stored]
         sealed = [i for i, (_, item, _) in enumerate(decoded) if _is_sealed(item)]
         opened: dict[int, Any] = {}
-        if sealed and self.key is not None and self.locked_reason is None:
-            session = EncryptedSession(
-                session=StoreSession(self.session_id, self.store),
-                encryption_key=self.key,
-                ttl=None,
-            )
+        if sealed and self.keyring is not None and self.locked_reason is None:
+            session = self.keyring.session(self.store, self.session_id)
             try:
                 items = await session.open_stored([decoded[i][2] for i in sealed])
                 opened = dict(zip(sealed, items, strict=True))
             except DecryptionError as error:
                 self.locked_reason = f"locked: {error}"
-            finally:
-                await session.close()
         elif sealed and self.locked_reason is None:
             self.locked_reason = "locked: encrypted, and the viewer was given no key (--key-file)"
         out = []
@@ -212,9 +229,8 @@ class Opener:
             if i in opened:
                 out.append(view_item(opened[i], seq=seq, version=version))
             elif _is_sealed(item):
-                out.append(
-                    locked_item(item, self.locked_reason or "locked", seq=seq, version=version)
-                )
+                reason = self.locked_reason or "locked"
+                out.append(locked_item(item, reason, seq=seq, version=version))
             else:
                 out.append(view_item(item, seq=seq, version=version))
         return out
@@ -264,7 +280,7 @@ async def conversation_page(
     *,
     branch: str | None = None,
     before: int | None = None,
-    key: str | bytes | None = None,
+    keyring: Keyring | None = None,
 ) -> ConversationPage:
     version = await _known_session(store, session_id)
 
@@ -294,7 +310,7 @@ async def conversation_page(
     target, refs, entries, turns = found
     older = entries[1][0] if len(entries) > PAGE_ITEMS else None
     entries = entries[-PAGE_ITEMS:]
-    opener = Opener(store, session_id, key)
+    opener = Opener(store, session_id, keyring)
     views = await opener.views(entries)
     kinds = await store.run(lambda conn: read_kinds(conn, [session_id]))
     return ConversationPage(
@@ -365,7 +381,7 @@ async def travel_page(
     version: int | None = None,
     at: datetime | None = None,
     branch: str = MAIN_BRANCH,
-    key: str | bytes | None = None,
+    keyring: Keyring | None = None,
     offset: int = 0,
 ) -> TravelPage:
     latest = await _known_session(store, session_id)
@@ -392,7 +408,7 @@ async def travel_page(
     total = len(rows)
     end = max(0, total - offset)
     start = max(0, end - PAGE_ITEMS)
-    opener = Opener(store, session_id, key)
+    opener = Opener(store, session_id, keyring)
     shown = await opener.views([(row.seq, row.item) for row in rows[start:end]])
     removed = await opener.views([(row.seq, row.item) for row in gone])
     near = await store.read_stream(

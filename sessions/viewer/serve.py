@@ -18,7 +18,10 @@ from pathlib import Path
 
 from eventstore import EventStore, InvalidArgumentError, MissingDependencyError
 
+from .._keys import parse_master_key
+
 DEFAULT_PORT = 8765
+MASTER_KEY_BYTES = 32
 # Seconds uvicorn waits for open responses (live pages) when asked to stop.
 GRACEFUL_SHUTDOWN = 2
 
@@ -47,13 +50,25 @@ def is_loopback(host: str) -> bool:
         return False
 
 
-def read_key(path: str) -> bytes:
+def read_key(path: str) -> str | bytes:
+    """The master key in ``path``: 32 raw bytes, or text (the URL-safe base64 of 32
+    bytes, or a passphrase) without its trailing newline; checked here, so a bad key
+    stops the command before it serves anything."""
     try:
-        key = Path(path).read_bytes().strip()
+        data = Path(path).read_bytes()
     except OSError as error:
         raise InvalidArgumentError(f"cannot read the key file: {error.strerror}: {path}") from None
+    key: str | bytes = data
+    if len(data) != MASTER_KEY_BYTES:
+        try:
+            key = data.decode("utf-8").strip()
+        except UnicodeDecodeError:
+            raise InvalidArgumentError(
+                f"the key file {path} holds neither 32 raw bytes nor text"
+            ) from None
     if not key:
         raise InvalidArgumentError(f"the key file {path} is empty")
+    parse_master_key(key, what=f"the key in {path}")
     return key
 
 

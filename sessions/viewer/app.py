@@ -345,7 +345,8 @@ class Viewer:
     async def _log(self, request: Request, store: EventStore) -> tuple[Any, dict[str, Any]]:
         sid, params = request.path_params["sid"], request.query_params
         after = _whole(params.get("after"), "after", default=0, least=0)
-        record = await pages.log_page(store, sid, after=after)
+        projections = params.get("projections") == "1"
+        record = await pages.log_page(store, sid, after=after, projections=projections)
         return record, {"title": f"{sid}: log", "tab": "log"}
 
     async def _live(self, request: Request) -> Response:

@@ -93,13 +93,15 @@ def tree_chart(nodes: Sequence[admin.TreeNode], href: dict[str, str]) -> Markup:
     """The branch tree: one lane per branch (in tree order), a dot per user turn, and
     a curve from the fork point on the parent's lane (after its turn ``fork_turn``)
     to the branch's first own turn. Each lane links to its branch's history."""
-    lane_h, left, turn_w, label_w = 34, 12, 26, 170
+    lane_h, left, turn_w = 34, 12, 26
+    label_w = 8 * max((len(node.branch_id) + 10 for node in nodes), default=10)
     longest = max((node.user_turns for node in nodes), default=0)
     width = label_w + left + turn_w * (longest + 1) + 20
     height = lane_h * len(nodes) + 16
     lane = {node.branch_id: n for n, node in enumerate(nodes)}
     out = [
-        f'<svg class="tree" viewBox="0 0 {width} {height}" role="img" '
+        f'<svg class="tree" width="{width}" height="{height}" viewBox="0 0 {width} {height}" '
+        'role="img" '
         f'aria-label="branch tree" xmlns="http://www.w3.org/2000/svg">',
         "<title>branch tree</title>",
     ]

@@ -477,25 +477,29 @@ async def usage_page(store: EventStore, session_id: str, *, branch: str | None) 
 
 class LogPage(msgspec.Struct, frozen=True):
     """Events after version ``after``, :data:`PAGE_EVENTS` of them, with the hash of
-    each; ``audit`` is the session's audit: no finding (clean) or each finding."""
+    each; ``audit`` is the session's audit: no finding (clean) or each finding;
+    ``projections``: whether the audit compared the projections too."""
 
     session_id: str
     version: int
     after: int
     events: tuple[EventRow, ...]
     next_after: int | None
-    audit: tuple[str, ...] | None
+    audit: tuple[str, ...]
+    projections: bool
 
 
 async def log_page(
-    store: EventStore, session_id: str, *, after: int = 0, audit: bool = True
+    store: EventStore, session_id: str, *, after: int = 0, projections: bool = False
 ) -> LogPage:
+    """The log's page after ``after``, and the session's audit: its chain, versions,
+    positions and streams row; with ``projections`` also its projections against a
+    fold of its log (that reads every item of the session: on demand)."""
     version = await _known_session(store, session_id)
     events = await store.read_stream(session_id, after=after, limit=PAGE_EVENTS)
-    findings = None
-    if audit:
-        found = await audit_stream(store, session_id, checks=[ProjectionCheck(store.projectors)])
-        findings = tuple(str(f) for f in found)
+    checks = [ProjectionCheck(store.projectors)] if projections else []
+    found = await audit_stream(store, session_id, checks=checks)
+    findings = tuple(str(f) for f in found)
     last = events[-1].version if events else after
     return LogPage(
         session_id,
@@ -504,4 +508,5 @@ async def log_page(
         tuple(event_row(e) for e in events),
         last if last < version and len(events) == PAGE_EVENTS else None,
         findings,
+        projections,
     )

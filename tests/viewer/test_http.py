@@ -255,9 +255,22 @@ async def test_the_log_with_hashes_and_a_clean_audit(local: httpx.AsyncClient) -
     assert data["audit"] == []
     assert [e["version"] for e in data["events"]] == list(range(1, 29))
     assert all(re.fullmatch(r"[0-9a-f]{64}", e["hash"]) for e in data["events"])
+    assert data["projections"] is False
+    assert data["projections"] is False
     page = html_of(await local.get("/log/trip_planner"))
     assert "Audit: clean." in page
     assert data["events"][-1]["hash"] in page
+    checked = json_of(await local.get("/api/log/trip_planner", params={"projections": "1"}))
+    assert checked["audit"] == []
+    assert checked["projections"] is True
+    again = html_of(await local.get("/log/trip_planner", params={"projections": "1"}))
+    assert "the projections equal a fold" in again
+    checked = json_of(await local.get("/api/log/trip_planner", params={"projections": "1"}))
+    assert checked["audit"] == []
+    assert checked["projections"] is True
+    assert "the projections equal a fold" in html_of(
+        await local.get("/log/trip_planner", params={"projections": "1"})
+    )
 
 
 async def test_the_log_shows_an_audit_finding(demo_db: Path) -> None:
@@ -276,6 +289,34 @@ async def test_the_log_shows_an_audit_finding(demo_db: Path) -> None:
         assert "clean" not in page
         other = json_of(await client.get("/api/log/trip_planner"))
         assert other["audit"] == []
+    await app.close()
+
+
+async def test_the_log_shows_a_projection_that_differs_from_the_log(demo_db: Path) -> None:
+    with sqlite3.connect(demo_db) as conn:  # a history row removed behind the store's back
+        conn.execute(
+            "DELETE FROM convstore_items WHERE stream_id = 'trip_planner' AND seq = "
+            "(SELECT max(seq) FROM convstore_items WHERE stream_id = 'trip_planner')"
+        )
+    app = viewer(str(demo_db), anonymous=True)
+    async with await client_of(app) as client:
+        assert json_of(await client.get("/api/log/trip_planner"))["audit"] == []  # the chain
+        checked = await client.get("/api/log/trip_planner", params={"projections": "1"})
+        assert json_of(checked)["audit"] != []
+    await app.close()
+
+
+async def test_the_log_shows_a_projection_that_differs_from_the_log(demo_db: Path) -> None:
+    with sqlite3.connect(demo_db) as conn:  # a history row removed behind the store's back
+        conn.execute(
+            "DELETE FROM convstore_items WHERE stream_id = 'trip_planner' AND seq = "
+            "(SELECT max(seq) FROM convstore_items WHERE stream_id = 'trip_planner')"
+        )
+    app = viewer(str(demo_db), anonymous=True)
+    async with await client_of(app) as client:
+        assert json_of(await client.get("/api/log/trip_planner"))["audit"] == []  # the chain
+        checked = await client.get("/api/log/trip_planner", params={"projections": "1"})
+        assert json_of(checked)["audit"] != []
     await app.close()
 
 

@@ -3,10 +3,11 @@
 
 Two sessions of the same shape (a user message, then tool calls and answers, added a
 few hundred items per event), read through the viewer's ASGI application in process
-(httpx, no network): each page is asked once to warm up, then ``--repeat`` times; the
-median is reported. A conversation page reads the newest 50 items of a branch (and
-pages further back 50 at a time), so it should cost the same at both sizes; time
-travel folds the log up to the version asked and grows with it.
+(httpx, no network): each page is asked once to warm up, then 20 times (time travel
+and the log 4 times), the sizes in turn so that the machine's busy moments hit both
+alike; the median is reported. A conversation page reads the newest 50 items of a
+branch (and pages further back 50 at a time), so it should cost the same at both
+sizes; time travel folds the log up to the version asked and grows with it.
 
     python benchmarks/viewer_pages.py [--quick] [--json] [--backends sqlite-file,postgres]
 """
@@ -75,16 +76,20 @@ async def fill(target: str, session_id: str, count: int) -> None:
             await session.add_items(made[start : start + PER_EVENT])
 
 
-async def timed(client: httpx.AsyncClient, path: str, repeat: int) -> float:
-    response = await client.get(path)  # warm-up
-    assert response.status_code == 200, (path, response.status_code, response.text[:200])
-    times = []
-    for _ in range(repeat):
-        started = time.perf_counter()
+async def timed(client: httpx.AsyncClient, paths: Sequence[str], repeat: int) -> list[float]:
+    """Median ms of each of ``paths``, asked in turn ``repeat`` times (interleaved, so
+    that a busy moment of the machine hits every size alike)."""
+    times: list[list[float]] = [[] for _ in paths]
+    for path in paths:  # warm-up
         response = await client.get(path)
-        times.append(time.perf_counter() - started)
-        assert response.status_code == 200
-    return statistics.median(times) * 1000
+        assert response.status_code == 200, (path, response.status_code, response.text[:200])
+    for _ in range(repeat):
+        for n, path in enumerate(paths):
+            started = time.perf_counter()
+            response = await client.get(path)
+            times[n].append(time.perf_counter() - started)
+            assert response.status_code == 200
+    return [statistics.median(t) * 1000 for t in times]
 
 
 PAGES = (
@@ -106,13 +111,14 @@ async def measure(target: str, sizes: Sequence[int], repeat: int) -> dict[str, d
     results: dict[str, dict[str, float]] = {}
     transport = httpx.ASGITransport(app=app)
     async with httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1") as client:
+        before = {}
         for size in sizes:
-            sid = f"s{size}"
-            first = (await client.get(f"/api/conversation/{sid}")).json()
-            before = first["older"] or 1
-            for name, path in PAGES:
-                reps = max(1, repeat // 5) if "travel" in name or "log" in name else repeat
-                ms = await timed(client, path.format(sid=sid, before=before), reps)
+            first = (await client.get(f"/api/conversation/s{size}")).json()
+            before[size] = first["older"] or 1
+        for name, path in PAGES:
+            reps = max(3, repeat // 5) if "travel" in name or "log" in name else repeat
+            paths = [path.format(sid=f"s{size}", before=before[size]) for size in sizes]
+            for size, ms in zip(sizes, await timed(client, paths, reps), strict=True):
                 results.setdefault(name, {})[str(size)] = ms
     await app.close()
     return results

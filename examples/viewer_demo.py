@@ -278,7 +278,6 @@ async def medical(target: str) -> None:
         )
 
 
-
 async def build(target: str) -> None:
     """Write the demo's sessions to ``target`` (a SQLite path or a URL)."""
     set_tracing_disabled(True)

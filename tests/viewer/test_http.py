@@ -306,20 +306,6 @@ async def test_the_log_shows_a_projection_that_differs_from_the_log(demo_db: Pat
     await app.close()
 
 
-async def test_the_log_shows_a_projection_that_differs_from_the_log(demo_db: Path) -> None:
-    with sqlite3.connect(demo_db) as conn:  # a history row removed behind the store's back
-        conn.execute(
-            "DELETE FROM convstore_items WHERE stream_id = 'trip_planner' AND seq = "
-            "(SELECT max(seq) FROM convstore_items WHERE stream_id = 'trip_planner')"
-        )
-    app = viewer(str(demo_db), anonymous=True)
-    async with await client_of(app) as client:
-        assert json_of(await client.get("/api/log/trip_planner"))["audit"] == []  # the chain
-        checked = await client.get("/api/log/trip_planner", params={"projections": "1"})
-        assert json_of(checked)["audit"] != []
-    await app.close()
-
-
 async def test_a_long_log_is_paged(tmp_path: Path) -> None:
     path = tmp_path / "log.db"
     async with SQLiteSession("s", path) as session:

@@ -37,7 +37,7 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 from starlette.types import Receive, Scope, Send
 
-from eventstore import ConfigurationError, ConvstoreError, EventStore
+from eventstore import ConfigurationError, ConvstoreError, EventStore, Subscription
 
 from ..admin import open_store
 from . import charts, pages
@@ -106,6 +106,10 @@ class Viewer:
         self._env.filters["size"] = _size
         self._env.globals["quote"] = lambda text: quote(str(text), safe="")
         self.app = Starlette(routes=self._routes())
+        # The live streams open now (ended by stop_live when a server shuts down).
+        self._streams: set[Subscription] = set()
+        self._stopping = False
+        self._stops: set[asyncio.Future[None]] = set()
 
     # -- the store ---------------------------------------------------------------------
 
@@ -123,6 +127,15 @@ class Viewer:
                         raise
                     self._store = store
         return self._store
+
+    def stop_live(self) -> None:
+        """End every live stream (their responses complete) and refuse new ones: for
+        a server that is shutting down, whose open responses would otherwise wait."""
+        self._stopping = True
+        for subscription in list(self._streams):
+            stop = asyncio.ensure_future(subscription.aclose())
+            self._stops.add(stop)
+            stop.add_done_callback(self._stops.discard)
 
     async def close(self) -> None:
         """Close the store, if the viewer opened it. Idempotent."""
@@ -349,6 +362,33 @@ class Viewer:
         record = await pages.log_page(store, sid, after=after, projections=projections)
         return record, {"title": f"{sid}: log", "tab": "log"}
 
+    async def _changes(self, store: EventStore, sid: str, after: int) -> AsyncIterator[str]:
+        yield ": live\n\n"
+        if self._stopping:
+            return
+        async with store.subscribe_stream(sid, after=after) as events:
+            self._streams.add(events)
+            try:
+                following = events.__aiter__()
+                while True:
+                    try:
+                        event = await asyncio.wait_for(following.__anext__(), KEEP_ALIVE)
+                    except TimeoutError:
+                        yield ": keep-alive\n\n"
+                        continue
+                    except StopAsyncIteration:
+                        return
+                    data = json.dumps(
+                        {
+                            "version": event.version,
+                            "type": event.event_type,
+                            "position": event.position,
+                        }
+                    )
+                    yield f"id: {event.version}\nevent: change\ndata: {data}\n\n"
+            finally:
+                self._streams.discard(events)
+
     async def _live(self, request: Request) -> Response:
         """Server-sent events: one ``change`` event per event of the session's log
         after version ``after`` (the conversation page reloads its items on each)."""
@@ -364,28 +404,10 @@ class Viewer:
         except pages.BadRequest as error:
             return _error(self, request, 400, str(error), json_only=True)
         return StreamingResponse(
-            _changes(store, sid, after),
+            self._changes(store, sid, after),
             media_type="text/event-stream",
             headers={"X-Accel-Buffering": "no"},
         )
-
-
-async def _changes(store: EventStore, sid: str, after: int) -> AsyncIterator[str]:
-    yield ": live\n\n"
-    async with store.subscribe_stream(sid, after=after) as events:
-        following = events.__aiter__()
-        while True:
-            try:
-                event = await asyncio.wait_for(following.__anext__(), KEEP_ALIVE)
-            except TimeoutError:
-                yield ": keep-alive\n\n"
-                continue
-            except StopAsyncIteration:
-                return
-            data = json.dumps(
-                {"version": event.version, "type": event.event_type, "position": event.position}
-            )
-            yield f"id: {event.version}\nevent: change\ndata: {data}\n\n"
 
 
 def viewer(

@@ -10,11 +10,14 @@ address it generates an access token and prints the address that carries it.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import ipaddress
 import secrets
 import socket
 import sys
 from pathlib import Path
+from types import FrameType
+from typing import Any
 
 from eventstore import EventStore, InvalidArgumentError, MissingDependencyError
 
@@ -100,6 +103,29 @@ async def serve(store: EventStore, args: argparse.Namespace) -> int:
 
     from . import viewer  # (MissingDependencyError without Starlette or Jinja2)
 
+    class _Server(uvicorn.Server):
+        """uvicorn's server, stopped by Ctrl-C (or SIGTERM) for good: the live streams
+        end at once (their responses would hold the shutdown for its whole grace
+        period), and the signal is not raised again afterwards, so the command closes
+        its connections and returns."""
+
+        def __init__(self, config: uvicorn.Config, shown: Any) -> None:
+            super().__init__(config)
+            self._shown = shown
+            self._loop: asyncio.AbstractEventLoop | None = None
+
+        async def serve(self, sockets: list[socket.socket] | None = None) -> None:
+            self._loop = asyncio.get_running_loop()
+            await super().serve(sockets)
+
+        def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+            super().handle_exit(sig, frame)
+            captured = getattr(self, "_captured_signals", None)
+            if isinstance(captured, list):
+                captured.clear()
+            if self._loop is not None:
+                self._loop.call_soon_threadsafe(self._shown.stop_live)
+
     remote = not is_loopback(args.host)
     if remote and not args.allow_remote:
         raise InvalidArgumentError(
@@ -130,6 +156,6 @@ async def serve(store: EventStore, args: argparse.Namespace) -> int:
         lifespan="off",
         timeout_graceful_shutdown=GRACEFUL_SHUTDOWN,
     )
-    await uvicorn.Server(config).serve(sockets=[sock])
+    await _Server(config, app).serve(sockets=[sock])
     await app.close()
     return 0

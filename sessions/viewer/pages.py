@@ -18,11 +18,15 @@ from sqlalchemy import Connection, func, inspect, select
 
 from eventstore import (
     MAIN_BRANCH,
+    BranchDeleted,
     DecodeError,
     DecryptionError,
     EventStore,
     InvalidArgumentError,
+    ItemPopped,
+    ItemsExpired,
     RecordedEvent,
+    SessionCleared,
     SessionStarted,
     decode_item,
     schema,
@@ -387,6 +391,10 @@ async def travel_page(
     latest = await _known_session(store, session_id)
     if version is not None and not 1 <= version <= latest:
         raise NotFound(f"session {session_id!r} has versions 1..{latest}, not {version}")
+    if at is None and version in (None, latest):
+        now = await _travel_now(store, session_id, latest, branch, keyring, offset)
+        if now is not None:
+            return now
     events = await store.read_stream(session_id, upto=version)
     if at is not None:
         events = [e for e in events if e.recorded_at <= at]
@@ -404,7 +412,6 @@ async def travel_page(
     gone = (
         [row for row in before.view(branch) if row.seq not in kept] if before.exists(branch) else []
     )
-    earlier = {row.seq for row in before.view(branch)} if before.exists(branch) else set()
     total = len(rows)
     end = max(0, total - offset)
     start = max(0, end - PAGE_ITEMS)
@@ -423,10 +430,71 @@ async def travel_page(
         tuple(shown),
         start,
         total,
-        tuple(row.seq for row in rows if row.seq not in earlier),
+        tuple(row.seq for row in rows if row.seq >> SEQ_SHIFT == chosen.version),
         tuple(removed),
         tuple(event_row(e) for e in near),
         tuple(b for b in after.branch_ids() if after.exists(b)),
+        opener.locked_reason,
+    )
+
+
+def _removes_from(event: Any, branch: str) -> bool:
+    """Whether ``event`` removes items of ``branch`` (or the branch itself)."""
+    match event:
+        case ItemPopped(branch_id=b) | ItemsExpired(branch_id=b) | BranchDeleted(branch_id=b):
+            return bool(b == branch)
+        case SessionCleared(branch_id=b):
+            return b is None or b == branch
+        case _:
+            return False
+
+
+async def _travel_now(
+    store: EventStore,
+    session_id: str,
+    latest: int,
+    branch: str,
+    keyring: Keyring | None,
+    offset: int,
+) -> TravelPage | None:
+    """The time-travel page at the latest version, from the history projection (a page
+    of items, as a conversation page reads them) instead of a fold of the whole log;
+    None when the last event removed items of the branch (the fold lists them)."""
+    near = await store.read_stream(session_id, after=max(0, latest - 6))
+    chosen = near[-1]
+    if _removes_from(chosen.event, branch):
+        return None
+
+    def read(conn: Connection) -> Any:
+        infos = HISTORY.read_branches(conn, session_id)
+        info = infos.get(branch)
+        if branch != MAIN_BRANCH and (info is None or info.parent is None or info.deleted):
+            return None
+        entries = HISTORY.read_entries(conn, session_id, branch, offset + PAGE_ITEMS)
+        total = HISTORY.count_items(conn, session_id, branch)
+        names = [MAIN_BRANCH, *(b for b, i in infos.items() if i.parent and not i.deleted)]
+        return entries, total, names
+
+    found = await store.run(read)
+    if found is None:
+        raise NotFound(f"session {session_id!r} had no branch {branch!r} at v{latest}")
+    entries, total, names = found
+    page = entries[: max(0, len(entries) - offset)][-PAGE_ITEMS:]
+    opener = Opener(store, session_id, keyring)
+    shown = await opener.views(page)
+    return TravelPage(
+        session_id,
+        branch,
+        latest,
+        latest,
+        chosen.recorded_at,
+        tuple(shown),
+        max(0, total - offset - len(page)),
+        total,
+        tuple(seq for seq, _ in page if seq >> SEQ_SHIFT == latest),
+        (),
+        tuple(event_row(e) for e in near),
+        tuple(names),
         opener.locked_reason,
     )
 

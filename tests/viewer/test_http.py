@@ -478,3 +478,36 @@ async def test_the_fastapi_example_mounts_it_behind_its_own_auth(
             page = await client.get("/convstore/c/trip_planner", headers=headers)
             assert 'href="/convstore/tree/trip_planner"' in page.text
             assert (await client.get("/users/ada/history")).status_code == 200  # the app's own
+
+
+@pytest.mark.parametrize(
+    ("sid", "branch"), [("trip_planner", "main"), ("trip_planner", "cheaper"), ("notes", "main")]
+)
+@pytest.mark.parametrize("offset", [0, 3])
+async def test_time_travel_now_reads_the_projection_and_agrees_with_the_fold(
+    local: httpx.AsyncClient, sid: str, branch: str, offset: int
+) -> None:
+    """At the latest version the page reads a page of the history projection (not a
+    fold of the whole log), and shows what a fold shows (``at`` a later time folds)."""
+    params = {"branch": branch, "offset": str(offset)}
+    now = json_of(await local.get(f"/api/travel/{sid}", params=params))
+    folded = json_of(
+        await local.get(f"/api/travel/{sid}", params={**params, "at": "2100-01-01T00:00:00Z"})
+    )
+    for key in ("version", "items", "total_items", "shown_from", "added", "removed", "events"):
+        assert now[key] == folded[key], key
+    assert set(now["branches"]) == set(folded["branches"])
+
+
+async def test_time_travel_now_does_not_fold_the_log(
+    local: httpx.AsyncClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from sessions.viewer import pages
+
+    def no_fold(*args: Any) -> Any:
+        raise AssertionError("folded the whole log")
+
+    monkeypatch.setattr(pages, "fold", no_fold)
+    latest = json_of(await local.get("/api/travel/trip_planner"))
+    assert latest["version"] == latest["latest"] == 28
+    assert latest["total_items"] == 15  # main (time travel starts on main)

@@ -36,7 +36,6 @@ from sessions import (
     EncryptedSession,
     SQLAlchemySession,
     SQLiteSession,
-    StoreSession,
 )
 
 KEY = "demo-master-key-change-me-please-0123"  # a passphrase (16+ characters)
@@ -93,15 +92,16 @@ def _agent(steps: list[ModelStep]) -> Agent[Any]:
     )
 
 
-def _session(cls: Any, url_cls: Any, session_id: str, target: str) -> StoreSession:
+def _session(session_id: str, target: str) -> Any:
+    """An Advanced session on a SQLite path or a database URL."""
     if "://" in target:
-        return url_cls.from_url(session_id, url=target, create_tables=True)  # type: ignore[no-any-return]
-    return cls(session_id=session_id, db_path=target, create_tables=True)  # type: ignore[no-any-return]
+        return AdvancedSQLAlchemySession.from_url(session_id, url=target, create_tables=True)
+    return AdvancedSQLiteSession(session_id=session_id, db_path=target, create_tables=True)
 
 
 async def trip_planner(target: str) -> None:
-    session = _session(AdvancedSQLiteSession, AdvancedSQLAlchemySession, "trip_planner", target)
-    async with session:  # type: ignore[attr-defined]
+    session = _session("trip_planner", target)
+    async with session:
         if await session.get_items(limit=1):
             return
         runs = [

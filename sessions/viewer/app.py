@@ -399,6 +399,10 @@ class Viewer:
             if info is None:
                 raise pages.NotFound(f"no session {sid!r} in this database")
             after = _whole(request.query_params.get("after"), "after", default=0, least=0)
+            # A browser reconnecting says where it was (the id of the last event it got).
+            resumed = request.headers.get("last-event-id")
+            if resumed is not None:
+                after = _whole(resumed, "Last-Event-ID", default=after, least=0)
         except pages.NotFound as error:
             return _error(self, request, 404, str(error), json_only=True)
         except pages.BadRequest as error:

@@ -193,6 +193,7 @@ def test_a_walk_through_the_viewer(browser: Any, database: str) -> None:
         )
         assert driver.execute_script("return window.notReloaded") is True
         assert driver.find_element(By.ID, "version").text == "v8"
+        assert "1 turn on main" in driver.find_element(By.ID, "items").text
         shoot(driver, "live")
 
         # The encrypted session, locked without a key.

@@ -13,6 +13,7 @@ import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -142,6 +143,16 @@ def test_serve_reports_a_port_in_use(demo_db: Path) -> None:
     assert f"cannot listen on 127.0.0.1:{port}" in error
 
 
+async def first_change(client: httpx.AsyncClient, url: str, last_event_id: str) -> Any:
+    """The first change a browser reconnecting with ``Last-Event-ID`` is sent."""
+    headers = {"last-event-id": last_event_id}
+    async with client.stream("GET", url + "live/notes?after=0", headers=headers) as stream:
+        async for line in stream.aiter_lines():
+            if line.startswith("data: "):
+                return json.loads(line[6:])
+    return None
+
+
 async def test_live_updates_over_server_sent_events(demo_db: Path) -> None:
     """A conversation's live stream reports each new event of the session, once, as
     another process's writes commit (here a session in this test process: the server
@@ -172,6 +183,8 @@ async def test_live_updates_over_server_sent_events(demo_db: Path) -> None:
                 (8, "ItemsAdded"),
                 (9, "ItemPopped"),
             ]
+            resumed = await asyncio.wait_for(first_change(client, url, "8"), GUARD)
+            assert resumed == {"version": 9, "type": "ItemPopped", "position": resumed["position"]}
             missing = await client.get(url + "live/nobody")
             assert missing.status_code == 404
             bad = await client.get(url + "live/notes?after=x")

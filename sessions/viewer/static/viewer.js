@@ -22,15 +22,14 @@ document.addEventListener("DOMContentLoaded", () => {
   const box = document.getElementById("conversation");
   if (box && box.dataset.live && window.EventSource) {
     const status = document.getElementById("live-status");
-    const version = document.getElementById("version");
     const source = new EventSource(box.dataset.live);
     let pending = null;
     source.addEventListener("open", () => { if (status) status.hidden = false; });
     source.addEventListener("error", () => { if (status) status.hidden = true; });
-    source.addEventListener("change", (message) => {
-      const event = JSON.parse(message.data);
-      if (version) version.textContent = `v${event.version}`;
-      if (pending) return; // one refresh at a time; it reads the newest state
+    let again = false;
+    const refresh = () => {
+      if (pending) { again = true; return; } // one at a time; the next reads the newest
+      again = false;
       pending = fetch(box.dataset.refresh, { credentials: "same-origin" })
         .then((response) => (response.ok ? response.text() : Promise.reject(response.status)))
         .then((html) => {
@@ -39,7 +38,11 @@ document.addEventListener("DOMContentLoaded", () => {
           if (atBottom) window.scrollTo(0, document.body.scrollHeight);
         })
         .catch(() => {})
-        .finally(() => { pending = null; });
-    });
+        .finally(() => {
+          pending = null;
+          if (again) refresh();
+        });
+    };
+    source.addEventListener("change", refresh);
   }
 });

@@ -4,14 +4,15 @@ returning a typed record that the HTML page renders and the JSON endpoint return
 Reads are bounded where a session can be long: a conversation page reads the newest
 :data:`PAGE_ITEMS` items of a branch (``before=`` pages further back, a page at a
 time), a log page :data:`PAGE_EVENTS` events. Time travel folds the log up to the
-version asked (:mod:`projections.history`), as ``convstore DB history --as-of`` does.
+version asked (:mod:`projections.history`), as ``convstore DB history --as-of`` does,
+except at the latest version, which the history projection holds already.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import datetime
-from typing import Any, Literal
+from typing import Any
 
 import msgspec
 from sqlalchemy import Connection, func, inspect, select
@@ -39,7 +40,7 @@ from projections.maintenance import ProjectionCheck
 from projections.usage_table import USAGE
 
 from .. import _keys
-from .. import admin as admin
+from .. import admin
 from .._envelope import MARKER
 from ..base import HISTORY, StoreSession
 from ..cli import _summary as event_summary
@@ -51,7 +52,6 @@ PAGE_ITEMS = 50
 PAGE_EVENTS = 100
 PAGE_SESSIONS = 50
 SORTS = ("activity", "id", "events", "size", "created")
-Sort = Literal["activity", "id", "events", "size", "created"]
 
 
 class NotFound(admin.NotFoundError):

@@ -39,8 +39,7 @@ from projections.history import SEQ_SHIFT
 from projections.maintenance import ProjectionCheck
 from projections.usage_table import USAGE
 
-from .. import _keys
-from .. import admin
+from .. import _keys, admin
 from .._envelope import MARKER
 from ..base import HISTORY, StoreSession
 from ..cli import _summary as event_summary

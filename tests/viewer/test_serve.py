@@ -125,12 +125,15 @@ def test_serve_with_a_key_file_decrypts_behind_a_token(demo_db: Path, tmp_path: 
         (["{db}", "serve", "--key-file", "{missing}"], "cannot read the key file"),
         (["postgresql://nobody@127.0.0.1:1/none", "serve"], ""),
         (["{db}", "serve", "--port", "70000"], "--port must be from 0 to 65535"),
+        (["{db}", "serve", "--key-file", "{short_key}"], "is too short: a passphrase needs"),
     ],
 )
 def test_serve_errors_are_one_line_and_exit_2(
     demo_db: Path, tmp_path: Path, args: list[str], message: str
 ) -> None:
-    filled = [a.format(db=demo_db, missing=tmp_path / "missing") for a in args]
+    short_key = tmp_path / "short.key"
+    short_key.write_text("too short\n")
+    filled = [a.format(db=demo_db, missing=tmp_path / "missing", short_key=short_key) for a in args]
     assert message in one_line_error(convstore(*filled))
 
 

@@ -31,7 +31,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from . import registry, schema
+from . import registry, schema, subscribe
 from .backends import open_runner
 from .backends.base import AsyncEngineRunner, ChangeSignal, T, Timeouts, TxFunction
 from .chain import GENESIS, chain_hash
@@ -66,13 +66,7 @@ from .records import (
     to_datetime,
 )
 from .snapshot import run_snapshot
-from .subscribe import (
-    DEFAULT_PAGE_SIZE,
-    Subscription,
-    check_interval,
-    check_page_size,
-    wake_subscribers,
-)
+from .subscribe import DEFAULT_PAGE_SIZE, Subscription, wake_subscribers
 
 R = TypeVar("R")
 
@@ -1195,23 +1189,15 @@ class EventStore:
     ) -> Subscription:
         """Every event appended to any stream after ``after_position``, as an async
         iterator that waits for new ones: each once, in position (commit) order, none
-        skipped, read ``page_size`` at a time (docs/subscriptions.md).
-
-        Resume with the position of the last event handled (:attr:`Subscription.after`).
-        Appends of this process wake it at once, other processes' through PostgreSQL
-        ``LISTEN/NOTIFY`` or SQLite's data version; it also reads every
-        ``poll_interval`` seconds (default: the backend's, 1 s where it is woken
-        across processes, 0.25 s on MariaDB). ``listen=False``: no ``LISTEN`` (a
-        connection pooler in transaction mode), polling alone."""
-        check_count("after_position", after_position)
-        return Subscription(
+        skipped, read ``page_size`` at a time (:mod:`eventstore.subscribe`,
+        docs/subscriptions.md). Resume with the position of the last event handled.
+        ``poll_interval``: seconds between reads when nothing wakes it (default: the
+        backend's); ``listen=False``: no PostgreSQL ``LISTEN``, polling alone."""
+        return subscribe.follow_log(
             self,
-            lambda after, limit: self.read_all(after_position=after, limit=limit),
-            after=after_position,
-            key=lambda event: event.position,
-            stream_id=None,
-            page_size=check_page_size(page_size),
-            poll_interval=check_interval(poll_interval),
+            after_position=after_position,
+            page_size=page_size,
+            poll_interval=poll_interval,
             listen=listen,
         )
 
@@ -1225,18 +1211,14 @@ class EventStore:
         listen: bool = True,
     ) -> Subscription:
         """The events of one stream after version ``after``, as :meth:`subscribe`
-        does for the whole log: each once, in version order, none skipped; resume with
+        follows the whole log: each once, in version order, none skipped; resume with
         the version of the last event handled. The stream need not exist yet."""
-        check_stream_id(stream_id)
-        check_count("after", after)
-        return Subscription(
+        return subscribe.follow_stream(
             self,
-            lambda version, limit: self.read_stream(stream_id, after=version, limit=limit),
+            stream_id,
             after=after,
-            key=lambda event: event.version,
-            stream_id=stream_id,
-            page_size=check_page_size(page_size),
-            poll_interval=check_interval(poll_interval),
+            page_size=page_size,
+            poll_interval=poll_interval,
             listen=listen,
         )
 

@@ -34,7 +34,7 @@ from .records import RecordedEvent
 if TYPE_CHECKING:
     from .store import EventStore
 
-__all__ = ["DEFAULT_PAGE_SIZE", "Subscription", "wake_subscribers"]
+__all__ = ["DEFAULT_PAGE_SIZE", "Subscription", "follow_log", "follow_stream", "wake_subscribers"]
 
 DEFAULT_PAGE_SIZE = 500
 MAX_PAGE_SIZE = 100_000
@@ -188,3 +188,54 @@ class Subscription:
     def __repr__(self) -> str:
         what = "all streams" if self._stream_id is None else f"stream {self._stream_id!r}"
         return f"<Subscription to {what} after {self._after}>"
+
+
+def follow_log(
+    store: EventStore,
+    *,
+    after_position: int,
+    page_size: int,
+    poll_interval: float | None,
+    listen: bool,
+) -> Subscription:
+    """What :meth:`EventStore.subscribe <eventstore.EventStore.subscribe>` returns."""
+    from .store import check_count
+
+    check_count("after_position", after_position)
+    return Subscription(
+        store,
+        lambda after, limit: store.read_all(after_position=after, limit=limit),
+        after=after_position,
+        key=lambda event: event.position,
+        stream_id=None,
+        page_size=check_page_size(page_size),
+        poll_interval=check_interval(poll_interval),
+        listen=listen,
+    )
+
+
+def follow_stream(
+    store: EventStore,
+    stream_id: str,
+    *,
+    after: int,
+    page_size: int,
+    poll_interval: float | None,
+    listen: bool,
+) -> Subscription:
+    """What :meth:`EventStore.subscribe_stream <eventstore.EventStore.subscribe_stream>`
+    returns."""
+    from .store import check_count, check_stream_id
+
+    check_stream_id(stream_id)
+    check_count("after", after)
+    return Subscription(
+        store,
+        lambda version, limit: store.read_stream(stream_id, after=version, limit=limit),
+        after=after,
+        key=lambda event: event.version,
+        stream_id=stream_id,
+        page_size=check_page_size(page_size),
+        poll_interval=check_interval(poll_interval),
+        listen=listen,
+    )

@@ -8,6 +8,7 @@ from .checks import (
     MAX_INTEGER,
     check_count,
     check_flag,
+    check_integer,
     check_seconds,
     check_stream_id,
     is_integer,
@@ -86,6 +87,7 @@ from .removal import RemovedStream
 from .repair import RepairedStream, RepairReport, repair_positions
 from .replica import ReadReplica
 from .store import EventStore
+from .subscribe import Subscription
 
 # Library logging goes to the "convstore" logger tree (retries, slow transactions,
 # failed group commits); nothing is printed unless the application configures logging.
@@ -150,6 +152,7 @@ __all__ = [
     "StoreInUseError",
     "StreamCheck",
     "StreamInfo",
+    "Subscription",
     "TamperedError",
     "TransientError",
     "TurnNotFoundError",
@@ -159,6 +162,7 @@ __all__ = [
     "check_count",
     "check_flag",
     "check_imported",
+    "check_integer",
     "check_seconds",
     "check_sqlite_path",
     "check_stream_id",

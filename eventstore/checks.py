@@ -29,15 +29,19 @@ def is_number(value: object) -> TypeGuard[int | float]:
     return isinstance(value, int | float) and not isinstance(value, bool)
 
 
+def check_integer(name: str, value: object, *, low: int = 0, high: int = MAX_INTEGER) -> int:
+    """``value`` if it is an integer from ``low`` to ``high``, else raise."""
+    if not is_integer(value):
+        raise ArgumentTypeError(f"{name} must be an integer >= {low}, not {value!r}")
+    if not low <= value <= high:
+        most = f"{high} (2**63 - 1)" if high == MAX_INTEGER else f"{high:,}"
+        raise InvalidArgumentError(f"{name} must be an integer from {low} to {most}, not {value!r}")
+    return value
+
+
 def check_count(name: str, value: object) -> int:
     """``value`` if it is an integer from 0 to :data:`MAX_INTEGER`, else raise."""
-    if not is_integer(value):
-        raise ArgumentTypeError(f"{name} must be an integer >= 0, not {value!r}")
-    if not 0 <= value <= MAX_INTEGER:
-        raise InvalidArgumentError(
-            f"{name} must be an integer from 0 to {MAX_INTEGER} (2**63 - 1), not {value!r}"
-        )
-    return value
+    return check_integer(name, value)
 
 
 def check_bounds(**values: int | None) -> None:

@@ -15,6 +15,7 @@ from sqlalchemy import Connection, Row, Select, func, select
 
 from . import schema
 from .backends.base import Dialect
+from .errors import InvalidArgumentError
 from .records import (
     ApplyFunction,
     BaseProjector,
@@ -73,6 +74,43 @@ def idle_streams_query(updated_before: int) -> Select[Any]:
 
 
 COUNT_EVENTS = select(func.count()).select_from(_e)
+
+
+def stream_page_tx(
+    conn: Connection, *, contains: str, order: str, limit: int, offset: int
+) -> tuple[int, list[Row[Any]]]:
+    """How many streams have ids containing ``contains``, and ``limit`` of them from
+    ``offset`` in the ``order`` ("activity", "id", "events", "size" or "created"; then
+    by id): their ``convstore_streams`` rows with ``size``, the bytes of their payloads
+    (a listing to browse, e.g. the viewer's sessions page)."""
+    where = [_s.c.stream_id.contains(contains, autoescape=True)] if contains else []
+    size = select(func.coalesce(func.sum(func.length(_e.c.payload)), 0)).where(
+        _e.c.stream_id == _s.c.stream_id
+    )
+    orders: dict[str, list[Any]] = {
+        "activity": [_s.c.updated_at.desc(), _s.c.stream_id],
+        "id": [_s.c.stream_id],
+        "events": [_s.c.version.desc(), _s.c.stream_id],
+        "created": [_s.c.created_at.desc(), _s.c.stream_id],
+        "size": [size.scalar_subquery().desc(), _s.c.stream_id],
+    }
+    if order not in orders:
+        raise InvalidArgumentError(f"order must be one of {', '.join(orders)}, not {order!r}")
+    total = int(conn.execute(select(func.count()).select_from(_s).where(*where)).scalar_one())
+    rows = conn.execute(
+        select(_s, size.scalar_subquery().label("size"))
+        .where(*where)
+        .order_by(*orders[order])
+        .limit(limit)
+        .offset(offset)
+    ).all()
+    return total, list(rows)
+
+
+def first_events_tx(conn: Connection, stream_ids: Sequence[str]) -> list[Row[Any]]:
+    """The stored first event (version 1) of each of ``stream_ids`` that has one."""
+    query = select(_e).where(_e.c.stream_id.in_(stream_ids), _e.c.version == 1)
+    return list(conn.execute(query))
 
 
 def scan_tx(

@@ -28,10 +28,11 @@ from typing import Any, Self, TypeVar
 from sqlalchemy import Connection, Row
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from . import queries, registry, removal
+from . import queries, registry, removal, subscribe
 from .backends import open_runner
 from .backends.base import T, Timeouts, TxFunction
-from .checks import check_bounds, check_count, check_flag, check_stream_id
+from .backends.signals import ChangeSignal
+from .checks import check_bounds, check_flag, check_integer, check_stream_id
 from .errors import InvalidArgumentError, StoreClosedError, StoreInUseError
 from .events import Event
 from .imports import ImportedBatch, write_imported_tx
@@ -50,6 +51,7 @@ from .records import (
 from .removal import RemovedStream
 from .replica import ReadReplica, ReplicaReads, marks_writes
 from .setup import LogSetup, check_projectors
+from .subscribe import DEFAULT_PAGE_SIZE, Subscription
 from .transactions import Transactions
 from .writer import StreamWriter
 
@@ -388,6 +390,60 @@ class EventStore:
         )
         return [recorded_from_row(row) for row in rows]
 
+    def subscribe(
+        self,
+        *,
+        after_position: int = 0,
+        page_size: int = DEFAULT_PAGE_SIZE,
+        poll_interval: float | None = None,
+        listen: bool = True,
+    ) -> Subscription:
+        """Every event appended to any stream after ``after_position``, as an async
+        iterator that waits for new ones: each once, in position (commit) order, none
+        skipped, read ``page_size`` at a time (:mod:`eventstore.subscribe`,
+        docs/subscriptions.md). Resume with the position of the last event handled.
+        ``poll_interval``: seconds between reads when nothing wakes it (default: the
+        backend's); ``listen=False``: no PostgreSQL ``LISTEN``, polling alone."""
+        return subscribe.follow(
+            self,
+            None,
+            after=after_position,
+            page_size=page_size,
+            poll_interval=poll_interval,
+            listen=listen,
+        )
+
+    def subscribe_stream(
+        self,
+        stream_id: str,
+        *,
+        after: int = 0,
+        page_size: int = DEFAULT_PAGE_SIZE,
+        poll_interval: float | None = None,
+        listen: bool = True,
+    ) -> Subscription:
+        """The events of one stream after version ``after``, as :meth:`subscribe`
+        follows the whole log: each once, in version order, none skipped; resume with
+        the version of the last event handled. The stream need not exist yet."""
+        return subscribe.follow(
+            self,
+            stream_id,
+            after=after,
+            page_size=page_size,
+            poll_interval=poll_interval,
+            listen=listen,
+        )
+
+    def change_signal(self, stream_id: str | None, *, listen: bool = True) -> ChangeSignal:
+        """What wakes a reader of this database's log (for :mod:`eventstore.subscribe`)."""
+        self._check_open()
+        return self._runner.change_signal(stream_id, listen=listen)
+
+    @property
+    def database_key(self) -> object:
+        """Identity of the database in this process (stores on one database share it)."""
+        return self._runner.database_id
+
     async def list_streams(
         self, *, after: str | None = None, limit: int | None = None
     ) -> list[StreamInfo]:
@@ -460,8 +516,7 @@ class EventStore:
         ``handle``, ``page_size`` rows at a time, from one consistent snapshot (appends go
         on; an export). A row has the log's columns as attributes: the payload as stored,
         ``recorded_at`` in microseconds. Returns how many rows were handed."""
-        if check_count("page_size", page_size) == 0:
-            raise InvalidArgumentError("page_size must be an integer > 0, not 0")
+        check_integer("page_size", page_size, low=1)
         return await self.read_snapshot(
             partial(queries.scan_tx, handle=handle, stream_id=stream_id, page_size=page_size)
         )

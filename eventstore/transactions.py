@@ -30,6 +30,7 @@ from typing import Any
 from . import registry
 from .backends.base import Runner, T, TxFunction
 from .errors import ConnectionLostError, OperationalError, TransientError
+from .subscribe import wake_subscribers
 
 log = logging.getLogger("convstore.eventstore")
 
@@ -127,6 +128,8 @@ class Transactions:
                     "connection to the database working again after %.3f s",
                     time.monotonic() - lost_since,
                 )
+            if write:  # (a dictionary look-up when nobody subscribes)
+                wake_subscribers(self.runner.database_id)
             return result
 
 

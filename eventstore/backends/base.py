@@ -35,6 +35,7 @@ from ..errors import (
     PersistenceError,
 )
 from ..prepared import Prepared
+from .signals import ChangeSignal
 
 T = TypeVar("T")
 
@@ -135,6 +136,7 @@ class Dialect(abc.ABC):
             INSERT_STREAM.execute(conn, stream)
         rows, recorded = write.rows(last_position - count + 1)
         INSERT_EVENTS.execute_many(conn, rows)
+        self.announce(conn, write.stream_id)
         for projector in write.projectors:
             projector.apply(conn, recorded)
         return last_position
@@ -176,6 +178,19 @@ class Dialect(abc.ABC):
         the same transaction to stay under (``position < bound``); None where every
         committed position is safe already (appends serialised until commit)."""
         return None
+
+    def announce(self, conn: Connection, stream_id: str) -> None:  # noqa: B027 (optional hook)
+        """Inside an append's transaction, once its events are written: tell readers
+        tailing the log in other processes, when it commits, that ``stream_id`` grew
+        (PostgreSQL: ``NOTIFY``). Nothing where they find out otherwise."""
+
+    def change_signal(
+        self, engine: AsyncEngine, stream_id: str | None, *, listen: bool
+    ) -> ChangeSignal:
+        """What wakes a reader tailing the log of this database (``stream_id``: only
+        that stream's), on a connection of ``engine`` where it needs one; ``listen``
+        False asks for polling alone (see :class:`ChangeSignal`)."""
+        return ChangeSignal()
 
     def last_position(self, conn: Connection, *, locked: bool = False) -> int:
         """The last position a reader can see; with ``locked`` (:meth:`lock_log` is
@@ -486,6 +501,16 @@ class Runner(abc.ABC):
     def engine(self) -> AsyncEngine:
         """An :class:`AsyncEngine` on this runner's database (for users to inspect it)."""
 
+    def change_signal(self, stream_id: str | None, *, listen: bool = True) -> ChangeSignal:
+        """What wakes a reader tailing this database's log (see :class:`ChangeSignal`)."""
+        return ChangeSignal()
+
+    @property
+    def database_id(self) -> object:
+        """The database, as every runner on it in this process names it (engines made
+        from one URL are distinct, their database is not)."""
+        return self.engine_key
+
 
 class AsyncEngineRunner(Runner):
     """Transactions on an :class:`AsyncEngine`, through ``run_sync``.
@@ -602,6 +627,13 @@ class AsyncEngineRunner(Runner):
     @property
     def engine_key(self) -> object:
         return self.engine.sync_engine
+
+    def change_signal(self, stream_id: str | None, *, listen: bool = True) -> ChangeSignal:
+        return self.dialect.change_signal(self._engine, stream_id, listen=listen)
+
+    @property
+    def database_id(self) -> object:
+        return ("url", self._engine.url.render_as_string(hide_password=True))
 
 
 def _set_up_connections(engine: AsyncEngine, dialect: Dialect, timeouts: Timeouts) -> None:

@@ -173,6 +173,7 @@ class MySQLDialect(Dialect):
         rows, recorded = write.rows(0)
         for projector in write.projectors:
             projector.apply(conn, recorded)
+        self.announce(conn, write.stream_id)
         last_position = self.commit_append(
             conn,
             rows=rows,

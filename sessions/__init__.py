@@ -49,7 +49,8 @@ if TYPE_CHECKING:
     from .advanced import AdvancedSQLAlchemySession, AdvancedSQLiteSession
     from .base import StoreSession
     from .branching import BranchingSession, BranchNode
-    from .encrypted import EncryptedSession, purge_expired, rotate_master_key, shred_session
+    from .crypto.keyring import rotate_master_key, shred_session
+    from .encrypted import EncryptedSession, purge_expired
     from .sqlalchemy import SQLAlchemySession
     from .sqlite import SQLiteSession
     from .tables import create_tables
@@ -101,8 +102,8 @@ _WHERE = {
     "create_tables": ".tables",
     "purge_expired": ".encrypted",
     "render_usage": ".usage",
-    "rotate_master_key": ".encrypted",
-    "shred_session": ".encrypted",
+    "rotate_master_key": ".crypto.keyring",
+    "shred_session": ".crypto.keyring",
     "usage_report": ".usage",
 }
 

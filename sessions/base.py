@@ -20,7 +20,7 @@ import contextlib
 import logging
 import uuid
 import warnings
-from collections.abc import Callable, Coroutine, Generator, Iterator
+from collections.abc import Callable, Coroutine, Generator, Iterator, Sequence
 from typing import Any, Self
 
 import msgspec
@@ -33,7 +33,6 @@ from eventstore import (
     Event,
     EventStore,
     IntegrityError,
-    InvalidArgumentError,
     ItemPopped,
     ItemsAdded,
     NewEvent,
@@ -46,7 +45,7 @@ from eventstore import (
     decode_items,
     encode_items,
 )
-from eventstore.store import check_stream_id
+from eventstore.store import check_count, check_stream_id
 from projections.history import item_batches
 from projections.history_table import HistoryProjector, decode_entry
 
@@ -55,10 +54,11 @@ from ._tracing import instrument
 
 # The projector has no state of its own: one instance serves every store.
 HISTORY = HistoryProjector()
-# get_items(limit=n) up to this n counts as a quick read (see EventStore.run).
-_QUICK_READ = 1000
-# How many cancelled add_items calls a session remembers for their retries.
-_REMEMBERED_CANCELLATIONS = 16
+# A read of up to this many items counts as a quick read (see EventStore.run).
+QUICK_READ = 1000
+# How many cancelled add_items calls a session (or a wrapper of one) remembers for
+# their retries.
+REMEMBERED_CANCELLATIONS = 16
 
 log = logging.getLogger("convstore.sessions")
 
@@ -185,9 +185,7 @@ class StoreSession:
     async def _read(self, branch_id: str, n: int | None, turns: int | None) -> list[Any]:
         """Items of ``branch_id``: the newest ``n`` (all if None), or the last ``turns``."""
         if turns is not None:
-            if isinstance(turns, bool) or not isinstance(turns, int) or turns < 0:
-                raise InvalidArgumentError(f"turns must be an integer >= 0, not {turns!r}")
-            if turns == 0 or n == 0:
+            if check_count("turns", turns) == 0 or n == 0:
                 return []
             found = await self._store.run(
                 lambda conn: HISTORY.read_last_turns(conn, self.session_id, branch_id, turns, n),
@@ -201,7 +199,7 @@ class StoreSession:
             return []
         arrays = await self._store.run(
             lambda conn: HISTORY.read_arrays(conn, self.session_id, branch_id, n),
-            quick=n is not None and n <= _QUICK_READ,
+            quick=n is not None and n <= QUICK_READ,
             stream_id=self.session_id,  # may be read from a replica (eventstore/replica.py)
         )
         try:
@@ -239,7 +237,7 @@ class StoreSession:
             )
         except asyncio.CancelledError as cancelled:
             self._cancelled_adds.append((branch, encoded, events))
-            del self._cancelled_adds[:-_REMEMBERED_CANCELLATIONS]
+            del self._cancelled_adds[:-REMEMBERED_CANCELLATIONS]
             self._log_cancelled("add_items", cancelled)
             raise
         self._undelivered.clear()
@@ -266,7 +264,7 @@ class StoreSession:
         """
         self._check_open()
         branch = self._branch_id
-        undelivered = self._take_undelivered(branch)
+        undelivered = self.undelivered_pop(branch)
         if undelivered is not None:
             return decode_item(undelivered)
 
@@ -277,28 +275,45 @@ class StoreSession:
             decode_entry(self.session_id, branch, *top)  # a damaged row: nothing is popped
             return [ItemPopped(seq=top[0], branch_id=branch)], top[1]
 
-        # Decided under the stream's lock: no other pop can take the same item.
-        with self._popping(branch, lambda stored: stored):
-            popped = await self._store.append_decided(self.session_id, take_newest)
-        return None if popped is None else decode_item(popped[1])
+        popped = await self.pop_decided(branch, take_newest, lambda stored: stored)
+        return None if popped is None else decode_item(popped)
 
-    def _take_undelivered(self, branch: str) -> bytes | msgspec.Raw | None:
+    # -- for sessions that wrap this one (EncryptedSession) ----------------------------
+
+    async def current_branch(self) -> str:
+        """The branch this object's calls read and write: main, for a session without
+        branches (an Advanced session reads its durable current branch)."""
+        return self._branch_id
+
+    @property
+    def remembers_cancelled_adds(self) -> bool:
+        """Whether a cancelled ``add_items`` call is remembered: the same items added
+        again on its branch are then its retry, which reuses its events."""
+        return bool(self._cancelled_adds)
+
+    def undelivered_pop(self, branch: str) -> bytes | msgspec.Raw | None:
         """The item (JSON) a pop on ``branch`` removed while its caller was cancelled, if
-        there is one: this call is that pop's retry, and hands it out."""
+        there is one: the calling pop is that pop's retry, and hands it out."""
         if self._undelivered and self._undelivered[0][0] == branch:
             return self._undelivered.pop(0)[1]
         return None
 
-    @contextlib.contextmanager
-    def _popping(
-        self, branch: str, as_json: Callable[[Any], bytes | msgspec.Raw]
-    ) -> Iterator[None]:
-        """Around a pop's ``append_decided``, whose value is the popped item (``as_json``
-        gives its JSON): a cancellation after the commit raises CancelledAfterCommit
-        whose ``result`` is the item, and remembers it for the retry; one where nothing
-        was popped (or written) is a plain CancelledError."""
+    async def pop_decided(
+        self,
+        branch: str,
+        decide: Callable[[Connection, int], tuple[Sequence[Event], Any] | None],
+        as_json: Callable[[Any], bytes | msgspec.Raw],
+    ) -> Any | None:
+        """Append what ``decide`` chooses under the session's lock, a pop of ``branch``:
+        its events and the popped item (None: nothing to pop); return that item.
+
+        ``as_json`` gives the item's JSON. A cancellation after the commit raises
+        CancelledAfterCommit whose ``result`` is the item, and remembers it for the
+        retry (``undelivered_pop``); one where nothing was popped (or written) is a
+        plain CancelledError.
+        """
         try:
-            yield
+            popped = await self._store.append_decided(self.session_id, decide)
         except CancelledAfterCommit as cancelled:
             self._cancelled_adds.clear()
             result = cancelled.result
@@ -313,6 +328,7 @@ class StoreSession:
             self._log_cancelled("pop_item", cancelled)
             raise
         self._cancelled_adds.clear()
+        return None if popped is None else popped[1]
 
     def _log_cancelled(self, call: str, cancelled: BaseException | None) -> None:
         """Record, on this session's logger, how a cancelled call ended."""

@@ -16,7 +16,7 @@ import itertools
 import json
 import string
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -76,7 +76,7 @@ def content_preview(content: Any, max_length: int | None = None) -> str:
 _ASCII_LOWER = str.maketrans(string.ascii_uppercase, string.ascii_lowercase)
 
 
-def text_matcher(search_term: str) -> Any:
+def text_matcher(search_term: str) -> Callable[[str], bool]:
     """A test of whether a text contains ``search_term``, ignoring the case of ASCII
     letters (not of other letters), as the SDK's ``find_turns_by_content`` does."""
     if not isinstance(search_term, str):
@@ -100,6 +100,35 @@ def content_texts(content: Any) -> list[str]:
 def _timestamp(seconds: int) -> str:
     """A time as the SDK's AdvancedSQLiteSession shows it (UTC, to the second)."""
     return time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(seconds))
+
+
+def turn_summary(turn: Turn, item: Any) -> dict[str, Any]:
+    """A user turn as ``get_conversation_turns`` returns it, from its decoded message."""
+    content = item.get("content", "") if isinstance(item, dict) else ""
+    return {
+        "turn": turn.number,
+        "content": content_preview(content, PREVIEW_LENGTH),
+        "full_content": content,
+        "timestamp": _timestamp(turn.recorded_at // 1_000_000),
+        "can_branch": True,
+    }
+
+
+def conversation_turns(turns: Iterable[tuple[Turn, Any]]) -> list[dict[str, Any]]:
+    """Each ``(turn, decoded message)`` as ``get_conversation_turns`` returns it."""
+    return [turn_summary(turn, item) for turn, item in turns]
+
+
+def turns_containing(
+    turns: Iterable[tuple[Turn, Any]], matches: Callable[[str], bool]
+) -> list[dict[str, Any]]:
+    """The turns whose message says a text that ``matches`` (see ``text_matcher``)."""
+    found = []
+    for turn, item in turns:
+        content = item.get("content", "") if isinstance(item, dict) else ""
+        if any(matches(text) for text in content_texts(content)):
+            found.append(turn_summary(turn, item))
+    return found
 
 
 def _check_name(branch_name: str | None) -> None:
@@ -152,7 +181,12 @@ class BranchingSession(StoreSession):
                 self._branch_id = MAIN_BRANCH
         return self._branch_id
 
+    async def current_branch(self) -> str:
+        """The current branch, as the log says (read once, then checked at each call)."""
+        return await self._branch()
+
     async def _resolve(self, branch_id: str | None) -> str:
+        """``branch_id`` (checked), or the current branch when it is None."""
         if branch_id is None:
             return await self._branch()
         return check_stream_id(branch_id, what="a branch id", error=BranchError)
@@ -516,7 +550,10 @@ class BranchingSession(StoreSession):
 
     # -- turns -------------------------------------------------------------------------
 
-    async def _turns(self, branch_id: str | None) -> list[Turn]:
+    async def stored_turns(self, branch_id: str | None = None) -> list[Turn]:
+        """Each user turn of a branch (default: the current one) with its message as
+        stored, undecoded: what a session that wraps this one and stores its items in
+        another form (EncryptedSession) reads turns from."""
         branch = await self._resolve(branch_id)
         return await self._store.run(lambda conn: HISTORY.read_turns(conn, self.session_id, branch))
 
@@ -524,26 +561,13 @@ class BranchingSession(StoreSession):
         """Each user turn of a branch, with its message decoded."""
         branch = await self._resolve(branch_id)
         sid = self.session_id
-        turns = await self._store.run(lambda conn: HISTORY.read_turns(conn, sid, branch))
+        turns = await self.stored_turns(branch)
         return [(turn, decode_entry(sid, branch, turn.seq, turn.item)) for turn in turns]
-
-    @staticmethod
-    def _turn_dict(turn: Turn, content: Any) -> dict[str, Any]:
-        return {
-            "turn": turn.number,
-            "content": content_preview(content, PREVIEW_LENGTH),
-            "full_content": content,
-            "timestamp": _timestamp(turn.recorded_at // 1_000_000),
-            "can_branch": True,
-        }
 
     async def get_conversation_turns(self, branch_id: str | None = None) -> list[dict[str, Any]]:
         """Each user turn: ``turn``, ``content`` (a preview), ``full_content``,
         ``timestamp`` and ``can_branch``, as the SDK returns them."""
-        found = []
-        for turn, item in await self._decoded_turns(branch_id):
-            found.append(self._turn_dict(turn, item.get("content", "")))
-        return found
+        return conversation_turns(await self._decoded_turns(branch_id))
 
     async def find_turns_by_content(
         self, search_term: str, branch_id: str | None = None
@@ -552,12 +576,7 @@ class BranchingSession(StoreSession):
         letters (as the SDK does): the text of the message (its string, or its parts'
         text), never the JSON around it."""
         matches = text_matcher(search_term)
-        found = []
-        for turn, item in await self._decoded_turns(branch_id):
-            content = item.get("content", "")
-            if any(matches(text) for text in content_texts(content)):
-                found.append(self._turn_dict(turn, content))
-        return found
+        return turns_containing(await self._decoded_turns(branch_id), matches)
 
     async def get_conversation_by_turns(
         self, branch_id: str | None = None

@@ -25,7 +25,8 @@ from eventstore import (
     WrongKeyError,
 )
 from sessions import EncryptedSession, SQLiteSession
-from sessions._keys import data_keys, parse_master_key
+from sessions.crypto.keys import parse_master_key
+from sessions.crypto.tables import data_keys
 
 from ..conftest import Backend
 from .conftest import Sessions
@@ -418,3 +419,39 @@ async def test_a_wrapped_key_copied_to_another_session_does_not_open(sessions: S
     with pytest.raises(TamperedError, match="wrapped data key"):
         await encrypted(sessions, "b").get_items()
     assert await encrypted(sessions, "a").get_items() == [secret(1)]
+
+
+@pytest.mark.parametrize("length", [0, 3, 11, 20])
+async def test_a_truncated_wrapped_key_is_tampering(sessions: Sessions, length: int) -> None:
+    """A wrapped key too short to hold a nonce and a tag is reported as tampering, as any
+    other damage is, not as a ValueError of the cipher underneath."""
+    session = encrypted(sessions)
+    await session.add_items([secret(1)])
+    t = data_keys
+    await session.store.run(
+        lambda conn: conn.execute(
+            update(t).where(t.c.stream_id == session.session_id).values(wrapped=b"\x01" * length)
+        ),
+        write=True,
+    )
+    with pytest.raises(TamperedError, match="wrapped data key"):
+        await encrypted(sessions).get_items()
+
+
+async def test_a_replayed_envelope_with_bytes_moved_into_its_nonce_is_detected(
+    sessions: Sessions,
+) -> None:
+    """A copy whose first ciphertext byte is moved to the end of its nonce seals the same
+    bytes under another ``iv``: it must not pass as a second, distinct item."""
+    session = encrypted(sessions)
+    await session.add_items([secret(1)])
+    (stored,) = await raw_items(session.underlying_session)
+    iv, ct = base64.b64decode(stored["iv"]), base64.b64decode(stored["ct"])
+    moved = {
+        **stored,
+        "iv": base64.b64encode(iv + ct[:1]).decode(),
+        "ct": base64.b64encode(ct[1:]).decode(),
+    }
+    await session.underlying_session.add_items([moved])
+    with pytest.raises(TamperedError):
+        await session.get_items()

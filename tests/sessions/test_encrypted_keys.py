@@ -28,8 +28,9 @@ from sessions import (
     rotate_master_key,
     shred_session,
 )
-from sessions._keys import DataKeyRow, read_data_key_tx
 from sessions.admin import audit_database
+from sessions.crypto.keys import DataKeyRow
+from sessions.crypto.tables import read_data_key_tx
 
 from ..conftest import Backend
 from ..eventstore.chain_check import assert_chain_valid

@@ -4,6 +4,9 @@ The public names are imported on first use (PEP 562): ``import sessions`` alone 
 none of SQLAlchemy, the drivers or the event store, so the ``convstore`` command
 (``sessions.cli``) answers ``--version`` and ``--help`` without them. The error classes
 are exported here too: users import them from where the sessions come from.
+
+A module of the user's named like one of convstore's packages (an ``eventstore.py``
+next to the script) shadows it; the import error then names the file and the fix.
 """
 
 import os
@@ -128,9 +131,7 @@ def __dir__() -> list[str]:
 
 
 def _shadowing(error: ImportError) -> ImportError | None:
-    """A clearer error than ``error`` if a module of the user's is imported under the
-    name of one of convstore's packages (an ``eventstore.py`` next to the script): the
-    file, what happened, and what to do. None if that is not the cause."""
+    """A clearer error than ``error`` if a user's module shadows a convstore package."""
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     for name in ("eventstore", "projections"):
         module = sys.modules.get(name)

@@ -10,7 +10,22 @@ propagates the cancellation as :class:`~eventstore.CancelledAfterCommit` (a
 also remembers the cancelled call, so the natural retry is safe: the next
 ``add_items`` of the same items reuses the cancelled call's event ids (a no-op if it
 had committed, the write otherwise), and the next ``pop_item`` hands out the item a
-cancelled pop removed instead of removing another.
+cancelled pop removed instead of removing another. Reusing the event ids makes the
+retry a no-op if the cancelled call committed (the store's append is idempotent by
+event id), and the write itself otherwise.
+
+Starting. The append that creates a session's stream also writes its SessionStarted
+event (``on_new_stream``). Each session object makes that event once, so a retry or a
+racing creator with the same id is recognised by the store; a stream that exists
+ignores it.
+
+Closing. ``close()`` lets go of the store at once and returns what must still be
+awaited; subclasses that share a store (one per SQLite file) only drop their hold on
+it. A session that owns a connection and is garbage-collected unclosed warns
+(ResourceWarning) and closes from the loop's next turn; outside a loop it only hands
+its store over for release later, without taking a lock, since the collector may have
+interrupted the lock's holder. A session handed a store that its owner closes leaks
+nothing and does not warn.
 """
 
 from __future__ import annotations
@@ -101,6 +116,7 @@ class Closing:
 
 
 def _closing_done(task: asyncio.Task[None]) -> None:
+    """Forget a finished closing task, logging its failure if it failed."""
     _closing_tasks.discard(task)
     if not task.cancelled() and task.exception() is not None:
         log.debug("closing a session failed", exc_info=task.exception())
@@ -208,8 +224,7 @@ class StoreSession:
             raise await self._mismatch(branch_id) from error
 
     async def _mismatch(self, branch_id: str) -> ProjectionMismatchError:
-        """What to raise when the items read from the history do not decode: the
-        projection's rows do not match the log, and the error says where."""
+        """The error for history rows that do not decode: it says where they differ."""
         return await self._store.run(
             lambda conn: HISTORY.find_mismatch(conn, self.session_id, branch_id)
         )
@@ -245,11 +260,7 @@ class StoreSession:
         return result
 
     def _retried_add(self, branch: str, encoded: tuple[msgspec.Raw, ...]) -> list[NewEvent] | None:
-        """The events of a cancelled add_items of exactly these items, if there was one.
-
-        Reusing their event ids makes this call a no-op if that one committed (the
-        store's append is idempotent by event id), and the write itself otherwise.
-        """
+        """The events of a cancelled add_items of exactly these items, if there was one."""
         for n, (was_branch, was_items, events) in enumerate(self._cancelled_adds):
             if was_branch == branch and was_items == encoded:
                 del self._cancelled_adds[n]
@@ -362,17 +373,14 @@ class StoreSession:
     # -- lifecycle -------------------------------------------------------------------
 
     def _preamble(self) -> tuple[NewEvent]:
-        """The SessionStarted event, written only by the append that creates the stream.
-
-        One per session object: a retry or a racing creator with the same id is
-        recognised by the store, and a stream that exists ignores it.
-        """
+        """This object's SessionStarted event, for the append that creates the stream."""
         if self._started is None:
             started = SessionStarted(metadata={"session_class": type(self).__name__})
             self._started = (NewEvent(started, uuid.uuid4()),)
         return self._started
 
     def _check_open(self) -> None:
+        """StoreClosedError once the session is closed."""
         if self._closed:
             # The SDK's words ("SQLiteSession is closed"), which code may match on.
             raise StoreClosedError(f"{type(self).__name__} is closed (session {self.session_id!r})")
@@ -394,16 +402,11 @@ class StoreSession:
         return self._closing
 
     def _release(self) -> Coroutine[Any, Any, None] | None:
-        """Let go of the store: do what can be done now, return what must be awaited.
-
-        Subclasses that share a store drop their reference here; the store itself is
-        closed by the returned coroutine.
-        """
+        """Let go of the store: do what can be done now, return what must be awaited."""
         return self._store.close()
 
     def _owns_resources(self) -> bool:
-        """Whether leaking this session leaks a connection (then it warns when collected):
-        not when it was handed a store that its owner closes."""
+        """Whether leaking this session leaks a connection (then it warns when collected)."""
         return self._owns_store
 
     async def __aenter__(self) -> Self:
@@ -433,8 +436,7 @@ class StoreSession:
         loop.call_soon(self.close)  # keeps this object alive until then
 
     def _abandon(self) -> None:
-        """At garbage collection outside an event loop: release what can be, unawaited,
-        and without taking a lock (the collector may have interrupted its holder)."""
+        """At garbage collection outside a loop: release what can be, taking no lock."""
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(session_id={self.session_id!r}, branch={self._branch_id!r})"

@@ -6,6 +6,15 @@ projections/history.py). Each decision that depends on the current state (does t
 turn exist, is the name free) is taken inside the append transaction, under the
 session's lock, so two processes cannot both create "retry" or branch from a turn
 that a concurrent pop just removed.
+
+The current branch. A session object reads the durable current branch from the
+projection once, then checks at each call that a branch other than main still exists:
+once it is deleted (by ``delete_branch`` or ``clear_session``, through any session
+object), the object is on main again, as the SDK's session is after another one
+cleared. A write that changes the current branch and whose caller is cancelled after it
+committed first moves the object to the branch the log now has as current, then lets
+the cancellation go on. Branch names follow the rules of session ids
+(``eventstore.store.check_stream_id``) and must not be blank (the SDK's words).
 """
 
 from __future__ import annotations
@@ -132,8 +141,7 @@ def turns_containing(
 
 
 def _check_name(branch_name: str | None) -> None:
-    """A branch name follows the rules of session ids (eventstore.store.check_stream_id),
-    and is not blank (the SDK's words)."""
+    """BranchError unless ``branch_name`` is None or a valid, non-blank branch name."""
     if branch_name is None:
         return
     if not isinstance(branch_name, str):
@@ -144,6 +152,7 @@ def _check_name(branch_name: str | None) -> None:
 
 
 def _check_turn(turn_number: object) -> int:
+    """``turn_number`` if it is an integer >= 1, else TurnNotFoundError."""
     if isinstance(turn_number, bool) or not isinstance(turn_number, int) or turn_number < 1:
         raise TurnNotFoundError(f"a turn number is an integer >= 1, not {turn_number!r}")
     return turn_number
@@ -162,12 +171,7 @@ class BranchingSession(StoreSession):
     _current_loaded: bool = False
 
     async def _branch(self, *, verify: bool = True) -> str:
-        """The current branch, read once from the log's projection.
-
-        A branch other than main is checked at each call (``verify``): once it is
-        deleted (by ``delete_branch`` or ``clear_session``, through any session object),
-        this object is on main again, as the SDK's session is after another one cleared.
-        """
+        """The current branch: read once, then (``verify``) checked to still exist."""
         if not self._current_loaded:
             self._check_open()
             self._branch_id = await self._store.run(
@@ -261,9 +265,7 @@ class BranchingSession(StoreSession):
 
     @contextlib.contextmanager
     def _following(self, current: Callable[[Any], str | None]) -> Iterator[None]:
-        """Around a write that changes the current branch: if the caller is cancelled
-        after it committed, this object first takes the branch the log now has as
-        current (``current(result)``; None: unchanged), then the cancellation goes on."""
+        """Around a write that changes the current branch to ``current(result)``."""
         try:
             yield
         except CancelledAfterCommit as committed:
@@ -367,6 +369,7 @@ class BranchingSession(StoreSession):
         fork_point: Any,
         branch_name: str | None,
     ) -> str:
+        """Append a branch of ``parent`` at ``fork_point(conn)``, and switch to it."""
         self._check_open()
 
         def decide(conn: Connection, version: int) -> tuple[list[Event], str]:
@@ -431,6 +434,7 @@ class BranchingSession(StoreSession):
         self._logger.info("session %r: switched from branch %r to %r", self.session_id, old, target)
 
     def _exists(self, conn: Connection, branch_id: str) -> bool:
+        """Whether ``branch_id`` is main or a branch that was created and not deleted."""
         if branch_id == MAIN_BRANCH:
             return True
         info = HISTORY.read_info(conn, self.session_id, branch_id)
@@ -496,6 +500,7 @@ class BranchingSession(StoreSession):
         return [node for node, _ in await self._tree()]
 
     async def _tree(self) -> list[tuple[BranchNode, int]]:
+        """Every live branch with its item count, main first, then by creation."""
         self._check_open()
         current = await self._branch()
         sid = self.session_id
@@ -536,6 +541,7 @@ class BranchingSession(StoreSession):
     def _node(
         self, branch_id: str, info: BranchInfo | None, current: str, conn: Connection
     ) -> BranchNode:
+        """The tree node of a branch, from its projection row (``info``)."""
         info = info or BranchInfo()
         return BranchNode(
             branch_id=branch_id,
@@ -614,5 +620,6 @@ class BranchingSession(StoreSession):
         return [(tool, n, turn) for (turn, tool), n in sorted(counts.items())]
 
     async def _view(self, branch_id: str | None) -> Sequence[Any]:
+        """The kind and tool name of each item of a branch, oldest first."""
         branch = await self._resolve(branch_id)
         return await self._store.run(lambda conn: HISTORY.read_view(conn, self.session_id, branch))

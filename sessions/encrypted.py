@@ -14,7 +14,18 @@ The session wraps another through that session's public API only: the Session
 protocol, and what :class:`StoreSession` and :class:`BranchingSession` offer to
 wrappers (``current_branch``, ``stored_turns``, ``pop_decided``, ``undelivered_pop``,
 ``remembers_cancelled_adds``). It reads the stored envelopes from the history
-projection itself, since the wrapped session would decode them as items.
+projection itself, since the wrapped session would decode them as items. What the
+wrapped session offers beyond that is passed through only when convstore's own classes
+do not define it (the first class of its MRO that has the name decides): a user's
+subclass's methods, and the branch methods, which need no content.
+
+Reads and pops. When the keys live in the session's database, a read takes the data
+key row and the items in one transaction, and a pop checks, under the session's lock,
+that the key row has not changed since it opened the key; then it opens the newest
+unexpired item and only then names it for removal, so a wrong or shredded key removes
+nothing. A retried ``add_items`` after a cancellation sends the same envelopes as the
+cancelled call (sealing again would give new nonces), as long as the wrapped session
+still remembers that call; else it is a new add.
 """
 
 from __future__ import annotations
@@ -87,8 +98,7 @@ _BRANCH_METHODS = frozenset(
 
 
 def _convstore_defines(cls: type, name: str) -> bool:
-    """Whether convstore's own session classes, not a user's subclass, define ``name``
-    for ``cls`` (the first class of its MRO that has it decides)."""
+    """Whether convstore's own session classes, not a user's subclass, define ``name``."""
     package = StoreSession.__module__.partition(".")[0]  # "sessions", or its alias
     for klass in cls.__mro__:
         if name in vars(klass):
@@ -287,8 +297,7 @@ class EncryptedSession:
             raise
 
     def _sealed_before(self, cipher: ItemCipher, items: list[Any]) -> list[Any] | None:
-        """The envelopes of a cancelled add_items of exactly these items, if the session
-        underneath still remembers that call (else its retry is a new add)."""
+        """The envelopes of a remembered cancelled add_items of exactly these items."""
         if not self.underlying_session.remembers_cancelled_adds:
             self._cancelled_seals.clear()
             return None
@@ -339,8 +348,7 @@ class EncryptedSession:
     def _decide_pop(
         self, branch_id: str, row: DataKeyRow | None, cipher: ItemCipher | None
     ) -> Callable[[Connection, int], tuple[Sequence[Event], Any] | None]:
-        """What ``pop_item`` runs under the session's lock: check the key has not changed,
-        open the newest item, and only then name it for removal."""
+        """What ``pop_item`` runs under the session's lock (see the module docstring)."""
         sid = self.session_id
 
         def take_newest(conn: Connection, version: int) -> tuple[Sequence[Event], Any] | None:
@@ -489,8 +497,7 @@ class EncryptedSession:
         await self._keys.ready()
 
     async def _branch_of(self, branch_id: str | None) -> str:
-        """``branch_id``, or the wrapped session's current branch (which an Advanced
-        session reads from the log the first time)."""
+        """``branch_id`` (checked), or the wrapped session's current branch."""
         base = self.underlying_session
         if branch_id is None:
             return await base.current_branch()
@@ -504,8 +511,7 @@ class EncryptedSession:
     async def _read(
         self, branch_id: str, window: int | None
     ) -> tuple[DataKeyRow | None, list[bytes]]:
-        """The data key row and the newest ``window`` stored items of a branch, in one
-        transaction when the keys live in the session's database."""
+        """The data key row and the newest ``window`` stored items of a branch."""
         sid = self.session_id
 
         def read(conn: Connection) -> tuple[DataKeyRow | None, list[bytes]]:
@@ -523,8 +529,7 @@ class EncryptedSession:
         return await self._keys.read(self.session_id)
 
     async def _cipher_of(self, row: DataKeyRow | None, *, create: bool = False) -> ItemCipher:
-        """The cipher of the data key in ``row``; with ``create``, make the key if the
-        session has none yet."""
+        """The cipher of ``row``'s data key; ``create`` makes one if the session has none."""
         if row is None:
             if not create:
                 raise no_key(self.session_id)
@@ -545,6 +550,7 @@ class EncryptedSession:
     # -- lifecycle -------------------------------------------------------------------
 
     def _check_open(self) -> None:
+        """StoreClosedError once this session or the one it wraps is closed."""
         if self._closed or self.underlying_session.closed:
             raise StoreClosedError(f"session {self.session_id!r} is closed")
 
@@ -565,6 +571,7 @@ class EncryptedSession:
         return self._closing
 
     async def _release(self) -> None:
+        """Close the wrapped session, and the key store if this session opened it."""
         await self.underlying_session.close()
         if self._owns_key_store:
             await self._keys.store.close()

@@ -14,7 +14,8 @@ A master key is one of:
 * any other ``str`` of at least 16 characters: a passphrase, stretched with scrypt
   (n=2**15, r=8, p=1, 16-byte random salt; the parameters are stored with the salt).
 
-Everything here is CPU work, synchronous. A KEK is cached per process once derived:
+A wrapped key is bound to its session: copied onto another session's row, it does not
+open. Everything here is CPU work, synchronous. A KEK is cached per process once derived:
 scrypt is slow on purpose (docs/encryption.md gives its cost), which is also why
 callers on an event loop derive it in a worker thread.
 """
@@ -183,8 +184,7 @@ class DataKeyRow:
 
 
 def _wrap_aad(stream_id: str, key_id: str, master_key_id: str) -> bytes:
-    """What a wrapped key binds: the session (a key copied to another one does not
-    open), its id and the KEK's."""
+    """What a wrapped key binds: its session, its id and the KEK's id."""
     return _encode(["convstore data key", FORMAT, stream_id, key_id, master_key_id])
 
 

@@ -31,11 +31,11 @@ from sessions.crypto.tables import data_keys
 from ..conftest import Backend
 from .conftest import Sessions
 from .encryption import (
+    GUIDE_KEY,
     KEY,
     MARKER,
     OTHER_KEY,
     RAW_KEY,
-    SEED_KEY,
     encrypted,
     flip_byte,
     raw_items,
@@ -82,10 +82,10 @@ async def test_both_call_forms(sessions: Sessions) -> None:
     assert await sdk_form.get_items() == [secret(1)]
 
 
-async def test_the_seed_passphrase_works(sessions: Sessions) -> None:
-    session = encrypted(sessions, key=SEED_KEY, ttl=3600)
+async def test_the_guides_passphrase_works(sessions: Sessions) -> None:
+    session = encrypted(sessions, key=GUIDE_KEY, ttl=3600)
     await session.add_items([secret(1)])
-    again = encrypted(sessions, key=SEED_KEY, ttl=3600)
+    again = encrypted(sessions, key=GUIDE_KEY, ttl=3600)
     assert await again.get_items() == [secret(1)]
 
 
@@ -169,7 +169,7 @@ def test_key_kinds() -> None:
     assert parse_master_key(RAW_KEY).kind == "raw"
     assert parse_master_key(KEY).kind == "raw"
     assert parse_master_key(KEY).material == RAW_KEY
-    assert parse_master_key(SEED_KEY).kind == "passphrase"  # 24 bytes in base64: a passphrase
+    assert parse_master_key(GUIDE_KEY).kind == "passphrase"  # 24 bytes in base64: a passphrase
     assert "material" not in repr(parse_master_key(KEY)).replace("kind", "")
     assert KEY not in repr(parse_master_key(KEY))
 
@@ -275,7 +275,7 @@ async def test_a_wrong_key_raises_and_pops_nothing(sessions: Sessions) -> None:
 
 
 async def test_a_wrong_passphrase_is_told_apart_from_damage(sessions: Sessions) -> None:
-    await encrypted(sessions, key=SEED_KEY).add_items([secret(1)])
+    await encrypted(sessions, key=GUIDE_KEY).add_items([secret(1)])
     with pytest.raises(WrongKeyError) as caught:
         await encrypted(sessions, key="not-the-passphrase-at-all").get_items()
     assert isinstance(caught.value, DecryptionError)

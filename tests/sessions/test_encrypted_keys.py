@@ -36,10 +36,10 @@ from ..conftest import Backend
 from ..eventstore.chain_check import assert_chain_valid
 from .conftest import Sessions
 from .encryption import (
+    GUIDE_KEY,
     KEY,
     MARKER,
     OTHER_KEY,
-    SEED_KEY,
     Clock,
     encrypted,
     raw_items,
@@ -187,11 +187,11 @@ async def test_rotation_rewraps_every_data_key_without_touching_items(
 async def test_rotation_to_a_passphrase_and_back_by_script(sessions: Sessions) -> None:
     session = encrypted(sessions)
     await session.add_items([secret(1)])
-    assert await session.rotate_key(SEED_KEY) == 1
-    assert await encrypted(sessions, key=SEED_KEY).get_items() == [secret(1)]
+    assert await session.rotate_key(GUIDE_KEY) == 1
+    assert await encrypted(sessions, key=GUIDE_KEY).get_items() == [secret(1)]
     with pytest.raises(WrongKeyError):  # the old key cannot rotate any more
         await rotate_master_key(session.store, KEY, OTHER_KEY)
-    assert await rotate_master_key(session.store, SEED_KEY, KEY) == 1
+    assert await rotate_master_key(session.store, GUIDE_KEY, KEY) == 1
     assert await encrypted(sessions, key=KEY).get_items() == [secret(1)]
 
 
@@ -216,7 +216,7 @@ async def test_rotation_with_a_wrong_key_changes_nothing(sessions: Sessions) -> 
     await session.add_items([secret(1)])
     wrong = encrypted(sessions, key=OTHER_KEY)
     with pytest.raises(WrongKeyError):
-        await wrong.rotate_key(SEED_KEY)
+        await wrong.rotate_key(GUIDE_KEY)
     assert await encrypted(sessions, key=KEY).get_items() == [secret(1)]
 
 
@@ -365,7 +365,7 @@ async def test_runner_turns_see_the_decrypted_history(sessions: Sessions) -> Non
         [[assistant_message(text, item_id=f"reply-{n}")] for n, text in enumerate(["1", "2"])]
     )
     agent = Agent(name="Notes", instructions="Help with notes.", model=model)
-    session = encrypted(sessions, key=SEED_KEY, ttl=3600)
+    session = encrypted(sessions, key=GUIDE_KEY, ttl=3600)
     await Runner.run(agent, f"note {MARKER}", session=session)
     result = await Runner.run(agent, "again", session=session)
     assert result.final_output == "2"
@@ -380,8 +380,8 @@ async def test_runner_turns_see_the_decrypted_history(sessions: Sessions) -> Non
     assert MARKER.encode() not in await stored_bytes(session.store)
 
 
-async def test_the_seed_form_verbatim(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """shared/SEED.md, "Encrypted Session", as written (plus a run and a read)."""
+async def test_the_guides_form_verbatim(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The Sessions guide's "Encrypted Session" snippet, as written (plus a run and a read)."""
     monkeypatch.chdir(tmp_path)
     from agents.sessions import EncryptedSession, SQLiteSession
 

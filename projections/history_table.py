@@ -927,6 +927,19 @@ class HistoryProjector:
         ]
         return self._read_segments(conn, stream_id, segments, None)
 
+    def read_before(
+        self, conn: Connection, stream_id: str, branch_id: str, before_seq: int, limit: int
+    ) -> list[tuple[int, bytes]]:
+        """``(seq, item)`` of the newest ``limit`` items a branch shows before key
+        ``before_seq``, oldest first (a page further back than :meth:`read_entries`;
+        reads only that page, whatever the branch's length)."""
+        segments = [
+            (src, lo, min(hi, before_seq - 1))
+            for src, lo, hi in self.segments(conn, stream_id, branch_id)
+            if lo < before_seq - 1
+        ]
+        return self._read_segments(conn, stream_id, segments, limit)
+
     def count_items(self, conn: Connection, stream_id: str, branch_id: str) -> int:
         t = self.items
         total = 0

@@ -9,10 +9,9 @@ propagates the cancellation as :class:`~eventstore.CancelledAfterCommit` (a
 ``CancelledError``), whose ``result`` is the popped item for ``pop_item``. The session
 also remembers the cancelled call, so the natural retry is safe: the next
 ``add_items`` of the same items reuses the cancelled call's event ids (a no-op if it
-had committed, the write otherwise), and the next ``pop_item`` hands out the item a
-cancelled pop removed instead of removing another. Reusing the event ids makes the
-retry a no-op if the cancelled call committed (the store's append is idempotent by
-event id), and the write itself otherwise.
+had committed, since the store's append is idempotent by event id; the write
+otherwise), and the next ``pop_item`` hands out the item a cancelled pop removed
+instead of removing another.
 
 Starting. The append that creates a session's stream also writes its SessionStarted
 event (``on_new_stream``). Each session object makes that event once, so a retry or a

@@ -150,6 +150,14 @@ async def test_purge_expired_leaves_plaintext_and_bad_ttls_alone(sessions: Sessi
             await purge_expired(base.store, "plain", ttl=ttl)  # type: ignore[arg-type]
 
 
+async def test_purge_expired_refuses_a_ttl_that_is_not_a_number(sessions: Sessions) -> None:
+    """NaN compares false with everything: it is refused as a bad ttl, not turned into a
+    cutoff (which failed with a ValueError of its own)."""
+    base = sessions.open("plain")
+    with pytest.raises(InvalidArgumentError, match="ttl"):
+        await purge_expired(base.store, "plain", ttl=float("nan"))
+
+
 async def test_purge_expired_by_path_or_url(backend: Backend, sessions: Sessions) -> None:
     if backend.name == "sqlite-memory":
         pytest.skip("a private in-memory database cannot be opened by path")

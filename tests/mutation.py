@@ -194,6 +194,27 @@ MUTATIONS: tuple[Mutation, ...] = (
         "        keys: list[int] = []\n",
         ("tests/reliability/test_requests.py", "-k", "postgres"),
     ),
+    Mutation(
+        "an envelope binds no timestamp (moving ts escapes expiry)",
+        "sessions/crypto/envelope.py",
+        "_encode([MARKER, FORMAT, session_id, key_id, ts, role])",
+        "_encode([MARKER, FORMAT, session_id, key_id, role])",
+        ("tests/sessions/test_encrypted.py", "-k", "every_change and timestamp"),
+    ),
+    Mutation(
+        "an envelope's iv of any length opens (a byte moved from ct makes a second item)",
+        "sessions/crypto/envelope.py",
+        "        if len(nonce) != NONCE_BYTES:",
+        "        if False:",
+        ("tests/sessions/test_encrypted.py", "-k", "moved_into"),
+    ),
+    Mutation(
+        "a wrapped data key is not bound to its session",
+        "sessions/crypto/keys.py",
+        '_encode(["convstore data key", FORMAT, stream_id, key_id, master_key_id])',
+        '_encode(["convstore data key", FORMAT, key_id, master_key_id])',
+        ("tests/sessions/test_encrypted.py", "-k", "wrapped_key_copied"),
+    ),
 )
 
 

@@ -39,10 +39,11 @@ from projections.history import SEQ_SHIFT
 from projections.maintenance import ProjectionCheck
 from projections.usage_table import USAGE
 
-from .. import _keys, admin
-from .._envelope import MARKER
+from .. import admin
 from ..base import HISTORY, StoreSession
 from ..cli import _summary as event_summary
+from ..crypto.envelope import MARKER
+from ..crypto.tables import data_keys
 from ..encrypted import EncryptedSession
 from ..usage import UsageStats, usage_report
 from .items import ItemView, locked_item, view_item
@@ -163,8 +164,8 @@ def read_kinds(conn: Connection, ids: Sequence[str]) -> dict[str, str]:
         return {}
     e = schema.events
     keyed: set[str] = set()
-    if inspect(conn).has_table(_keys.data_keys.name):
-        k = _keys.data_keys
+    if inspect(conn).has_table(data_keys.name):
+        k = data_keys
         keyed = set(conn.execute(select(k.c.stream_id).where(k.c.stream_id.in_(ids))).scalars())
     kinds = {}
     for row in conn.execute(select(e).where(e.c.stream_id.in_(ids), e.c.version == 1)):

@@ -32,6 +32,7 @@ from eventstore import RecordedEvent, Rows
 from eventstore.prepared import Prepared
 from eventstore.schema import MYSQL_TABLE_OPTIONS, Blob, Key, StreamId
 
+from .base import TableProjector
 from .usage import BranchShape, Figures, Tokens, UsageState, apply_event, fold
 
 _encoder = msgspec.json.Encoder(order="sorted")
@@ -83,22 +84,13 @@ def _figures_tuple(f: Figures) -> tuple[Any, ...]:
     return (*counts, t.details)
 
 
-class UsageProjector:
-    """Keeps the usage tables equal to :func:`fold` of the log.
-
-    * ``convstore_usage_sessions``: each session's totals (every recording);
-    * ``convstore_usage_turns``: per owner branch and anchor, the turn's own usage and
-      the running totals of that owner up to it;
-    * ``convstore_usage_branches``: segments and sharing of branches that have them.
-    """
+class UsageProjector(TableProjector):
+    """Keeps the usage tables equal to :func:`fold` of the log."""
 
     name = "usage"
     schema_version = 1
-    # apply never reads an event's position or the events table (eventstore/records.py)
-    reads_positions = False
 
     def __init__(self, *, prefix: str = "convstore") -> None:
-        self.prefix = prefix
         self.metadata = m = MetaData()
         self.sessions = Table(
             f"{prefix}_usage_sessions",
@@ -128,6 +120,7 @@ class UsageProjector:
             Column("segments", Blob, nullable=True),
             **MYSQL_TABLE_OPTIONS,
         )
+        self.tables = {"sessions": self.sessions, "turns": t, "branches": b}
         sid, bid = bindparam("sid", type_=Key(255)), bindparam("bid", type_=Key(255))
         q = bindparam("q", type_=BigInteger)
         self._session = Prepared(self.session_query(sid))
@@ -186,10 +179,6 @@ class UsageProjector:
         ops = _TableOps(self, conn)
         for recorded in events:
             apply_event(ops, recorded)
-
-    def reset(self, conn: Connection) -> None:
-        for table in (self.sessions, self.turns, self.branches):
-            conn.execute(delete(table))
 
     # -- reads ---------------------------------------------------------------------
 
@@ -277,22 +266,6 @@ class UsageProjector:
                 for r in shapes
             },
         }
-
-    def stream_ids(self, conn: Connection) -> set[str]:
-        found: set[str] = set()
-        for table in (self.sessions, self.turns, self.branches):
-            found.update(conn.execute(select(table.c.stream_id).distinct()).scalars())
-        return found
-
-    def scratch(self) -> UsageProjector:
-        return UsageProjector(prefix="convstore_scratch")
-
-    def snapshot(self, conn: Connection) -> Rows:
-        out: Rows = {"sessions": {}, "turns": {}, "branches": {}}
-        for stream_id in sorted(self.stream_ids(conn)):
-            for table, rows in self.live_rows(conn, stream_id).items():
-                out[table].update(rows)
-        return out
 
 
 def state_rows(stream_id: str, state: UsageState) -> Rows:

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from enum import IntEnum
+from enum import IntEnum, unique
 from operator import itemgetter
 from typing import Any
 
@@ -29,6 +29,7 @@ from eventstore.records import stored_bytes
 from .history import SEQ_SHIFT, BranchInfo, Segment
 
 
+@unique
 class RowKind(IntEnum):
     """What a row of a history read holds, when it is not an item (an item's row has
     its ``seq`` there, which is never negative)."""

@@ -13,19 +13,21 @@ protocol names (eventstore/records.py). Two abilities are optional there, and a
 The upkeep needs only the projector's tables, by the names its checking rows give
 them (``live_rows``): which streams have rows, emptying the tables, the same
 projection on scratch tables (what ``verify`` rebuilds into) and a snapshot of every
-row.
+row. :class:`BranchRows` is what an ``apply`` of either projection keeps of the branch
+rows it touches, so that each is read once per call.
 """
 
 from __future__ import annotations
 
 import abc
-from collections.abc import Sequence
-from typing import ClassVar, Self
+from collections.abc import Callable, Sequence
+from typing import ClassVar, Generic, Self, TypeVar
 
 from sqlalchemy import Connection, MetaData, Table, delete, select
 
 from eventstore import RecordedEvent, Rows
 
+R = TypeVar("R")
 # The table prefix of the copy of a projection that verify rebuilds and compares.
 SCRATCH_PREFIX = "convstore_scratch"
 
@@ -86,3 +88,37 @@ class TableProjector(abc.ABC):
             for table, rows in self.live_rows(conn, stream_id).items():
                 out[table].update(rows)
         return out
+
+
+class BranchRows(Generic[R]):
+    """The branch rows one ``apply`` call touches, each read once: a branch's row (the
+    default row of a branch the table has none of) and whether the table has it."""
+
+    def __init__(
+        self,
+        conn: Connection,
+        read: Callable[[Connection, str, str], R | None],
+        default: Callable[[], R],
+    ) -> None:
+        self.conn = conn
+        self._read = read
+        self._default = default
+        self.branch_rows: dict[tuple[str, str], tuple[R, bool]] = {}
+
+    def branch_row(self, sid: str, bid: str) -> R:
+        """The row of branch ``bid`` of stream ``sid`` (read at the first call)."""
+        cached = self.branch_rows.get((sid, bid))
+        if cached is None:
+            found = self._read(self.conn, sid, bid)
+            cached = (self._default() if found is None else found, found is not None)
+            self.branch_rows[(sid, bid)] = cached
+        return cached[0]
+
+    def has_row(self, sid: str, bid: str) -> bool:
+        """Whether the table holds a row of the branch."""
+        self.branch_row(sid, bid)
+        return self.branch_rows[(sid, bid)][1]
+
+    def saved(self, sid: str, bid: str, row: R) -> None:
+        """The row as it was just written."""
+        self.branch_rows[(sid, bid)] = (row, True)

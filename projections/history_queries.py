@@ -93,6 +93,13 @@ class HistoryQueries:
             first = select(func.min(newest.c.seq)).scalar_subquery()
         return first, last
 
+    def _between(
+        self, stream_id: IdOrParam, branch_id: IdOrParam, column: Any, lo: Any, hi: Any
+    ) -> tuple[Any, ...]:
+        """The items of a branch with ``lo < column <= hi`` (``seq`` or ``user_turn``)."""
+        t = self.items
+        return (t.c.stream_id == stream_id, t.c.branch_id == branch_id, column > lo, column <= hi)
+
     def with_payloads(
         self,
         rows: Select[Any],
@@ -141,13 +148,7 @@ class HistoryQueries:
         self, stream_id: IdOrParam, branch_id: IdOrParam, lo: Any, hi: Any, limit: Limit
     ) -> Select[Any]:
         """:meth:`range_query` with the payloads its rows point into."""
-        t = self.items
-        where = (
-            t.c.stream_id == stream_id,
-            t.c.branch_id == branch_id,
-            t.c.seq > lo,
-            t.c.seq <= hi,
-        )
+        where = self._between(stream_id, branch_id, self.items.c.seq, lo, hi)
         return self.with_payloads(
             self.range_query(stream_id, branch_id, lo, hi, limit),
             stream_id,
@@ -160,9 +161,7 @@ class HistoryQueries:
         """Items of one segment: all oldest first, or (with ``limit``) the newest,
         newest first. Either way one range scan of the primary key, never a sort."""
         t = self.items
-        query = self._rows().where(
-            t.c.stream_id == stream_id, t.c.branch_id == branch_id, t.c.seq > lo, t.c.seq <= hi
-        )
+        query = self._rows().where(*self._between(stream_id, branch_id, t.c.seq, lo, hi))
         if limit is None:
             return query.order_by(t.c.seq)
         return query.order_by(t.c.seq.desc()).limit(limit)
@@ -204,12 +203,7 @@ class HistoryQueries:
         """The user messages (``full`` rows) of a branch's own items with owner
         ordinals in ``(lo, hi]``, by ordinal, with their payloads."""
         t = self.items
-        turns = (
-            t.c.stream_id == stream_id,
-            t.c.branch_id == branch_id,
-            t.c.user_turn > lo,
-            t.c.user_turn <= hi,
-        )
+        turns = self._between(stream_id, branch_id, t.c.user_turn, lo, hi)
         return self.with_payloads(
             self._rows(full=True).where(*turns).order_by(t.c.user_turn),
             stream_id,
@@ -222,7 +216,7 @@ class HistoryQueries:
         """A branch's own items (``full`` rows) with ``lo < seq <= hi``, with their
         payloads."""
         t = self.items
-        view = (t.c.stream_id == stream_id, t.c.branch_id == branch_id, t.c.seq > lo, t.c.seq <= hi)
+        view = self._between(stream_id, branch_id, t.c.seq, lo, hi)
         return self.with_payloads(
             self._rows(full=True).where(*view).order_by(t.c.seq), stream_id, self._window(view)
         )

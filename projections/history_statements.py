@@ -36,6 +36,18 @@ from eventstore.schema import Key
 from .history_queries import HistoryQueries
 from .history_schema import COPIED, LOCATED, STORED, HistoryTables
 
+# The parameter of the update of a branch's row that sets each column.
+UPDATE_PARAMS = {
+    "parent_branch_id": "parent",
+    "fork_seq": "fork",
+    "name": "bname",
+    "created_version": "cv",
+    "created_at": "ca",
+    "deleted": "del",
+    "pinned": "pin",
+    "segments": "segs",
+}
+
 
 class HistoryStatements:
     """Every prepared statement of one history projector (its tables and queries)."""
@@ -130,14 +142,5 @@ def _update_info(b: Table, sid: Any, bid: Any) -> Any:
     return (
         update(b)
         .where(b.c.stream_id == sid, b.c.branch_id == bid)
-        .values(
-            parent_branch_id=bindparam("parent"),
-            fork_seq=bindparam("fork"),
-            name=bindparam("bname"),
-            created_version=bindparam("cv"),
-            created_at=bindparam("ca"),
-            deleted=bindparam("del"),
-            pinned=bindparam("pin"),
-            segments=bindparam("segs"),
-        )
+        .values({column: bindparam(param) for column, param in UPDATE_PARAMS.items()})
     )

@@ -24,19 +24,11 @@ from typing import Any
 import msgspec
 from sqlalchemy import Connection, select
 
-from eventstore import (
-    MAIN_BRANCH,
-    BranchCreated,
-    BranchDeleted,
-    BranchSwitched,
-    ItemPopped,
-    ItemsAdded,
-    ItemsExpired,
-    RecordedEvent,
-    SessionCleared,
-)
+from eventstore import MAIN_BRANCH, ItemsAdded, RecordedEvent
+from eventstore import events as ev
 from eventstore.records import to_micros
 
+from .base import BranchRows
 from .history import (
     MAX_ITEMS_PER_EVENT,
     OPEN,
@@ -52,6 +44,7 @@ from .history import (
 )
 from .history_reads import HistoryReads
 from .history_rows import encode_segments
+from .history_statements import UPDATE_PARAMS
 
 _ITEM_LISTS = (b'"items":[', b'"messages":[')
 
@@ -104,19 +97,19 @@ def apply_events(work: Batch, events: Sequence[RecordedEvent]) -> None:
         work.flush()  # a removal must see the rows added before it in this batch
         work.forget_turns(sid)  # ... and may remove the last user message of a branch
         match event:
-            case ItemPopped(seq=seq, branch_id=b):
+            case ev.ItemPopped(seq=seq, branch_id=b):
                 work.pop(sid, b, seq)
-            case SessionCleared(branch_id=None):
+            case ev.SessionCleared(branch_id=None):
                 for b in work.branch_ids(sid):
                     work.clear(sid, b, version)
-            case SessionCleared(branch_id=str(b)):
+            case ev.SessionCleared(branch_id=str(b)):
                 work.clear(sid, b, version)
-            case ItemsExpired(upto_seq=upto, branch_id=b):
+            case ev.ItemsExpired(upto_seq=upto, branch_id=b):
                 info = work.info(sid, b)
                 work.save(
                     sid, b, replace(info, segments=expire_segments(work.segments(sid, b), upto))
                 )
-            case BranchCreated(branch_id=c, parent_branch_id=p, fork_seq=fork, name=name):
+            case ev.BranchCreated(branch_id=c, parent_branch_id=p, fork_seq=fork, name=name):
                 segments = fork_segments(work.segments(sid, p), fork, c, version)
                 for src, _lo, hi in segments[:-1]:
                     held = work.info(sid, src)
@@ -132,9 +125,9 @@ def apply_events(work: Batch, events: Sequence[RecordedEvent]) -> None:
                     segments=segments,
                 )
                 work.save(sid, c, created)
-            case BranchSwitched(branch_id=b):
+            case ev.BranchSwitched(branch_id=b):
                 work.set_current(sid, b)
-            case BranchDeleted(branch_id=b):
+            case ev.BranchDeleted(branch_id=b):
                 info = work.info(sid, b)
                 work.sql.delete_above.execute(
                     work.conn, {"sid": sid, "bid": b, "above": info.pinned}
@@ -147,15 +140,16 @@ def apply_events(work: Batch, events: Sequence[RecordedEvent]) -> None:
     work.flush()
 
 
-class Batch:
+class Batch(BranchRows[BranchInfo]):
     """The work of one ``apply`` call: buffered inserts and cached branch rows."""
 
     def __init__(self, projector: HistoryReads, conn: Connection) -> None:
+        super().__init__(conn, projector.read_info, BranchInfo)
         self.p = projector
         self.sql = projector.sql
-        self.conn = conn
         self.rows: list[dict[str, Any]] = []
-        self.infos: dict[tuple[str, str], tuple[BranchInfo, bool]] = {}
+
+    info = BranchRows.branch_row
 
     def add(
         self, sid: str, bid: str, version: int, items: Sequence[msgspec.Raw], payload: bytes
@@ -188,15 +182,6 @@ class Batch:
     def forget_turns(self, sid: str) -> None:
         """Rows of ``sid`` may be removed next (the insert numbers turns itself)."""
 
-    def info(self, sid: str, bid: str) -> BranchInfo:
-        """A branch's row (cached), or the defaults of a branch without one."""
-        cached = self.infos.get((sid, bid))
-        if cached is None:
-            found = self.p.read_info(self.conn, sid, bid)
-            cached = (found or BranchInfo(), found is not None)
-            self.infos[(sid, bid)] = cached
-        return cached[0]
-
     def segments(self, sid: str, bid: str) -> tuple[Segment, ...]:
         """What a branch shows, as segments."""
         info = self.info(sid, bid)
@@ -204,18 +189,17 @@ class Batch:
 
     def save(self, sid: str, bid: str, info: BranchInfo) -> None:
         """Write a branch's row (insert or update) and cache it."""
-        self.info(sid, bid)
-        if self.infos[(sid, bid)][1]:
+        if self.has_row(sid, bid):
             self.sql.update_info.execute(self.conn, _info_values(sid, bid, info))
         else:
             self.sql.insert_info.execute(self.conn, _info_row(sid, bid, info))
-        self.infos[(sid, bid)] = (info, True)
+        self.saved(sid, bid, info)
 
     def pop(self, sid: str, bid: str, seq: int) -> None:
         """Remove item ``seq`` from what ``bid`` shows: delete its row if no other
         branch can reach it, else split the branch's segment around it."""
         key = {"sid": sid, "bid": bid, "q": seq}
-        if (sid, bid) not in self.infos and self.sql.delete_unshared.rowcount(self.conn, key):
+        if (sid, bid) not in self.branch_rows and self.sql.delete_unshared.rowcount(self.conn, key):
             return  # a branch with no row of its own shares nothing: one statement
         info = self.info(sid, bid)
         segments = self.segments(sid, bid)
@@ -234,7 +218,7 @@ class Batch:
         """Make ``bid`` show nothing from ``version`` on; delete its unshared rows."""
         info = self.info(sid, bid)
         self.sql.delete_above.execute(self.conn, {"sid": sid, "bid": bid, "above": info.pinned})
-        if not self.infos[(sid, bid)][1]:
+        if not self.has_row(sid, bid):
             return  # nothing shared, no segments: the branch is simply empty again
         self.save(sid, bid, replace(info, segments=cleared_segments(bid, version)))
 
@@ -255,18 +239,8 @@ class Batch:
 
 def _info_values(sid: str, bid: str, info: BranchInfo) -> dict[str, Any]:
     """The parameters of the update of a branch's row."""
-    return {
-        "sid": sid,
-        "bid": bid,
-        "parent": info.parent,
-        "fork": info.fork_seq,
-        "bname": info.name,
-        "cv": info.created_version,
-        "ca": info.created_at,
-        "del": info.deleted,
-        "pin": info.pinned,
-        "segs": encode_segments(info.segments),
-    }
+    row = _info_row(sid, bid, info)
+    return {"sid": sid, "bid": bid, **{UPDATE_PARAMS[k]: row[k] for k in UPDATE_PARAMS}}
 
 
 def _info_row(sid: str, bid: str, info: BranchInfo) -> dict[str, Any]:

@@ -32,7 +32,7 @@ from eventstore import RecordedEvent, Rows
 from eventstore.prepared import Prepared
 from eventstore.schema import MYSQL_TABLE_OPTIONS, Blob, Key, StreamId
 
-from .base import TableProjector
+from .base import BranchRows, TableProjector
 from .usage import BranchShape, Figures, Tokens, UsageState, apply_event, fold
 
 _encoder = msgspec.json.Encoder(order="sorted")
@@ -280,31 +280,20 @@ def state_rows(stream_id: str, state: UsageState) -> Rows:
     return {"sessions": sessions, "turns": turns, "branches": branches}
 
 
-class _TableOps:
+class _TableOps(BranchRows[BranchShape]):
     """The rules' state in the tables, with branch shapes cached for one ``apply``."""
 
     def __init__(self, projector: UsageProjector, conn: Connection) -> None:
+        super().__init__(conn, projector.read_shape, BranchShape)
         self.p = projector
-        self.conn = conn
-        self.shapes: dict[tuple[str, str], tuple[BranchShape, bool]] = {}
 
-    def shape(self, sid: str, bid: str) -> BranchShape:
-        cached = self.shapes.get((sid, bid))
-        if cached is None:
-            found = self.p.read_shape(self.conn, sid, bid)
-            cached = (found or BranchShape(), found is not None)
-            self.shapes[(sid, bid)] = cached
-        return cached[0]
-
-    def has_shape(self, sid: str, bid: str) -> bool:
-        self.shape(sid, bid)
-        return self.shapes[(sid, bid)][1]
+    shape = BranchRows.branch_row
+    has_shape = BranchRows.has_row
 
     def save_shape(self, sid: str, bid: str, shape: BranchShape) -> None:
-        self.shape(sid, bid)
         b = self.p.branches
         segments = None if shape.segments is None else _encoder.encode(shape.segments)
-        if self.shapes[(sid, bid)][1]:
+        if self.has_row(sid, bid):
             self.conn.execute(
                 update(b)
                 .where(b.c.stream_id == sid, b.c.branch_id == bid)
@@ -316,7 +305,7 @@ class _TableOps:
                     stream_id=sid, branch_id=bid, pinned=shape.pinned, segments=segments
                 )
             )
-        self.shapes[(sid, bid)] = (shape, True)
+        self.saved(sid, bid, shape)
 
     def known_branches(self, sid: str) -> set[str]:
         b, t = self.p.branches, self.p.turns
@@ -325,7 +314,7 @@ class _TableOps:
             select(t.c.branch_id).where(t.c.stream_id == sid).distinct()
         ).scalars()
         found = {*shaped, *owners}
-        return found | {b for (s, b), (_, saved) in self.shapes.items() if s == sid and saved}
+        return found | {b for (s, b), (_, saved) in self.branch_rows.items() if s == sid and saved}
 
     def drop_above(self, sid: str, owner: str, above: int) -> None:
         self.p._drop.execute(self.conn, {"sid": sid, "bid": owner, "q": above})

@@ -8,8 +8,9 @@ slices each item out of the payload of the event at version ``seq >> SEQ_SHIFT``
 projections/history_queries.py) as JSON arrays of consecutive items.
 
 These run per item of a whole-history read, so they are comprehensions over the rows,
-not a function call per row, and compare kinds with local names, not attributes of
-the enum (an attribute of an enum class is several times slower to read).
+not a function call per row, and compare kinds with module names bound to the enum's
+members, not attributes of the enum (an attribute of an enum class is several times
+slower to read than a global name).
 """
 
 from __future__ import annotations
@@ -40,6 +41,7 @@ class RowKind(IntEnum):
     COUNT = -4  # how many items the read shows
 
 
+_MARKER, _PAYLOAD, _SPAN = RowKind.MARKER, RowKind.PAYLOAD, RowKind.SPAN
 _first = itemgetter(0)
 _second = itemgetter(1)
 _segments_codec = msgspec.json.Encoder()
@@ -156,18 +158,17 @@ def item_arrays(rows: Sequence[Any]) -> tuple[bytes | None, list[tuple[Any, int]
     of ``count`` items, in ``seq`` order. The array is the payload itself when the
     items are its whole list (a view, nothing copied), its range in brackets when they
     are consecutive, else the items joined."""
-    span, marker_kind = RowKind.SPAN, RowKind.MARKER
     marker: bytes | None = None
     total = 0
     spans: list[Any] = []
     loose: dict[int, list[Any]] = {}
     for row in rows:
         kind = row[0]
-        if kind == span:
+        if kind == _SPAN:
             spans.append(row)
         elif kind >= 0:
             loose.setdefault(kind >> SEQ_SHIFT, []).append(row)
-        elif kind == marker_kind:
+        elif kind == _MARKER:
             marker = row[6]
         else:
             total = int(row[4])
@@ -238,16 +239,15 @@ def _sorted_rows(
     """The parts of a read built by ``with_payloads``: the marker's segments (or None),
     the item rows in ``seq`` order, the payloads by version (with ``recorded_at`` in a
     ``full`` read), and whether it is ``full``."""
-    payload, marker_kind = RowKind.PAYLOAD, RowKind.MARKER
     found = [row for row in rows if row[0] >= 0]
     found.sort(key=_first)
     full = bool(found) and len(found[0]) > 4
     events = {
         row[1]: (stored_bytes(row[3]), row[7] if full else None)
         for row in rows
-        if row[0] == payload
+        if row[0] == _PAYLOAD
     }
-    marker = next((row[3] for row in rows if row[0] == marker_kind), None)
+    marker = next((row[3] for row in rows if row[0] == _MARKER), None)
     return marker, found, events, full
 
 

@@ -72,6 +72,7 @@ from .records import (
 from .repair import RepairedStream, RepairReport, repair_positions
 from .replica import ReadReplica
 from .store import EventStore, replay_into
+from .subscribe import Subscription
 
 # Library logging goes to the "convstore" logger tree (retries, slow transactions,
 # failed group commits); nothing is printed unless the application configures logging.
@@ -131,6 +132,7 @@ __all__ = [
     "StoreInUseError",
     "StreamCheck",
     "StreamInfo",
+    "Subscription",
     "TamperedError",
     "TransientError",
     "TurnNotFoundError",

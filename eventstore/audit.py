@@ -467,3 +467,28 @@ async def audit(
             dense_positions=store.dense_positions,
         )
     )
+
+
+async def audit_stream(
+    store: EventStore, stream_id: str, *, checks: Sequence[StreamCheck] = ()
+) -> tuple[Finding, ...]:
+    """The findings of :func:`audit` about one stream (its chain, versions, positions,
+    decodability, its ``convstore_streams`` row, and ``checks``), from one snapshot.
+    No finding: the stream is sound. Reads that stream only."""
+    e, s = schema.events, schema.streams
+
+    def check(conn: Connection) -> tuple[Finding, ...]:
+        rows = conn.execute(select(e).where(e.c.stream_id == stream_id).order_by(e.c.version)).all()
+        stream = conn.execute(select(s).where(s.c.stream_id == stream_id)).first()
+        if not rows:
+            if stream is None:
+                return ()
+            return (Finding(stream_id, None, "convstore_streams has a row but the log no event"),)
+        result = _check_stream(rows, None, decode=True)
+        found = result.findings + _compare_stream_row(rows, stream)
+        if result.events is not None:
+            for extra in checks:
+                found += extra.check_stream(conn, stream_id, result.events)
+        return tuple(found)
+
+    return await store.read_snapshot(check)

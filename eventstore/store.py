@@ -31,9 +31,9 @@ from sqlalchemy import (
 )
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from . import registry, schema
+from . import registry, schema, subscribe
 from .backends import open_runner
-from .backends.base import AsyncEngineRunner, T, Timeouts, TxFunction
+from .backends.base import AsyncEngineRunner, ChangeSignal, T, Timeouts, TxFunction
 from .chain import GENESIS, chain_hash
 from .coalesce import MAX_GROUP_BYTES, AppendQueue
 from .codec import encode_event
@@ -68,6 +68,7 @@ from .records import (
 )
 from .replica import ReadReplica, ReplicaReads, marks_writes
 from .snapshot import run_snapshot
+from .subscribe import DEFAULT_PAGE_SIZE, Subscription, wake_subscribers
 
 R = TypeVar("R")
 
@@ -645,6 +646,8 @@ class EventStore:
                     "connection to the database working again after %.3f s",
                     time.monotonic() - lost_since,
                 )
+            if write:  # (a dictionary look-up when nobody subscribes)
+                wake_subscribers(self._runner.database_id)
             return result
 
     # -- schema ----------------------------------------------------------------------
@@ -1182,6 +1185,7 @@ class EventStore:
         first_position = last_position - len(to_write) + 1
         rows, recorded = _event_rows(stream_id, to_write, digests, current, now, first_position)
         _INSERT_EVENTS.execute_many(conn, rows)
+        self._dialect.announce(conn, stream_id)
         for projector in self._live:
             projector.apply(conn, recorded)
         if self._dialect.confirms_cached_heads:
@@ -1215,6 +1219,7 @@ class EventStore:
         rows, recorded = _event_rows(stream_id, to_write, digests, current, now, 0)
         for projector in self._live:
             projector.apply(conn, recorded)
+        self._dialect.announce(conn, stream_id)
         last_position = self._dialect.commit_append(
             conn,
             rows=rows,
@@ -1316,6 +1321,59 @@ class EventStore:
 
         rows = await self.run(read_tx)
         return [_recorded(row) for row in rows]
+
+    def subscribe(
+        self,
+        *,
+        after_position: int = 0,
+        page_size: int = DEFAULT_PAGE_SIZE,
+        poll_interval: float | None = None,
+        listen: bool = True,
+    ) -> Subscription:
+        """Every event appended to any stream after ``after_position``, as an async
+        iterator that waits for new ones: each once, in position (commit) order, none
+        skipped, read ``page_size`` at a time (:mod:`eventstore.subscribe`,
+        docs/subscriptions.md). Resume with the position of the last event handled.
+        ``poll_interval``: seconds between reads when nothing wakes it (default: the
+        backend's); ``listen=False``: no PostgreSQL ``LISTEN``, polling alone."""
+        return subscribe.follow_log(
+            self,
+            after_position=after_position,
+            page_size=page_size,
+            poll_interval=poll_interval,
+            listen=listen,
+        )
+
+    def subscribe_stream(
+        self,
+        stream_id: str,
+        *,
+        after: int = 0,
+        page_size: int = DEFAULT_PAGE_SIZE,
+        poll_interval: float | None = None,
+        listen: bool = True,
+    ) -> Subscription:
+        """The events of one stream after version ``after``, as :meth:`subscribe`
+        follows the whole log: each once, in version order, none skipped; resume with
+        the version of the last event handled. The stream need not exist yet."""
+        return subscribe.follow_stream(
+            self,
+            stream_id,
+            after=after,
+            page_size=page_size,
+            poll_interval=poll_interval,
+            listen=listen,
+        )
+
+    def change_signal(self, stream_id: str | None, *, listen: bool = True) -> ChangeSignal:
+        """What wakes a reader of this database's log (for :mod:`eventstore.subscribe`)."""
+        self._check_open()
+        return self._runner.change_signal(stream_id, listen=listen)
+
+    @property
+    def database_key(self) -> object:
+        """Identity of the database in this process (stores on one database share it)."""
+        return self._runner.database_id
 
     async def list_streams(
         self, *, after: str | None = None, limit: int | None = None

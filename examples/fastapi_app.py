@@ -26,10 +26,14 @@ conversation: every endpoint but ``chat`` answers 404 for them.
     GET  /users/{user}/usage            requests and tokens (get_usage_stats())
     GET  /users/{user}/export           the session's events as JSON Lines (convstore's
                                         export format: `convstore DB import` loads it)
+    GET  /convstore/                    the conversation viewer (docs/viewer.md), for
+                                        administrators: `Authorization: Bearer` with the
+                                        token in CONVSTORE_ADMIN_TOKEN (unset: nobody)
 """
 
 from __future__ import annotations
 
+import hmac
 import os
 import tempfile
 import uuid
@@ -51,6 +55,7 @@ from eventstore import BranchError, InvalidArgumentError, TurnNotFoundError
 from sessions import AdvancedSQLAlchemySession, create_tables
 from sessions.admin import NotFoundError, open_store
 from sessions.transfer import export_events
+from sessions.viewer import Viewer, viewer
 
 DEFAULT_DATABASE_URL = "sqlite+aiosqlite:///convstore_chat.db"
 INSTRUCTIONS = "You are a helpful assistant. Answer briefly."
@@ -210,6 +215,7 @@ def create_app(
             app.state.engine = engine
             yield
         finally:
+            await app.state.viewer.close()
             await engine.dispose()
 
     app = FastAPI(title="convstore chat", lifespan=lifespan)
@@ -313,7 +319,28 @@ def create_app(
 
         return StreamingResponse(chunks(), media_type="application/x-ndjson")
 
+    app.state.viewer = mount_viewer(app, url)
     return app
+
+
+# -- the conversation viewer, behind the application's own authentication -------------
+
+
+def admin_only(request: Request) -> bool:
+    """The viewer's guard: a bearer token equal to CONVSTORE_ADMIN_TOKEN (none set:
+    everyone is refused). Any check of the application's fits here (a session cookie,
+    an identity provider's header)."""
+    expected = os.environ.get("CONVSTORE_ADMIN_TOKEN", "")
+    offered = request.headers.get("authorization", "")
+    return bool(expected) and hmac.compare_digest(offered, f"Bearer {expected}")
+
+
+def mount_viewer(app: FastAPI, url: str) -> Viewer:
+    """Mount convstore's read-only viewer at /convstore (it opens its own connections
+    to ``url`` on its first request, and refuses to exist without a guard)."""
+    shown = viewer(url, auth=admin_only)
+    app.mount("/convstore", shown)
+    return shown
 
 
 app = create_app()

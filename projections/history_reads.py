@@ -272,6 +272,19 @@ class HistoryReads(HistoryQueries):
         ]
         return self._read_segments(conn, stream_id, segments, None)
 
+    def read_before(
+        self, conn: Connection, stream_id: str, branch_id: str, before_seq: int, limit: int
+    ) -> list[tuple[int, bytes]]:
+        """``(seq, item)`` of the newest ``limit`` items a branch shows before key
+        ``before_seq``, oldest first (a page further back than :meth:`read_entries`;
+        reads only that page, whatever the branch's length)."""
+        segments = [
+            (src, lo, min(hi, before_seq - 1))
+            for src, lo, hi in self.segments(conn, stream_id, branch_id)
+            if lo < before_seq - 1
+        ]
+        return self._read_segments(conn, stream_id, segments, limit)
+
     def count_items(self, conn: Connection, stream_id: str, branch_id: str) -> int:
         """How many items a branch shows (a count a segment)."""
         t = self.items
@@ -287,13 +300,15 @@ class HistoryReads(HistoryQueries):
             )
         return total
 
-    def own_item_counts(self, conn: Connection, branch_id: str) -> dict[str, int]:
-        """Per session that has any: how many items its branch ``branch_id`` holds as
-        their owner (all it shows while the branch has no segments)."""
+    def own_item_counts(
+        self, conn: Connection, branch_id: str, stream_ids: Sequence[str] | None = None
+    ) -> dict[str, int]:
+        """Per session that has any (of ``stream_ids``, if given): how many items its
+        branch ``branch_id`` holds as their owner (all it shows while the branch has no
+        segments)."""
         t = self.items
-        query = (
-            select(t.c.stream_id, func.count())
-            .where(t.c.branch_id == branch_id)
-            .group_by(t.c.stream_id)
-        )
+        where = [t.c.branch_id == branch_id]
+        if stream_ids is not None:
+            where.insert(0, t.c.stream_id.in_(stream_ids))
+        query = select(t.c.stream_id, func.count()).where(*where).group_by(t.c.stream_id)
         return {stream_id: count for stream_id, count in conn.execute(query)}

@@ -79,6 +79,7 @@ examples:
   convstore chat.db tree user_123              the branches, with fork points and previews
   convstore chat.db usage user_123 --json      tokens per turn, branch and session
   convstore chat.db shred user_123             make an encrypted session unreadable
+  convstore chat.db serve                      browse it at http://127.0.0.1:8765/
   convstore --json postgresql://user@host/db sessions
 
 exit status: 0 ok, 1 findings (or import-sdk skipped rows), 2 error (one line on standard error)
@@ -741,6 +742,21 @@ def _sessions_table(sessions: Sequence[admin.RemovedSession], stream: TextIO) ->
         )
 
 
+# -- serve: the web viewer (sessions/viewer) ------------------------------------------
+
+
+async def _serve(store: EventStore, args: argparse.Namespace) -> int:
+    from .viewer.serve import serve
+
+    return await serve(store, args)
+
+
+def _add_serve(add: Callable[[str, str], argparse.ArgumentParser]) -> None:
+    from .viewer.serve import add_arguments  # (argparse only: no extra needed)
+
+    add_arguments(add("serve", "a local web viewer: sessions, branches, time travel, usage"))
+
+
 class Command:
     """A command: what runs it, whether it may create the database and its tables, and
     whether it imports (a failure removes the database it created, if nothing came of
@@ -777,6 +793,7 @@ COMMANDS = {
     "tree": Command(_tree),
     "usage": Command(_usage),
     "shred": Command(_shred),
+    "serve": Command(_serve),
 }
 
 
@@ -928,6 +945,7 @@ def _build() -> tuple[argparse.ArgumentParser, dict[str, argparse.ArgumentParser
     shred.add_argument(
         "--yes", action="store_true", help="shred without asking (needed off a terminal)"
     )
+    _add_serve(add)
     return parser, commands
 
 

@@ -436,6 +436,19 @@ class EncryptedSession:
             )
         return base
 
+    async def open_stored(self, stored: Sequence[bytes]) -> list[Any]:
+        """The items sealed in ``stored``: envelopes as the log or the history holds
+        them (e.g. the items of an ``ItemsAdded`` event), decrypted in this process,
+        expired ones too (for tools that show the log, such as ``convstore DB serve``).
+        Raises as reads do: a wrong key, a shredded key, a damaged envelope."""
+        self._check_open()
+        if not stored:
+            return []
+        await self._ready()
+        envelopes = [parse_envelope(raw, self.session_id) for raw in stored]
+        cipher = await self._cipher_of(await self._read_key())
+        return [cipher.open(e) for e in envelopes]
+
     # -- keys, expiry, shredding -------------------------------------------------------
 
     async def rotate_key(self, new_master_key: str | bytes) -> int:

@@ -43,6 +43,8 @@ PAGES = [
     "docs/usage.md",
     "docs/encryption.md",
     "docs/audit.md",
+    "docs/subscriptions.md",
+    "docs/viewer.md",
 ]
 
 # ```python at the start of a line, up to the closing fence.

@@ -165,3 +165,30 @@ def test_version_metadata_and_the_command(fresh: Path) -> None:
     versioned = run([str(command), "--version"], fresh.parents[2])
     assert versioned.returncode == 0, versioned.stderr
     assert versioned.stdout.strip() == f"convstore {project['version']}"
+
+
+def test_the_viewer_s_files_are_in_the_wheel(fresh: Path) -> None:
+    """Templates, stylesheet and script ship inside the package (nothing is fetched)."""
+    done = in_fresh(
+        fresh,
+        """
+        from importlib import resources
+        root = resources.files("sessions.viewer")
+        for name in ("templates/base.html", "templates/conversation.html",
+                     "static/viewer.css", "static/viewer.js"):
+            print(name, root.joinpath(name).is_file())
+        """,
+    )
+    assert done.returncode == 0, done.stderr
+    assert all(line.endswith(" True") for line in done.stdout.splitlines()), done.stdout
+    assert len(done.stdout.splitlines()) == 4
+
+
+def test_serve_without_the_web_extra_names_the_extra(fresh: Path, tmp_path: Path) -> None:
+    db = tmp_path / "chat.db"
+    command = fresh.parent / "convstore"
+    assert run([str(command), str(db), "init"], tmp_path).returncode == 0
+    done = run([str(command), str(db), "serve"], tmp_path)
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert "pip install 'convstore[web]'" in done.stderr
+    assert done.stderr.count("\n") == 1

@@ -59,14 +59,17 @@ which waits for appends in flight and holds new ones back until it commits.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import logging
 import sys
+import weakref
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any, ClassVar
 
 from sqlalchemy import Connection, text
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.sql.compiler import TypeCompiler
 
@@ -84,7 +87,7 @@ from ..errors import (
 )
 from ..prepared import Prepared
 from ..schema import Key
-from .base import Dialect, Timeouts
+from .base import ChangeSignal, Dialect, Timeouts
 
 log = logging.getLogger("convstore.eventstore")
 
@@ -173,6 +176,11 @@ _WAL_REPLAYED = Prepared(
         ">= CAST(:lsn AS bigint)"
     )
 )
+
+# The channel an append NOTIFYs (payload: its stream id) and tailing readers LISTEN
+# on. Notifications are per database, so one name serves every database.
+CHANNEL = "convstore_events"
+_ANNOUNCE = Prepared(text(f"SELECT pg_notify('{CHANNEL}', :sid)"))
 
 # A bytea value (an event's payload) holds at most 1 GB.
 _MAX_FIELD_BYTES = 2**30 - 1
@@ -299,6 +307,17 @@ class PostgresDialect(Dialect):
             return int(_LAST_COMMITTED.scalar(conn))
         return int(_LAST_READABLE.scalar(conn, {"bound": self.read_horizon(conn)}))
 
+    def announce(self, conn: Connection, stream_id: str) -> None:
+        # A statement of its own, delivered by the server when (if) the transaction
+        # commits. Its cost (docs/subscriptions.md): one round trip, and commits of
+        # transactions that notify are serialised by the server's notification queue.
+        _ANNOUNCE.execute(conn, {"sid": stream_id})
+
+    def change_signal(
+        self, engine: AsyncEngine, stream_id: str | None, *, listen: bool
+    ) -> ChangeSignal:
+        return ListenSignal(engine, stream_id) if listen else ChangeSignal()
+
     def migrate_log(self, conn: Connection, found: int) -> None:
         if found < 4:
             # Until revision 3 the head row's position was the last position handed out
@@ -420,3 +439,143 @@ class PostgresDialect(Dialect):
         if not isinstance(code, str):
             return OperationalError
         return _BY_SQLSTATE.get(code) or _BY_CLASS.get(code[:2]) or PersistenceError
+
+
+class ListenSignal(ChangeSignal):
+    """Woken by the appends' ``NOTIFY`` (:meth:`PostgresDialect.announce`) of its
+    stream (``stream_id`` None: of any), through the :class:`_Listener` of its engine:
+    one connection of the engine's pool kept for ``LISTEN`` while any signal of that
+    engine is open (a hundred live subscribers cost one connection, not a hundred).
+
+    ``LISTEN`` needs a session of its own on the server: behind a pooler in
+    transaction mode (PgBouncer's ``pool_mode = transaction``) notifications never
+    arrive, and the reader's poll does all the work. A connection that cannot listen,
+    or that is lost, is logged; the listener listens again (at most once per wait) and
+    polling covers the meantime.
+    """
+
+    default_poll_interval: ClassVar[float] = 1.0
+
+    def __init__(self, engine: AsyncEngine, stream_id: str | None) -> None:
+        super().__init__()
+        self._engine = engine
+        self.stream_id = stream_id
+        self._listener: _Listener | None = None
+
+    async def open(self) -> None:
+        await super().open()
+        self._listener = _Listener.of(self._engine)
+        await self._listener.add(self)
+
+    async def wait(self, mark: Any, seconds: float) -> bool:
+        if self._listener is not None:
+            await self._listener.ensure()
+        return await super().wait(mark, seconds)
+
+    async def close(self) -> None:
+        listener, self._listener = self._listener, None
+        if listener is not None:
+            await listener.remove(self)
+
+
+class _Listener:
+    """One ``LISTEN`` connection of an engine in one event loop, shared by its signals."""
+
+    _open: ClassVar[weakref.WeakKeyDictionary[Any, dict[Any, _Listener]]] = (
+        weakref.WeakKeyDictionary()
+    )
+
+    def __init__(self, engine: AsyncEngine) -> None:
+        self._engine = engine
+        self._signals: set[ListenSignal] = set()
+        self._conn: AsyncConnection | None = None
+        self._driver: Any = None
+        self._lock = asyncio.Lock()
+        self._closing: set[asyncio.Future[None]] = set()  # lost connections being dropped
+
+    @classmethod
+    def of(cls, engine: AsyncEngine) -> _Listener:
+        loop = asyncio.get_running_loop()
+        by_loop = cls._open.setdefault(engine.sync_engine, {})
+        listener = by_loop.get(loop)
+        if listener is None:
+            listener = by_loop[loop] = cls(engine)
+        return listener
+
+    async def add(self, signal: ListenSignal) -> None:
+        self._signals.add(signal)
+        await self.ensure()
+
+    async def remove(self, signal: ListenSignal) -> None:
+        self._signals.discard(signal)
+        if not self._signals:
+            async with self._lock:
+                await self._release()
+            by_loop = self._open.get(self._engine.sync_engine, {})
+            if by_loop.get(asyncio.get_running_loop()) is self:
+                del by_loop[asyncio.get_running_loop()]
+
+    async def ensure(self) -> None:
+        """Listen, unless listening already (or nobody is interested any more)."""
+        if self._conn is not None or not self._signals:
+            return
+        async with self._lock:
+            if self._conn is None and self._signals:
+                await self._listen()
+
+    async def _listen(self) -> None:
+        try:
+            conn = await self._engine.connect()
+        except Exception as error:
+            log.warning("cannot LISTEN for new events (polling instead): %s", error)
+            return
+        try:
+            driver: Any = (await conn.get_raw_connection()).driver_connection
+            await driver.add_listener(CHANNEL, self._notified)
+            driver.add_termination_listener(self._terminated)
+        except Exception as error:
+            log.warning("cannot LISTEN for new events (polling instead): %s", error)
+            await _discard(conn)
+            return
+        self._conn, self._driver = conn, driver
+        for signal in list(self._signals):  # appended while nobody listened: read now
+            signal.poke()
+
+    def _notified(self, connection: Any, pid: int, channel: str, payload: str) -> None:
+        for signal in list(self._signals):
+            if signal.stream_id is None or signal.stream_id == payload:
+                signal.poke()
+
+    def _terminated(self, connection: Any) -> None:
+        log.warning("the LISTEN connection for new events was lost (polling meanwhile)")
+        conn, self._conn = self._conn, None
+        self._driver = None
+        if conn is not None:
+            closing = asyncio.ensure_future(_discard(conn))
+            self._closing.add(closing)
+            closing.add_done_callback(self._closing.discard)
+        for signal in list(self._signals):
+            signal.poke()
+
+    async def _release(self) -> None:
+        conn, driver = self._conn, self._driver
+        self._conn = self._driver = None
+        if conn is None:
+            return
+        try:
+            driver.remove_termination_listener(self._terminated)
+            if not driver.is_closed():
+                await driver.remove_listener(CHANNEL, self._notified)
+            await conn.close()
+        except Exception as error:  # a connection that broke meanwhile: drop it
+            log.debug("discarding the LISTEN connection: %s", error)
+            await _discard(conn)
+
+
+async def _discard(conn: AsyncConnection) -> None:
+    """Give a connection back to nobody: invalidate it, then close it."""
+    try:
+        await conn.invalidate()
+        await conn.close()
+    except Exception as error:
+        log.debug("closing a broken connection: %s", error)

@@ -44,6 +44,7 @@ from ..errors import (
 )
 from ..prepared import Prepared
 from .base import (
+    ChangeSignal,
     Dialect,
     Runner,
     T,
@@ -528,6 +529,11 @@ class ThreadRunner(Runner):
             # -wal and -shm files), not whenever the finalizer's dispose gets to run.
             self._engine.dispose()
 
+    def change_signal(self, stream_id: str | None, *, listen: bool = True) -> ChangeSignal:
+        if self._memory or not listen:  # a private database: only this process writes
+            return ChangeSignal()
+        return DataVersionSignal(self.database, self.read_only)
+
     @property
     def engine_key(self) -> object:
         return self._key
@@ -537,6 +543,44 @@ class ThreadRunner(Runner):
         # A file can be deleted and created again at the same path (a test fixture, a
         # reset development database): another database, whatever this process knew.
         return not self._memory
+
+
+class DataVersionSignal(ChangeSignal):
+    """Woken when another connection, in any process, commits to the file: a
+    connection of its own asks SQLite's ``PRAGMA data_version`` (a counter in the
+    shared WAL index, read without touching the database) every
+    :attr:`check_interval` seconds while a reader waits."""
+
+    check_interval: ClassVar[float | None] = 0.02
+    default_poll_interval: ClassVar[float] = 1.0
+
+    def __init__(self, database: str, read_only: bool) -> None:
+        super().__init__()
+        self._database = database
+        self._read_only = read_only
+        self._conn: sqlite3.Connection | None = None
+
+    async def open(self) -> None:
+        await super().open()
+        self._conn = _connect_reader(self._database, self._read_only)
+
+    def _version(self) -> int:
+        if self._conn is None:
+            return 0
+        row = self._conn.execute("PRAGMA data_version").fetchone()
+        return int(row[0])
+
+    def mark(self) -> Any:
+        return (super().mark(), self._version())
+
+    def changed(self, mark: Any) -> bool:
+        pokes, version = mark
+        return bool(super().changed(pokes) or self._version() != version)
+
+    async def close(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
 
 
 def _shutdown(executor: ThreadPoolExecutor | None, engine: Engine, reader: Engine | None) -> None:

@@ -752,7 +752,7 @@ async def _serve(store: EventStore, args: argparse.Namespace) -> int:
 
 
 def _add_serve(add: Callable[[str, str], argparse.ArgumentParser]) -> None:
-    from .viewer.serve import add_arguments  # (argparse only: no extra needed)
+    from .viewer.options import add_arguments  # (argparse only: no extra needed)
 
     add_arguments(add("serve", "a local web viewer: sessions, branches, time travel, usage"))
 

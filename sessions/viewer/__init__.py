@@ -12,8 +12,6 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from eventstore import MissingDependencyError
-
 if TYPE_CHECKING:
     from .app import Viewer, viewer
 
@@ -28,5 +26,7 @@ def __getattr__(name: str) -> Any:
     except ModuleNotFoundError as error:  # starlette, jinja2 or markupsafe is missing
         if error.name not in ("starlette", "jinja2", "markupsafe"):
             raise
+        from eventstore import MissingDependencyError
+
         raise MissingDependencyError(error.name, "web") from error
     return getattr(app, name)

@@ -23,25 +23,9 @@ from eventstore import EventStore, InvalidArgumentError, MissingDependencyError
 
 from .._keys import parse_master_key
 
-DEFAULT_PORT = 8765
 MASTER_KEY_BYTES = 32
 # Seconds uvicorn waits for open responses (live pages) when asked to stop.
 GRACEFUL_SHUTDOWN = 2
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--host", default="127.0.0.1", help="address (default: 127.0.0.1)")
-    parser.add_argument(
-        "--port", type=int, default=DEFAULT_PORT, help=f"port (default: {DEFAULT_PORT}; 0: any)"
-    )
-    parser.add_argument(
-        "--key-file", help="the master key of encrypted sessions (decrypted in this process)"
-    )
-    parser.add_argument(
-        "--allow-remote",
-        action="store_true",
-        help="listen on an address other machines can reach (with an access token)",
-    )
 
 
 def is_loopback(host: str) -> bool:

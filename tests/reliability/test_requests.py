@@ -16,7 +16,6 @@ skipped a version). ``CONVSTORE_LONG_TESTS=1``: two tries of 4 processes x 6 tas
 
 from __future__ import annotations
 
-import asyncio
 import json
 import subprocess
 import sys
@@ -25,7 +24,6 @@ from pathlib import Path
 
 import pytest
 
-from sessions import create_tables
 from sessions.cli import main
 
 from ..conftest import Backend
@@ -60,11 +58,26 @@ def serve(
         for p in range(processes)
     ]
     done: Counter[str] = Counter()
-    for proc in procs:
-        out, err = proc.communicate(timeout=600)
-        assert proc.returncode == 0, err
-        done.update(json.loads(out))
+    try:
+        for proc in procs:
+            out, err = proc.communicate(timeout=600)
+            assert proc.returncode == 0, err
+            done.update(json.loads(out))
+    finally:
+        for proc in procs:  # after a failure: end the others and close their pipes
+            if proc.poll() is None:
+                proc.kill()
+            proc.communicate()
     return done
+
+
+def create_tables_as_the_application_does(target: str) -> None:
+    """``sessions.create_tables`` in a process of its own, as an application's lifespan
+    runs it: this test process may know projections of other tests, which a store made
+    here would add to the database (a process keeps every projection it knows)."""
+    code = "import asyncio, sys; from sessions import create_tables; "
+    code += "asyncio.run(create_tables(sys.argv[1]))"
+    subprocess.run([sys.executable, "-c", code, target], cwd=REPO, check=True, timeout=120)
 
 
 def command(*argv: str) -> int:
@@ -80,7 +93,7 @@ def test_requests_on_one_engine_per_process_audit_clean(
     shared_backend: Backend, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     db = shared_backend.target
-    asyncio.run(create_tables(db))  # what the application's lifespan does
+    create_tables_as_the_application_does(db)
     tries, processes, tasks, requests = sized(1, 2), sized(3, 4), sized(4, 6), sized(10, 25)
     key = tmp_path / "audit.key"
     key.write_bytes(b"an audit key kept away from the database")

@@ -477,7 +477,9 @@ async def test_the_fastapi_example_mounts_it_behind_its_own_auth(
             assert "trip_planner" in {s["session_id"] for s in found.json()["sessions"]}
             page = await client.get("/convstore/c/trip_planner", headers=headers)
             assert 'href="/convstore/tree/trip_planner"' in page.text
-            assert (await client.get("/users/ada/history")).status_code == 200  # the app's own
+            own = await client.get("/users/ada/history")  # the app's own route, not the viewer's
+            assert own.status_code == 404, own.text  # ada has not chatted yet
+            assert "no conversation" in own.json()["detail"]
 
 
 @pytest.mark.parametrize(

@@ -3,6 +3,7 @@
 import logging as _logging
 
 from .audit import AuditReport, Checkpoint, Finding, StreamCheck, audit
+from .backends import dialect_of
 from .codec import (
     decode_arrays,
     decode_event,
@@ -142,6 +143,7 @@ __all__ = [
     "decode_event",
     "decode_item",
     "decode_items",
+    "dialect_of",
     "encode_event",
     "encode_item",
     "encode_items",

@@ -25,7 +25,7 @@ from datetime import datetime
 from typing import Any
 
 import msgspec
-from sqlalchemy import Connection, select
+from sqlalchemy import Connection
 
 from eventstore import (
     MAIN_BRANCH,
@@ -371,15 +371,7 @@ class UsageSession(BranchingSession):
 
     def _ordinal(self, conn: Connection, anchor: Anchor) -> int | None:
         """The owner's user-turn ordinal of the anchor, if that user message is stored."""
-        t = HISTORY.items
-        row = conn.execute(
-            select(t.c.user_turn).where(
-                t.c.stream_id == self.session_id,
-                t.c.branch_id == anchor[0],
-                t.c.seq == anchor[1],
-            )
-        ).first()
-        return None if row is None or row[0] is None else int(row[0])
+        return HISTORY.read_user_turn(conn, self.session_id, anchor[0], anchor[1])
 
     def _last_turn(self, conn: Connection, branch: str) -> Anchor | None:
         """The anchor of the branch's last user turn, or None if it has none."""

@@ -125,12 +125,12 @@ MUTATIONS: tuple[Mutation, ...] = (
     ),
     Mutation(
         "pop removes two items (the one below goes too)",
-        "projections/history_table.py",
+        "projections/history_writer.py",
         '        key = {"sid": sid, "bid": bid, "q": seq}\n',
         '        key = {"sid": sid, "bid": bid, "q": seq}\n'
-        '        below = self.p._prev.first(self.conn, {**key, "lo": 0, "hi": seq})\n'
+        '        below = self.sql.prev.first(self.conn, {**key, "lo": 0, "hi": seq})\n'
         "        if below is not None:\n"
-        '            self.p._delete_one.execute(self.conn, {**key, "q": below[0]})\n',
+        '            self.sql.delete_one.execute(self.conn, {**key, "q": below[0]})\n',
         (
             "tests/sessions/test_protocol.py",
             "tests/reliability/test_many_writers.py",

@@ -69,6 +69,9 @@ class SQLiteDialect(Dialect):
     # BEGIN IMMEDIATE orders every write: an append may start from the head its store
     # last wrote, confirmed by the UPDATE of the stream's row (docs/design.md).
     confirms_cached_heads: ClassVar[bool] = True
+    # Its planner joins each event of a read's window to its items by a range of the
+    # primary key, in index order, without a sort: one row per event is the fast read.
+    reads_item_arrays: ClassVar[bool] = True
 
     def __init__(self, *, read_only: bool = False) -> None:
         self.read_only = read_only

@@ -107,7 +107,7 @@ async def sessions_page(
         raise BadRequest(f"sort must be one of {', '.join(SORTS)}, not {sort!r}")
     if page < 1:
         raise BadRequest(f"page must be 1 or more, not {page}")
-    s, e, items = schema.streams, schema.events, HISTORY.items
+    s, e = schema.streams, schema.events
     where = [s.c.stream_id.contains(query, autoescape=True)] if query else []
     size = select(func.coalesce(func.sum(func.length(e.c.payload)), 0)).where(
         e.c.stream_id == s.c.stream_id
@@ -131,13 +131,7 @@ async def sessions_page(
             .offset((page - 1) * PAGE_SESSIONS)
         ).all()
         ids = [row.stream_id for row in rows]
-        counts: dict[str, int] = dict(
-            conn.execute(
-                select(items.c.stream_id, func.count())
-                .where(items.c.stream_id.in_(ids), items.c.branch_id == MAIN_BRANCH)
-                .group_by(items.c.stream_id)
-            ).all()
-        )
+        counts = HISTORY.own_item_counts(conn, MAIN_BRANCH, ids)
         return total, list(rows), counts, read_kinds(conn, ids)
 
     total, rows, counts, kinds = await store.run(read)

@@ -3,7 +3,7 @@
 import logging as _logging
 
 from .audit import AuditReport, Checkpoint, Finding, StreamCheck, audit
-from .backends import check_sqlite_path
+from .backends import check_sqlite_path, dialect_of
 from .checks import (
     MAX_INTEGER,
     check_count,
@@ -170,6 +170,7 @@ __all__ = [
     "decode_event",
     "decode_item",
     "decode_items",
+    "dialect_of",
     "encode_event",
     "encode_item",
     "encode_items",

@@ -28,10 +28,11 @@ from sqlalchemy import (
     update,
 )
 
-from eventstore import BaseProjector, RecordedEvent, Rows
+from eventstore import RecordedEvent, Rows
 from eventstore.prepared import Prepared
 from eventstore.schema import MYSQL_TABLE_OPTIONS, Blob, Key, StreamId
 
+from .base import BranchRows, TableProjector
 from .usage import BranchShape, Figures, Tokens, UsageState, apply_event, fold
 
 _encoder = msgspec.json.Encoder(order="sorted")
@@ -83,22 +84,13 @@ def _figures_tuple(f: Figures) -> tuple[Any, ...]:
     return (*counts, t.details)
 
 
-class UsageProjector(BaseProjector):
-    """Keeps the usage tables equal to :func:`fold` of the log.
-
-    * ``convstore_usage_sessions``: each session's totals (every recording);
-    * ``convstore_usage_turns``: per owner branch and anchor, the turn's own usage and
-      the running totals of that owner up to it;
-    * ``convstore_usage_branches``: segments and sharing of branches that have them.
-    """
+class UsageProjector(TableProjector):
+    """Keeps the usage tables equal to :func:`fold` of the log."""
 
     name = "usage"
     schema_version = 1
-    # apply never reads an event's position or the events table (eventstore/records.py)
-    reads_positions = False
 
     def __init__(self, *, prefix: str = "convstore") -> None:
-        self.prefix = prefix
         self.metadata = m = MetaData()
         self.sessions = Table(
             f"{prefix}_usage_sessions",
@@ -128,6 +120,7 @@ class UsageProjector(BaseProjector):
             Column("segments", Blob, nullable=True),
             **MYSQL_TABLE_OPTIONS,
         )
+        self.tables = {"sessions": self.sessions, "turns": t, "branches": b}
         sid, bid = bindparam("sid", type_=Key(255)), bindparam("bid", type_=Key(255))
         q = bindparam("q", type_=BigInteger)
         self._session = Prepared(self.session_query(sid))
@@ -186,10 +179,6 @@ class UsageProjector(BaseProjector):
         ops = _TableOps(self, conn)
         for recorded in events:
             apply_event(ops, recorded)
-
-    def reset(self, conn: Connection) -> None:
-        for table in (self.sessions, self.turns, self.branches):
-            conn.execute(delete(table))
 
     # -- reads ---------------------------------------------------------------------
 
@@ -278,22 +267,6 @@ class UsageProjector(BaseProjector):
             },
         }
 
-    def stream_ids(self, conn: Connection) -> set[str]:
-        found: set[str] = set()
-        for table in (self.sessions, self.turns, self.branches):
-            found.update(conn.execute(select(table.c.stream_id).distinct()).scalars())
-        return found
-
-    def scratch(self) -> UsageProjector:
-        return UsageProjector(prefix="convstore_scratch")
-
-    def snapshot(self, conn: Connection) -> Rows:
-        out: Rows = {"sessions": {}, "turns": {}, "branches": {}}
-        for stream_id in sorted(self.stream_ids(conn)):
-            for table, rows in self.live_rows(conn, stream_id).items():
-                out[table].update(rows)
-        return out
-
 
 def state_rows(stream_id: str, state: UsageState) -> Rows:
     """The rows of the usage tables for one stream in ``state``."""
@@ -307,31 +280,20 @@ def state_rows(stream_id: str, state: UsageState) -> Rows:
     return {"sessions": sessions, "turns": turns, "branches": branches}
 
 
-class _TableOps:
+class _TableOps(BranchRows[BranchShape]):
     """The rules' state in the tables, with branch shapes cached for one ``apply``."""
 
     def __init__(self, projector: UsageProjector, conn: Connection) -> None:
+        super().__init__(conn, projector.read_shape, BranchShape)
         self.p = projector
-        self.conn = conn
-        self.shapes: dict[tuple[str, str], tuple[BranchShape, bool]] = {}
 
-    def shape(self, sid: str, bid: str) -> BranchShape:
-        cached = self.shapes.get((sid, bid))
-        if cached is None:
-            found = self.p.read_shape(self.conn, sid, bid)
-            cached = (found or BranchShape(), found is not None)
-            self.shapes[(sid, bid)] = cached
-        return cached[0]
-
-    def has_shape(self, sid: str, bid: str) -> bool:
-        self.shape(sid, bid)
-        return self.shapes[(sid, bid)][1]
+    shape = BranchRows.branch_row
+    has_shape = BranchRows.has_row
 
     def save_shape(self, sid: str, bid: str, shape: BranchShape) -> None:
-        self.shape(sid, bid)
         b = self.p.branches
         segments = None if shape.segments is None else _encoder.encode(shape.segments)
-        if self.shapes[(sid, bid)][1]:
+        if self.has_row(sid, bid):
             self.conn.execute(
                 update(b)
                 .where(b.c.stream_id == sid, b.c.branch_id == bid)
@@ -343,7 +305,7 @@ class _TableOps:
                     stream_id=sid, branch_id=bid, pinned=shape.pinned, segments=segments
                 )
             )
-        self.shapes[(sid, bid)] = (shape, True)
+        self.saved(sid, bid, shape)
 
     def known_branches(self, sid: str) -> set[str]:
         b, t = self.p.branches, self.p.turns
@@ -352,7 +314,7 @@ class _TableOps:
             select(t.c.branch_id).where(t.c.stream_id == sid).distinct()
         ).scalars()
         found = {*shaped, *owners}
-        return found | {b for (s, b), (_, saved) in self.shapes.items() if s == sid and saved}
+        return found | {b for (s, b), (_, saved) in self.branch_rows.items() if s == sid and saved}
 
     def drop_above(self, sid: str, owner: str, above: int) -> None:
         self.p._drop.execute(self.conn, {"sid": sid, "bid": owner, "q": above})

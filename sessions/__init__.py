@@ -4,6 +4,9 @@ The public names are imported on first use (PEP 562): ``import sessions`` alone 
 none of SQLAlchemy, the drivers or the event store, so the ``convstore`` command
 (``sessions.cli``) answers ``--version`` and ``--help`` without them. The error classes
 are exported here too: users import them from where the sessions come from.
+
+A module of the user's named like one of convstore's packages (an ``eventstore.py``
+next to the script) shadows it; the import error then names the file and the fix.
 """
 
 import os
@@ -49,7 +52,8 @@ if TYPE_CHECKING:
     from .advanced import AdvancedSQLAlchemySession, AdvancedSQLiteSession
     from .base import StoreSession
     from .branching import BranchingSession, BranchNode
-    from .encrypted import EncryptedSession, purge_expired, rotate_master_key, shred_session
+    from .crypto.keyring import rotate_master_key, shred_session
+    from .encrypted import EncryptedSession, purge_expired
     from .sqlalchemy import SQLAlchemySession
     from .sqlite import SQLiteSession
     from .tables import create_tables
@@ -101,8 +105,8 @@ _WHERE = {
     "create_tables": ".tables",
     "purge_expired": ".encrypted",
     "render_usage": ".usage",
-    "rotate_master_key": ".encrypted",
-    "shred_session": ".encrypted",
+    "rotate_master_key": ".crypto.keyring",
+    "shred_session": ".crypto.keyring",
     "usage_report": ".usage",
 }
 
@@ -127,9 +131,7 @@ def __dir__() -> list[str]:
 
 
 def _shadowing(error: ImportError) -> ImportError | None:
-    """A clearer error than ``error`` if a module of the user's is imported under the
-    name of one of convstore's packages (an ``eventstore.py`` next to the script): the
-    file, what happened, and what to do. None if that is not the cause."""
+    """A clearer error than ``error`` if a user's module shadows a convstore package."""
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     for name in ("eventstore", "projections"):
         module = sys.modules.get(name)

@@ -38,6 +38,7 @@ class ProgressBar:
             self._draw(now)
 
     def _text(self, now: float) -> str:
+        """The report at time ``now``: label, bar or percentage, count and rate."""
         rate = self.done / max(now - self._started, 1e-9)
         if not self.total:
             return f"{self.label}: {self.done:,} ({rate:,.0f}/s)"
@@ -50,6 +51,7 @@ class ProgressBar:
         return f"{self.label} [{'#' * filled}{'.' * (width - filled)}] {counts}"
 
     def _draw(self, now: float) -> None:
+        """Write the report: over the last one on a terminal, as a new line otherwise."""
         if self.terminal:
             self.stream.write("\r" + self._text(now))
         else:

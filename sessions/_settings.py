@@ -1,7 +1,9 @@
 """Session arguments: the SDK's settings class, and the SDK keywords convstore refuses.
 
 The SDK's Runner calls ``session.session_settings.resolve(run_config.session_settings)``,
-so a session must hold the SDK's :class:`SessionSettings`, not a look-alike.
+so a session must hold the SDK's :class:`SessionSettings`, not a look-alike. The SDK is
+imported on first use, not at import time: importing it is slow (docs/cli.md gives the
+time), and the ``convstore`` command, which imports this package, never needs it.
 """
 
 from __future__ import annotations
@@ -17,11 +19,7 @@ from eventstore import ArgumentTypeError, InvalidArgumentError, check_count
 
 @cache
 def _sdk() -> tuple[Any, Any] | None:
-    """The SDK's SessionSettings class and coercion function, or None without the SDK.
-
-    Imported on first use, not at import time: importing the SDK takes about two
-    seconds, and the ``convstore`` command (which imports this package) never needs it.
-    """
+    """The SDK's SessionSettings class and coercion function, or None without the SDK."""
     try:
         from agents.memory.session_settings import SessionSettings, coerce_session_settings
     except ImportError:  # the 'agents' extra is not installed

@@ -41,14 +41,14 @@ DB_SYSTEM = "db.system.name"
 
 
 def _branch(session: Any) -> Attributes:
-    """The session's current branch, for classes that keep one (EncryptedSession's is
-    its wrapped session's)."""
+    """The session's current branch, for classes that keep one (or wrap one that does)."""
     inner = getattr(session, "underlying_session", session)
     branch = getattr(inner, "_branch_id", None)
     return {BRANCH_ID: branch} if isinstance(branch, str) else {}
 
 
 def _arg(args: tuple[Any, ...], kwargs: Mapping[str, Any], index: int, name: str) -> Any:
+    """The argument ``name`` of a call, given by keyword or at position ``index``."""
     if name in kwargs:
         return kwargs[name]
     return args[index] if len(args) > index else None
@@ -57,12 +57,14 @@ def _arg(args: tuple[Any, ...], kwargs: Mapping[str, Any], index: int, name: str
 def _read(
     session: Any, args: tuple[Any, ...], kwargs: Mapping[str, Any], result: Any
 ) -> Attributes:
+    """What ``get_items`` reports: the branch read and the items returned."""
     branch = _arg(args, kwargs, 1, "branch_id")
     found = {BRANCH_ID: branch} if isinstance(branch, str) else _branch(session)
     return found | {ITEMS: len(result)}
 
 
 def _add(session: Any, args: tuple[Any, ...], kwargs: Mapping[str, Any], result: Any) -> Attributes:
+    """What ``add_items`` reports: the branch, the items given and the events appended."""
     items = len(_arg(args, kwargs, 0, "items"))
     # add_items cuts its items into ItemsAdded events (projections.history.item_batches)
     # and leaves how many it appended on the session.
@@ -71,11 +73,14 @@ def _add(session: Any, args: tuple[Any, ...], kwargs: Mapping[str, Any], result:
 
 
 def _pop(session: Any, args: tuple[Any, ...], kwargs: Mapping[str, Any], result: Any) -> Attributes:
+    """What ``pop_item`` reports: the branch, and one item and event if it removed one."""
     removed = 0 if result is None else 1
     return _branch(session) | {ITEMS: removed, EVENTS: removed}
 
 
 def _on_branch(events: int | None) -> Describe:
+    """What a branch operation reports: the branch, ``events`` appended, branches listed."""
+
     def describe(
         session: Any, args: tuple[Any, ...], kwargs: Mapping[str, Any], result: Any
     ) -> Attributes:
@@ -111,6 +116,7 @@ _inside: ContextVar[bool] = ContextVar("convstore_traced", default=False)
 
 
 def _version() -> str:
+    """convstore's installed version, for the tracer ("0" in an uninstalled checkout)."""
     try:
         return metadata.version("convstore")
     except metadata.PackageNotFoundError:  # a source checkout that was never installed
@@ -130,11 +136,12 @@ def instrument(cls: C) -> C:
 
 
 # The providers of an application that configured no SDK: no span could be recorded,
-# so the operation runs unwrapped (the API's no-op span costs microseconds).
+# so the operation runs unwrapped (the API's no-op span has a cost: docs/observability.md).
 _NO_SDK = () if trace is None else (trace.ProxyTracerProvider, trace.NoOpTracerProvider)
 
 
 def _traced(tracer: Any, name: str, method: Any, describe: Describe) -> Any:
+    """``method`` in a span named after ``name``, unless one is open or no SDK is set."""
     span_name = f"convstore.{name}"
 
     @functools.wraps(method)

@@ -42,10 +42,12 @@ def tokens_of(usage: Any) -> Tokens:
 
 
 def _count(value: Any) -> int:
+    """``value`` if it is a token count (an int, not a bool), else 0."""
     return value if is_integer(value) else 0
 
 
 def _as_dict(value: Any) -> Mapping[str, Any] | None:
+    """Token details as a mapping: a dict, a pydantic model's dump, or an object's fields."""
     if value is None:
         return None
     if isinstance(value, Mapping):
@@ -108,6 +110,7 @@ class RunUsages:
         return run
 
     def _end(self, key: int) -> None:
+        """At a wrapper's collection: keep its run if it has an unrecorded increment."""
         run = self._live.pop(key, None)
         if run is not None and not run.current().minus(run.recorded).is_zero:
             run.ref = None

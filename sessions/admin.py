@@ -14,7 +14,7 @@ from datetime import UTC, datetime, timedelta
 from functools import partial
 from typing import Any
 
-from sqlalchemy import Connection, func, select
+from sqlalchemy import Connection
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from eventstore import (
@@ -82,15 +82,7 @@ class SessionSummary:
 
 async def list_sessions(store: EventStore) -> list[SessionSummary]:
     """Every session, by id."""
-    t = HISTORY.items
-    query = (
-        select(t.c.stream_id, func.count())
-        .where(t.c.branch_id == MAIN_BRANCH)
-        .group_by(t.c.stream_id)
-    )
-    counts: dict[str, int] = await store.run(
-        lambda conn: {stream_id: count for stream_id, count in conn.execute(query)}
-    )
+    counts = await store.run(lambda conn: HISTORY.own_item_counts(conn, MAIN_BRANCH))
     return [
         SessionSummary(
             s.stream_id, s.version, counts.get(s.stream_id, 0), s.created_at, s.updated_at

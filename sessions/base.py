@@ -9,8 +9,22 @@ propagates the cancellation as :class:`~eventstore.CancelledAfterCommit` (a
 ``CancelledError``), whose ``result`` is the popped item for ``pop_item``. The session
 also remembers the cancelled call, so the natural retry is safe: the next
 ``add_items`` of the same items reuses the cancelled call's event ids (a no-op if it
-had committed, the write otherwise), and the next ``pop_item`` hands out the item a
-cancelled pop removed instead of removing another.
+had committed, since the store's append is idempotent by event id; the write
+otherwise), and the next ``pop_item`` hands out the item a cancelled pop removed
+instead of removing another.
+
+Starting. The append that creates a session's stream also writes its SessionStarted
+event (``on_new_stream``). Each session object makes that event once, so a retry or a
+racing creator with the same id is recognised by the store; a stream that exists
+ignores it.
+
+Closing. ``close()`` lets go of the store at once and returns what must still be
+awaited; subclasses that share a store (one per SQLite file) only drop their hold on
+it. A session that owns a connection and is garbage-collected unclosed warns
+(ResourceWarning) and closes from the loop's next turn; outside a loop it only hands
+its store over for release later, without taking a lock, since the collector may have
+interrupted the lock's holder. A session handed a store that its owner closes leaks
+nothing and does not warn.
 """
 
 from __future__ import annotations
@@ -20,7 +34,7 @@ import contextlib
 import logging
 import uuid
 import warnings
-from collections.abc import Callable, Coroutine, Generator, Iterator
+from collections.abc import Callable, Coroutine, Generator, Iterator, Sequence
 from typing import Any, Self
 
 import msgspec
@@ -33,7 +47,6 @@ from eventstore import (
     Event,
     EventStore,
     IntegrityError,
-    InvalidArgumentError,
     ItemPopped,
     ItemsAdded,
     NewEvent,
@@ -41,12 +54,12 @@ from eventstore import (
     SessionCleared,
     SessionStarted,
     StoreClosedError,
+    check_count,
     check_stream_id,
     decode_arrays,
     decode_item,
     decode_items,
     encode_items,
-    is_integer,
 )
 from projections.history import item_batches
 from projections.history_table import HistoryProjector, decode_entry
@@ -56,10 +69,11 @@ from ._tracing import instrument
 
 # The projector has no state of its own: one instance serves every store.
 HISTORY = HistoryProjector()
-# get_items(limit=n) up to this n counts as a quick read (see EventStore.run).
-_QUICK_READ = 1000
-# How many cancelled add_items calls a session remembers for their retries.
-_REMEMBERED_CANCELLATIONS = 16
+# A read of up to this many items counts as a quick read (see EventStore.run).
+QUICK_READ = 1000
+# How many cancelled add_items calls a session (or a wrapper of one) remembers for
+# their retries.
+REMEMBERED_CANCELLATIONS = 16
 
 log = logging.getLogger("convstore.sessions")
 
@@ -102,6 +116,7 @@ class Closing:
 
 
 def _closing_done(task: asyncio.Task[None]) -> None:
+    """Forget a finished closing task, logging its failure if it failed."""
     _closing_tasks.discard(task)
     if not task.cancelled() and task.exception() is not None:
         log.debug("closing a session failed", exc_info=task.exception())
@@ -186,9 +201,7 @@ class StoreSession:
     async def _read(self, branch_id: str, n: int | None, turns: int | None) -> list[Any]:
         """Items of ``branch_id``: the newest ``n`` (all if None), or the last ``turns``."""
         if turns is not None:
-            if not is_integer(turns) or turns < 0:
-                raise InvalidArgumentError(f"turns must be an integer >= 0, not {turns!r}")
-            if turns == 0 or n == 0:
+            if check_count("turns", turns) == 0 or n == 0:
                 return []
             found = await self._store.run(
                 lambda conn: HISTORY.read_last_turns(conn, self.session_id, branch_id, turns, n),
@@ -202,7 +215,7 @@ class StoreSession:
             return []
         arrays = await self._store.run(
             lambda conn: HISTORY.read_arrays(conn, self.session_id, branch_id, n),
-            quick=n is not None and n <= _QUICK_READ,
+            quick=n is not None and n <= QUICK_READ,
             stream_id=self.session_id,  # may be read from a replica (eventstore/replica.py)
         )
         try:
@@ -211,8 +224,7 @@ class StoreSession:
             raise await self._mismatch(branch_id) from error
 
     async def _mismatch(self, branch_id: str) -> ProjectionMismatchError:
-        """What to raise when the items read from the history do not decode: the
-        projection's rows do not match the log, and the error says where."""
+        """The error for history rows that do not decode: it says where they differ."""
         return await self._store.run(
             lambda conn: HISTORY.find_mismatch(conn, self.session_id, branch_id)
         )
@@ -240,7 +252,7 @@ class StoreSession:
             )
         except asyncio.CancelledError as cancelled:
             self._cancelled_adds.append((branch, encoded, events))
-            del self._cancelled_adds[:-_REMEMBERED_CANCELLATIONS]
+            del self._cancelled_adds[:-REMEMBERED_CANCELLATIONS]
             self._log_cancelled("add_items", cancelled)
             raise
         self._undelivered.clear()
@@ -248,11 +260,7 @@ class StoreSession:
         return result
 
     def _retried_add(self, branch: str, encoded: tuple[msgspec.Raw, ...]) -> list[NewEvent] | None:
-        """The events of a cancelled add_items of exactly these items, if there was one.
-
-        Reusing their event ids makes this call a no-op if that one committed (the
-        store's append is idempotent by event id), and the write itself otherwise.
-        """
+        """The events of a cancelled add_items of exactly these items, if there was one."""
         for n, (was_branch, was_items, events) in enumerate(self._cancelled_adds):
             if was_branch == branch and was_items == encoded:
                 del self._cancelled_adds[n]
@@ -267,7 +275,7 @@ class StoreSession:
         """
         self._check_open()
         branch = self._branch_id
-        undelivered = self._take_undelivered(branch)
+        undelivered = self.undelivered_pop(branch)
         if undelivered is not None:
             return decode_item(undelivered)
 
@@ -278,28 +286,45 @@ class StoreSession:
             decode_entry(self.session_id, branch, *top)  # a damaged row: nothing is popped
             return [ItemPopped(seq=top[0], branch_id=branch)], top[1]
 
-        # Decided under the stream's lock: no other pop can take the same item.
-        with self._popping(branch, lambda stored: stored):
-            popped = await self._store.append_decided(self.session_id, take_newest)
-        return None if popped is None else decode_item(popped[1])
+        popped = await self.pop_decided(branch, take_newest, lambda stored: stored)
+        return None if popped is None else decode_item(popped)
 
-    def _take_undelivered(self, branch: str) -> bytes | msgspec.Raw | None:
+    # -- for sessions that wrap this one (EncryptedSession) ----------------------------
+
+    async def current_branch(self) -> str:
+        """The branch this object's calls read and write: main, for a session without
+        branches (an Advanced session reads its durable current branch)."""
+        return self._branch_id
+
+    @property
+    def remembers_cancelled_adds(self) -> bool:
+        """Whether a cancelled ``add_items`` call is remembered: the same items added
+        again on its branch are then its retry, which reuses its events."""
+        return bool(self._cancelled_adds)
+
+    def undelivered_pop(self, branch: str) -> bytes | msgspec.Raw | None:
         """The item (JSON) a pop on ``branch`` removed while its caller was cancelled, if
-        there is one: this call is that pop's retry, and hands it out."""
+        there is one: the calling pop is that pop's retry, and hands it out."""
         if self._undelivered and self._undelivered[0][0] == branch:
             return self._undelivered.pop(0)[1]
         return None
 
-    @contextlib.contextmanager
-    def _popping(
-        self, branch: str, as_json: Callable[[Any], bytes | msgspec.Raw]
-    ) -> Iterator[None]:
-        """Around a pop's ``append_decided``, whose value is the popped item (``as_json``
-        gives its JSON): a cancellation after the commit raises CancelledAfterCommit
-        whose ``result`` is the item, and remembers it for the retry; one where nothing
-        was popped (or written) is a plain CancelledError."""
+    async def pop_decided(
+        self,
+        branch: str,
+        decide: Callable[[Connection, int], tuple[Sequence[Event], Any] | None],
+        as_json: Callable[[Any], bytes | msgspec.Raw],
+    ) -> Any | None:
+        """Append what ``decide`` chooses under the session's lock, a pop of ``branch``:
+        its events and the popped item (None: nothing to pop); return that item.
+
+        ``as_json`` gives the item's JSON. A cancellation after the commit raises
+        CancelledAfterCommit whose ``result`` is the item, and remembers it for the
+        retry (``undelivered_pop``); one where nothing was popped (or written) is a
+        plain CancelledError.
+        """
         try:
-            yield
+            popped = await self._store.append_decided(self.session_id, decide)
         except CancelledAfterCommit as cancelled:
             self._cancelled_adds.clear()
             result = cancelled.result
@@ -314,6 +339,7 @@ class StoreSession:
             self._log_cancelled("pop_item", cancelled)
             raise
         self._cancelled_adds.clear()
+        return None if popped is None else popped[1]
 
     def _log_cancelled(self, call: str, cancelled: BaseException | None) -> None:
         """Record, on this session's logger, how a cancelled call ended."""
@@ -347,17 +373,14 @@ class StoreSession:
     # -- lifecycle -------------------------------------------------------------------
 
     def _preamble(self) -> tuple[NewEvent]:
-        """The SessionStarted event, written only by the append that creates the stream.
-
-        One per session object: a retry or a racing creator with the same id is
-        recognised by the store, and a stream that exists ignores it.
-        """
+        """This object's SessionStarted event, for the append that creates the stream."""
         if self._started is None:
             started = SessionStarted(metadata={"session_class": type(self).__name__})
             self._started = (NewEvent(started, uuid.uuid4()),)
         return self._started
 
     def _check_open(self) -> None:
+        """StoreClosedError once the session is closed."""
         if self._closed:
             # The SDK's words ("SQLiteSession is closed"), which code may match on.
             raise StoreClosedError(f"{type(self).__name__} is closed (session {self.session_id!r})")
@@ -379,16 +402,11 @@ class StoreSession:
         return self._closing
 
     def _release(self) -> Coroutine[Any, Any, None] | None:
-        """Let go of the store: do what can be done now, return what must be awaited.
-
-        Subclasses that share a store drop their reference here; the store itself is
-        closed by the returned coroutine.
-        """
+        """Let go of the store: do what can be done now, return what must be awaited."""
         return self._store.close()
 
     def _owns_resources(self) -> bool:
-        """Whether leaking this session leaks a connection (then it warns when collected):
-        not when it was handed a store that its owner closes."""
+        """Whether leaking this session leaks a connection (then it warns when collected)."""
         return self._owns_store
 
     async def __aenter__(self) -> Self:
@@ -418,8 +436,7 @@ class StoreSession:
         loop.call_soon(self.close)  # keeps this object alive until then
 
     def _abandon(self) -> None:
-        """At garbage collection outside an event loop: release what can be, unawaited,
-        and without taking a lock (the collector may have interrupted its holder)."""
+        """At garbage collection outside a loop: release what can be, taking no lock."""
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(session_id={self.session_id!r}, branch={self._branch_id!r})"

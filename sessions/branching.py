@@ -6,6 +6,15 @@ projections/history.py). Each decision that depends on the current state (does t
 turn exist, is the name free) is taken inside the append transaction, under the
 session's lock, so two processes cannot both create "retry" or branch from a turn
 that a concurrent pop just removed.
+
+The current branch. A session object reads the durable current branch from the
+projection once, then checks at each call that a branch other than main still exists:
+once it is deleted (by ``delete_branch`` or ``clear_session``, through any session
+object), the object is on main again, as the SDK's session is after another one
+cleared. A write that changes the current branch and whose caller is cancelled after it
+committed first moves the object to the branch the log now has as current, then lets
+the cancellation go on. Branch names follow the rules of session ids
+(``eventstore.store.check_stream_id``) and must not be blank (the SDK's words).
 """
 
 from __future__ import annotations
@@ -16,7 +25,7 @@ import itertools
 import json
 import string
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -77,7 +86,7 @@ def content_preview(content: Any, max_length: int | None = None) -> str:
 _ASCII_LOWER = str.maketrans(string.ascii_uppercase, string.ascii_lowercase)
 
 
-def text_matcher(search_term: str) -> Any:
+def text_matcher(search_term: str) -> Callable[[str], bool]:
     """A test of whether a text contains ``search_term``, ignoring the case of ASCII
     letters (not of other letters), as the SDK's ``find_turns_by_content`` does."""
     if not isinstance(search_term, str):
@@ -103,9 +112,37 @@ def _timestamp(seconds: int) -> str:
     return time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(seconds))
 
 
+def turn_summary(turn: Turn, item: Any) -> dict[str, Any]:
+    """A user turn as ``get_conversation_turns`` returns it, from its decoded message."""
+    content = item.get("content", "") if isinstance(item, dict) else ""
+    return {
+        "turn": turn.number,
+        "content": content_preview(content, PREVIEW_LENGTH),
+        "full_content": content,
+        "timestamp": _timestamp(turn.recorded_at // 1_000_000),
+        "can_branch": True,
+    }
+
+
+def conversation_turns(turns: Iterable[tuple[Turn, Any]]) -> list[dict[str, Any]]:
+    """Each ``(turn, decoded message)`` as ``get_conversation_turns`` returns it."""
+    return [turn_summary(turn, item) for turn, item in turns]
+
+
+def turns_containing(
+    turns: Iterable[tuple[Turn, Any]], matches: Callable[[str], bool]
+) -> list[dict[str, Any]]:
+    """The turns whose message says a text that ``matches`` (see ``text_matcher``)."""
+    found = []
+    for turn, item in turns:
+        content = item.get("content", "") if isinstance(item, dict) else ""
+        if any(matches(text) for text in content_texts(content)):
+            found.append(turn_summary(turn, item))
+    return found
+
+
 def _check_name(branch_name: str | None) -> None:
-    """A branch name follows the rules of session ids (eventstore.check_stream_id),
-    and is not blank (the SDK's words)."""
+    """BranchError unless ``branch_name`` is None or a valid, non-blank branch name."""
     if branch_name is None:
         return
     if not isinstance(branch_name, str):
@@ -116,6 +153,7 @@ def _check_name(branch_name: str | None) -> None:
 
 
 def _check_turn(turn_number: object) -> int:
+    """``turn_number`` if it is an integer >= 1, else TurnNotFoundError."""
     if not is_integer(turn_number) or turn_number < 1:
         raise TurnNotFoundError(f"a turn number is an integer >= 1, not {turn_number!r}")
     return turn_number
@@ -134,12 +172,7 @@ class BranchingSession(StoreSession):
     _current_loaded: bool = False
 
     async def _branch(self, *, verify: bool = True) -> str:
-        """The current branch, read once from the log's projection.
-
-        A branch other than main is checked at each call (``verify``): once it is
-        deleted (by ``delete_branch`` or ``clear_session``, through any session object),
-        this object is on main again, as the SDK's session is after another one cleared.
-        """
+        """The current branch: read once, then (``verify``) checked to still exist."""
         if not self._current_loaded:
             self._check_open()
             self._branch_id = await self._store.run(
@@ -153,7 +186,12 @@ class BranchingSession(StoreSession):
                 self._branch_id = MAIN_BRANCH
         return self._branch_id
 
+    async def current_branch(self) -> str:
+        """The current branch, as the log says (read once, then checked at each call)."""
+        return await self._branch()
+
     async def _resolve(self, branch_id: str | None) -> str:
+        """``branch_id`` (checked), or the current branch when it is None."""
         if branch_id is None:
             return await self._branch()
         return check_stream_id(branch_id, what="a branch id", error=BranchError)
@@ -228,9 +266,7 @@ class BranchingSession(StoreSession):
 
     @contextlib.contextmanager
     def _following(self, current: Callable[[Any], str | None]) -> Iterator[None]:
-        """Around a write that changes the current branch: if the caller is cancelled
-        after it committed, this object first takes the branch the log now has as
-        current (``current(result)``; None: unchanged), then the cancellation goes on."""
+        """Around a write that changes the current branch to ``current(result)``."""
         try:
             yield
         except CancelledAfterCommit as committed:
@@ -334,6 +370,7 @@ class BranchingSession(StoreSession):
         fork_point: Any,
         branch_name: str | None,
     ) -> str:
+        """Append a branch of ``parent`` at ``fork_point(conn)``, and switch to it."""
         self._check_open()
 
         def decide(conn: Connection, version: int) -> tuple[list[Event], str]:
@@ -398,6 +435,7 @@ class BranchingSession(StoreSession):
         self._logger.info("session %r: switched from branch %r to %r", self.session_id, old, target)
 
     def _exists(self, conn: Connection, branch_id: str) -> bool:
+        """Whether ``branch_id`` is main or a branch that was created and not deleted."""
         if branch_id == MAIN_BRANCH:
             return True
         info = HISTORY.read_info(conn, self.session_id, branch_id)
@@ -463,6 +501,7 @@ class BranchingSession(StoreSession):
         return [node for node, _ in await self._tree()]
 
     async def _tree(self) -> list[tuple[BranchNode, int]]:
+        """Every live branch with its item count, main first, then by creation."""
         self._check_open()
         current = await self._branch()
         sid = self.session_id
@@ -503,6 +542,7 @@ class BranchingSession(StoreSession):
     def _node(
         self, branch_id: str, info: BranchInfo | None, current: str, conn: Connection
     ) -> BranchNode:
+        """The tree node of a branch, from its projection row (``info``)."""
         info = info or BranchInfo()
         return BranchNode(
             branch_id=branch_id,
@@ -517,7 +557,10 @@ class BranchingSession(StoreSession):
 
     # -- turns -------------------------------------------------------------------------
 
-    async def _turns(self, branch_id: str | None) -> list[Turn]:
+    async def stored_turns(self, branch_id: str | None = None) -> list[Turn]:
+        """Each user turn of a branch (default: the current one) with its message as
+        stored, undecoded: what a session that wraps this one and stores its items in
+        another form (EncryptedSession) reads turns from."""
         branch = await self._resolve(branch_id)
         return await self._store.run(lambda conn: HISTORY.read_turns(conn, self.session_id, branch))
 
@@ -525,26 +568,13 @@ class BranchingSession(StoreSession):
         """Each user turn of a branch, with its message decoded."""
         branch = await self._resolve(branch_id)
         sid = self.session_id
-        turns = await self._store.run(lambda conn: HISTORY.read_turns(conn, sid, branch))
+        turns = await self.stored_turns(branch)
         return [(turn, decode_entry(sid, branch, turn.seq, turn.item)) for turn in turns]
-
-    @staticmethod
-    def _turn_dict(turn: Turn, content: Any) -> dict[str, Any]:
-        return {
-            "turn": turn.number,
-            "content": content_preview(content, PREVIEW_LENGTH),
-            "full_content": content,
-            "timestamp": _timestamp(turn.recorded_at // 1_000_000),
-            "can_branch": True,
-        }
 
     async def get_conversation_turns(self, branch_id: str | None = None) -> list[dict[str, Any]]:
         """Each user turn: ``turn``, ``content`` (a preview), ``full_content``,
         ``timestamp`` and ``can_branch``, as the SDK returns them."""
-        found = []
-        for turn, item in await self._decoded_turns(branch_id):
-            found.append(self._turn_dict(turn, item.get("content", "")))
-        return found
+        return conversation_turns(await self._decoded_turns(branch_id))
 
     async def find_turns_by_content(
         self, search_term: str, branch_id: str | None = None
@@ -553,12 +583,7 @@ class BranchingSession(StoreSession):
         letters (as the SDK does): the text of the message (its string, or its parts'
         text), never the JSON around it."""
         matches = text_matcher(search_term)
-        found = []
-        for turn, item in await self._decoded_turns(branch_id):
-            content = item.get("content", "")
-            if any(matches(text) for text in content_texts(content)):
-                found.append(self._turn_dict(turn, content))
-        return found
+        return turns_containing(await self._decoded_turns(branch_id), matches)
 
     async def get_conversation_by_turns(
         self, branch_id: str | None = None
@@ -596,5 +621,6 @@ class BranchingSession(StoreSession):
         return [(tool, n, turn) for (turn, tool), n in sorted(counts.items())]
 
     async def _view(self, branch_id: str | None) -> Sequence[Any]:
+        """The kind and tool name of each item of a branch, oldest first."""
         branch = await self._resolve(branch_id)
         return await self._store.run(lambda conn: HISTORY.read_view(conn, self.session_id, branch))

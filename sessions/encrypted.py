@@ -1,13 +1,31 @@
 """EncryptedSession: any convstore session, with its items sealed before they are stored.
 
-Envelope encryption (see :mod:`sessions._keys` for the keys, :mod:`sessions._envelope`
-for the stored form): each session has a random data key, kept wrapped by a key derived
-from the master key. Items are sealed with AES-256-GCM before they enter an event, so
-neither the log nor any projection holds plaintext. Failures are loud: a wrong master
-key, a damaged envelope, a missing or shredded data key raise a :class:`DecryptionError`
-subclass and change nothing. ``shred()`` destroys the data key (crypto-shredding);
-``rotate_key()`` re-wraps every data key under a new master key; ``purge_expired()``
-records the expiry of items older than ``ttl`` as an event.
+Envelope encryption (:mod:`sessions.crypto`): each session has a random data key, kept
+wrapped by a key derived from the master key; the session asks its
+:class:`~sessions.crypto.keyring.KeyRing` for the cipher of that key, and seals items
+(:mod:`sessions.crypto.envelope`) before they enter an event, so neither the log nor
+any projection holds plaintext. Failures are loud: a wrong master key, a damaged
+envelope, a missing or shredded data key raise a :class:`DecryptionError` subclass and
+change nothing. ``shred()`` destroys the data key (crypto-shredding); ``rotate_key()``
+re-wraps every data key under a new master key; ``purge_expired()`` records the expiry
+of items older than ``ttl`` as an event.
+
+The session wraps another through that session's public API only: the Session
+protocol, and what :class:`StoreSession` and :class:`BranchingSession` offer to
+wrappers (``current_branch``, ``stored_turns``, ``pop_decided``, ``undelivered_pop``,
+``remembers_cancelled_adds``). It reads the stored envelopes from the history
+projection itself, since the wrapped session would decode them as items. What the
+wrapped session offers beyond that is passed through only when convstore's own classes
+do not define it (the first class of its MRO that has the name decides): a user's
+subclass's methods, and the branch methods, which need no content.
+
+Reads and pops. When the keys live in the session's database, a read takes the data
+key row and the items in one transaction, and a pop checks, under the session's lock,
+that the key row has not changed since it opened the key; then it opens the newest
+unexpired item and only then names it for removal, so a wrong or shredded key removes
+nothing. A retried ``add_items`` after a cancellation sends the same envelopes as the
+cancelled call (sealing again would give new nonces), as long as the wrapped session
+still remembers that call; else it is a new add.
 """
 
 from __future__ import annotations
@@ -22,48 +40,46 @@ import msgspec
 from sqlalchemy import Connection
 
 from eventstore import (
+    MAIN_BRANCH,
     ArgumentTypeError,
+    BranchError,
     ConfigurationError,
     Event,
     EventStore,
-    IntegrityError,
     InvalidArgumentError,
     ItemPopped,
-    KeyNotFoundError,
-    KeyShreddedError,
+    ItemsExpired,
     NotEncryptedError,
     SerializationError,
     StoreClosedError,
-    TamperedError,
     TransientError,
     TurnNotFoundError,
+    check_count,
+    check_stream_id,
     decode_item,
     encode_items,
-    is_integer,
     is_number,
 )
 from projections.history_table import Turn
 
-from . import _keys
-from ._envelope import Envelope, ItemCipher, check_distinct, parse_envelope
-from ._keys import DataKeyRow, KekParams, MasterKey, parse_master_key
-from ._maintenance import (
-    LOG,
-    Target,
-    ensure_key_tables,
-    open_store,
-    purge_expired,
-    rotate_master_key,
-    shred_session,
-)
 from ._settings import resolve_limit
 from ._tracing import instrument
-from .base import _REMEMBERED_CANCELLATIONS, HISTORY, Closing, StoreSession, preparing
-from .branching import BranchingSession, content_texts, text_matcher
+from .base import (
+    HISTORY,
+    QUICK_READ,
+    REMEMBERED_CANCELLATIONS,
+    Closing,
+    StoreSession,
+    preparing,
+)
+from .branching import BranchingSession, conversation_turns, text_matcher, turns_containing
+from .crypto.envelope import Envelope, ItemCipher, check_distinct, parse_envelope
+from .crypto.keyring import LOG, KeyRing, Target, no_key, open_store, shred_session
+from .crypto.keys import DataKeyRow, parse_master_key
+from .crypto.tables import read_data_key_tx
 
-__all__ = ["EncryptedSession", "purge_expired", "rotate_master_key", "shred_session"]
+__all__ = ["EncryptedSession", "purge_expired"]
 
-_QUICK_READ = 1000
 # Methods of an Advanced session that need no item content, offered as they are.
 _BRANCH_METHODS = frozenset(
     {
@@ -83,8 +99,7 @@ _BRANCH_METHODS = frozenset(
 
 
 def _convstore_defines(cls: type, name: str) -> bool:
-    """Whether convstore's own session classes, not a user's subclass, define ``name``
-    for ``cls`` (the first class of its MRO that has it decides)."""
+    """Whether convstore's own session classes, not a user's subclass, define ``name``."""
     package = StoreSession.__module__.partition(".")[0]  # "sessions", or its alias
     for klass in cls.__mro__:
         if name in vars(klass):
@@ -93,6 +108,7 @@ def _convstore_defines(cls: type, name: str) -> bool:
 
 
 def _now_ms(clock: Callable[[], float]) -> int:
+    """The time ``clock`` gives, in milliseconds (an envelope's ``ts``)."""
     return int(clock() * 1000)
 
 
@@ -141,7 +157,7 @@ class EncryptedSession:
             raise ConfigurationError(
                 f"session_id {session_id!r} differs from the wrapped session's {base.session_id!r}"
             )
-        if ttl is not None and (not is_number(ttl) or not ttl > 0):
+        if ttl is not None and not (is_number(ttl) and ttl > 0):
             raise InvalidArgumentError(f"ttl must be a number of seconds > 0 or None, not {ttl!r}")
         if encryption_key is None:
             raise ConfigurationError("encryption_key is required")
@@ -150,17 +166,16 @@ class EncryptedSession:
                 f"clock must be a function returning the time in seconds, like time.time "
                 f"(the default), not {clock!r}"
             )
-        self._master: MasterKey = parse_master_key(encryption_key)
+        master = parse_master_key(encryption_key)
         self.underlying_session = base
         self.session_id = base.session_id
         self.ttl = ttl
         self._clock = clock
-        self._key_store, self._owns_key_store = (
+        keys, self._owns_key_store = (
             (base.store, False) if key_store is None else open_store(key_store)
         )
-        self._same_store = self._key_store is base.store
-        self._kek: tuple[KekParams, bytes] | None = None
-        self._cipher: tuple[DataKeyRow, ItemCipher] | None = None
+        self._keys = KeyRing(keys, master)
+        self._same_store = keys is base.store
         # add_items calls that were cancelled, newest last: (data key, items, envelopes).
         self._cancelled_seals: list[tuple[str, tuple[msgspec.Raw, ...], list[Any]]] = []
         self._closed = False
@@ -184,7 +199,7 @@ class EncryptedSession:
     @property
     def key_store(self) -> EventStore:
         """The store whose database holds the wrapped keys."""
-        return self._key_store
+        return self._keys.store
 
     # -- the Session protocol ----------------------------------------------------------
 
@@ -228,9 +243,8 @@ class EncryptedSession:
             window = None if envelopes[0].ts <= cutoff else window * 2
 
     async def _read_turns(self, branch: str, turns: int, n: int | None) -> list[Any]:
-        if not is_integer(turns) or turns < 0:
-            raise InvalidArgumentError(f"turns must be an integer >= 0, not {turns!r}")
-        if turns == 0:
+        """The unexpired items of the last ``turns`` turns, at most the newest ``n``."""
+        if check_count("turns", turns) == 0:
             return []
         sid = self.session_id
         raws = await self.store.run(
@@ -247,6 +261,7 @@ class EncryptedSession:
         return [cipher.open(e) for e in valid]
 
     def _parse(self, raws: Sequence[bytes]) -> list[Envelope]:
+        """The envelopes stored as ``raws``, each one once (else TamperedError)."""
         envelopes = [parse_envelope(raw, self.session_id) for raw in raws]
         check_distinct(envelopes, self.session_id)
         return envelopes
@@ -274,13 +289,12 @@ class EncryptedSession:
             # The retry must send the same envelopes, which the session underneath then
             # recognises as its cancelled call's (sealing again would differ: new nonces).
             self._cancelled_seals.append((cipher.key_id, encode_items(items), sealed))
-            del self._cancelled_seals[:-_REMEMBERED_CANCELLATIONS]
+            del self._cancelled_seals[:-REMEMBERED_CANCELLATIONS]
             raise
 
     def _sealed_before(self, cipher: ItemCipher, items: list[Any]) -> list[Any] | None:
-        """The envelopes of a cancelled add_items of exactly these items, if the session
-        underneath still remembers that call (else its retry is a new add)."""
-        if not self.underlying_session._cancelled_adds:
+        """The envelopes of a remembered cancelled add_items of exactly these items."""
+        if not self.underlying_session.remembers_cancelled_adds:
             self._cancelled_seals.clear()
             return None
         if not self._cancelled_seals:
@@ -307,7 +321,7 @@ class EncryptedSession:
             await self._ready()
         branch = await self._branch_of(None)
         base = self.underlying_session
-        undelivered = base._take_undelivered(branch)  # the retry of a cancelled pop
+        undelivered = base.undelivered_pop(branch)  # the retry of a cancelled pop
         if undelivered is not None:
             return decode_item(undelivered)
         for _ in range(3):
@@ -316,13 +330,13 @@ class EncryptedSession:
             try:
                 # A cancellation after the commit hands out the plaintext item, as a
                 # plain session's pop does (and its retry returns it again).
-                with base._popping(branch, lambda item: encode_items([item])[0]):
-                    popped = await self.store.append_decided(
-                        self.session_id, self._decide_pop(branch, row, cipher)
-                    )
+                return await base.pop_decided(
+                    branch,
+                    self._decide_pop(branch, row, cipher),
+                    lambda item: encode_items([item])[0],
+                )
             except _KeyChanged:
                 continue
-            return None if popped is None else popped[1]
         raise TransientError(
             f"session {self.session_id!r}: its data key row kept changing during pop_item"
         )
@@ -330,12 +344,11 @@ class EncryptedSession:
     def _decide_pop(
         self, branch_id: str, row: DataKeyRow | None, cipher: ItemCipher | None
     ) -> Callable[[Connection, int], tuple[Sequence[Event], Any] | None]:
-        """What ``pop_item`` runs under the session's lock: check the key has not changed,
-        open the newest item, and only then name it for removal."""
+        """What ``pop_item`` runs under the session's lock (see the module docstring)."""
         sid = self.session_id
 
         def take_newest(conn: Connection, version: int) -> tuple[Sequence[Event], Any] | None:
-            if self._same_store and _keys.read_data_key_tx(conn, sid) != row:
+            if self._same_store and read_data_key_tx(conn, sid) != row:
                 raise _KeyChanged
             top = HISTORY.read_top(conn, sid, branch_id)
             if top is None:
@@ -349,7 +362,7 @@ class EncryptedSession:
                 if envelope.ts <= cutoff:
                     continue
                 if cipher is None:
-                    raise self._no_key()
+                    raise no_key(sid)
                 return [ItemPopped(seq=seq, branch_id=branch_id)], cipher.open(envelope)
             return None  # every item is expired
 
@@ -384,7 +397,7 @@ class EncryptedSession:
         self._check_open()
         base = self._advanced()
         await self._ready()
-        turns = await base._turns(branch_id)
+        turns = await base.stored_turns(branch_id)
         if not turns:
             return []
         cipher = await self._cipher_of(await self._read_key())
@@ -394,11 +407,7 @@ class EncryptedSession:
 
     async def get_conversation_turns(self, branch_id: str | None = None) -> list[dict[str, Any]]:
         """Each unexpired user turn, decrypted in process, in the SDK's shape."""
-        base = self._advanced()
-        return [
-            base._turn_dict(turn, item.get("content", "") if isinstance(item, dict) else "")
-            for turn, item in await self._decrypted_turns(branch_id)
-        ]
+        return conversation_turns(await self._decrypted_turns(branch_id))
 
     async def find_turns_by_content(
         self, search_term: str, branch_id: str | None = None
@@ -406,13 +415,9 @@ class EncryptedSession:
         """User turns whose text contains ``search_term`` (ignoring the case of ASCII
         letters, as the SDK does), searched after decryption, in process: the database
         never sees the term nor the text."""
-        base, matches = self._advanced(), text_matcher(search_term)
-        found = []
-        for turn, item in await self._decrypted_turns(branch_id):
-            content = item.get("content", "") if isinstance(item, dict) else ""
-            if any(matches(text) for text in content_texts(content)):
-                found.append(base._turn_dict(turn, content))
-        return found
+        self._advanced()
+        matches = text_matcher(search_term)
+        return turns_containing(await self._decrypted_turns(branch_id), matches)
 
     async def create_branch_from_content(
         self, search_term: str, branch_name: str | None = None
@@ -427,6 +432,7 @@ class EncryptedSession:
         return created
 
     def _advanced(self) -> BranchingSession:
+        """The wrapped session, which must be an Advanced one (else ArgumentTypeError)."""
         base = self.underlying_session
         if not isinstance(base, BranchingSession):
             raise ArgumentTypeError(
@@ -460,25 +466,7 @@ class EncryptedSession:
         """
         self._check_open()
         new = parse_master_key(new_master_key, what="new_master_key")
-        await self._ready()
-        params = await self._key_store.run(_keys.read_master_tx, quick=True)
-        if params is None:  # nothing encrypted yet: the new key simply becomes the key
-            self._master = new
-            return 0
-        old_kek = await self._open_kek(params)
-        new_params, new_kek = await asyncio.to_thread(_keys.new_kek, new)
-        now = time.time_ns() // 1000
-        count = await self._key_store.run(
-            lambda conn: _keys.rotate_tx(conn, params, old_kek, new_params, new_kek, now),
-            write=True,
-        )
-        self._master = new
-        self._kek = (new_params, new_kek)
-        self._cipher = None
-        LOG.info(
-            "rotated the master key: %d data keys re-wrapped under %s", count, new_params.key_id
-        )
-        return count
+        return await self._keys.rotate(new)
 
     async def shred(self) -> bool:
         """Destroy this session's data key: its items can never be decrypted again.
@@ -488,8 +476,8 @@ class EncryptedSession:
         untouched. Returns False if the key was shredded already.
         """
         self._check_open()
-        self._cipher = None
-        return await shred_session(self.store, self.session_id, key_store=self._key_store)
+        self._keys.forget()
+        return await shred_session(self._keys.store, self.session_id)
 
     async def purge_expired(self) -> int:
         """Record the expiry of the items older than ``ttl`` on the current branch (one
@@ -514,133 +502,58 @@ class EncryptedSession:
         return _now_ms(self._clock) - int(self.ttl * 1000)
 
     async def _ready(self) -> None:
-        await ensure_key_tables(self._key_store)
+        """Create the key tables if they are missing."""
+        await self._keys.ready()
 
     async def _branch_of(self, branch_id: str | None) -> str:
-        """``branch_id``, or the wrapped session's current branch (which an Advanced
-        session reads from the log the first time)."""
+        """``branch_id`` (checked), or the wrapped session's current branch."""
         base = self.underlying_session
-        if isinstance(base, BranchingSession):
-            return await base._resolve(branch_id)
-        if branch_id is not None:
+        if branch_id is None:
+            return await base.current_branch()
+        if not isinstance(base, BranchingSession):
             raise ArgumentTypeError(
                 "branch_id= needs an Advanced session underneath "
                 f"(AdvancedSQLiteSession, AdvancedSQLAlchemySession), not {type(base).__name__}"
             )
-        return base._branch_id
+        return check_stream_id(branch_id, what="a branch id", error=BranchError)
 
     async def _read(
         self, branch_id: str, window: int | None
     ) -> tuple[DataKeyRow | None, list[bytes]]:
-        """The data key row and the newest ``window`` stored items of a branch, in one
-        transaction when the keys live in the session's database."""
+        """The data key row and the newest ``window`` stored items of a branch."""
         sid = self.session_id
 
         def read(conn: Connection) -> tuple[DataKeyRow | None, list[bytes]]:
-            row = _keys.read_data_key_tx(conn, sid) if self._same_store else None
+            row = read_data_key_tx(conn, sid) if self._same_store else None
             return row, HISTORY.read_items(conn, sid, branch_id, window)
 
-        quick = window is not None and window <= _QUICK_READ
+        quick = window is not None and window <= QUICK_READ
         row, raws = await self.store.run(read, quick=quick)
         if not self._same_store and raws:
             row = await self._read_key()
         return row, raws
 
     async def _read_key(self) -> DataKeyRow | None:
-        sid = self.session_id
-        return await self._key_store.run(lambda conn: _keys.read_data_key_tx(conn, sid), quick=True)
-
-    def _no_key(self) -> KeyNotFoundError:
-        return KeyNotFoundError(
-            f"session {self.session_id!r} holds encrypted items but no data key: the key "
-            "table is not the one they were written with"
-        )
-
-    async def _open_kek(self, params: KekParams) -> bytes:
-        if self._kek is not None and self._kek[0] == params:
-            return self._kek[1]
-        if params.kdf == "scrypt":  # a tenth of a second of CPU: not on the event loop
-            kek = await asyncio.to_thread(_keys.open_kek, self._master, params)
-        else:
-            kek = _keys.open_kek(self._master, params)
-        self._kek = (params, kek)
-        return kek
+        """This session's data key row, or None if it has none."""
+        return await self._keys.read(self.session_id)
 
     async def _cipher_of(self, row: DataKeyRow | None, *, create: bool = False) -> ItemCipher:
-        """The cipher of the data key in ``row``; with ``create``, make the key if the
-        session has none yet."""
+        """The cipher of ``row``'s data key; ``create`` makes one if the session has none."""
         if row is None:
             if not create:
-                raise self._no_key()
-            row = await self._create_data_key()
-        if self._cipher is not None and self._cipher[0] == row:
-            return self._cipher[1]
-        if row.wrapped is None:
-            raise KeyShreddedError(f"session {self.session_id!r}: its data key was shredded")
-        params = await self._key_store.run(_keys.read_master_tx, quick=True)
-        if params is not None and params.key_id != row.master_key_id:
-            # A rotation committed between reading the row and the master key: the row
-            # read again is wrapped under the master key just read.
-            fresh = await self._read_key()
-            if fresh is not None and fresh != row and fresh.wrapped is not None:
-                row = fresh
-        if params is None or params.key_id != row.master_key_id:
-            raise (
-                self._no_key()
-                if params is None
-                else TamperedError(
-                    f"session {self.session_id!r}: its data key names a master key "
-                    f"{row.master_key_id!r} this key table does not have"
-                )
-            )
-        kek = await self._open_kek(params)
-        cipher = ItemCipher(self.session_id, row.key_id, _keys.unwrap(kek, row))
-        self._cipher = (row, cipher)
-        return cipher
-
-    async def _create_data_key(self) -> DataKeyRow:
-        """A new data key for this session (or the one a concurrent writer made first)."""
-        ks = self._key_store
-        now = time.time_ns() // 1000
-        params = await ks.run(_keys.read_master_tx, quick=True)
-        if params is None:
-            fresh, fresh_kek = await asyncio.to_thread(_keys.new_kek, self._master)
-            try:
-                await ks.run(lambda conn: _keys.insert_master_tx(conn, fresh, now), write=True)
-                self._kek = (fresh, fresh_kek)
-                params = fresh
-                LOG.info("created the master key row %s (%s)", fresh.key_id, fresh.kdf)
-            except IntegrityError:  # another writer made the table's master key first
-                LOG.debug("another writer created the master key row first")
-                params = await ks.run(_keys.read_master_tx, quick=True)
-            if params is None:
-                raise KeyNotFoundError("the master key row vanished while it was being made")
-        kek = await self._open_kek(params)  # a wrong master key stops here
-        if await self._holds_plaintext():
-            found = await self._read_key()  # a concurrent writer encrypted it meanwhile?
-            if found is not None:
-                return found
-            raise NotEncryptedError(
-                f"session {self.session_id!r} already holds unencrypted items: encrypting "
-                "it now would mix plaintext and ciphertext; use a new session id"
-            )
-        row, _ = _keys.new_data_key_row(kek, params.key_id, self.session_id)
-        try:
-            await ks.run(lambda conn: _keys.insert_data_key_tx(conn, row, now), write=True)
-        except IntegrityError:  # a concurrent writer made it first: use theirs
-            LOG.debug("session %r: another writer created its data key first", self.session_id)
-            found = await self._read_key()
-            assert found is not None
-            return found
-        return row
+                raise no_key(self.session_id)
+            row = await self._keys.create(self.session_id, self._holds_plaintext)
+        return await self._keys.cipher(row)
 
     async def _holds_plaintext(self) -> bool:
         """Whether the session's log has items added before encryption was turned on."""
+        # Asked of the log (the projection forgets popped items).
         return await self.store.has_event(self.session_id, "ItemsAdded")
 
     # -- lifecycle -------------------------------------------------------------------
 
     def _check_open(self) -> None:
+        """StoreClosedError once this session or the one it wraps is closed."""
         if self._closed or self.underlying_session.closed:
             raise StoreClosedError(f"session {self.session_id!r} is closed")
 
@@ -656,14 +569,15 @@ class EncryptedSession:
         """
         if self._closing is None:
             self._closed = True
-            self._cipher = None
+            self._keys.forget()
             self._closing = Closing(self._release())
         return self._closing
 
     async def _release(self) -> None:
+        """Close the wrapped session, and the key store if this session opened it."""
         await self.underlying_session.close()
         if self._owns_key_store:
-            await self._key_store.close()
+            await self._keys.store.close()
 
     async def __aenter__(self) -> Self:
         return self
@@ -673,6 +587,49 @@ class EncryptedSession:
 
     def __repr__(self) -> str:
         return f"EncryptedSession({self.underlying_session!r}, ttl={self.ttl!r})"
+
+
+async def purge_expired(
+    store_or_target: Target,
+    session_id: str,
+    *,
+    ttl: float,
+    branch_id: str = MAIN_BRANCH,
+    now: float | None = None,
+) -> int:
+    """Record that the items of a branch sealed ``ttl`` seconds or more before ``now``
+    expired: one ItemsExpired event; return how many items it removed from the history.
+
+    Only the oldest run of expired envelopes is expired (the bound is a key in the log);
+    a plaintext item stops the run. Needs no master key: the timestamps are readable,
+    and authenticated when the items are read.
+    """
+    if not (is_number(ttl) and ttl >= 0):
+        raise InvalidArgumentError(f"ttl must be a number of seconds >= 0, not {ttl!r}")
+    cutoff = int((time.time() if now is None else now) * 1000) - int(ttl * 1000)
+    store, owned = open_store(store_or_target)
+    try:
+        entries = await store.run(
+            lambda conn: HISTORY.read_entries(conn, session_id, branch_id, None)
+        )
+        bound, count = None, 0
+        for seq, raw in entries:
+            try:
+                envelope = parse_envelope(raw, session_id)
+            except NotEncryptedError:
+                break
+            if envelope.ts > cutoff:
+                break
+            bound, count = seq, count + 1
+        if bound is None:
+            return 0
+        # Safe without a lock: keys only grow, so later items are never below the bound.
+        await store.append(session_id, [ItemsExpired(upto_seq=bound, branch_id=branch_id)])
+        LOG.info("session %r: %d items expired on branch %r", session_id, count, branch_id)
+        return count
+    finally:
+        if owned:
+            await store.close()
 
 
 def _not_a_convstore_session(base: object) -> ConfigurationError:

@@ -521,20 +521,10 @@ async def _usage_events(
             anchors.append((row, turn, branch_id, anchor))
 
     def ordinals(conn: Connection) -> list[int | None]:
-        t = HISTORY.items
-        found_turns: list[int | None] = []
-        for _, _, _, anchor in anchors:
-            value = None
-            if anchor is not None:
-                value = conn.execute(
-                    select(t.c.user_turn).where(
-                        t.c.stream_id == plan.sid,
-                        t.c.branch_id == anchor[0],
-                        t.c.seq == anchor[1],
-                    )
-                ).scalar()
-            found_turns.append(None if value is None else int(value))
-        return found_turns
+        return [
+            None if anchor is None else HISTORY.read_user_turn(conn, plan.sid, *anchor)
+            for _, _, _, anchor in anchors
+        ]
 
     events = []
     for (row, turn, branch_id, anchor), ordinal in zip(

@@ -121,4 +121,5 @@ class SQLAlchemySession(StoreSession):
         return self._store.engine
 
     def _owns_resources(self) -> bool:
+        """Whether the session made its engine (one handed to it is its owner's)."""
         return not self._borrowed

@@ -1,4 +1,11 @@
-"""SQLiteSession: the embedded default, a drop-in for the SDK's ``SQLiteSession``."""
+"""SQLiteSession: the embedded default, a drop-in for the SDK's ``SQLiteSession``.
+
+Sessions on one file share one store per process, so opening a session per request
+(``SQLiteSession(user_id, "conversations.db")``) costs no connection set-up; the store
+closes when its last session closes. A session the garbage collector finds unclosed
+outside an event loop hands its store over to be released at the next acquire or
+release, since the collector may run inside the lock that guards the stores.
+"""
 
 from __future__ import annotations
 
@@ -17,11 +24,7 @@ from .base import HISTORY, StoreSession
 
 
 class _SharedStores:
-    """One store per SQLite file per process, shared by every session on that file.
-
-    Opening a session per request (``SQLiteSession(user_id, "conversations.db")``) then
-    costs no connection set-up; the store closes when its last session closes.
-    """
+    """One store per SQLite file per process, shared by every session on that file."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
@@ -36,6 +39,7 @@ class _SharedStores:
         self._abandoned.append((path, store))
 
     def _release_abandoned(self) -> None:
+        """Release the stores handed over by ``abandon``."""
         while self._abandoned:
             try:
                 path, store = self._abandoned.popleft()
@@ -109,12 +113,13 @@ class SQLiteSession(StoreSession):
             )
 
     def _release(self) -> Coroutine[Any, Any, None] | None:
+        """Close a private store; drop this session's hold on a shared one."""
         if self._shared_path is None:
             return self._store.close()
         last = _shared.release(self._shared_path, self._store)
         return None if last is None else last.close()
 
     def _abandon(self) -> None:
-        # The store's thread and connection are released when it is garbage-collected.
+        """Hand a shared store over for release (a private one goes with the object)."""
         if self._shared_path is not None:
             _shared.abandon(self._shared_path, self._store)

@@ -7,6 +7,14 @@ turn the run answers by its anchor, the user message that started it (see
 :mod:`projections.usage` for how branches, pops and clears count it, and
 ``docs/usage.md``). ``store_run_usage(result)`` keeps the SDK's form and records only
 what was not recorded automatically.
+
+Each increment's turn is checked under the session's lock, when its UsageRecorded is
+appended: a turn whose user message is gone records for the session only; a run that
+saved no user message answers the branch's last turn, if any. A run known only from
+``store_run_usage`` with no turn to answer records nothing, as the SDK's
+``store_run_usage`` skips a branch without turns. The usage projection is kept from a
+session's first use of it (AdvancedSQLiteSession asks at construction, the others at
+their first call).
 """
 
 from __future__ import annotations
@@ -17,7 +25,7 @@ from datetime import datetime
 from typing import Any
 
 import msgspec
-from sqlalchemy import Connection, select
+from sqlalchemy import Connection
 
 from eventstore import (
     MAIN_BRANCH,
@@ -224,15 +232,24 @@ def render_usage(stats: UsageStats) -> str:
     return "\n".join(lines)
 
 
-def _sdk_turn(figures: Figures) -> dict[str, Any]:
+def _sdk_tokens(figures: Figures) -> dict[str, Any]:
+    """Requests and token counts under the SDK's keys."""
     t = figures.tokens
     return {
         "requests": t.requests,
         "input_tokens": t.input_tokens,
         "output_tokens": t.output_tokens,
         "total_tokens": t.total_tokens,
-        "input_tokens_details": t.details.get("input_tokens_details"),
-        "output_tokens_details": t.details.get("output_tokens_details"),
+    }
+
+
+def _sdk_turn(figures: Figures) -> dict[str, Any]:
+    """One turn's usage in the SDK's shape (``get_turn_usage(n)``)."""
+    details = figures.tokens.details
+    return {
+        **_sdk_tokens(figures),
+        "input_tokens_details": details.get("input_tokens_details"),
+        "output_tokens_details": details.get("output_tokens_details"),
     }
 
 
@@ -245,8 +262,7 @@ class UsageSession(BranchingSession):
 
     @property
     def _runs(self) -> RunUsages:
-        """The runs seen; the first use also makes the store keep the usage projection
-        (AdvancedSQLiteSession asks at construction, the others at their first call)."""
+        """The runs seen; the first use also makes the store keep the usage projection."""
         if self._usage_runs is None:
             self._usage_runs = RunUsages()
             self._store.keep([USAGE])
@@ -306,6 +322,8 @@ class UsageSession(BranchingSession):
     async def _append_with_usage(
         self, added: Sequence[Event], claims: list[Claim], branch: str
     ) -> int:
+        """Append ``added`` and the usage of ``claims`` together; return the first version."""
+
         def decide(conn: Connection, version: int) -> tuple[list[Event], list[Anchor | None]]:
             events, anchors = self._usage_events(conn, claims, branch)
             return [*added, *events], anchors
@@ -322,11 +340,7 @@ class UsageSession(BranchingSession):
     def _usage_events(
         self, conn: Connection, claims: list[Claim], branch: str
     ) -> tuple[list[Event], list[Anchor | None]]:
-        """One UsageRecorded per increment, with its turn's anchor checked under the
-        session's lock: a turn whose user message is gone records for the session only;
-        a run that saved no user message answers the branch's last turn (if any). A run
-        known only from ``store_run_usage`` with no turn to answer records nothing, as
-        the SDK's ``store_run_usage`` skips a branch without turns."""
+        """One UsageRecorded per increment, and its turn's anchor (see the module docstring)."""
         events: list[Event] = []
         anchors: list[Anchor | None] = []
         for run, tokens in claims:
@@ -357,22 +371,16 @@ class UsageSession(BranchingSession):
 
     def _ordinal(self, conn: Connection, anchor: Anchor) -> int | None:
         """The owner's user-turn ordinal of the anchor, if that user message is stored."""
-        t = HISTORY.items
-        row = conn.execute(
-            select(t.c.user_turn).where(
-                t.c.stream_id == self.session_id,
-                t.c.branch_id == anchor[0],
-                t.c.seq == anchor[1],
-            )
-        ).first()
-        return None if row is None or row[0] is None else int(row[0])
+        return HISTORY.read_user_turn(conn, self.session_id, anchor[0], anchor[1])
 
     def _last_turn(self, conn: Connection, branch: str) -> Anchor | None:
+        """The anchor of the branch's last user turn, or None if it has none."""
         count = HISTORY.turn_count(conn, self.session_id, branch)
         turn = HISTORY.find_turn(conn, self.session_id, branch, count) if count else None
         return None if turn is None else self._anchor_of(conn, branch, turn.seq)
 
     def _anchor_of(self, conn: Connection, branch: str, seq: int) -> Anchor | None:
+        """The anchor (owner branch, seq) of the item ``seq`` the branch shows, if any."""
         found = segment_of(HISTORY.segments(conn, self.session_id, branch), seq)
         return None if found is None else (found[0], seq)
 
@@ -452,6 +460,7 @@ class UsageSession(BranchingSession):
     # -- the SDK's queries -------------------------------------------------------------
 
     async def _query(self, fn: Any, *, quick: bool = False) -> Any:
+        """Run the read ``fn`` once the unrecorded usage is recorded."""
         await self._flush_usage()
         return await self._store.run(fn, quick=quick)
 
@@ -471,14 +480,7 @@ class UsageSession(BranchingSession):
             )
         if found is None or not found.recordings:
             return None
-        t = found.tokens
-        return {
-            "requests": t.requests,
-            "input_tokens": t.input_tokens,
-            "output_tokens": t.output_tokens,
-            "total_tokens": t.total_tokens,
-            "total_turns": found.turns,
-        }
+        return {**_sdk_tokens(found), "total_turns": found.turns}
 
     async def get_turn_usage(
         self, user_turn_number: int | None = None, branch_id: str | None = None

@@ -125,12 +125,12 @@ MUTATIONS: tuple[Mutation, ...] = (
     ),
     Mutation(
         "pop removes two items (the one below goes too)",
-        "projections/history_table.py",
+        "projections/history_writer.py",
         '        key = {"sid": sid, "bid": bid, "q": seq}\n',
         '        key = {"sid": sid, "bid": bid, "q": seq}\n'
-        '        below = self.p._prev.first(self.conn, {**key, "lo": 0, "hi": seq})\n'
+        '        below = self.sql.prev.first(self.conn, {**key, "lo": 0, "hi": seq})\n'
         "        if below is not None:\n"
-        '            self.p._delete_one.execute(self.conn, {**key, "q": below[0]})\n',
+        '            self.sql.delete_one.execute(self.conn, {**key, "q": below[0]})\n',
         (
             "tests/sessions/test_protocol.py",
             "tests/reliability/test_many_writers.py",
@@ -207,6 +207,27 @@ MUTATIONS: tuple[Mutation, ...] = (
         "        keys = sorted({stream_lock_key(sid) for sid in stream_ids})\n",
         "        keys: list[int] = []\n",
         ("tests/reliability/test_requests.py", "-k", "postgres"),
+    ),
+    Mutation(
+        "an envelope binds no timestamp (moving ts escapes expiry)",
+        "sessions/crypto/envelope.py",
+        "_encode([MARKER, FORMAT, session_id, key_id, ts, role])",
+        "_encode([MARKER, FORMAT, session_id, key_id, role])",
+        ("tests/sessions/test_encrypted.py", "-k", "every_change and timestamp"),
+    ),
+    Mutation(
+        "an envelope's iv of any length opens (a byte moved from ct makes a second item)",
+        "sessions/crypto/envelope.py",
+        "        if len(nonce) != NONCE_BYTES:",
+        "        if False:",
+        ("tests/sessions/test_encrypted.py", "-k", "moved_into"),
+    ),
+    Mutation(
+        "a wrapped data key is not bound to its session",
+        "sessions/crypto/keys.py",
+        '_encode(["convstore data key", FORMAT, stream_id, key_id, master_key_id])',
+        '_encode(["convstore data key", FORMAT, key_id, master_key_id])',
+        ("tests/sessions/test_encrypted.py", "-k", "wrapped_key_copied"),
     ),
 )
 

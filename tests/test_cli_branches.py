@@ -99,7 +99,7 @@ def test_shred_makes_an_encrypted_session_unreadable(
 async def test_shredded_items_stay_unreadable(shared_backend: Backend) -> None:
     store = shared_backend.store(projectors=(HISTORY,))
     await branched(store)
-    from sessions._maintenance import shred_session
+    from sessions import shred_session
 
     assert await shred_session(store, "secret")
     sealed = EncryptedSession(session=StoreSession("secret", store), encryption_key=KEY)

@@ -1,4 +1,4 @@
-"""Bytes on disk against the SDK's SQLiteSession (issue: each item stored once).
+"""Bytes on disk against the SDK's SQLiteSession (each item stored once).
 
 The history table points into the log instead of holding a copy of every item, so a
 conversation of ~1 KB messages takes at most 1.5x the bytes of the SDK's

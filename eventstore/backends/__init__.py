@@ -6,6 +6,7 @@ import importlib.util
 import os
 from typing import Any
 
+from sqlalchemy import Connection
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
@@ -16,7 +17,15 @@ from .mysql import MySQLDialect
 from .postgres import PostgresDialect
 from .sqlite import SQLiteDialect, ThreadRunner
 
-__all__ = ["Dialect", "Runner", "Timeouts", "check_sqlite_path", "dialect_for", "open_runner"]
+__all__ = [
+    "Dialect",
+    "Runner",
+    "Timeouts",
+    "check_sqlite_path",
+    "dialect_for",
+    "dialect_of",
+    "open_runner",
+]
 
 # Plain URL schemes get the async driver convstore installs with the matching extra.
 _ASYNC_DRIVERS = {
@@ -37,6 +46,22 @@ def dialect_for(name: str) -> Dialect:
     if name in ("mysql", "mariadb"):
         return MySQLDialect()
     raise ConfigurationError(f"convstore does not support the {name!r} database")
+
+
+# One dialect object per database kind, shared by every caller of dialect_of.
+_OF_NAME: dict[str, Dialect] = {}
+
+
+def dialect_of(conn: Connection) -> Dialect:
+    """The dialect object of the database a SQLAlchemy connection is on, to ask what
+    it can do (e.g. ``reads_item_arrays``): one object per kind of database, shared,
+    configured as :func:`dialect_for` makes it; ConfigurationError for a database
+    convstore does not support."""
+    name = conn.dialect.name
+    found = _OF_NAME.get(name)
+    if found is None:
+        found = _OF_NAME[name] = dialect_for(name)
+    return found
 
 
 def check_sqlite_path(path: object) -> str:

@@ -84,6 +84,13 @@ class Dialect(abc.ABC):
     # BEGIN and COMMIT would only add two round trips to every read).
     autocommit_reads: ClassVar[bool] = False
 
+    # Whether a history read may ask for one row per event its items come from (a
+    # join of each event to a range of its items) instead of one row per item: only
+    # where the planner runs that join as index ranges without statistics. The read
+    # plan is chosen by this flag (projections/history_reads.py), not by the name of
+    # the database; docs/design.md, "Reads as JSON arrays", has the measured plans.
+    reads_item_arrays: ClassVar[bool] = False
+
     def begin(self, conn: Connection, *, write: bool) -> None:  # noqa: B027 (optional hook)
         """Called first in every transaction (e.g. to take SQLite's write lock)."""
 

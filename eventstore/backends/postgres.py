@@ -242,6 +242,9 @@ class PostgresDialect(Dialect):
 
     dense_positions: ClassVar[bool] = False
     autocommit_reads: ClassVar[bool] = True
+    # Without statistics yet, its plan for the one-row-per-event read filtered every
+    # item of the branch for each event: the per-item read is the fast one here.
+    reads_item_arrays: ClassVar[bool] = False
 
     def advance_head(
         self,

@@ -71,6 +71,9 @@ class SQLiteDialect(Dialect):
     # BEGIN IMMEDIATE orders every write: an append may start from the head its store
     # last wrote, confirmed by the UPDATE of the stream's row (docs/design.md).
     confirms_cached_heads: ClassVar[bool] = True
+    # Its planner joins each event of a read's window to its items by a range of the
+    # primary key, in index order, without a sort: one row per event is the fast read.
+    reads_item_arrays: ClassVar[bool] = True
 
     # A snapshot read is an explicit BEGIN (the connections are in autocommit mode):
     # every statement of the transaction then sees the database as of its first read,

@@ -15,7 +15,7 @@ from datetime import datetime
 from typing import Any
 
 import msgspec
-from sqlalchemy import Connection, func, inspect, select
+from sqlalchemy import Connection, inspect, select
 
 from eventstore import (
     MAIN_BRANCH,
@@ -39,10 +39,11 @@ from projections.history import SEQ_SHIFT
 from projections.maintenance import ProjectionCheck
 from projections.usage_table import USAGE
 
-from .. import _keys, admin
-from .._envelope import MARKER
+from .. import admin
 from ..base import HISTORY, StoreSession
 from ..cli import _summary as event_summary
+from ..crypto.envelope import MARKER
+from ..crypto.tables import data_keys
 from ..encrypted import EncryptedSession
 from ..usage import UsageStats, usage_report
 from .items import ItemView, locked_item, view_item
@@ -106,7 +107,6 @@ async def sessions_page(
         raise BadRequest(f"sort must be one of {', '.join(SORTS)}, not {sort!r}")
     if page < 1:
         raise BadRequest(f"page must be 1 or more, not {page}")
-    items = HISTORY.items
 
     def read(conn: Connection) -> tuple[int, list[Any], dict[str, int], dict[str, str]]:
         total, rows = queries.stream_page_tx(
@@ -117,13 +117,7 @@ async def sessions_page(
             offset=(page - 1) * PAGE_SESSIONS,
         )
         ids = [row.stream_id for row in rows]
-        counts: dict[str, int] = dict(
-            conn.execute(
-                select(items.c.stream_id, func.count())
-                .where(items.c.stream_id.in_(ids), items.c.branch_id == MAIN_BRANCH)
-                .group_by(items.c.stream_id)
-            ).all()
-        )
+        counts = HISTORY.own_item_counts(conn, MAIN_BRANCH, ids)
         return total, rows, counts, read_kinds(conn, ids)
 
     total, rows, counts, kinds = await store.run(read)
@@ -149,8 +143,8 @@ def read_kinds(conn: Connection, ids: Sequence[str]) -> dict[str, str]:
     if not ids:
         return {}
     keyed: set[str] = set()
-    if inspect(conn).has_table(_keys.data_keys.name):
-        k = _keys.data_keys
+    if inspect(conn).has_table(data_keys.name):
+        k = data_keys
         keyed = set(conn.execute(select(k.c.stream_id).where(k.c.stream_id.in_(ids))).scalars())
     kinds = {}
     for row in queries.first_events_tx(conn, ids):

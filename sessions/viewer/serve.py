@@ -21,7 +21,7 @@ from typing import Any
 
 from eventstore import EventStore, InvalidArgumentError, MissingDependencyError
 
-from .._keys import parse_master_key
+from ..crypto.keys import parse_master_key
 
 MASTER_KEY_BYTES = 32
 # Seconds uvicorn waits for open responses (live pages) when asked to stop.

@@ -1,4 +1,4 @@
-"""Issue 12, item 1: a writer paused inside an append must not stop other sessions.
+"""A writer paused inside an append must not stop other sessions.
 
 A separate process appends to one stream and stops inside the append transaction
 as late as a client can stop in it, before the commit (where a GC pause, SIGSTOP or a

@@ -22,6 +22,7 @@ from eventstore import (
     encode_items,
     schema,
 )
+from eventstore.backends import dialect_for
 from projections import HistoryProjector, fold, rebuild
 from projections.history import item_seq
 
@@ -163,3 +164,35 @@ async def test_an_item_whose_event_is_gone_is_an_error(backend: Backend, limit: 
     )
     with pytest.raises(IntegrityError):
         await store.run(lambda c: HISTORY.read_arrays(c, "s", "main", limit))
+
+
+class Counting:
+    """A prepared statement that notes each time it runs."""
+
+    def __init__(self, statement: Any, ran: list[str], name: str) -> None:
+        self.statement, self.ran, self.name = statement, ran, name
+
+    def all(self, conn: Any, values: Any = None) -> list[Any]:
+        self.ran.append(self.name)
+        return list(self.statement.all(conn, values))
+
+
+@pytest.mark.parametrize("arrays", [True, False], ids=["arrays", "per-item"])
+async def test_the_dialect_chooses_the_read_plan(
+    backend: Backend, monkeypatch: pytest.MonkeyPatch, arrays: bool
+) -> None:
+    """read_arrays reads one row per event exactly where the database's dialect object
+    (eventstore.dialect_of) says it reads item arrays, whatever the database's name;
+    either plan returns the same bytes on every backend."""
+    history = HistoryProjector()
+    store = backend.store(projectors=(history,))
+    await store.append("s", [added(ITEMS[:3]), added(ITEMS[3:])])
+    monkeypatch.setattr(type(dialect_for(store.dialect_name)), "reads_item_arrays", arrays)
+    ran: list[str] = []
+    for name in ("arrays_all", "arrays_newest"):
+        monkeypatch.setattr(history.sql, name, Counting(getattr(history.sql, name), ran, name))
+    stored = [bytes(item) for item in encode_items(ITEMS)]
+    for limit in (None, 4):
+        found = await store.run(lambda c, n=limit: history.read_arrays(c, "s", "main", n))
+        assert raw(found) == stored[len(stored) - (limit or len(stored)) :], limit
+    assert ran == (["arrays_all", "arrays_newest"] if arrays else [])

@@ -146,7 +146,7 @@ async def check(backend: Backend, writers: list[Writer]) -> dict[str, int]:
 
 async def test_sigkilled_writers_lose_nothing_acknowledged(shared_backend: Backend) -> None:
     await shared_backend.store(projectors=(HISTORY,)).ensure_tables()
-    # Issue 12 asks 50+ kills on SQLite and PostgreSQL; MariaDB gets fewer to keep CI short.
+    # 50+ kills on SQLite and PostgreSQL; MariaDB gets fewer to keep CI short.
     kills = sized(10, 20 if shared_backend.name == "mysql" else 50)
     seed = int(os.environ.get("CONVSTORE_CRASH_SEED", random.randrange(2**32)))
     writers = await asyncio.to_thread(run_writers, shared_backend, kills, seed)

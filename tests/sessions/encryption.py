@@ -17,7 +17,8 @@ from .conftest import Sessions
 RAW_KEY = bytes(range(32))
 KEY = base64.urlsafe_b64encode(RAW_KEY).decode()  # the Fernet.generate_key() form
 OTHER_KEY = base64.urlsafe_b64encode(bytes(range(100, 132))).decode()
-SEED_KEY = "your-32-byte-key-here-for-aes256"  # a passphrase: scrypt
+# The example key of the Sessions guide's EncryptedSession: a passphrase (scrypt).
+GUIDE_KEY = "your-32-byte-key-here-for-aes256"
 MARKER = "PLAINTEXT-MARKER-7f3a"
 
 

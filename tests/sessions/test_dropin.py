@@ -1,4 +1,4 @@
-"""SDK call forms that users' code already has keep working (issue: drop-in fidelity).
+"""SDK call forms that users' code already has keep working (drop-in fidelity).
 
 Plain ``session.close()``, the builtin exception classes the SDK raises, an engine on
 every ``SQLAlchemySession``, refused non-URLs and SDK-only keywords, and keeping two

@@ -25,16 +25,17 @@ from eventstore import (
     WrongKeyError,
 )
 from sessions import EncryptedSession, SQLiteSession
-from sessions._keys import data_keys, parse_master_key
+from sessions.crypto.keys import parse_master_key
+from sessions.crypto.tables import data_keys
 
 from ..conftest import Backend
 from .conftest import Sessions
 from .encryption import (
+    GUIDE_KEY,
     KEY,
     MARKER,
     OTHER_KEY,
     RAW_KEY,
-    SEED_KEY,
     encrypted,
     flip_byte,
     raw_items,
@@ -81,10 +82,10 @@ async def test_both_call_forms(sessions: Sessions) -> None:
     assert await sdk_form.get_items() == [secret(1)]
 
 
-async def test_the_seed_passphrase_works(sessions: Sessions) -> None:
-    session = encrypted(sessions, key=SEED_KEY, ttl=3600)
+async def test_the_guides_passphrase_works(sessions: Sessions) -> None:
+    session = encrypted(sessions, key=GUIDE_KEY, ttl=3600)
     await session.add_items([secret(1)])
-    again = encrypted(sessions, key=SEED_KEY, ttl=3600)
+    again = encrypted(sessions, key=GUIDE_KEY, ttl=3600)
     assert await again.get_items() == [secret(1)]
 
 
@@ -168,7 +169,7 @@ def test_key_kinds() -> None:
     assert parse_master_key(RAW_KEY).kind == "raw"
     assert parse_master_key(KEY).kind == "raw"
     assert parse_master_key(KEY).material == RAW_KEY
-    assert parse_master_key(SEED_KEY).kind == "passphrase"  # 24 bytes in base64: a passphrase
+    assert parse_master_key(GUIDE_KEY).kind == "passphrase"  # 24 bytes in base64: a passphrase
     assert "material" not in repr(parse_master_key(KEY)).replace("kind", "")
     assert KEY not in repr(parse_master_key(KEY))
 
@@ -274,7 +275,7 @@ async def test_a_wrong_key_raises_and_pops_nothing(sessions: Sessions) -> None:
 
 
 async def test_a_wrong_passphrase_is_told_apart_from_damage(sessions: Sessions) -> None:
-    await encrypted(sessions, key=SEED_KEY).add_items([secret(1)])
+    await encrypted(sessions, key=GUIDE_KEY).add_items([secret(1)])
     with pytest.raises(WrongKeyError) as caught:
         await encrypted(sessions, key="not-the-passphrase-at-all").get_items()
     assert isinstance(caught.value, DecryptionError)
@@ -418,3 +419,39 @@ async def test_a_wrapped_key_copied_to_another_session_does_not_open(sessions: S
     with pytest.raises(TamperedError, match="wrapped data key"):
         await encrypted(sessions, "b").get_items()
     assert await encrypted(sessions, "a").get_items() == [secret(1)]
+
+
+@pytest.mark.parametrize("length", [0, 3, 11, 20])
+async def test_a_truncated_wrapped_key_is_tampering(sessions: Sessions, length: int) -> None:
+    """A wrapped key too short to hold a nonce and a tag is reported as tampering, as any
+    other damage is, not as a ValueError of the cipher underneath."""
+    session = encrypted(sessions)
+    await session.add_items([secret(1)])
+    t = data_keys
+    await session.store.run(
+        lambda conn: conn.execute(
+            update(t).where(t.c.stream_id == session.session_id).values(wrapped=b"\x01" * length)
+        ),
+        write=True,
+    )
+    with pytest.raises(TamperedError, match="wrapped data key"):
+        await encrypted(sessions).get_items()
+
+
+async def test_a_replayed_envelope_with_bytes_moved_into_its_nonce_is_detected(
+    sessions: Sessions,
+) -> None:
+    """A copy whose first ciphertext byte is moved to the end of its nonce seals the same
+    bytes under another ``iv``: it must not pass as a second, distinct item."""
+    session = encrypted(sessions)
+    await session.add_items([secret(1)])
+    (stored,) = await raw_items(session.underlying_session)
+    iv, ct = base64.b64decode(stored["iv"]), base64.b64decode(stored["ct"])
+    moved = {
+        **stored,
+        "iv": base64.b64encode(iv + ct[:1]).decode(),
+        "ct": base64.b64encode(ct[1:]).decode(),
+    }
+    await session.underlying_session.add_items([moved])
+    with pytest.raises(TamperedError):
+        await session.get_items()

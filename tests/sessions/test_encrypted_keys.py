@@ -28,17 +28,18 @@ from sessions import (
     rotate_master_key,
     shred_session,
 )
-from sessions._keys import DataKeyRow, read_data_key_tx
 from sessions.admin import audit_database
+from sessions.crypto.keys import DataKeyRow
+from sessions.crypto.tables import read_data_key_tx
 
 from ..conftest import Backend
 from ..eventstore.chain_check import assert_chain_valid
 from .conftest import Sessions
 from .encryption import (
+    GUIDE_KEY,
     KEY,
     MARKER,
     OTHER_KEY,
-    SEED_KEY,
     Clock,
     encrypted,
     raw_items,
@@ -149,6 +150,14 @@ async def test_purge_expired_leaves_plaintext_and_bad_ttls_alone(sessions: Sessi
             await purge_expired(base.store, "plain", ttl=ttl)  # type: ignore[arg-type]
 
 
+async def test_purge_expired_refuses_a_ttl_that_is_not_a_number(sessions: Sessions) -> None:
+    """NaN compares false with everything: it is refused as a bad ttl, not turned into a
+    cutoff (which failed with a ValueError of its own)."""
+    base = sessions.open("plain")
+    with pytest.raises(InvalidArgumentError, match="ttl"):
+        await purge_expired(base.store, "plain", ttl=float("nan"))
+
+
 async def test_purge_expired_by_path_or_url(backend: Backend, sessions: Sessions) -> None:
     if backend.name == "sqlite-memory":
         pytest.skip("a private in-memory database cannot be opened by path")
@@ -186,11 +195,11 @@ async def test_rotation_rewraps_every_data_key_without_touching_items(
 async def test_rotation_to_a_passphrase_and_back_by_script(sessions: Sessions) -> None:
     session = encrypted(sessions)
     await session.add_items([secret(1)])
-    assert await session.rotate_key(SEED_KEY) == 1
-    assert await encrypted(sessions, key=SEED_KEY).get_items() == [secret(1)]
+    assert await session.rotate_key(GUIDE_KEY) == 1
+    assert await encrypted(sessions, key=GUIDE_KEY).get_items() == [secret(1)]
     with pytest.raises(WrongKeyError):  # the old key cannot rotate any more
         await rotate_master_key(session.store, KEY, OTHER_KEY)
-    assert await rotate_master_key(session.store, SEED_KEY, KEY) == 1
+    assert await rotate_master_key(session.store, GUIDE_KEY, KEY) == 1
     assert await encrypted(sessions, key=KEY).get_items() == [secret(1)]
 
 
@@ -215,7 +224,7 @@ async def test_rotation_with_a_wrong_key_changes_nothing(sessions: Sessions) -> 
     await session.add_items([secret(1)])
     wrong = encrypted(sessions, key=OTHER_KEY)
     with pytest.raises(WrongKeyError):
-        await wrong.rotate_key(SEED_KEY)
+        await wrong.rotate_key(GUIDE_KEY)
     assert await encrypted(sessions, key=KEY).get_items() == [secret(1)]
 
 
@@ -364,7 +373,7 @@ async def test_runner_turns_see_the_decrypted_history(sessions: Sessions) -> Non
         [[assistant_message(text, item_id=f"reply-{n}")] for n, text in enumerate(["1", "2"])]
     )
     agent = Agent(name="Notes", instructions="Help with notes.", model=model)
-    session = encrypted(sessions, key=SEED_KEY, ttl=3600)
+    session = encrypted(sessions, key=GUIDE_KEY, ttl=3600)
     await Runner.run(agent, f"note {MARKER}", session=session)
     result = await Runner.run(agent, "again", session=session)
     assert result.final_output == "2"
@@ -379,8 +388,8 @@ async def test_runner_turns_see_the_decrypted_history(sessions: Sessions) -> Non
     assert MARKER.encode() not in await stored_bytes(session.store)
 
 
-async def test_the_seed_form_verbatim(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """shared/SEED.md, "Encrypted Session", as written (plus a run and a read)."""
+async def test_the_guides_form_verbatim(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The Sessions guide's "Encrypted Session" snippet, as written (plus a run and a read)."""
     monkeypatch.chdir(tmp_path)
     from agents.sessions import EncryptedSession, SQLiteSession
 

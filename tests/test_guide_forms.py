@@ -1,6 +1,6 @@
-"""Every call form of the user's document (shared/SEED.md) works as written.
+"""Every call form of the Agents SDK's Sessions guide works as written.
 
-The seed imports from ``agents.sessions``; convstore makes that name resolve to its
+The guide imports from ``agents.sessions``; convstore makes that name resolve to its
 ``sessions`` package. The model is scripted (offline); everything else is verbatim.
 """
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from sqlalchemy import bindparam, insert, select
 
@@ -75,28 +75,39 @@ INSERT_STREAM = Prepared(
 )
 
 
+class LiveProjections(Protocol):
+    """The live projection set an append applies (eventstore/setup.py: LogSetup):
+    ``live`` at ``generation``, and whether one of them reads positions (they must then
+    be taken first)."""
+
+    @property
+    def live(self) -> Sequence[Projector]: ...
+    @property
+    def generation(self) -> int: ...
+    @property
+    def positions_first(self) -> bool: ...
+
+
 @dataclass(slots=True)
 class StreamWrite:
     """One append, ready to write after the stream head ``head`` ((version, hash);
     None: a new stream). ``events`` are what is written (a new stream's preamble, then
-    the caller's ``appended`` events), ``digests`` their chain hashes, ``projectors``
-    the live projections at ``generation``. With ``confirm``, ``head`` is the one this
-    store wrote last, not one read in this transaction (see Dialect.write_batch)."""
+    the caller's ``appended`` events), ``digests`` their chain hashes, ``projections``
+    the live set to apply them to. With ``confirm``, ``head`` is the one this store
+    wrote last, not one read in this transaction (see Dialect.write_batch).
+    ``statement_limit`` is the largest payload the database takes in one statement, if
+    known. (Made positionally on the hot path: a field's place is its meaning.)"""
 
     stream_id: str
     events: Sequence[EncodedEvent]
     appended: int
     digests: Sequence[str]
-    head: tuple[int, str] | None
+    head: Any  # (version, head hash), or None
     last_version: int  # the stream's version once written
     now: int
-    generation: int
-    projectors: Sequence[Projector]
-    confirm: bool = False
-    # Whether a live projection reads positions (they must then be taken first).
-    positions_first: bool = True
-    # The largest payload the database takes in one statement, if known.
-    statement_limit: int | None = None
+    projections: LiveProjections
+    confirm: bool
+    statement_limit: int | None
 
     def stream_values(self) -> dict[str, Any]:
         """The stream row's new values (``sid``, ``new_version``, ``new_head_hash``, ``now``)."""

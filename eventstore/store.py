@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import os
 import warnings
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from datetime import datetime
 from functools import partial
 from typing import Any, Self, TypeVar
@@ -272,15 +272,18 @@ class EventStore:
 
     # -- writing ---------------------------------------------------------------------
 
+    # append and append_decided hand back the writer's coroutine (marks_writes awaits
+    # it): a pass-through, without a coroutine of its own on the hot path.
+
     @marks_writes
-    async def append(
+    def append(
         self,
         stream_id: str,
         events: Sequence[Event | NewEvent],
         *,
         expected_version: ExpectedVersion = ANY,
         on_new_stream: Sequence[Event | NewEvent] = (),
-    ) -> AppendResult:
+    ) -> Awaitable[AppendResult]:
         """Append ``events`` to a stream atomically and return where they landed.
 
         ``expected_version`` is the version the stream must be at (0 or ``"no stream"``
@@ -295,16 +298,16 @@ class EventStore:
         :mod:`eventstore.coalesce`).
         """
         self._check_open()
-        return await self._writer.append(stream_id, events, expected_version, on_new_stream)
+        return self._writer.append(stream_id, events, expected_version, on_new_stream)
 
     @marks_writes
-    async def append_decided(
+    def append_decided(
         self,
         stream_id: str,
         decide: Callable[[Connection, int], tuple[Sequence[Event], R] | None],
         *,
         on_new_stream: Sequence[Event | NewEvent] = (),
-    ) -> tuple[AppendResult, R] | None:
+    ) -> Awaitable[tuple[AppendResult, R] | None]:
         """Append what ``decide`` returns, deciding while holding the stream's lock.
 
         ``decide(connection, version)`` runs inside the append transaction after the
@@ -314,7 +317,7 @@ class EventStore:
         than once (a deadlock is retried), so it must only read.
         """
         self._check_open()
-        return await self._writer.append_decided(stream_id, decide, on_new_stream)
+        return self._writer.append_decided(stream_id, decide, on_new_stream)
 
     async def write_imported(self, events: Sequence[ImportedEvent]) -> ImportedBatch:
         """Write events recorded in another log (an export), in one transaction: each

@@ -393,27 +393,23 @@ class StreamWriter:
         ``row`` is the head this store wrote last, not one read in this transaction: if
         the stream moved meanwhile nothing is written and None is returned (the caller
         reads the row and tries again)."""
-        head = None if row is None else (row[0], row[1])
-        to_write = batch if head is not None else preamble + batch
+        to_write = batch if row is not None else preamble + batch
         now = time.time_ns() // 1000
         # The chain does not depend on positions: hash first, so the stream's new head
         # can be written by the same statement that reserves the positions.
-        current, previous = head if head is not None else (0, GENESIS)
-        setup = self._setup
+        current, previous = (row[0], row[1]) if row is not None else (0, GENESIS)
         limit = self._size_limit
         write = StreamWrite(
-            stream_id=stream_id,
-            events=to_write,
-            appended=len(batch),
-            digests=chain_of(previous, stream_id, current + 1, now, to_write),
-            head=head,
-            last_version=current + len(to_write),
-            now=now,
-            generation=setup.generation,
-            projectors=setup.live,
-            confirm=confirm,
-            positions_first=setup.positions_first,
-            statement_limit=None if isinstance(limit, _Unasked) else limit,
+            stream_id,
+            to_write,
+            len(batch),
+            chain_of(previous, stream_id, current + 1, now, to_write),
+            row,
+            current + len(to_write),
+            now,
+            self._setup,
+            confirm,
+            None if isinstance(limit, _Unasked) else limit,
         )
         last_position = self._dialect.write_batch(conn, write)
         if last_position is None:

@@ -121,11 +121,11 @@ class Dialect(abc.ABC):
         apply the live projections to them; return the last position.
 
         The one step of an append that a backend may write its own way (the store owns
-        the transaction around it). Raises :class:`LiveSetChanged` if the live
-        projection set is no longer ``write.generation``. With ``write.confirm``,
-        ``write.head`` is the head this store wrote last: the stream's row is advanced
-        only if it still holds it, and if it does not, nothing is written and None is
-        returned (the writer reads the row and tries again)."""
+        the transaction around it). Raises :class:`LiveSetChanged` if the database's
+        live projection set is no longer the one ``write.projections`` holds. With
+        ``write.confirm``, ``write.head`` is the head this store wrote last: the
+        stream's row is advanced only if it still holds it, and if it does not, nothing
+        is written and None is returned (the writer reads the row and tries again)."""
         count = len(write.events)
         stream = write.stream_values()
         if write.confirm:
@@ -137,14 +137,14 @@ class Dialect(abc.ABC):
         else:
             existing = stream if write.head is not None else None
             last_position, generation = self.advance_head(conn, count, stream=existing)
-        if generation != write.generation:
+        if generation != write.projections.generation:
             raise LiveSetChanged()
         if write.head is None:
             INSERT_STREAM.execute(conn, stream)
         rows, recorded = write.rows(last_position - count + 1)
         INSERT_EVENTS.execute_many(conn, rows)
         self.announce(conn, write.stream_id)
-        for projector in write.projectors:
+        for projector in write.projections.live:
             projector.apply(conn, recorded)
         return last_position
 

@@ -171,10 +171,11 @@ class MySQLDialect(Dialect):
         events carry position 0), then :meth:`commit_append` writes the stream's row and
         the events, numbers them and commits. Otherwise, and on MySQL, positions first,
         as every backend does (:meth:`Dialect.write_batch`)."""
-        if write.confirm or write.positions_first or not self._at_commit(conn, write):
+        projections = write.projections
+        if write.confirm or projections.positions_first or not self._at_commit(conn, write):
             return super().write_batch(conn, write)
         rows, recorded = write.rows(0)
-        for projector in write.projectors:
+        for projector in projections.live:
             projector.apply(conn, recorded)
         self.announce(conn, write.stream_id)
         last_position = self.commit_append(
@@ -182,7 +183,7 @@ class MySQLDialect(Dialect):
             rows=rows,
             stream=write.stream_values(),
             new_stream=write.head is None,
-            generation=write.generation,
+            generation=projections.generation,
         )
         if last_position is None:
             raise LiveSetChanged()

@@ -99,6 +99,17 @@ class ExportedEvent(msgspec.Struct, omit_defaults=True):
         raise InvalidArgumentError(f"{self.stream_id} v{self.version}: the line has no payload")
 
 
+# The stored fields a line carries as they are (the payload aside).
+_STORED = (
+    "stream_id",
+    "version",
+    "event_id",
+    "event_type",
+    "schema_version",
+    "recorded_at",
+    "hash",
+)
+
 _encoder = msgspec.json.Encoder()
 _line_decoder = msgspec.json.Decoder(ExportedEvent)
 _any_decoder = msgspec.json.Decoder()
@@ -119,13 +130,7 @@ def export_line(row: Any) -> bytes:
     return (
         _encoder.encode(
             ExportedEvent(
-                stream_id=row.stream_id,
-                version=row.version,
-                event_id=row.event_id,
-                event_type=row.event_type,
-                schema_version=row.schema_version,
-                recorded_at=row.recorded_at,
-                hash=row.hash,
+                **{name: getattr(row, name) for name in _STORED},
                 **_payload_fields(bytes(row.payload)),
             )
         )
@@ -254,13 +259,7 @@ def _imported(source: BinaryIO, max_line_bytes: int) -> Iterator[ImportedEvent]:
     """The events of the file's lines, each naming its line (for errors)."""
     for number, line in _numbered_lines(source, max_line_bytes):
         yield ImportedEvent(
-            stream_id=line.stream_id,
-            version=line.version,
-            event_id=line.event_id,
-            event_type=line.event_type,
-            schema_version=line.schema_version,
-            recorded_at=line.recorded_at,
-            hash=line.hash,
+            **{name: getattr(line, name) for name in _STORED},
             payload=line.payload_bytes(),
             origin=f"line {number}",
         )

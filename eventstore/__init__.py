@@ -3,7 +3,17 @@
 import logging as _logging
 
 from .audit import AuditReport, Checkpoint, Finding, StreamCheck, audit
-from .backends import dialect_of
+from .backends import check_sqlite_path, dialect_of
+from .checks import (
+    MAX_INTEGER,
+    check_count,
+    check_flag,
+    check_integer,
+    check_seconds,
+    check_stream_id,
+    is_integer,
+    is_number,
+)
 from .codec import (
     decode_arrays,
     decode_event,
@@ -58,20 +68,25 @@ from .events import (
     SessionStarted,
     UsageRecorded,
 )
+from .imports import ImportedBatch, check_imported
+from .queries import replay_into
 from .records import (
     ANY,
     NO_STREAM,
     AppendResult,
+    BaseProjector,
     ExpectedVersion,
+    ImportedEvent,
     NewEvent,
     Projector,
     RecordedEvent,
     Rows,
     StreamInfo,
 )
+from .removal import RemovedStream
 from .repair import RepairedStream, RepairReport, repair_positions
 from .replica import ReadReplica
-from .store import EventStore, replay_into
+from .store import EventStore
 from .subscribe import Subscription
 
 # Library logging goes to the "convstore" logger tree (retries, slow transactions,
@@ -81,11 +96,13 @@ _logging.getLogger("convstore").addHandler(_logging.NullHandler())
 __all__ = [
     "ANY",
     "MAIN_BRANCH",
+    "MAX_INTEGER",
     "NO_STREAM",
     "AnyEvent",
     "AppendResult",
     "ArgumentTypeError",
     "AuditReport",
+    "BaseProjector",
     "BranchCreated",
     "BranchDeleted",
     "BranchError",
@@ -102,6 +119,8 @@ __all__ = [
     "EventStore",
     "ExpectedVersion",
     "Finding",
+    "ImportedBatch",
+    "ImportedEvent",
     "IntegrityError",
     "InvalidArgumentError",
     "InvalidKeyError",
@@ -121,6 +140,7 @@ __all__ = [
     "Projector",
     "ReadReplica",
     "RecordedEvent",
+    "RemovedStream",
     "RepairReport",
     "RepairedStream",
     "Rows",
@@ -139,6 +159,13 @@ __all__ = [
     "UsageRecorded",
     "WrongKeyError",
     "audit",
+    "check_count",
+    "check_flag",
+    "check_imported",
+    "check_integer",
+    "check_seconds",
+    "check_sqlite_path",
+    "check_stream_id",
     "decode_arrays",
     "decode_event",
     "decode_item",
@@ -147,6 +174,8 @@ __all__ = [
     "encode_event",
     "encode_item",
     "encode_items",
+    "is_integer",
+    "is_number",
     "repair_positions",
     "replay_into",
 ]

@@ -35,9 +35,9 @@ from typing import Any, Protocol
 from sqlalchemy import Connection, Row, func, inspect, select, tuple_
 
 from . import schema
-from .chain import GENESIS, chain_hash
+from .chain import Link, walk_chain
 from .errors import DecodeError
-from .records import RecordedEvent, recorded_from_row, stored_bytes, to_datetime
+from .records import RecordedEvent, recorded_from_row, to_datetime
 from .store import EventStore
 
 # Events read per query while scanning (keyset pages of the (stream_id, version) index).
@@ -140,20 +140,6 @@ def scan_streams(conn: Connection, *, batch_size: int = BATCH_SIZE) -> Iterator[
 decode_row = recorded_from_row  # a stored row as a RecordedEvent (DecodeError if unreadable)
 
 
-def row_hash(previous: str, row: Row[Any]) -> str:
-    """The chain hash of a stored row after ``previous``, recomputed from its fields."""
-    return chain_hash(
-        previous,
-        stream_id=row.stream_id,
-        version=row.version,
-        event_id=row.event_id,
-        event_type=row.event_type,
-        schema_version=row.schema_version,
-        recorded_at=row.recorded_at,
-        payload=stored_bytes(row.payload),
-    )
-
-
 def has_tombstones(conn: Connection) -> bool:
     """Whether the tombstone table exists (databases created before it do not have it)."""
     return inspect(conn).has_table(schema.tombstones.name)
@@ -178,56 +164,16 @@ def _check_stream(
     sid = rows[0].stream_id
     found: list[Finding] = []
     events: list[RecordedEvent] | None = [] if decode else None
-    stored_previous = GENESIS  # the chain as stored: each link checked on its own
-    recomputed = GENESIS  # the chain recomputed from genesis (for checkpoints)
-    expected_version = 1
     last_position = 0
-    for row in rows:
-        version = row.version
-        if version != expected_version:
-            if version > expected_version:
-                missing = (
-                    f"v{expected_version}"
-                    if version == expected_version + 1
-                    else f"v{expected_version}..v{version - 1}"
-                )
-                found.append(Finding(sid, version, f"{missing} missing before this event"))
-            else:
-                found.append(
-                    Finding(sid, version, f"out of sequence (expected v{expected_version})")
-                )
-        if row.position <= last_position:
+    for link in walk_chain(rows):
+        row = link.event
+        found.extend(_link_findings(link, last_position))
+        at_checkpoint = checkpoint is not None and row.version == checkpoint.version
+        if at_checkpoint and checkpoint is not None and link.recomputed != checkpoint.hash:
             found.append(
                 Finding(
                     sid,
-                    version,
-                    f"position {row.position} is not after the previous event's "
-                    f"({last_position}): events were reordered (where the chain verifies, "
-                    "'convstore DB repair' puts positions back in version order)",
-                )
-            )
-        try:
-            link = row_hash(stored_previous, row)
-            # While the stored chain is sound the two chains are the same: hash once.
-            recomputed = link if recomputed == stored_previous else row_hash(recomputed, row)
-        except (TypeError, ValueError) as error:  # a hash that is not hex, a bad field
-            found.append(Finding(sid, version, f"cannot recompute the hash: {error}"))
-            link = None
-        if link is not None and link != row.hash:
-            found.append(
-                Finding(
-                    sid,
-                    version,
-                    "stored hash does not match the event's fields and the previous hash "
-                    "(the event, or the hash, was changed)",
-                )
-            )
-        at_checkpoint = checkpoint is not None and version == checkpoint.version
-        if at_checkpoint and checkpoint is not None and recomputed != checkpoint.hash:
-            found.append(
-                Finding(
-                    sid,
-                    version,
+                    row.version,
                     "the history up to this version differs from the checkpoint taken "
                     "of it (changed since, even if every hash was recomputed to match)",
                     check="checkpoint",
@@ -237,10 +183,8 @@ def _check_stream(
             try:
                 events.append(decode_row(row))
             except DecodeError as error:
-                found.append(Finding(sid, version, f"undecodable event: {error}"))
+                found.append(Finding(sid, row.version, f"undecodable event: {error}"))
                 events = None
-        stored_previous = str(row.hash)
-        expected_version = version + 1
         last_position = row.position
     last = rows[-1]
     if checkpoint is not None and last.version < checkpoint.version:
@@ -254,6 +198,41 @@ def _check_stream(
             )
         )
     return _StreamResult(found, events, Checkpoint(sid, last.version, str(last.hash)))
+
+
+def _link_findings(link: Link, last_position: int) -> list[Finding]:
+    """What is wrong with one event's place in its stream: its version, its position,
+    its hash."""
+    row, expected = link.event, link.expected_version
+    sid, version = row.stream_id, row.version
+    found = []
+    if version > expected:
+        missing = f"v{expected}" if version == expected + 1 else f"v{expected}..v{version - 1}"
+        found.append(Finding(sid, version, f"{missing} missing before this event"))
+    elif version < expected:
+        found.append(Finding(sid, version, f"out of sequence (expected v{expected})"))
+    if row.position <= last_position:
+        found.append(
+            Finding(
+                sid,
+                version,
+                f"position {row.position} is not after the previous event's "
+                f"({last_position}): events were reordered (where the chain verifies, "
+                "'convstore DB repair' puts positions back in version order)",
+            )
+        )
+    if link.error is not None:
+        found.append(Finding(sid, version, f"cannot recompute the hash: {link.error}"))
+    elif not link.sound:
+        found.append(
+            Finding(
+                sid,
+                version,
+                "stored hash does not match the event's fields and the previous hash "
+                "(the event, or the hash, was changed)",
+            )
+        )
+    return found
 
 
 def _compare_stream_row(rows: Sequence[Row[Any]], stream: Row[Any] | None) -> list[Finding]:

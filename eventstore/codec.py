@@ -170,8 +170,7 @@ def decode_items(rows: Iterable[bytes | msgspec.Raw]) -> list[Any]:
 
     Decoding a long history allocates one container per item and per nested object;
     the allocations trigger collections that walk the new containers again and again
-    as they move up the collector's generations (on 100,000 items, paused: about a
-    third of the time; docs/performance.md).
+    as they move up the collector's generations (docs/design.md, "Measured").
     Items are plain JSON values: they cannot form reference cycles, so pausing the
     collector while they are built leaves nothing for it to find.
     """

@@ -1,12 +1,13 @@
 """Hot-path statements: written with SQLAlchemy Core, run on the DBAPI cursor.
 
-Building and executing a Core statement costs tens of microseconds of Python per call
-(coercion, cache key, execution context, result set-up) — more than SQLite takes to
-run it, and an append runs seven. A :class:`Prepared` statement is compiled once per
-dialect to its SQL string and parameter order, then executed on the DBAPI cursor of
-the same connection and transaction. Driver errors are wrapped exactly as SQLAlchemy
-wraps them, so :func:`~eventstore.backends.base.translate_errors` classifies them the
-same way, and a lost connection is invalidated as SQLAlchemy would.
+Building and executing a Core statement costs more Python per call (coercion, cache
+key, execution context, result set-up) than SQLite takes to run it, and an append runs
+several (docs/design.md, "One transaction function, two ways to run it"). A
+:class:`Prepared` statement is compiled once per dialect to its SQL string and
+parameter order, then executed on the DBAPI cursor of the same connection and
+transaction. Driver errors are wrapped exactly as SQLAlchemy wraps them, so
+:func:`~eventstore.backends.base.translate_errors` classifies them the same way, and a
+lost connection is invalidated as SQLAlchemy would.
 """
 
 from __future__ import annotations

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import abc
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any, Literal, Protocol
+from typing import Any, ClassVar, Literal, Protocol
 
 from sqlalchemy import Connection, MetaData
 
@@ -104,6 +105,9 @@ class StreamInfo:
     updated_at: datetime
 
 
+# A projector's ``apply`` (or ``replay``): one batch of events, in a transaction.
+ApplyFunction = Callable[[Connection, Sequence[RecordedEvent]], None]
+
 # The rows of a projection's tables: ``{table: {primary key: other columns}}``.
 Rows = dict[str, dict[tuple[Any, ...], tuple[Any, ...]]]
 
@@ -120,20 +124,10 @@ class Projector(Protocol):
     the rows they do hold, and ``stream_ids`` lists every stream that has rows (so rows
     of a stream the log does not have are found too).
 
-    A projector may also set ``reads_positions = False``: its ``apply`` then promises
-    not to read the events' ``position`` nor the events table, and on MariaDB appends
-    are applied to it before their events are written and numbered (the positions are
-    taken in the statement that commits, so a stalled client holds no lock that other
-    sessions' appends need; see eventstore/backends/mysql.py). Without the attribute
-    (or with True), MariaDB appends take their positions first, as before, and hold the
-    log's write lock until they commit.
-
-    A projector may also have a method ``replay(conn, events)``, which a catch-up
-    (:func:`~eventstore.registry.catch_up`, so every rebuild) calls instead of
-    ``apply``: the events come in position order, in batches, to tables that hold
-    exactly the log before them and that no append writes meanwhile (appends skip a
-    projection that is behind). It must leave the same rows ``apply`` would; it may
-    write them in bulk.
+    A projector may also declare optional abilities: subclass :class:`BaseProjector`,
+    which holds their defaults. One that only implements this protocol is adapted once,
+    where it enters a store or the registry (:func:`eventstore.registry.adopt`), its
+    ``reads_positions`` and ``replay`` taken from it if it has them.
     """
 
     name: str
@@ -149,3 +143,85 @@ class Projector(Protocol):
     def live_rows(self, conn: Connection, stream_id: str) -> Rows: ...
 
     def stream_ids(self, conn: Connection) -> set[str]: ...
+
+
+class BaseProjector(abc.ABC):
+    """A :class:`Projector` with its optional abilities declared (subclass it).
+
+    ``reads_positions``: False promises that ``apply`` reads neither the events'
+    ``position`` nor the events table; on MariaDB appends are then applied to it before
+    their events are written and numbered (the positions are taken in the statement
+    that commits, so a stalled client holds no lock that other sessions' appends need;
+    see eventstore/backends/mysql.py). True (the default): MariaDB appends take their
+    positions first and hold the log's write lock until they commit.
+
+    ``replay(conn, events)`` is what a catch-up (:func:`~eventstore.registry.catch_up`,
+    so every rebuild) calls instead of ``apply``: the events come in position order, in
+    batches, to tables that hold exactly the log before them and that no append writes
+    meanwhile (appends skip a projection that is behind). It must leave the same rows
+    ``apply`` would; it may write them in bulk. By default it is ``apply``.
+    """
+
+    name: str
+    schema_version: int
+    metadata: MetaData
+    reads_positions: ClassVar[bool] = True
+
+    @abc.abstractmethod
+    def apply(self, conn: Connection, events: Sequence[RecordedEvent]) -> None:
+        """Keep the tables current with ``events``, in the append's transaction."""
+
+    def replay(self, conn: Connection, events: Sequence[RecordedEvent]) -> None:
+        """Apply a catch-up's batch of the log (by default: :meth:`apply`)."""
+        self.apply(conn, events)
+
+    @abc.abstractmethod
+    def reset(self, conn: Connection) -> None:
+        """Empty the tables (a rebuild from the log follows)."""
+
+    @abc.abstractmethod
+    def expected_rows(self, stream_id: str, events: Sequence[RecordedEvent]) -> Rows:
+        """The rows the tables should hold for one stream: the pure fold of its log."""
+
+    @abc.abstractmethod
+    def live_rows(self, conn: Connection, stream_id: str) -> Rows:
+        """The rows the tables hold for one stream."""
+
+    @abc.abstractmethod
+    def stream_ids(self, conn: Connection) -> set[str]:
+        """Every stream the tables hold rows of."""
+
+
+@dataclass(frozen=True, slots=True)
+class ImportedEvent:
+    """An event recorded in another log (read from an export), to be written as it is
+    (:meth:`~eventstore.EventStore.write_imported`): every stored field but its
+    position, and ``origin``, where it came from (e.g. ``"line 12"``), which errors
+    about it name."""
+
+    stream_id: str
+    version: int
+    event_id: str
+    event_type: str
+    schema_version: int
+    recorded_at: int  # microseconds since the epoch, UTC
+    hash: str
+    payload: bytes
+    origin: str = ""
+
+    def same_event(self, other: ImportedEvent) -> bool:
+        """Whether ``other`` holds the same event (every field but the origin)."""
+        return self.fields() == other.fields()
+
+    def fields(self) -> tuple[Any, ...]:
+        """Every stored field, in column order."""
+        return (
+            self.stream_id,
+            self.version,
+            self.event_id,
+            self.event_type,
+            self.schema_version,
+            self.recorded_at,
+            self.hash,
+            self.payload,
+        )

@@ -33,35 +33,87 @@ import threading
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
 from importlib import metadata as importlib_metadata
+from typing import ClassVar
 
 from sqlalchemy import Connection, insert, inspect, select, update
 
 from . import schema
 from .errors import SchemaError
-from .records import Projector, RecordedEvent, Rows
-
-# A projector's ``apply`` (or ``replay``): the events of one batch, in a transaction.
-ApplyFunction = Callable[[Connection, Sequence[RecordedEvent]], None]
+from .records import ApplyFunction, BaseProjector, Projector, RecordedEvent, Rows
 
 LOG = logging.getLogger("convstore.projections")
 
 ENTRY_POINT_GROUP = "convstore.projections"
 
-_registered: dict[str, Projector] = {}
+_registered: dict[str, BaseProjector] = {}
 _entry_points_loaded = False
 _lock = threading.RLock()  # loading an entry point may register another projector
 
 
+def adopt(projector: Projector) -> BaseProjector:
+    """``projector`` as convstore keeps it: a :class:`BaseProjector` as it is; one that
+    only implements the :class:`~eventstore.records.Projector` protocol, wrapped once,
+    its optional abilities (``reads_positions``, ``replay``) read here.
+
+    The one place a projector enters: the registry (:func:`register_projector`, the
+    entry points) and a store (``EventStore(projectors=...)``, ``keep``) adopt every
+    projector they are given, and nothing else asks what a projector can do."""
+    if isinstance(projector, BaseProjector):
+        return projector
+    if getattr(projector, "reads_positions", True):
+        return _Adapted(projector)
+    return _AdaptedNoPositions(projector)
+
+
+class _Adapted(BaseProjector):
+    """A protocol-only projector, with the optional abilities it has (see :func:`adopt`)."""
+
+    def __init__(self, projector: Projector) -> None:
+        self.projector = projector
+        self.name = projector.name
+        self.schema_version = projector.schema_version
+        self.metadata = projector.metadata
+        self._replay: ApplyFunction = getattr(projector, "replay", projector.apply)
+
+    def apply(self, conn: Connection, events: Sequence[RecordedEvent]) -> None:
+        self.projector.apply(conn, events)
+
+    def replay(self, conn: Connection, events: Sequence[RecordedEvent]) -> None:
+        self._replay(conn, events)
+
+    def reset(self, conn: Connection) -> None:
+        self.projector.reset(conn)
+
+    def expected_rows(self, stream_id: str, events: Sequence[RecordedEvent]) -> Rows:
+        return self.projector.expected_rows(stream_id, events)
+
+    def live_rows(self, conn: Connection, stream_id: str) -> Rows:
+        return self.projector.live_rows(conn, stream_id)
+
+    def stream_ids(self, conn: Connection) -> set[str]:
+        return self.projector.stream_ids(conn)
+
+    def __repr__(self) -> str:
+        return repr(self.projector)
+
+
+class _AdaptedNoPositions(_Adapted):
+    """An adapted projector that declared ``reads_positions = False``."""
+
+    reads_positions: ClassVar[bool] = False
+
+
 def register_projector(projector: Projector, *, replace: bool = True) -> None:
     """Make ``projector`` known to every store of this process, by its name."""
+    adopted = adopt(projector)
     with _lock:
         if replace:
-            _registered[projector.name] = projector
+            _registered[adopted.name] = adopted
         else:
-            _registered.setdefault(projector.name, projector)
+            _registered.setdefault(adopted.name, adopted)
 
 
-def known_projectors() -> dict[str, Projector]:
+def known_projectors() -> dict[str, BaseProjector]:
     """Every projector this process can maintain, by name (entry points loaded once)."""
     global _entry_points_loaded
     if not _entry_points_loaded:
@@ -73,13 +125,13 @@ def known_projectors() -> dict[str, Projector]:
                     except ImportError as error:  # an uninstalled optional part
                         LOG.warning("projection entry point %s not loaded: %s", entry, error)
                         continue
-                    projector = loaded() if callable(loaded) else loaded
+                    projector = adopt(loaded() if callable(loaded) else loaded)
                     _registered.setdefault(projector.name, projector)
                 _entry_points_loaded = True
     return dict(_registered)
 
 
-def default_projectors() -> tuple[Projector, ...]:
+def default_projectors() -> tuple[BaseProjector, ...]:
     """What a store opened without ``projectors=`` keeps: every known projection."""
     return tuple(known_projectors().values())
 
@@ -143,21 +195,22 @@ def has_tables(conn: Connection, projector: Projector) -> bool:
 async def catch_up(
     run_write: Callable[[Callable[[Connection], int]], Awaitable[int]],
     lock_log: Callable[[Connection], None],
-    replay: Callable[[Connection, Sequence[Projector], int, int | None], int],
-    projector: Projector,
+    replay: Callable[[Connection, BaseProjector, int, int | None], int],
+    projector: BaseProjector,
     *,
     batch: int = 5000,
 ) -> int:
     """Replay the log into ``projector`` if it is behind, and make it live.
 
-    ``run_write(fn)`` runs ``fn`` in a write transaction. Batches run without the log
+    ``run_write(fn)`` runs ``fn`` in a write transaction; ``replay(conn, projector,
+    after, limit)`` feeds the projector's ``replay`` the log after ``after`` (at most
+    ``limit`` events) and returns the last position fed. Batches run without the log
     lock (appends go on; they skip a projection that is behind), the last one under
     it, so nothing can be appended between the last event replayed and the projection
     becoming live. The tracking row is locked by each batch (two processes catching
     up the same projection take turns) and saved after it: an interrupted catch-up
     resumes where it stopped. Returns the position the projection is live at.
     """
-    replaying = _Replaying.of(projector)
 
     def batch_tx(conn: Connection) -> int:
         row = _lock_tracking(conn, projector.name)
@@ -165,7 +218,7 @@ async def catch_up(
             return -1
         if row.position == 0:  # from the start: whatever the tables hold goes
             projector.reset(conn)
-        last = replay(conn, [replaying], row.position, batch)
+        last = replay(conn, projector, row.position, batch)
         if last == row.position:
             return -1  # nothing left but what the locked last step will see
         _save_position(conn, projector.name, last)
@@ -179,7 +232,7 @@ async def catch_up(
         row = _lock_tracking(conn, projector.name)
         if row is None or row.live:
             return -1
-        last = replay(conn, [replaying], row.position, None)
+        last = replay(conn, projector, row.position, None)
         t = schema.tracking
         conn.execute(
             update(t).where(t.c.projection == projector.name).values(position=last, live=True)
@@ -191,38 +244,6 @@ async def catch_up(
     if last >= 0:
         LOG.info("projection %r is live (caught up to position %d)", projector.name, last)
     return last
-
-
-class _Replaying:
-    """A projector as a catch-up feeds it: its ``replay`` method, if it has one, in
-    place of ``apply`` (see :class:`~eventstore.records.Projector`)."""
-
-    def __init__(self, projector: Projector, replay: ApplyFunction) -> None:
-        self.projector = projector
-        self.name = projector.name
-        self.schema_version = projector.schema_version
-        self.metadata = projector.metadata
-        self._replay = replay
-
-    @classmethod
-    def of(cls, projector: Projector) -> Projector:
-        replay: ApplyFunction | None = getattr(projector, "replay", None)
-        return projector if replay is None else cls(projector, replay)
-
-    def apply(self, conn: Connection, events: Sequence[RecordedEvent]) -> None:
-        self._replay(conn, events)
-
-    def reset(self, conn: Connection) -> None:
-        self.projector.reset(conn)
-
-    def expected_rows(self, stream_id: str, events: Sequence[RecordedEvent]) -> Rows:
-        return self.projector.expected_rows(stream_id, events)
-
-    def live_rows(self, conn: Connection, stream_id: str) -> Rows:
-        return self.projector.live_rows(conn, stream_id)
-
-    def stream_ids(self, conn: Connection) -> set[str]:
-        return self.projector.stream_ids(conn)
 
 
 def _lock_tracking(conn: Connection, name: str) -> TrackingRow | None:
@@ -241,12 +262,12 @@ def _save_position(conn: Connection, name: str, position: int) -> None:
 
 
 def resolve(
-    names: Iterable[str], requested: Sequence[Projector]
-) -> tuple[tuple[Projector, ...], tuple[str, ...]]:
+    names: Iterable[str], requested: Sequence[BaseProjector]
+) -> tuple[tuple[BaseProjector, ...], tuple[str, ...]]:
     """The projector objects for ``names`` (requested ones first), and unknown names."""
     by_name = {p.name: p for p in requested}
     known = None
-    found: list[Projector] = []
+    found: list[BaseProjector] = []
     unknown: list[str] = []
     for name in sorted(names):
         projector = by_name.get(name)

@@ -40,7 +40,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from .backends import open_runner
 from .backends.base import Runner, T, TxFunction
-from .errors import ArgumentTypeError, InvalidArgumentError, OperationalError
+from .checks import check_seconds
+from .errors import ArgumentTypeError, OperationalError
 
 log = logging.getLogger("convstore.eventstore")
 
@@ -82,11 +83,7 @@ class ReadReplica:
                 f"not {type(self.target).__name__}"
             )
         for name in ("max_wait", "retry_after", "connect_timeout"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int | float):
-                raise ArgumentTypeError(f"{name} must be a number of seconds, not {value!r}")
-            if not 0 <= value <= 3600:
-                raise InvalidArgumentError(f"{name} must be from 0 to 3600 seconds, not {value}")
+            check_seconds(name, getattr(self, name), most=3600, zero=True)
 
 
 @dataclass(slots=True)

@@ -24,17 +24,19 @@ from __future__ import annotations
 import weakref
 from collections import deque
 from collections.abc import Awaitable, Callable
+from functools import partial
 from types import TracebackType
 from typing import TYPE_CHECKING, Self
 
-from .backends.base import ChangeSignal
-from .errors import ArgumentTypeError, InvalidArgumentError, StoreClosedError
+from .backends.signals import ChangeSignal
+from .checks import check_count, check_integer, check_seconds, check_stream_id
+from .errors import StoreClosedError
 from .records import RecordedEvent
 
 if TYPE_CHECKING:
     from .store import EventStore
 
-__all__ = ["DEFAULT_PAGE_SIZE", "Subscription", "follow_log", "follow_stream", "wake_subscribers"]
+__all__ = ["DEFAULT_PAGE_SIZE", "Subscription", "follow", "wake_subscribers"]
 
 DEFAULT_PAGE_SIZE = 500
 MAX_PAGE_SIZE = 100_000
@@ -65,26 +67,11 @@ def _unregister(database: object, signal: ChangeSignal) -> None:
             del _signals[database]
 
 
-def check_page_size(page_size: object) -> int:
-    if isinstance(page_size, bool) or not isinstance(page_size, int):
-        raise ArgumentTypeError(f"page_size must be an integer, not {page_size!r}")
-    if not 1 <= page_size <= MAX_PAGE_SIZE:
-        raise InvalidArgumentError(
-            f"page_size must be from 1 to {MAX_PAGE_SIZE:,} events, not {page_size}"
-        )
-    return page_size
-
-
 def check_interval(poll_interval: object) -> float | None:
+    """``poll_interval`` as seconds (from 0 to 3600, not 0), or None; else raise."""
     if poll_interval is None:
         return None
-    if isinstance(poll_interval, bool) or not isinstance(poll_interval, int | float):
-        raise ArgumentTypeError(f"poll_interval must be a number of seconds, not {poll_interval!r}")
-    if not 0 < poll_interval <= 3600:
-        raise InvalidArgumentError(
-            f"poll_interval must be from 0 to 3600 seconds, not {poll_interval}"
-        )
-    return float(poll_interval)
+    return float(check_seconds("poll_interval", poll_interval, most=3600, zero=False))
 
 
 ReadPage = Callable[[int, int], Awaitable[list[RecordedEvent]]]
@@ -190,52 +177,54 @@ class Subscription:
         return f"<Subscription to {what} after {self._after}>"
 
 
-def follow_log(
+def follow(
     store: EventStore,
-    *,
-    after_position: int,
-    page_size: int,
-    poll_interval: float | None,
-    listen: bool,
-) -> Subscription:
-    """What :meth:`EventStore.subscribe <eventstore.EventStore.subscribe>` returns."""
-    from .store import check_count
-
-    check_count("after_position", after_position)
-    return Subscription(
-        store,
-        lambda after, limit: store.read_all(after_position=after, limit=limit),
-        after=after_position,
-        key=lambda event: event.position,
-        stream_id=None,
-        page_size=check_page_size(page_size),
-        poll_interval=check_interval(poll_interval),
-        listen=listen,
-    )
-
-
-def follow_stream(
-    store: EventStore,
-    stream_id: str,
+    stream_id: str | None,
     *,
     after: int,
     page_size: int,
     poll_interval: float | None,
     listen: bool,
 ) -> Subscription:
-    """What :meth:`EventStore.subscribe_stream <eventstore.EventStore.subscribe_stream>`
-    returns."""
-    from .store import check_count, check_stream_id
-
-    check_stream_id(stream_id)
-    check_count("after", after)
+    """What :meth:`EventStore.subscribe <eventstore.EventStore.subscribe>` returns
+    (``stream_id`` None: every stream, by position, after the position ``after``) and
+    :meth:`EventStore.subscribe_stream <eventstore.EventStore.subscribe_stream>` (one
+    stream, by version, after the version ``after``)."""
+    read_page: ReadPage
+    if stream_id is None:
+        check_count("after_position", after)
+        read_page = partial(_log_page, store)
+    else:
+        check_stream_id(stream_id)
+        check_count("after", after)
+        read_page = partial(_stream_page, store, stream_id)
     return Subscription(
         store,
-        lambda version, limit: store.read_stream(stream_id, after=version, limit=limit),
+        read_page,
         after=after,
-        key=lambda event: event.version,
+        key=_position if stream_id is None else _version,
         stream_id=stream_id,
-        page_size=check_page_size(page_size),
+        page_size=check_integer("page_size", page_size, low=1, high=MAX_PAGE_SIZE),
         poll_interval=check_interval(poll_interval),
         listen=listen,
     )
+
+
+def _log_page(store: EventStore, after: int, limit: int) -> Awaitable[list[RecordedEvent]]:
+    """The next page of the whole log, after the position ``after``."""
+    return store.read_all(after_position=after, limit=limit)
+
+
+def _stream_page(
+    store: EventStore, stream_id: str, after: int, limit: int
+) -> Awaitable[list[RecordedEvent]]:
+    """The next page of one stream, after the version ``after``."""
+    return store.read_stream(stream_id, after=after, limit=limit)
+
+
+def _position(event: RecordedEvent) -> int:
+    return event.position
+
+
+def _version(event: RecordedEvent) -> int:
+    return event.version

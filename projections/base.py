@@ -1,8 +1,9 @@
 """What every projection kept in tables of its own shares, written once.
 
 The store keeps a projection current through the methods eventstore's ``Projector``
-protocol names (eventstore/records.py). Two abilities are optional there, and a
-:class:`TableProjector` declares both instead of leaving them to be probed:
+protocol names (eventstore/records.py). Two abilities are optional there;
+``eventstore.BaseProjector`` declares them with their defaults, and a
+:class:`TableProjector` (one) sets them for a projection in tables of its own:
 
 * ``reads_positions = False``: ``apply`` reads neither an event's position nor the
   events table, so on MariaDB an append is applied before its events are numbered
@@ -20,26 +21,25 @@ rows it touches, so that each is read once per call.
 from __future__ import annotations
 
 import abc
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from typing import ClassVar, Generic, Self, TypeVar
 
-from sqlalchemy import Connection, MetaData, Table, delete, select
+from sqlalchemy import Connection, Table, delete, select
 
-from eventstore import RecordedEvent, Rows
+from eventstore import BaseProjector, Rows
 
 R = TypeVar("R")
 # The table prefix of the copy of a projection that verify rebuilds and compares.
 SCRATCH_PREFIX = "convstore_scratch"
 
 
-class TableProjector(abc.ABC):
-    """A projection kept in its own tables by the append transaction."""
+class TableProjector(BaseProjector):
+    """A projection kept in its own tables by the append transaction (``apply``,
+    ``expected_rows`` and ``live_rows`` are its own; ``replay`` is ``apply`` unless it
+    writes a catch-up in bulk)."""
 
-    name: str
-    schema_version: int
     # apply never reads an event's position or the events table (eventstore/records.py)
     reads_positions: ClassVar[bool] = False
-    metadata: MetaData
     # The tables, by the names live_rows gives them, in the order reset empties them.
     tables: dict[str, Table]
 
@@ -47,28 +47,10 @@ class TableProjector(abc.ABC):
     def __init__(self, *, prefix: str = "convstore") -> None:
         """The projection on the tables whose names start with ``prefix``."""
 
-    @abc.abstractmethod
-    def apply(self, conn: Connection, events: Sequence[RecordedEvent]) -> None:
-        """Bring the tables up to date with ``events``, in the append's transaction."""
-
-    def replay(self, conn: Connection, events: Sequence[RecordedEvent]) -> None:
-        """:meth:`apply` for a catch-up: the events in position order, in batches, to
-        tables that hold exactly the log before them. It must leave the rows ``apply``
-        would; this one is ``apply``."""
-        self.apply(conn, events)
-
     def reset(self, conn: Connection) -> None:
         """Empty every table."""
         for table in self.tables.values():
             conn.execute(delete(table))
-
-    @abc.abstractmethod
-    def expected_rows(self, stream_id: str, events: Sequence[RecordedEvent]) -> Rows:
-        """The rows the tables should hold for one stream, folded from its log."""
-
-    @abc.abstractmethod
-    def live_rows(self, conn: Connection, stream_id: str) -> Rows:
-        """The rows the tables hold for one stream."""
 
     def stream_ids(self, conn: Connection) -> set[str]:
         """Every stream that has rows in the tables."""

@@ -37,6 +37,7 @@ from eventstore import (
     RecordedEvent,
     SessionCleared,
     UsageRecorded,
+    is_integer,
 )
 
 from .history import (
@@ -57,8 +58,8 @@ def add_details(a: Mapping[str, Any], b: Mapping[str, Any], sign: int = 1) -> di
         mine = out.get(key)
         if isinstance(value, Mapping):
             out[key] = add_details(mine if isinstance(mine, Mapping) else {}, value, sign)
-        elif isinstance(value, int) and not isinstance(value, bool):
-            base = mine if isinstance(mine, int) and not isinstance(mine, bool) else 0
+        elif is_integer(value):
+            base = mine if is_integer(mine) else 0
             out[key] = base + sign * value
     return out
 

@@ -14,8 +14,7 @@ from dataclasses import dataclass
 from functools import cache
 from typing import Any
 
-from eventstore import ArgumentTypeError, InvalidArgumentError
-from eventstore.store import check_count
+from eventstore import ArgumentTypeError, InvalidArgumentError, check_count
 
 
 @cache
@@ -98,13 +97,6 @@ def refuse_unknown_keywords(cls: type, keywords: Mapping[str, object]) -> None:
         honoured, reason = _ONLY_WITH[name]
         if type(value) is not type(honoured) or value != honoured:
             raise ArgumentTypeError(f"{cls.__name__}() does not take {name}={value!r}: {reason}")
-
-
-def check_flag(name: str, value: object) -> bool:
-    """``value`` if it is a bool (``create_tables``), else ArgumentTypeError."""
-    if not isinstance(value, bool):
-        raise ArgumentTypeError(f"{name} must be True or False, not {value!r}")
-    return value
 
 
 def check_logger(value: object) -> logging.Logger | logging.LoggerAdapter[Any] | None:

@@ -17,6 +17,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from eventstore import is_integer
 from projections.usage import Tokens, add_details
 
 LOG = logging.getLogger("convstore.usage")
@@ -42,7 +43,7 @@ def tokens_of(usage: Any) -> Tokens:
 
 def _count(value: Any) -> int:
     """``value`` if it is a token count (an int, not a bool), else 0."""
-    return value if isinstance(value, int) and not isinstance(value, bool) else 0
+    return value if is_integer(value) else 0
 
 
 def _as_dict(value: Any) -> Mapping[str, Any] | None:

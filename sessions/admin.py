@@ -14,7 +14,7 @@ from datetime import UTC, datetime, timedelta
 from functools import partial
 from typing import Any
 
-from sqlalchemy import Connection, delete, insert, select
+from sqlalchemy import Connection
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from eventstore import (
@@ -26,17 +26,15 @@ from eventstore import (
     IntegrityError,
     InvalidArgumentError,
     RecordedEvent,
+    RemovedStream,
     RepairReport,
+    StreamInfo,
     audit,
     decode_item,
     encode_item,
     repair_positions,
-    schema,
 )
-from eventstore.audit import row_hash
-from eventstore.chain import GENESIS
 from eventstore.checkpoints import dump_checkpoints
-from eventstore.records import to_datetime, to_micros
 from projections import fold, rebuild
 from projections.maintenance import ProjectionCheck, VerifyReport, verify
 from projections.usage_table import USAGE
@@ -301,7 +299,7 @@ async def repair(store: EventStore, *, dry_run: bool = False) -> RepairReport:
     return await repair_positions(store, dry_run=dry_run)
 
 
-# -- removing sessions (the only code that deletes events) ---------------------------
+# -- removing sessions (eventstore.removal: the only code that deletes events) ------
 
 
 @dataclass(frozen=True, slots=True)
@@ -312,68 +310,6 @@ class RemovedSession:
     version: int
     head_hash: str
     updated_at: datetime
-
-
-def _session_tables(store: EventStore) -> list[Any]:
-    """Every projection table with a ``stream_id`` column: where a session's rows are."""
-    return [
-        table
-        for projector in store.projectors
-        for table in projector.metadata.sorted_tables
-        if "stream_id" in table.c
-    ]
-
-
-def _remove_tx(
-    store: EventStore,
-    conn: Connection,
-    *,
-    session_id: str,
-    reason: str,
-    idle_before: int | None = None,
-) -> RemovedSession | None:
-    # The session's writers wait first, holding nothing (as appends take that lock
-    # before the log's, none can hold the session's row while waiting for the log).
-    store.lock_streams(conn, (session_id,))
-    store.lock_log(conn)  # no append to any stream while the session goes
-    s, e = schema.streams, schema.events
-    row = conn.execute(select(s).where(s.c.stream_id == session_id)).first()
-    if row is None or (idle_before is not None and row.updated_at >= idle_before):
-        return None  # gone already, or written to since it was chosen
-    previous, count = GENESIS, 0
-    for event in conn.execute(select(e).where(e.c.stream_id == session_id).order_by(e.c.version)):
-        count += 1
-        if event.version != count or row_hash(previous, event) != event.hash:
-            raise IntegrityError(
-                f"session {session_id!r} v{event.version} does not pass its audit: not "
-                "removing it (a tombstone would vouch for a tampered history)"
-            )
-        previous = event.hash
-    if count != row.version or previous != row.head_hash:
-        raise IntegrityError(
-            f"session {session_id!r}: its log does not end where convstore_streams says: "
-            "not removing it"
-        )
-    conn.execute(delete(e).where(e.c.stream_id == session_id))
-    for table in _session_tables(store):
-        conn.execute(delete(table).where(table.c.stream_id == session_id))
-    conn.execute(delete(s).where(s.c.stream_id == session_id))
-    conn.execute(
-        insert(schema.tombstones).values(
-            stream_id=session_id,
-            removed_at=to_micros(datetime.now(UTC)),
-            version=row.version,
-            head_hash=row.head_hash,
-            created_at=row.created_at,
-            updated_at=row.updated_at,
-            reason=reason,
-        )
-    )
-    return RemovedSession(session_id, row.version, row.head_hash, to_datetime(row.updated_at))
-
-
-async def _ensure_tombstones(store: EventStore) -> None:
-    await store.run(lambda conn: schema.tombstones.create(conn, checkfirst=True), write=True)
 
 
 async def delete_session(store: EventStore, session_id: str) -> RemovedSession:
@@ -395,15 +331,12 @@ async def purge(
 ) -> list[RemovedSession]:
     """Remove several sessions as :func:`delete_session` does (unknown ids are skipped);
     each in its own short transaction. Returns what was removed."""
-    await _ensure_tombstones(store)
-    removed = []
-    for sid in session_ids:
-        done = await store.run(
-            partial(_remove_tx, store, session_id=sid, reason=reason), write=True
-        )
-        if done is not None:
-            removed.append(done)
-    return removed
+    return [_removed(r) for r in await store.remove_streams(session_ids, reason=reason)]
+
+
+def _removed(stream: RemovedStream | StreamInfo) -> RemovedSession:
+    """A removed (or, in a dry run, idle) stream as a :class:`RemovedSession`."""
+    return RemovedSession(stream.stream_id, stream.version, stream.head_hash, stream.updated_at)
 
 
 async def retention(
@@ -422,25 +355,10 @@ async def retention(
     """
     if older_than < timedelta(0):
         raise InvalidArgumentError("older_than must not be negative")
-    cutoff = to_micros((now or datetime.now(UTC)) - older_than)
-    s = schema.streams
-    idle = await store.run(
-        lambda conn: conn.execute(
-            select(s).where(s.c.updated_at < cutoff).order_by(s.c.stream_id)
-        ).all()
-    )
+    cutoff = (now or datetime.now(UTC)) - older_than
+    idle = await store.idle_streams(cutoff)
     if dry_run:
-        return [
-            RemovedSession(r.stream_id, r.version, r.head_hash, to_datetime(r.updated_at))
-            for r in idle
-        ]
-    await _ensure_tombstones(store)
-    removed = []
-    for r in idle:
-        remove = partial(
-            _remove_tx, store, session_id=r.stream_id, reason="retention", idle_before=cutoff
-        )
-        done = await store.run(remove, write=True)
-        if done is not None:
-            removed.append(done)
-    return removed
+        return [_removed(stream) for stream in idle]
+    chosen = [stream.stream_id for stream in idle]
+    removed = await store.remove_streams(chosen, reason="retention", idle_before=cutoff)
+    return [_removed(stream) for stream in removed]

@@ -11,9 +11,10 @@ import logging
 import os
 from typing import Any, Never
 
+from eventstore import check_flag
 from projections.usage_table import USAGE
 
-from ._settings import check_flag, refuse_unknown_keywords
+from ._settings import refuse_unknown_keywords
 from .sqlalchemy import SQLAlchemySession
 from .sqlite import SQLiteSession
 from .usage import UsageSession

@@ -54,12 +54,13 @@ from eventstore import (
     SessionCleared,
     SessionStarted,
     StoreClosedError,
+    check_count,
+    check_stream_id,
     decode_arrays,
     decode_item,
     decode_items,
     encode_items,
 )
-from eventstore.store import check_count, check_stream_id
 from projections.history import item_batches
 from projections.history_table import HistoryProjector, decode_entry
 

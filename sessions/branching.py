@@ -43,10 +43,11 @@ from eventstore import (
     InvalidArgumentError,
     SessionCleared,
     TurnNotFoundError,
+    check_stream_id,
     decode_item,
+    is_integer,
 )
 from eventstore.records import to_datetime, to_micros
-from eventstore.store import check_stream_id
 from projections import BranchInfo, fold
 from projections.history import SEQ_SHIFT, TOOL_CALL_KINDS, HistoryState
 from projections.history_table import Turn, decode_entry
@@ -153,7 +154,7 @@ def _check_name(branch_name: str | None) -> None:
 
 def _check_turn(turn_number: object) -> int:
     """``turn_number`` if it is an integer >= 1, else TurnNotFoundError."""
-    if isinstance(turn_number, bool) or not isinstance(turn_number, int) or turn_number < 1:
+    if not is_integer(turn_number) or turn_number < 1:
         raise TurnNotFoundError(f"a turn number is an integer >= 1, not {turn_number!r}")
     return turn_number
 
@@ -293,7 +294,7 @@ class BranchingSession(StoreSession):
                 if to_micros(e.recorded_at) <= moment
             ]
             return fold(events)
-        if isinstance(as_of, bool) or not isinstance(as_of, int) or as_of < 0:
+        if not is_integer(as_of) or as_of < 0:
             raise InvalidArgumentError(
                 f"as_of is a stream version >= 0 or an aware datetime, not {as_of!r}"
             )
@@ -334,7 +335,7 @@ class BranchingSession(StoreSession):
         ``index`` (0-based; negative counts from the end, -1 being the newest), made
         current. Branches from any item, not only user turns."""
         _check_name(branch_name)
-        if isinstance(index, bool) or not isinstance(index, int):
+        if not is_integer(index):
             raise TurnNotFoundError(f"an item index is an integer, not {index!r}")
         parent = await self._branch()
 

@@ -985,12 +985,15 @@ def check_existing_database(db: str) -> None:
         raise UsageError(f"{path} is {what}, not a convstore database")
     import sqlite3
 
+    from eventstore.schema import schema_versions
+
     uri = file.resolve().as_uri() + "?mode=ro"
     try:
         conn = sqlite3.connect(uri, uri=True)
         try:
             found = conn.execute(
-                "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'convstore_schema'"
+                "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?",
+                (schema_versions.name,),
             ).fetchone()
         finally:
             conn.close()

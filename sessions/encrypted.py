@@ -37,7 +37,7 @@ from collections.abc import Callable, Sequence
 from typing import Any, Self
 
 import msgspec
-from sqlalchemy import Connection, select
+from sqlalchemy import Connection
 
 from eventstore import (
     MAIN_BRANCH,
@@ -54,11 +54,12 @@ from eventstore import (
     StoreClosedError,
     TransientError,
     TurnNotFoundError,
+    check_count,
+    check_stream_id,
     decode_item,
     encode_items,
+    is_number,
 )
-from eventstore import schema as log_schema
-from eventstore.store import check_count, check_stream_id
 from projections.history_table import Turn
 
 from ._settings import resolve_limit
@@ -111,11 +112,6 @@ def _now_ms(clock: Callable[[], float]) -> int:
     return int(clock() * 1000)
 
 
-def _is_seconds(value: object) -> bool:
-    """Whether ``value`` is a number of seconds: an int or a float, not a bool."""
-    return isinstance(value, int | float) and not isinstance(value, bool)
-
-
 class _KeyChanged(Exception):
     """The data key row changed between reading it and the pop's transaction."""
 
@@ -161,7 +157,7 @@ class EncryptedSession:
             raise ConfigurationError(
                 f"session_id {session_id!r} differs from the wrapped session's {base.session_id!r}"
             )
-        if ttl is not None and not (_is_seconds(ttl) and ttl > 0):
+        if ttl is not None and not (is_number(ttl) and ttl > 0):
             raise InvalidArgumentError(f"ttl must be a number of seconds > 0 or None, not {ttl!r}")
         if encryption_key is None:
             raise ConfigurationError("encryption_key is required")
@@ -551,14 +547,8 @@ class EncryptedSession:
 
     async def _holds_plaintext(self) -> bool:
         """Whether the session's log has items added before encryption was turned on."""
-        # A query of the log's events table (the projection forgets popped items).
-        e = log_schema.events
-        query = (
-            select(e.c.position)
-            .where(e.c.stream_id == self.session_id, e.c.event_type == "ItemsAdded")
-            .limit(1)
-        )
-        return await self.store.run(lambda conn: conn.execute(query).first() is not None)
+        # Asked of the log (the projection forgets popped items).
+        return await self.store.has_event(self.session_id, "ItemsAdded")
 
     # -- lifecycle -------------------------------------------------------------------
 
@@ -614,7 +604,7 @@ async def purge_expired(
     a plaintext item stops the run. Needs no master key: the timestamps are readable,
     and authenticated when the items are read.
     """
-    if not (_is_seconds(ttl) and ttl >= 0):
+    if not (is_number(ttl) and ttl >= 0):
         raise InvalidArgumentError(f"ttl must be a number of seconds >= 0, not {ttl!r}")
     cutoff = int((time.time() if now is None else now) * 1000) - int(ttl * 1000)
     store, owned = open_store(store_or_target)

@@ -45,6 +45,7 @@ from sqlalchemy.types import NullType
 
 from eventstore import (
     MAIN_BRANCH,
+    MAX_INTEGER,
     BranchCreated,
     ConfigurationError,
     ConvstoreError,
@@ -56,11 +57,12 @@ from eventstore import (
     SerializationError,
     SessionStarted,
     UsageRecorded,
+    check_stream_id,
     encode_item,
+    is_integer,
 )
 from eventstore.codec import MAX_DEPTH, nested_too_deep
 from eventstore.snapshot import ReadOnlySource
-from eventstore.store import MAX_INTEGER, check_stream_id
 from projections.history import item_seq
 from projections.usage import add_details
 from projections.usage_table import USAGE
@@ -216,7 +218,7 @@ class _Reader:
             )
             by_branch: dict[Any, list[_Row]] = {}
             for branch_id, message_id, data, turn in conn.execute(query):
-                number = turn if isinstance(turn, int) and not isinstance(turn, bool) else None
+                number = turn if is_integer(turn) else None
                 by_branch.setdefault(branch_id, []).append(_Row(int(message_id), data, number))
             rows = by_branch.pop(MAIN_BRANCH, None)
             branches = by_branch if rows else {}
@@ -316,7 +318,8 @@ def _usage_rows(plan: _Plan, rows: Sequence[Any]) -> dict[str, list[tuple[Any, i
 
 
 def _whole(value: object) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= MAX_INTEGER
+    """Whether ``value`` is a count convstore stores (an integer from 0 to MAX_INTEGER)."""
+    return is_integer(value) and 0 <= value <= MAX_INTEGER
 
 
 def _usage_details(row: Any) -> dict[str, Any]:

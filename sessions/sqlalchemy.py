@@ -9,9 +9,9 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from eventstore import ArgumentTypeError, ConfigurationError, EventStore
+from eventstore import ArgumentTypeError, ConfigurationError, EventStore, check_flag
 
-from ._settings import check_flag, refuse_unknown_keywords
+from ._settings import refuse_unknown_keywords
 from .base import HISTORY, StoreSession
 
 

@@ -17,8 +17,7 @@ from collections.abc import Coroutine
 from pathlib import Path
 from typing import Any, Never
 
-from eventstore import ConfigurationError, EventStore
-from eventstore.backends import check_sqlite_path
+from eventstore import ConfigurationError, EventStore, check_sqlite_path
 
 from ._settings import refuse_unknown_keywords
 from .base import HISTORY, StoreSession

@@ -30,6 +30,8 @@ from sqlalchemy.pool import NullPool, StaticPool
 from eventstore import EventStore, Projector
 from eventstore.backends import open_runner
 
+from .log_writes import RECORDER as LOG_WRITES
+
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 
 # The Runner tests are offline: no traces to export.
@@ -150,6 +152,20 @@ def detect_servers(
 
 def pytest_configure(config: pytest.Config) -> None:
     SERVER_CHOICES.update(detect_servers(os.environ))
+    LOG_WRITES.install()
+
+
+# -- guarantee 8: only eventstore writes the log's tables (tests/log_writes.py) --------
+
+
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    LOG_WRITES.current_test = item.nodeid
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """Fail the run if a module outside eventstore wrote a log table."""
+    if LOG_WRITES.violations and session.exitstatus == pytest.ExitCode.OK:
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
 
 def shown(url: str) -> str:
@@ -215,6 +231,11 @@ def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pyte
     terminalreporter.write_sep("=", "convstore backends")
     for line in summary_lines(SERVER_CHOICES, counts):
         terminalreporter.write_line(line)
+    if LOG_WRITES.violations:
+        title = "writes to the log's tables from outside eventstore (the run fails)"
+        terminalreporter.write_sep("=", title, red=True)
+        for violation in dict.fromkeys(LOG_WRITES.violations):
+            terminalreporter.write_line(str(violation))
 
 
 def server_url(name: str) -> str:

@@ -162,7 +162,7 @@ MUTATIONS: tuple[Mutation, ...] = (
     ),
     Mutation(
         "no version check (expected_version ignored)",
-        "eventstore/store.py",
+        "eventstore/writer.py",
         "        if not _matches(expected, current):\n",
         "        if False:\n",
         (
@@ -176,14 +176,28 @@ MUTATIONS: tuple[Mutation, ...] = (
         # The stream's row read FOR UPDATE: what serialises the writers of one session on
         # PostgreSQL and MariaDB (SQLite's BEGIN IMMEDIATE locks the whole database).
         "no per-session lock (stream row read without FOR UPDATE)",
-        "eventstore/store.py",
-        "find_stream = _STREAM_FOR_UPDATE if self._dialect.lock_stream() else _STREAM",
-        "find_stream = _STREAM",
+        "eventstore/batch.py",
+        '_s.c.stream_id == bindparam("sid")).with_for_update()',
+        '_s.c.stream_id == bindparam("sid"))',
         (
             "tests/sessions/test_concurrency.py",
             "-k",
             "pops_never_return_one_item_twice and (postgres or mysql)",
         ),
+    ),
+    Mutation(
+        "a removal vouches for a tampered history (its hashes not checked)",
+        "eventstore/removal.py",
+        "        if link.event.version != link.expected_version or not link.sound:\n",
+        "        if link.event.version != link.expected_version:\n",
+        ("tests/test_audit.py", "-k", "chain_does_not_verify"),
+    ),
+    Mutation(
+        "an import takes events whose hashes do not verify",
+        "eventstore/imports.py",
+        "    if event_hash(previous, event) != event.hash:\n",
+        "    if False:\n",
+        ("tests/test_transfer.py", "-k", "edited_file or refused_late"),
     ),
     Mutation(
         # PostgreSQL: the session's advisory lock, taken before the transaction has an id,

@@ -359,6 +359,29 @@ async def test_retention_refuses_a_tampered_session(store: EventStore) -> None:
         await retention(store, timedelta(0))
 
 
+async def test_delete_refuses_a_session_whose_chain_does_not_verify(store: EventStore) -> None:
+    from eventstore import IntegrityError
+
+    # Versions intact, one event's time edited: only its hash gives it away.
+    await sql(
+        store,
+        "UPDATE convstore_events SET recorded_at = recorded_at + 1 "
+        "WHERE stream_id = 'alice' AND version = 2",
+    )
+    with pytest.raises(IntegrityError, match="'alice' v2 does not pass its audit"):
+        await delete_session(store, "alice")
+    assert [e.version for e in await store.read_stream("alice")] == [1, 2, 3, 4, 5]
+
+
+async def test_delete_refuses_a_session_whose_streams_row_was_edited(store: EventStore) -> None:
+    from eventstore import IntegrityError
+
+    await sql(store, "UPDATE convstore_streams SET version = 4 WHERE stream_id = 'alice'")
+    with pytest.raises(IntegrityError, match="does not end where convstore_streams says"):
+        await delete_session(store, "alice")
+    assert [e.version for e in await store.read_stream("alice")] == [1, 2, 3, 4, 5]
+
+
 async def test_writers_go_on_while_audit_reads_its_snapshot(shared_backend: Backend) -> None:
     """An append from another connection commits while the audit is in the middle of
     its read, and the audit reports the snapshot it started with (no lock held)."""

@@ -16,7 +16,8 @@ from __future__ import annotations
 import abc
 import asyncio
 import logging
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+import threading
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import AbstractContextManager, contextmanager, nullcontext, suppress
 from dataclasses import dataclass
 from typing import Any, ClassVar, Protocol, TypeVar
@@ -24,16 +25,17 @@ from typing import Any, ClassVar, Protocol, TypeVar
 from sqlalchemy import Connection, event, exc, text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from ..batch import INSERT_EVENTS, INSERT_STREAM, STREAM_FOR_UPDATE, LiveSetChanged, StreamWrite
+from ..checks import check_seconds
 from ..errors import (
-    ArgumentTypeError,
     CancelledAfterCommit,
     ConfigurationError,
     ConnectionLostError,
     ConvstoreError,
-    InvalidArgumentError,
     PersistenceError,
 )
 from ..prepared import Prepared
+from .signals import ChangeSignal
 
 T = TypeVar("T")
 
@@ -72,7 +74,7 @@ class Dialect(abc.ABC):
     dense_positions: ClassVar[bool] = True
     # Whether an append may start from the stream head (version, hash) its store last
     # wrote instead of reading the stream's row, the UPDATE of that row confirming it
-    # (:meth:`update_stream_from`). Only where the write transaction already holds the
+    # (``confirm`` of :meth:`write_batch`). Only where the write transaction already holds the
     # lock that orders appends to one stream (SQLite's BEGIN IMMEDIATE): elsewhere the
     # row lock must be taken before anything else (see backends/postgres.py).
     confirms_cached_heads: ClassVar[bool] = False
@@ -92,9 +94,18 @@ class Dialect(abc.ABC):
     def begin(self, conn: Connection, *, write: bool) -> None:  # noqa: B027 (optional hook)
         """Called first in every transaction (e.g. to take SQLite's write lock)."""
 
-    def lock_stream(self) -> bool:
-        """Whether the stream row is read ``FOR UPDATE`` (row locks exist)."""
-        return True
+    # The isolation level of a snapshot read on an engine (:meth:`Runner.snapshot`):
+    # REPEATABLE READ, one snapshot for every statement of the transaction (InnoDB's
+    # consistent read is fixed by the first); None: the engine's own.
+    snapshot_isolation: ClassVar[str | None] = "REPEATABLE READ"
+
+    def begin_snapshot(self, conn: Connection) -> None:  # noqa: B027 (optional hook)
+        """The first statement of a snapshot read, after its isolation level is set."""
+
+    def stream_head(self, conn: Connection, stream_id: str) -> Any:
+        """The stream's (version, head hash) row (None: no such stream), locked until the
+        transaction ends (``SELECT ... FOR UPDATE``) where row locks exist."""
+        return STREAM_FOR_UPDATE.first(conn, {"sid": stream_id})
 
     def lock_streams(self, conn: Connection, stream_ids: Iterable[str]) -> None:  # noqa: B027
         """The first statement of every transaction that writes events of these streams
@@ -103,6 +114,39 @@ class Dialect(abc.ABC):
         wait here until no other transaction writes to them, so that each stream's
         positions follow its versions. Nothing by default: the stream's row lock (or
         SQLite's one write lock) is taken before any position is."""
+
+    def write_batch(self, conn: Connection, write: StreamWrite) -> int | None:
+        """Write one append (its stream locked, its version checked, its events hashed):
+        reserve positions, advance or create the stream's row, insert the events and
+        apply the live projections to them; return the last position.
+
+        The one step of an append that a backend may write its own way (the store owns
+        the transaction around it). Raises :class:`LiveSetChanged` if the database's
+        live projection set is no longer the one ``write.projections`` holds. With
+        ``write.confirm``, ``write.head`` is the head this store wrote last: the
+        stream's row is advanced only if it still holds it, and if it does not, nothing
+        is written and None is returned (the writer reads the row and tries again)."""
+        count = len(write.events)
+        stream = write.stream_values()
+        if write.confirm:
+            assert write.head is not None
+            old = {"old_version": write.head[0], "old_head_hash": write.head[1]}
+            if _UPDATE_STREAM_FROM.rowcount(conn, {**stream, **old}) != 1:
+                return None  # written meanwhile by another process or store
+            last_position, generation = self.advance_head(conn, count)
+        else:
+            existing = stream if write.head is not None else None
+            last_position, generation = self.advance_head(conn, count, stream=existing)
+        if generation != write.projections.generation:
+            raise LiveSetChanged()
+        if write.head is None:
+            INSERT_STREAM.execute(conn, stream)
+        rows, recorded = write.rows(last_position - count + 1)
+        INSERT_EVENTS.execute_many(conn, rows)
+        self.announce(conn, write.stream_id)
+        for projector in write.projections.live:
+            projector.apply(conn, recorded)
+        return last_position
 
     def advance_head(
         self,
@@ -121,44 +165,6 @@ class Dialect(abc.ABC):
         if stream is not None:
             _UPDATE_STREAM.execute(conn, stream)
         return reserved
-
-    def positions_at_commit(
-        self, conn: Connection, payloads: Iterable[bytes], statement_limit: int | None
-    ) -> bool:
-        """Whether an append of events with these ``payloads`` should write its
-        events and take their positions in one last statement that also commits
-        (:meth:`commit_append`), instead of through :meth:`advance_head` first.
-        ``statement_limit`` is :meth:`max_value_bytes`, if known.
-
-        Where it is True the log's write lock is held only while the server runs that
-        statement, never while the client works or waits: a stalled client cannot
-        delay appends to other streams. The projections are then applied before the
-        events are written and before their positions exist (see
-        ``reads_positions`` of :class:`~eventstore.records.Projector`)."""
-        return False
-
-    def commit_append(  # pragma: no cover - only where positions_at_commit is True
-        self,
-        conn: Connection,
-        *,
-        rows: Sequence[Mapping[str, Any]],
-        stream: Mapping[str, Any],
-        new_stream: bool,
-        generation: int,
-    ) -> int | None:
-        """Reserve positions for ``rows`` (events, without ``position``), advance or
-        create the stream's row (``stream``: ``sid``, ``new_version``,
-        ``new_head_hash``, ``now``), insert the events and commit, all in one statement
-        run by the server; return the last position, or None (nothing written, the
-        transaction rolled back) if the live projection set is no longer
-        ``generation``."""
-        raise NotImplementedError
-
-    def update_stream_from(self, conn: Connection, stream: Mapping[str, Any]) -> bool:
-        """Advance an existing stream's row (``sid``, ``new_version``, ``new_head_hash``,
-        ``now``) only if it still holds ``old_version`` and ``old_head_hash``; whether it
-        did. A stream written meanwhile by another process or store is left untouched."""
-        return _UPDATE_STREAM_FROM.rowcount(conn, stream) == 1
 
     def reserve_positions(self, conn: Connection, count: int) -> tuple[int, int]:
         """The head-row update alone: advance by ``count``; the last position and the
@@ -269,84 +275,6 @@ class Dialect(abc.ABC):
     limit_name: ClassVar[str] = "the largest value it stores"
 
 
-class ChangeSignal:
-    """How a reader tailing the log (:mod:`eventstore.subscribe`) learns that the log
-    may have grown, so it reads again at once instead of at its next poll.
-
-    This base class is woken only by :meth:`poke`: the appends of this process (the
-    store pokes every signal of the database after a write commits) and, in
-    subclasses, a backend's own notice (PostgreSQL ``LISTEN``; SQLite's data version).
-    Whatever wakes it, a reader also reads after each poll interval, so a notice
-    that never comes (a writer killed, a connection pooler that drops ``LISTEN``)
-    delays it by one interval at most, and never loses an event.
-
-    A reader takes :meth:`mark` *before* it reads, then calls :meth:`wait` with that
-    mark: a change that lands between the read and the wait is not missed.
-    """
-
-    # How often wait() asks the backend itself (changed()); None: never.
-    check_interval: ClassVar[float | None] = None
-    # The poll interval of a reader that does not choose one: short where nothing
-    # else wakes it across processes (MariaDB), a safety net where something does.
-    default_poll_interval: ClassVar[float] = 0.25
-
-    def __init__(self) -> None:
-        self._pokes = 0
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._woken: asyncio.Event | None = None
-
-    async def open(self) -> None:
-        """Start listening (called once, in the event loop that will wait)."""
-        self._loop = asyncio.get_running_loop()
-        self._woken = asyncio.Event()
-
-    async def close(self) -> None:
-        """Stop listening and release what :meth:`open` took. Idempotent."""
-
-    def poke(self) -> None:
-        """Wake the reader (from any thread)."""
-        self._pokes += 1
-        loop, woken = self._loop, self._woken
-        if loop is None or woken is None or loop.is_closed():
-            return
-        try:
-            running = asyncio.get_running_loop()
-        except RuntimeError:
-            running = None
-        if running is loop:
-            woken.set()
-        else:
-            with suppress(RuntimeError):  # the loop closed meanwhile: nobody waits
-                loop.call_soon_threadsafe(woken.set)
-
-    def mark(self) -> Any:
-        """Where things stand now (take it before reading the log)."""
-        return self._pokes
-
-    def changed(self, mark: Any) -> bool:
-        """Whether anything happened since ``mark`` was taken."""
-        return bool(self._pokes != mark)
-
-    async def wait(self, mark: Any, seconds: float) -> bool:
-        """Return when something happened since ``mark`` (True), or after ``seconds``
-        (False)."""
-        woken = self._woken
-        if woken is None:
-            raise RuntimeError("ChangeSignal.wait before open")
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + seconds
-        while True:
-            woken.clear()
-            if self.changed(mark):
-                return True
-            left = deadline - loop.time()
-            if left <= 0:
-                return False
-            step = left if self.check_interval is None else min(left, self.check_interval)
-            with suppress(TimeoutError):
-                await asyncio.wait_for(woken.wait(), step)
-
-
 @dataclass(frozen=True, slots=True)
 class Timeouts:
     """Bounds on waiting, in seconds (None: the database's own setting).
@@ -363,12 +291,8 @@ class Timeouts:
     def __post_init__(self) -> None:
         for name in ("lock_timeout", "idle_in_transaction"):
             value = getattr(self, name)
-            if value is None:
-                continue
-            if isinstance(value, bool) or not isinstance(value, int | float):
-                raise ArgumentTypeError(f"{name} must be a number of seconds, not {value!r}")
-            if not 0 < value <= 86400:
-                raise InvalidArgumentError(f"{name} must be from 0 to 86400 seconds, not {value}")
+            if value is not None:
+                check_seconds(name, value, most=86400, zero=False)
 
 
 @contextmanager
@@ -436,6 +360,40 @@ async def outcome_then_cancel(
         if work.cancelled() or work.exception() is not None:
             raise
         raise CancelledAfterCommit(work.result()) from None
+
+
+async def in_own_thread(fn: Callable[[], T]) -> T:
+    """Run ``fn`` on a thread of its own and await its result.
+
+    Not the loop's default executor: its idle threads outlive the call (until the
+    loop's executor is shut down), and a long read should not hold one of the few
+    threads other work shares. The thread is joined once it has answered; if the
+    caller is cancelled, it finishes its read and exits on its own.
+    """
+    loop = asyncio.get_running_loop()
+    future: asyncio.Future[T] = loop.create_future()
+
+    def settle(ok: bool, value: Any) -> None:
+        if future.done():
+            return
+        if ok:
+            future.set_result(value)
+        else:
+            future.set_exception(value)
+
+    def work() -> None:
+        try:
+            outcome: tuple[bool, Any] = (True, fn())
+        except BaseException as error:  # handed to the awaiting task
+            outcome = (False, error)
+        with suppress(RuntimeError):  # the loop is closed: nobody waits
+            loop.call_soon_threadsafe(settle, *outcome)
+
+    thread = threading.Thread(target=work, name="convstore-snapshot", daemon=True)
+    thread.start()
+    result = await future
+    thread.join()  # it has answered: only its exit is left
+    return result
 
 
 class KeptOutcome(Protocol):
@@ -509,6 +467,13 @@ class Runner(abc.ABC):
         """
 
     @abc.abstractmethod
+    async def snapshot(self, fn: TxFunction[T]) -> T:
+        """Run the read-only ``fn`` in one consistent snapshot of the database, on a
+        connection of its own where one can be had, so that appends go on meanwhile
+        (audit, verify and export read the whole log: holding the log's lock that long
+        would stall every writer)."""
+
+    @abc.abstractmethod
     async def close(self) -> None:
         """Release connections (and the engine, when this runner created it)."""
 
@@ -520,6 +485,17 @@ class Runner(abc.ABC):
     # The kind of connection pooler between this runner and the database, if it was
     # told of one (``?pooler=transaction``): None for a direct connection.
     pooler: str | None = None
+
+    @property
+    def handed_in(self) -> bool:
+        """Whether the engine is the user's (handed to the store, kept as configured)."""
+        return False
+
+    @property
+    def owns_engine(self) -> bool:
+        """Whether the runner made the engine it holds (from a URL), which closing it
+        disposes of (a store left unclosed then warns)."""
+        return False
 
     @property
     def revalidate(self) -> bool:
@@ -603,6 +579,31 @@ class AsyncEngineRunner(Runner):
             if cancelled is None:
                 raise
             raise cancelled from error
+
+    async def snapshot(self, fn: TxFunction[T]) -> T:
+        """A connection of the engine's pool at the dialect's snapshot isolation
+        (PostgreSQL: ``REPEATABLE READ, READ ONLY``; MySQL/MariaDB: ``REPEATABLE READ``;
+        an aiosqlite engine: an explicit ``BEGIN``)."""
+        dialect = self.dialect
+        with translate_errors(dialect):
+            async with self._engine.connect() as conn:
+                if dialect.snapshot_isolation is not None:
+                    await conn.execution_options(isolation_level=dialect.snapshot_isolation)
+                return await conn.run_sync(self._in_snapshot, fn)
+
+    def _in_snapshot(self, conn: Connection, fn: TxFunction[T]) -> T:
+        """``fn`` in a snapshot transaction of ``conn``."""
+        with conn.begin():
+            self.dialect.begin_snapshot(conn)
+            return fn(conn)
+
+    @property
+    def handed_in(self) -> bool:
+        return not self.owned
+
+    @property
+    def owns_engine(self) -> bool:
+        return self.owned
 
     def _in_transaction(self, conn: Connection, fn: TxFunction[T], write: bool) -> T:
         transaction = conn.begin()

@@ -25,7 +25,7 @@ event) or a projection that reads positions takes its positions first, as MySQL 
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any, ClassVar
 
@@ -33,6 +33,7 @@ from sqlalchemy import Connection, exc, text
 from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.sql.compiler import TypeCompiler
 
+from ..batch import LiveSetChanged, StreamWrite
 from ..errors import (
     ConvstoreError,
     IntegrityError,
@@ -163,13 +164,39 @@ class MySQLDialect(Dialect):
         if not committed:
             _NEXT_READ_COMMITTED.execute(conn)  # for the transaction about to start
 
-    def positions_at_commit(
-        self, conn: Connection, payloads: Iterable[bytes], statement_limit: int | None
-    ) -> bool:
+    def write_batch(self, conn: Connection, write: StreamWrite) -> int | None:
+        """On MariaDB, an append that fits one statement (:data:`AT_COMMIT_BYTES`) to a
+        database whose projections read no position takes its positions in the statement
+        that commits (see the module docstring): the projections are applied first (their
+        events carry position 0), then :meth:`commit_append` writes the stream's row and
+        the events, numbers them and commits. Otherwise, and on MySQL, positions first,
+        as every backend does (:meth:`Dialect.write_batch`)."""
+        projections = write.projections
+        if write.confirm or projections.positions_first or not self._at_commit(conn, write):
+            return super().write_batch(conn, write)
+        rows, recorded = write.rows(0)
+        for projector in projections.live:
+            projector.apply(conn, recorded)
+        self.announce(conn, write.stream_id)
+        last_position = self.commit_append(
+            conn,
+            rows=rows,
+            stream=write.stream_values(),
+            new_stream=write.head is None,
+            generation=projections.generation,
+        )
+        if last_position is None:
+            raise LiveSetChanged()
+        return last_position
+
+    def _at_commit(self, conn: Connection, write: StreamWrite) -> bool:
+        """Whether ``write`` takes its positions as it commits: MariaDB, and small enough."""
         if not getattr(conn.dialect, "is_mariadb", False):
             return False
-        budget = AT_COMMIT_BYTES if statement_limit is None else statement_limit // 2
-        return sum(map(self.wire_size, payloads)) <= min(AT_COMMIT_BYTES, budget)
+        limit = write.statement_limit
+        budget = AT_COMMIT_BYTES if limit is None else limit // 2
+        size = sum(self.wire_size(enc.payload) for enc in write.events)
+        return size <= min(AT_COMMIT_BYTES, budget)
 
     def commit_append(
         self,
@@ -180,6 +207,12 @@ class MySQLDialect(Dialect):
         new_stream: bool,
         generation: int,
     ) -> int | None:
+        """Reserve positions for ``rows`` (events, without ``position``), advance or
+        create the stream's row (``stream``: ``sid``, ``new_version``,
+        ``new_head_hash``, ``now``), insert the events and commit, all in one statement
+        run by the server; return the last position, or None (nothing written, the
+        transaction rolled back) if the live projection set is no longer
+        ``generation``."""
         key = (len(rows), new_stream)
         statement = self._statements.get(key)
         if statement is None:

@@ -87,7 +87,8 @@ from ..errors import (
 )
 from ..prepared import Prepared
 from ..schema import Key
-from .base import ChangeSignal, Dialect, Timeouts
+from .base import Dialect, Timeouts
+from .signals import ChangeSignal
 
 log = logging.getLogger("convstore.eventstore")
 
@@ -280,6 +281,9 @@ class PostgresDialect(Dialect):
 
     def lock_log(self, conn: Connection) -> None:
         _LOCK_LOG.execute(conn)
+
+    def begin_snapshot(self, conn: Connection) -> None:
+        conn.execute(text("SET TRANSACTION READ ONLY"))  # (REPEATABLE READ, READ ONLY)
 
     def read_horizon(self, conn: Connection) -> int:
         row = _IN_PROGRESS.first(conn)

@@ -31,6 +31,7 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from sqlalchemy.pool import StaticPool
 
+from ..batch import STREAM
 from ..errors import (
     ConfigurationError,
     ConvstoreError,
@@ -44,15 +45,16 @@ from ..errors import (
 )
 from ..prepared import Prepared
 from .base import (
-    ChangeSignal,
     Dialect,
     Runner,
     T,
     Timeouts,
     TxFunction,
     await_kept_outcome,
+    in_own_thread,
     translate_errors,
 )
+from .signals import ChangeSignal
 
 log = logging.getLogger("convstore.sqlite")
 
@@ -73,8 +75,16 @@ class SQLiteDialect(Dialect):
     # primary key, in index order, without a sort: one row per event is the fast read.
     reads_item_arrays: ClassVar[bool] = True
 
+    # A snapshot read is an explicit BEGIN (the connections are in autocommit mode):
+    # every statement of the transaction then sees the database as of its first read,
+    # and writers go on committing to the WAL meanwhile.
+    snapshot_isolation: ClassVar[str | None] = None
+
     def __init__(self, *, read_only: bool = False) -> None:
         self.read_only = read_only
+
+    def begin_snapshot(self, conn: Connection) -> None:
+        conn.exec_driver_sql("BEGIN")
 
     def begin(self, conn: Connection, *, write: bool) -> None:
         # Reads run in autocommit mode: each statement sees one consistent snapshot,
@@ -84,8 +94,9 @@ class SQLiteDialect(Dialect):
         if write and not self.read_only:
             _BEGIN_WRITE.execute(conn)
 
-    def lock_stream(self) -> bool:
-        return False  # BEGIN IMMEDIATE already holds the only write lock there is
+    def stream_head(self, conn: Connection, stream_id: str) -> Any:
+        # BEGIN IMMEDIATE already holds the only write lock there is: no FOR UPDATE.
+        return STREAM.first(conn, {"sid": stream_id})
 
     def max_value_bytes(self, conn: Connection) -> int | None:
         raw = conn.connection.driver_connection
@@ -174,6 +185,12 @@ def _connect_read_only(database: str, busy_timeout: float) -> sqlite3.Connection
     return conn
 
 
+def _connect_snapshot(database: str) -> sqlite3.Connection:
+    """A read-only connection for one snapshot read."""
+    uri = Path(database).resolve().as_uri() + "?mode=ro"
+    return sqlite3.connect(uri, uri=True, isolation_level=None, check_same_thread=False)
+
+
 def _connect_reader(database: str, read_only: bool) -> sqlite3.Connection:
     """A read-only connection that reports busy at once instead of waiting."""
     if read_only:
@@ -237,9 +254,9 @@ class _MemoryKey:
 class ThreadRunner(Runner):
     """Runs each transaction whole on one dedicated thread that owns the connection.
 
-    Handing work to a thread and back costs about 100 µs on the 2-core CI machine,
-    while a short SQLite transaction takes 10-30 µs, so ``quick`` work skips the
-    handoff where that cannot stall the event loop:
+    Handing work to a thread and back costs several times what a short SQLite
+    transaction takes (docs/design.md, "One transaction function, two ways to run
+    it"), so ``quick`` work skips the handoff where that cannot stall the event loop:
 
     * an in-memory database has no I/O and no other connection: every transaction
       runs on the calling thread (under a lock, for callers on several threads), and
@@ -276,7 +293,7 @@ class ThreadRunner(Runner):
         )
         # What ``engine`` connects to. An in-memory database that other connections must
         # reach (``shareable``) is a named one of SQLite's "memdb" VFS instead of a
-        # private ":memory:" (about 2 µs more per transaction, so only when asked).
+        # private ":memory:" (a little slower, docs/design.md: so only when asked).
         self._engine_url: str | None
         if self._memory and shareable:
             connect_to, uri = f"file:/convstore-{uuid.uuid4().hex}?vfs=memdb", True
@@ -423,6 +440,30 @@ class ThreadRunner(Runner):
         _RELEASE_SAVEPOINT.execute(conn)
         return True, value
 
+    async def snapshot(self, fn: TxFunction[T]) -> T:
+        """On a file, a read-only connection of its own in WAL mode, on a thread of its
+        own; in memory (no other connection exists, nor a writer of another process to
+        stall), the runner's own connection."""
+        if self._memory:
+            return await self.run(lambda conn: self._in_snapshot(conn, fn), write=False)
+        return await in_own_thread(lambda: self._file_snapshot(fn))
+
+    def _in_snapshot(self, conn: Connection, fn: TxFunction[T]) -> T:
+        """``fn`` after the snapshot's BEGIN."""
+        self.dialect.begin_snapshot(conn)
+        return fn(conn)
+
+    def _file_snapshot(self, fn: TxFunction[T]) -> T:
+        """``fn`` in a snapshot of the file, on a read-only connection made for it."""
+        engine = create_engine(
+            "sqlite://", creator=lambda: _connect_snapshot(self.database), poolclass=StaticPool
+        )
+        try:
+            with translate_errors(self.dialect), engine.connect() as conn, conn.begin():
+                return self._in_snapshot(conn, fn)
+        finally:
+            engine.dispose()
+
     def _connection(self) -> Connection:
         if self._conn is None:
             self._conn = self._engine.connect()
@@ -471,7 +512,7 @@ class ThreadRunner(Runner):
         The same transaction as ``with reader.begin()`` (which emits nothing on this
         connection: each statement reads one consistent snapshot, as
         :meth:`SQLiteDialect.begin` says), without SQLAlchemy's transaction object,
-        which cost about a sixth of a ``get_items(limit=20)``. If ``fn`` uses
+        which costs a noticeable part of a quick read (docs/design.md). If ``fn`` uses
         ``conn.execute``, SQLAlchemy begins its bookkeeping of a transaction; it is
         ended here, so the next read starts clean.
         """

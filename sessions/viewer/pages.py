@@ -15,7 +15,7 @@ from datetime import datetime
 from typing import Any
 
 import msgspec
-from sqlalchemy import Connection, func, inspect, select
+from sqlalchemy import Connection, inspect, select
 
 from eventstore import (
     MAIN_BRANCH,
@@ -30,7 +30,7 @@ from eventstore import (
     SessionCleared,
     SessionStarted,
     decode_item,
-    schema,
+    queries,
 )
 from eventstore.audit import audit_stream
 from eventstore.records import recorded_from_row, to_datetime
@@ -107,32 +107,18 @@ async def sessions_page(
         raise BadRequest(f"sort must be one of {', '.join(SORTS)}, not {sort!r}")
     if page < 1:
         raise BadRequest(f"page must be 1 or more, not {page}")
-    s, e = schema.streams, schema.events
-    where = [s.c.stream_id.contains(query, autoescape=True)] if query else []
-    size = select(func.coalesce(func.sum(func.length(e.c.payload)), 0)).where(
-        e.c.stream_id == s.c.stream_id
-    )
-    orders: dict[str, list[Any]] = {
-        "activity": [s.c.updated_at.desc(), s.c.stream_id],
-        "id": [s.c.stream_id],
-        "events": [s.c.version.desc(), s.c.stream_id],
-        "created": [s.c.created_at.desc(), s.c.stream_id],
-        "size": [size.scalar_subquery().desc(), s.c.stream_id],
-    }
-    order = orders[sort]
 
     def read(conn: Connection) -> tuple[int, list[Any], dict[str, int], dict[str, str]]:
-        total = int(conn.execute(select(func.count()).select_from(s).where(*where)).scalar_one())
-        rows = conn.execute(
-            select(s, size.scalar_subquery().label("size"))
-            .where(*where)
-            .order_by(*order)
-            .limit(PAGE_SESSIONS)
-            .offset((page - 1) * PAGE_SESSIONS)
-        ).all()
+        total, rows = queries.stream_page_tx(
+            conn,
+            contains=query,
+            order=sort,
+            limit=PAGE_SESSIONS,
+            offset=(page - 1) * PAGE_SESSIONS,
+        )
         ids = [row.stream_id for row in rows]
         counts = HISTORY.own_item_counts(conn, MAIN_BRANCH, ids)
-        return total, list(rows), counts, read_kinds(conn, ids)
+        return total, rows, counts, read_kinds(conn, ids)
 
     total, rows, counts, kinds = await store.run(read)
     out = [
@@ -156,13 +142,12 @@ def read_kinds(conn: Connection, ids: Sequence[str]) -> dict[str, str]:
     first event, and whether it has a data key (an encrypted session)."""
     if not ids:
         return {}
-    e = schema.events
     keyed: set[str] = set()
     if inspect(conn).has_table(data_keys.name):
         k = data_keys
         keyed = set(conn.execute(select(k.c.stream_id).where(k.c.stream_id.in_(ids))).scalars())
     kinds = {}
-    for row in conn.execute(select(e).where(e.c.stream_id.in_(ids), e.c.version == 1)):
+    for row in queries.first_events_tx(conn, ids):
         try:
             started = recorded_from_row(row).event
         except DecodeError:  # the log page shows why

@@ -5,8 +5,7 @@ from __future__ import annotations
 import pytest
 from sqlalchemy import Connection, inspect, select, text
 
-from eventstore import ItemsAdded, SchemaError, encode_items, schema
-from eventstore import store as store_module
+from eventstore import ItemsAdded, SchemaError, encode_items, schema, transactions
 
 from ..conftest import Backend
 from .chain_check import assert_chain_valid
@@ -19,8 +18,8 @@ def added(value: object) -> ItemsAdded:
 
 def _forget_open_databases() -> None:
     """As if the next store ran in a new process, which knows nothing of the tables."""
-    store_module._state_by_key.clear()
-    store_module._state_by_engine.clear()
+    transactions._state_by_key.clear()
+    transactions._state_by_engine.clear()
 
 
 async def test_log_tables_of_revision_2_are_migrated(shared_backend: Backend) -> None:

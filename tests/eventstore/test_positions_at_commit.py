@@ -185,9 +185,15 @@ def test_the_committing_statement_stays_within_the_servers_packet_limit() -> Non
     dialect = MySQLDialect()
     mariadb: Any = SimpleNamespace(dialect=SimpleNamespace(is_mariadb=True))
     mysql: Any = SimpleNamespace(dialect=SimpleNamespace(is_mariadb=False))
+
+    def positions_at_commit(conn: Any, payloads: list[bytes], limit: int | None) -> bool:
+        events = [SimpleNamespace(payload=payload) for payload in payloads]
+        write: Any = SimpleNamespace(events=events, statement_limit=limit)
+        return dialect._at_commit(conn, write)
+
     payloads = [b"x" * 100, b"'" * 50]  # 200 bytes as sent: a quote is escaped
-    assert dialect.positions_at_commit(mariadb, payloads, None)
-    assert dialect.positions_at_commit(mariadb, payloads, 400)
-    assert not dialect.positions_at_commit(mariadb, payloads, 399)  # over half the limit
-    assert not dialect.positions_at_commit(mariadb, [b"x" * (AT_COMMIT_BYTES + 1)], None)
-    assert not dialect.positions_at_commit(mysql, payloads, None)  # no compound statements
+    assert positions_at_commit(mariadb, payloads, None)
+    assert positions_at_commit(mariadb, payloads, 400)
+    assert not positions_at_commit(mariadb, payloads, 399)  # over half the limit
+    assert not positions_at_commit(mariadb, [b"x" * (AT_COMMIT_BYTES + 1)], None)
+    assert not positions_at_commit(mysql, payloads, None)  # no compound statements

@@ -21,6 +21,7 @@ from sqlalchemy import (
 )
 
 from eventstore import (
+    BaseProjector,
     EventStore,
     ItemsAdded,
     RecordedEvent,
@@ -151,6 +152,73 @@ async def test_a_behind_projection_is_caught_up_before_the_next_append(
     await again.append("s", [added(6)])
     assert await counts.counts(again) == {"s": 7}
     await assert_matches_replay(again)
+
+
+class ReplayingCounts(CountProjector):
+    """A protocol-only projector (no BaseProjector) that declares both optional
+    abilities: it loads a catch-up through its own ``replay``, and reads no position."""
+
+    reads_positions = False
+
+    def __init__(self) -> None:
+        super().__init__("replaying")
+        self.applied = self.replayed = 0
+
+    def apply(self, conn: Connection, events: Sequence[RecordedEvent]) -> None:
+        self.applied += len(events)
+        super().apply(conn, events)
+
+    def replay(self, conn: Connection, events: Sequence[RecordedEvent]) -> None:
+        self.replayed += len(events)
+        super().apply(conn, events)
+
+
+async def test_a_protocol_projector_is_adopted_with_the_abilities_it_declares(
+    shared_backend: Backend,
+) -> None:
+    store = shared_backend.store(projectors=(HISTORY,))
+    for n in range(5):
+        await store.append("s", [added(n)])
+    counts = ReplayingCounts()
+    later = shared_backend.store(projectors=(HISTORY, counts))
+    try:
+        await later.append("s", [added(5)])  # caught up (replay), then appended (apply)
+        assert (counts.replayed, counts.applied) == (5, 1)
+        assert await counts.counts(later) == {"s": 6}
+        adopted = {p.name: p for p in later.projectors}["replaying"]
+        assert isinstance(adopted, BaseProjector)
+        assert not adopted.reads_positions
+    finally:
+        registry._registered.pop("replaying", None)
+    assert registry.adopt(CountProjector("plain")).reads_positions  # the default
+    assert registry.adopt(HISTORY) is HISTORY  # a BaseProjector is kept as it is
+
+
+def test_a_base_projector_replays_with_apply_unless_it_says_otherwise() -> None:
+    applied: list[Sequence[RecordedEvent]] = []
+
+    class Minimal(BaseProjector):
+        name, schema_version, metadata = "minimal", 1, MetaData()
+
+        def apply(self, conn: Connection, events: Sequence[RecordedEvent]) -> None:
+            applied.append(events)
+
+        def reset(self, conn: Connection) -> None:
+            pass
+
+        def expected_rows(self, stream_id: str, events: Sequence[RecordedEvent]) -> Rows:
+            return {}
+
+        def live_rows(self, conn: Connection, stream_id: str) -> Rows:
+            return {}
+
+        def stream_ids(self, conn: Connection) -> set[str]:
+            return set()
+
+    projector = Minimal()
+    projector.replay(None, [])  # type: ignore[arg-type]
+    assert applied == [[]]
+    assert projector.reads_positions  # positions are taken first unless it says not
 
 
 async def test_a_database_keeping_an_unknown_projection_refuses_appends(

@@ -42,7 +42,8 @@ def _pause_inside_append(target: str, paused: Any, release: Any) -> None:
         # No idle-in-transaction limit: the server must not end this stall for us.
         async with EventStore(target, idle_in_transaction_timeout=None) as store:
             await store.ensure_tables()
-            write, commit = store._write_tx, store._dialect.commit_append
+            dialect: Any = store._dialect
+            write, commit = store._writer._write_tx, getattr(dialect, "commit_append", None)
 
             def pause() -> None:
                 paused.set()
@@ -58,9 +59,9 @@ def _pause_inside_append(target: str, paused: Any, release: Any) -> None:
                 return commit(conn, **values)
 
             if store.dense_positions:  # MariaDB: positions are taken as it commits
-                store._dialect.commit_append = pause_then_commit  # type: ignore[method-assign]
+                dialect.commit_append = pause_then_commit
             else:
-                store._write_tx = write_then_pause  # type: ignore[method-assign]
+                store._writer._write_tx = write_then_pause  # type: ignore[method-assign]
             await store.append("paused", [added("paused")])
 
     asyncio.run(main())

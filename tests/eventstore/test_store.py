@@ -391,7 +391,7 @@ def written_batches(store: EventStore, monkeypatch: pytest.MonkeyPatch) -> list[
     """How many events each write of ``store`` from now on carried (one per transaction
     that wrote; a transaction that failed is not counted)."""
     sizes: list[int] = []
-    write = store._write_tx
+    write = store._writer._write_tx
 
     def counted(*args: Any) -> Any:
         done = write(*args)
@@ -399,7 +399,7 @@ def written_batches(store: EventStore, monkeypatch: pytest.MonkeyPatch) -> list[
             sizes.append(len(args[3]))
         return done
 
-    monkeypatch.setattr(store, "_write_tx", counted)
+    monkeypatch.setattr(store._writer, "_write_tx", counted)
     return sizes
 
 
@@ -557,3 +557,24 @@ def test_decode_items_round_trips_and_restores_the_collector() -> None:
     with pytest.raises(msgspec.DecodeError):
         decode_items([b"{"])
     assert gc.isenabled()  # restored after an error too
+
+
+async def test_scan_events_hands_over_the_stored_rows_a_page_at_a_time(backend: Backend) -> None:
+    store = backend.store()
+    for n in range(5):
+        await store.append("a" if n % 2 else "b", [added(n)])
+    pages: list[list[tuple[str, int]]] = []
+
+    def keep(rows: Any) -> None:
+        pages.append([(row.stream_id, row.version) for row in rows])
+
+    assert await store.scan_events(keep, page_size=2) == 5
+    assert [len(page) for page in pages] == [2, 2, 1]
+    assert [key for page in pages for key in page] == [
+        (e.stream_id, e.version) for e in await store.read_all()
+    ]
+    pages.clear()
+    assert await store.scan_events(keep, stream_id="a", page_size=10) == 2
+    assert pages == [[("a", 1), ("a", 2)]]
+    with pytest.raises(InvalidArgumentError, match="page_size"):
+        await store.scan_events(keep, page_size=0)

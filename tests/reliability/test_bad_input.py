@@ -18,6 +18,7 @@ import pytest
 from sqlalchemy import Connection, text
 
 from eventstore import (
+    MAX_INTEGER,
     ArgumentTypeError,
     BranchError,
     ConfigurationError,
@@ -30,7 +31,6 @@ from eventstore import (
     ProjectionMismatchError,
     SerializationError,
 )
-from eventstore.store import MAX_INTEGER
 from sessions import (
     AdvancedSQLAlchemySession,
     AdvancedSQLiteSession,

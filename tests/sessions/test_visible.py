@@ -51,7 +51,7 @@ async def test_transient_retries_are_logged(
 async def test_slow_transactions_are_logged_at_debug(
     backend: Backend, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr("eventstore.store.SLOW_SECONDS", 0.0)  # every transaction is "slow"
+    monkeypatch.setattr("eventstore.transactions.SLOW_SECONDS", 0.0)  # every transaction is "slow"
     async with open_session(backend.name, backend.target, "s") as session:
         with caplog.at_level(logging.DEBUG, logger="convstore"):
             await session.add_items([{"n": 1}])

@@ -158,10 +158,11 @@ async def decrypt_items(
     items are shown too (this is a look at the record, not ``get_items``). A wrong key
     raises :class:`WrongKeyError`, a shredded one :class:`KeyShreddedError`; nothing is
     written. ``key_store`` names the key database when the keys live apart."""
-    from ._envelope import MARKER, parse_envelope
+    from .crypto.envelope import MARKER
     from .encrypted import EncryptedSession
 
-    if not any(isinstance(item, dict) and MARKER in item for item in items):
+    sealed_at = [n for n, item in enumerate(items) if isinstance(item, dict) and MARKER in item]
+    if not sealed_at:
         return list(items)
     sealed = EncryptedSession(
         session=StoreSession(session_id, store),
@@ -170,16 +171,13 @@ async def decrypt_items(
         key_store=key_store,
     )
     try:
-        await sealed._ready()
-        cipher = await sealed._cipher_of(await sealed._read_key())
-        return [
-            cipher.open(parse_envelope(bytes(encode_item(item)), session_id))
-            if isinstance(item, dict) and MARKER in item
-            else item
-            for item in items
-        ]
+        opened = await sealed.open_stored([bytes(encode_item(items[n])) for n in sealed_at])
     finally:
         await sealed.close()
+    shown = list(items)
+    for n, item in zip(sealed_at, opened, strict=True):
+        shown[n] = item
+    return shown
 
 
 @dataclass(frozen=True, slots=True)

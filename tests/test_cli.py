@@ -17,9 +17,9 @@ from agents.memory import SQLiteSession as SdkSQLiteSession
 
 from eventstore import EventStore
 from sessions import StoreSession
-from sessions._progress import ProgressBar
 from sessions.base import HISTORY
 from sessions.cli import format_duration, main, parse_duration
+from sessions.cli.progress import ProgressBar
 
 from .conftest import Backend
 
@@ -358,7 +358,7 @@ def test_durations() -> None:
 
 
 def test_progress_is_plain_lines_off_a_terminal(monkeypatch: pytest.MonkeyPatch) -> None:
-    import sessions._progress as progress
+    import sessions.cli.progress as progress
 
     monkeypatch.setattr(progress, "LINE_INTERVAL", 0.0)
     stream = io.StringIO()
@@ -543,7 +543,7 @@ def test_history_of_an_encrypted_session(
 
 def test_progress_is_a_bar_redrawn_on_a_terminal(monkeypatch: pytest.MonkeyPatch) -> None:
     """What docs/cli.md shows: a bar redrawn in place, then a newline."""
-    import sessions._progress as progress
+    import sessions.cli.progress as progress
 
     class Terminal(io.StringIO):
         def isatty(self) -> bool:

@@ -41,7 +41,7 @@ from projections.usage_table import USAGE
 
 from .. import admin
 from ..base import HISTORY, StoreSession
-from ..cli import _summary as event_summary
+from ..cli.output import summary as event_summary
 from ..crypto.envelope import MARKER
 from ..crypto.tables import data_keys
 from ..encrypted import EncryptedSession

@@ -1,0 +1,5 @@
+"""``python -m sessions.cli``: the ``convstore`` command."""
+
+from . import main
+
+main()

@@ -291,6 +291,10 @@ async def test_cancelled_clear_either_cleared_or_did_nothing(
         seen[outcome] += 1
         left = await session.get_items()
         assert (left == []) == (outcome != "not written"), f"round {i}: {outcome}, {left}"
+        if i >= ROUNDS // 2 and "finished" not in seen:
+            # A clear takes longer than the read timed above, the more so on a busy
+            # server: widen the spread until some clears end before their cancellation.
+            within *= 1.1
     assert required <= set(seen), f"an outcome never occurred: {seen}"
 
 

@@ -558,3 +558,15 @@ def test_progress_is_a_bar_redrawn_on_a_terminal(monkeypatch: pytest.MonkeyPatch
     assert drawn.startswith("\rauditing [###############...............] 50,500/101,000 (")
     assert drawn.endswith("/s)\n")
     assert drawn.count("\r") == 2
+
+
+def test_a_time_without_an_offset_is_utc_as_the_tables_show_it() -> None:
+    from datetime import UTC, datetime
+
+    from sessions.cli.args import parse_as_of
+
+    assert parse_as_of("2026-01-31T12:00:00") == datetime(2026, 1, 31, 12, tzinfo=UTC)
+    assert parse_as_of("2026-01-31T12:00:00Z") == datetime(2026, 1, 31, 12, tzinfo=UTC)
+    assert parse_as_of("7") == 7
+    with pytest.raises(argparse.ArgumentTypeError, match="neither a version nor a time"):
+        parse_as_of("yesterday")

@@ -7,7 +7,7 @@ import argparse
 import os
 import re
 import sys
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING, without importing typing for --version
@@ -52,17 +52,27 @@ def format_duration(value: timedelta) -> str:
     return "".join(parts) or "0s"
 
 
+def parse_time(text: str) -> datetime:
+    """An ISO 8601 time (``Z`` or an offset; UTC if none, as the tables show times).
+
+    Raises ValueError, with a message that shows the form expected."""
+    try:
+        moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        raise ValueError(f"{text!r} is not a time such as 2026-01-31T12:00:00Z") from None
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
 def parse_as_of(text: str) -> int | datetime:
-    """A version number, or an ISO 8601 time (``Z`` or an offset; UTC if none)."""
+    """A version number, or an ISO 8601 time (:func:`parse_time`)."""
     if text.isdigit():
         return int(text)
     try:
-        moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
+        return parse_time(text)
     except ValueError:
         raise argparse.ArgumentTypeError(
             f"{text!r} is neither a version nor a time (e.g. 4, or 2026-01-31T12:00:00Z)"
         ) from None
-    return moment if moment.tzinfo else moment.replace(tzinfo=datetime.now().astimezone().tzinfo)
 
 
 def positive(text: str) -> int:

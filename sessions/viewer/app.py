@@ -15,7 +15,7 @@ import json
 import logging
 import os
 from collections.abc import AsyncIterator, Awaitable, Callable
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote, urlencode
@@ -40,6 +40,7 @@ from starlette.types import Receive, Scope, Send
 from eventstore import ConfigurationError, ConvstoreError, EventStore, Subscription
 
 from ..admin import open_store
+from ..cli.args import parse_time
 from . import charts, pages
 from .items import ItemView
 
@@ -480,12 +481,11 @@ def _whole(text: str | None, name: str, *, default: int, least: int = 1) -> int:
 def _time(text: str) -> datetime:
     """An ISO 8601 time; without an offset it is UTC (the pages show UTC)."""
     try:
-        moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
+        return parse_time(text)
     except ValueError:
         raise pages.BadRequest(
             f"at must be a time such as 2026-01-31T12:00:00Z, not {text!r}"
         ) from None
-    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
 def _when(moment: datetime) -> str:

@@ -136,6 +136,9 @@ def test_a_walk_through_the_viewer(browser: Any, database: str) -> None:
         shoot(driver, "sessions")
         box = driver.find_element(By.NAME, "q")
         box.send_keys("trip", Keys.ENTER)
+        # The search loads a new page; the old one holds a trip_planner link too.
+        WebDriverWait(driver, WAIT).until(ec.staleness_of(box))
+        WebDriverWait(driver, WAIT).until(ec.url_contains("q=trip"))
         link = wait_for(driver, By.LINK_TEXT, "trip_planner")
         assert len(driver.find_elements(By.CSS_SELECTOR, "table.sessions tbody tr")) == 1
 

@@ -25,6 +25,7 @@ from sessions import (
     EncryptedSession,
     SQLiteSession,
     purge_expired,
+    release_sqlite_files,
     rotate_master_key,
     shred_session,
 )
@@ -321,6 +322,7 @@ async def test_a_restored_backup_brings_a_key_back_unless_keys_live_apart(
     await apart.add_items([secret(2)])
     await apart.close()
     checkpointed_bytes(main)
+    release_sqlite_files(backup)  # before copying over a database file, as the docs say
     shutil.copy(main, backup)
     await shred_session(str(main), "t", key_store=keys)
     async with EncryptedSession(

@@ -113,6 +113,12 @@ class LogSetup:
         self._components.update({p.name: p.schema_version for p in added})
         self._checked = None
 
+    def forget(self) -> None:
+        """Check the database again at the next :meth:`ensure` (one quick read of the
+        live set, as a new store does; preparing it again if that changed)."""
+        self._checked = None
+        self.generation = -1
+
     def close(self) -> None:
         """Refuse to prepare the database from now on (the store is closed)."""
         self._closed = True

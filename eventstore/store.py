@@ -30,7 +30,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from . import queries, registry, removal, subscribe
 from .backends import open_runner
-from .backends.base import T, Timeouts, TxFunction
+from .backends.base import T, Timeouts, TxFunction, run_blocking
 from .backends.signals import ChangeSignal
 from .checks import check_bounds, check_flag, check_integer, check_stream_id
 from .errors import InvalidArgumentError, StoreClosedError, StoreInUseError
@@ -188,6 +188,35 @@ class EventStore:
         if self._replica is not None:
             await self._replica.close()
         await self._runner.close()
+
+    def close_blocking(self) -> None:
+        """:meth:`close` from synchronous code, waiting on the calling thread (SQLite's
+        connections are closed there; on a server, on a thread of its own). For what
+        has no event loop to await in: a timer, process exit, an explicit release."""
+        if self._closed:
+            return
+        if self._holders:
+            raise StoreInUseError(
+                f"this store is shared by {self._holders} open session(s): close them first"
+            )
+        self._closed = True
+        self._setup.close()
+        if self._replica is not None:
+            replica = self._replica
+            run_blocking(replica.close)
+        self._runner.close_blocking()
+
+    def schema_mark(self) -> object | None:
+        """A mark of the database's schema that any process's change to a table changes,
+        read at once on the calling thread (SQLite: its schema version); None where it
+        cannot be read so cheaply. With :meth:`recheck`, for a store kept open while
+        nothing used it."""
+        return None if self._closed else self._runner.schema_mark()
+
+    def recheck(self) -> None:
+        """Check the tables and the live projection set again before the next operation
+        (one quick read), as a new store on the database would."""
+        self._setup.forget()
 
     def share(self) -> Self:
         """Count one more holder (a session sharing this store); return the store."""

@@ -55,7 +55,7 @@ if TYPE_CHECKING:
     from .crypto.keyring import rotate_master_key, shred_session
     from .encrypted import EncryptedSession, purge_expired
     from .sqlalchemy import SQLAlchemySession
-    from .sqlite import SQLiteSession
+    from .sqlite import SQLiteSession, release_sqlite_files
     from .tables import create_tables
     from .usage import TurnUsage, UsageSession, UsageStats, UsageTotals, render_usage, usage_report
 
@@ -104,6 +104,7 @@ _WHERE = {
     "WrongKeyError": "eventstore",
     "create_tables": ".tables",
     "purge_expired": ".encrypted",
+    "release_sqlite_files": ".sqlite",
     "render_usage": ".usage",
     "rotate_master_key": ".crypto.keyring",
     "shred_session": ".crypto.keyring",
@@ -205,6 +206,7 @@ __all__ = [
     "WrongKeyError",
     "create_tables",
     "purge_expired",
+    "release_sqlite_files",
     "render_usage",
     "rotate_master_key",
     "shred_session",

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import os
-from collections.abc import AsyncIterator, Callable, MutableMapping
+from collections.abc import AsyncIterator, Callable, Iterator, MutableMapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -153,6 +153,16 @@ def detect_servers(
 def pytest_configure(config: pytest.Config) -> None:
     SERVER_CHOICES.update(detect_servers(os.environ))
     LOG_WRITES.install()
+
+
+@pytest.fixture(autouse=True)
+def _release_sqlite_files() -> Iterator[None]:
+    """The store of a SQLite file outlives its last session for a while
+    (sessions/sqlite.py): each test leaves none behind for the next."""
+    yield
+    from sessions import release_sqlite_files
+
+    release_sqlite_files()
 
 
 # -- guarantee 8: only eventstore writes the log's tables (tests/log_writes.py) --------

@@ -17,7 +17,7 @@ import abc
 import asyncio
 import logging
 import threading
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Coroutine, Iterable, Iterator, Mapping
 from contextlib import AbstractContextManager, contextmanager, nullcontext, suppress
 from dataclasses import dataclass
 from typing import Any, ClassVar, Protocol, TypeVar
@@ -450,6 +450,24 @@ def cancelled_instead(error: Exception) -> asyncio.CancelledError | None:
     return None
 
 
+def run_blocking(fn: Callable[[], Coroutine[Any, Any, None]]) -> None:
+    """Await ``fn()`` on a thread of its own with an event loop of its own, and wait:
+    for synchronous code, whether or not its thread runs a loop."""
+    failed: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            asyncio.run(fn())
+        except BaseException as error:
+            failed.append(error)
+
+    worker = threading.Thread(target=run, name="convstore-close")
+    worker.start()
+    worker.join()
+    if failed:
+        raise failed[0]
+
+
 class Runner(abc.ABC):
     """Runs a transaction function somewhere and returns its result."""
 
@@ -502,6 +520,16 @@ class Runner(abc.ABC):
         """Whether a new store must check, with one quick read, that what this process
         cached about the database (tables ready, live projections) still holds."""
         return False
+
+    def schema_mark(self) -> object | None:
+        """A mark of the database's schema, read on the calling thread without waiting,
+        that changes whenever any process changes a table; None where there is none to
+        read cheaply (a server) or it could not be read at once."""
+        return None
+
+    def close_blocking(self) -> None:
+        """:meth:`close` from synchronous code (a timer thread, process exit)."""
+        run_blocking(self.close)
 
     @property
     @abc.abstractmethod

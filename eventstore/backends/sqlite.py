@@ -52,6 +52,7 @@ from .base import (
     TxFunction,
     await_kept_outcome,
     in_own_thread,
+    run_blocking,
     translate_errors,
 )
 from .signals import ChangeSignal
@@ -561,6 +562,41 @@ class ThreadRunner(Runner):
                 self._reader = None
         self._finalizer()
 
+    def close_blocking(self) -> None:
+        """:meth:`close` on the calling thread, which must run no event loop of this
+        runner's (the idle timer of shared stores, process exit, an explicit release):
+        waits for a transaction in flight, then closes the connections (the last one on
+        a file checkpoints WAL and removes the ``-wal`` and ``-shm`` files)."""
+        if not self._finalizer.alive:
+            return
+        if self._async_engine is not None:  # of some loop: disposed on a loop of its own
+            engine, self._async_engine = self._async_engine, None
+            try:
+                run_blocking(engine.dispose)
+            except Exception as error:  # its connections go with the process
+                log.debug("disposing the aiosqlite engine failed: %s", error)
+        self._close_connection()
+        with self._reader_lock:
+            if self._reader is not None:
+                self._reader.close()
+                self._reader = None
+        self._finalizer()
+
+    def schema_mark(self) -> object | None:
+        """SQLite's schema version of the file (``PRAGMA schema_version``: every process
+        that changes a table changes it), read on the read-only connection; None in
+        memory, once closed, or when that connection is busy."""
+        if self._memory or not self._finalizer.alive:
+            return None
+        if not self._reader_lock.acquire(blocking=False):
+            return None
+        try:
+            return self._read_here(_schema_version)
+        except ConvstoreError:
+            return None
+        finally:
+            self._reader_lock.release()
+
     def _close_connection(self) -> None:
         with self._conn_lock:
             if self._conn is not None:
@@ -584,6 +620,12 @@ class ThreadRunner(Runner):
         # A file can be deleted and created again at the same path (a test fixture, a
         # reset development database): another database, whatever this process knew.
         return not self._memory
+
+
+def _schema_version(conn: Connection) -> int:
+    driver = conn.connection.driver_connection
+    assert isinstance(driver, sqlite3.Connection)
+    return int(driver.execute("PRAGMA schema_version").fetchone()[0])
 
 
 class DataVersionSignal(ChangeSignal):

@@ -5,7 +5,9 @@ creates a session's data key on first use (and the table's master key row before
 first data key), unwraps data keys under the key-encryption key (KEK), re-wraps them
 all under a new master key (rotation), and keeps what is costly to derive: the KEK of
 the master key row (scrypt is slow on purpose) and the cipher of the last data key it
-opened. The functions below serve scripts and the command line: ``shred_session``
+opened, and the process keeps the ciphers of the data keys it opened
+(:class:`_OpenedKeys`), so that a session object made per request does not unwrap its
+key again. The functions below serve scripts and the command line: ``shred_session``
 needs no master key, so an erasure request can run without it; ``rotate_master_key``
 needs the old and the new one.
 
@@ -21,8 +23,10 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import threading
 import time
 import weakref
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 
 from sqlalchemy import Connection
@@ -68,6 +72,51 @@ LOG = logging.getLogger("convstore.encryption")
 Target = EventStore | str | os.PathLike[str] | AsyncEngine
 
 _tables_ready: weakref.WeakSet[EventStore] = weakref.WeakSet()
+
+# How many opened data keys the process keeps (see _OpenedKeys).
+OPENED_KEYS = 1024
+
+
+class _OpenedKeys:
+    """The ciphers of the data keys this process opened, by (master key, data key row).
+
+    A session object made per request opens its key from here, with no read of the
+    master key row and no unwrapping. Only the very row that was opened matches: a
+    shredded or rotated key is another row (its wrapped key, its master key id), which
+    every read and write reads afresh in its own transaction, so the cached cipher of
+    the old row is never used again; and another master key never matches. The newest
+    :data:`OPENED_KEYS` are kept; ``shred`` and ``rotate`` drop what they made stale.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._found: OrderedDict[tuple[bytes, DataKeyRow], ItemCipher] = OrderedDict()
+
+    def get(self, master: MasterKey, row: DataKeyRow) -> ItemCipher | None:
+        key = (master.material, row)
+        with self._lock:
+            cipher = self._found.get(key)
+            if cipher is not None:
+                self._found.move_to_end(key)
+            return cipher
+
+    def put(self, master: MasterKey, row: DataKeyRow, cipher: ItemCipher) -> None:
+        with self._lock:
+            self._found[(master.material, row)] = cipher
+            while len(self._found) > OPENED_KEYS:
+                self._found.popitem(last=False)
+
+    def drop(self, session_id: str | None = None) -> None:
+        """Forget the keys of ``session_id`` (of every session, without one)."""
+        with self._lock:
+            if session_id is None:
+                self._found.clear()
+                return
+            for key in [k for k in self._found if k[1].stream_id == session_id]:
+                del self._found[key]
+
+
+_opened = _OpenedKeys()
 
 
 def _now() -> int:
@@ -127,6 +176,10 @@ class KeyRing:
         WrongKeyError for another master key, TamperedError for a damaged row."""
         if self._opened is not None and self._opened[0] == row:
             return self._opened[1]
+        cached = _opened.get(self._master, row)
+        if cached is not None:
+            self._opened = (row, cached)
+            return cached
         if row.wrapped is None:
             raise KeyShreddedError(f"session {row.stream_id!r}: its data key was shredded")
         params = await self.store.run(read_master_tx, quick=True)
@@ -146,6 +199,7 @@ class KeyRing:
         kek = await self._open_kek(params)
         cipher = ItemCipher(row.stream_id, row.key_id, AesGcm(unwrap(kek, row)))
         self._opened = (row, cipher)
+        _opened.put(self._master, row, cipher)
         return cipher
 
     async def create(
@@ -197,6 +251,7 @@ class KeyRing:
         self._master = new_master
         self._kek = (new_params, new_kek_)
         self._opened = None
+        _opened.drop()  # every row of the table changed
         LOG.info(
             "rotated the master key: %d data keys re-wrapped under %s", count, new_params.key_id
         )
@@ -254,6 +309,7 @@ async def shred_session(
         await ensure_key_tables(store)
         now = _now()
         shredded = await store.run(lambda conn: shred_tx(conn, session_id, now), write=True)
+        _opened.drop(session_id)  # (the row changed: no read would match it again)
         if shredded:
             LOG.info("session %r: data key shredded", session_id)
         return shredded

@@ -37,7 +37,7 @@ from eventstore import (
 )
 from eventstore.backends import open_runner
 from projections.history import item_seq
-from sessions import SQLiteSession, StoreSession, admin
+from sessions import SQLiteSession, StoreSession, admin, release_sqlite_files
 from sessions.base import HISTORY
 
 from ..conftest import Backend
@@ -376,11 +376,14 @@ async def test_a_shared_store_cannot_be_closed_from_one_session(tmp_path: Path) 
     await second.add_items([{"n": 2}])
     await first.close()
     assert await second.get_items() == [{"n": 2}]
-    await second.close()  # the last holder: the store closes with it
-    assert second.store.closed
+    await second.close()  # the last holder: the store outlives it, unused, until released
+    assert not second.store.closed
     third = SQLiteSession("a", path)
+    assert third.store is second.store
     assert await third.get_items() == [{"n": 1}]
     await third.close()
+    assert release_sqlite_files(path) == 1
+    assert third.store.closed
 
 
 async def test_in_memory_sessions_cost_no_thread() -> None:
@@ -419,6 +422,7 @@ async def read_only_checks(path: Path) -> str:
     with pytest.raises(OperationalError, match=r"readonly|read-only"):
         await session.add_items([{"n": 3}])
     await session.close()
+    assert release_sqlite_files(path) == 1  # (the view is unmounted next)
     return "ok"
 
 
@@ -451,6 +455,7 @@ def test_read_only_database_can_be_read(tmp_path: Path) -> None:
         await session.add_items([{"n": 1}])
         await session.add_items([{"n": 2}])
         await session.close()
+        release_sqlite_files(source / "ro.db")
 
     asyncio.run(write())
     assert sorted(p.name for p in source.iterdir()) == ["ro.db"]  # WAL checkpointed

@@ -37,6 +37,7 @@ from sessions import (
     AdvancedSQLiteSession,
     EncryptedSession,
     StoreSession,
+    release_sqlite_files,
 )
 
 from ..conftest import Backend, reset_server_database
@@ -413,6 +414,7 @@ async def database_with_items(backend: Backend, where: Path, kind: str) -> str:
             async with open_kind(kind, backend.name, str(template)) as writer:
                 await writer.add_items(ITEMS)
         target = where / "copy.db"
+        release_sqlite_files(template)  # its WAL checkpointed: the file holds everything
         shutil.copyfile(template, target)
         return str(target)
     target = await new_database(backend, where, kind)

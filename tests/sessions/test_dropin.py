@@ -20,7 +20,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from eventstore import ArgumentTypeError, ConfigurationError, InvalidArgumentError
 from eventstore.backends import open_runner
-from sessions import SQLAlchemySession, SQLiteSession
+from sessions import SQLAlchemySession, SQLiteSession, release_sqlite_files
 from sessions.base import _closing_tasks
 
 from ..conftest import Backend
@@ -38,6 +38,7 @@ async def test_plain_close_inside_a_loop_closes(backend: Backend) -> None:
     with pytest.raises(RuntimeError, match="closed"):
         await session.get_items()
     await asyncio.gather(*list(_closing_tasks))
+    release_sqlite_files()  # a file's store is kept for the next session until released
     assert store.closed, "the connections are released without anyone awaiting"
     gc.collect()  # a never-awaited coroutine would warn here (warnings are errors)
 
@@ -47,10 +48,12 @@ async def test_plain_close_then_await_and_async_with(backend: Backend) -> None:
     await session.add_items([{"n": 1}])
     session.close()
     await session.close()  # awaiting after a plain call waits for the same closing
+    release_sqlite_files()
     assert session.store.closed
     async with open_session(backend.name, backend.target, "t") as again:
         await again.add_items([{"n": 2}])
     assert again.closed
+    release_sqlite_files()
     assert again.store.closed
 
 
@@ -61,11 +64,13 @@ def test_plain_close_outside_a_loop_closes(tmp_path: Path, where: str) -> None:
     asyncio.run(session.add_items([{"n": 1}]))
     session.close()  # no loop runs here: the closing finishes before it returns
     assert session.closed
+    assert release_sqlite_files() == (where == "file")  # it had let go of the file's store
     assert session.store.closed
     if where == "file":
         again = SQLiteSession("s", path)
         assert asyncio.run(again.get_items()) == [{"n": 1}]
         again.close()
+        assert release_sqlite_files() == 1
         assert again.store.closed
 
 

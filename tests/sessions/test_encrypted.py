@@ -24,7 +24,7 @@ from eventstore import (
     TamperedError,
     WrongKeyError,
 )
-from sessions import EncryptedSession, SQLiteSession
+from sessions import EncryptedSession, SQLiteSession, release_sqlite_files
 from sessions.crypto.keys import parse_master_key
 from sessions.crypto.tables import data_keys
 
@@ -141,6 +141,7 @@ def test_a_plain_close_outside_a_loop(tmp_path: Path) -> None:
     )
     asyncio.run(session.add_items([secret(1)]))
     session.close()  # no loop runs here: the closing finishes before it returns
+    assert release_sqlite_files() == 1  # the file's store, which the session let go of
     assert session.underlying_session.store.closed
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import shutil
 import sqlite3
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -25,10 +26,12 @@ from sessions import (
     EncryptedSession,
     SQLiteSession,
     purge_expired,
+    release_sqlite_files,
     rotate_master_key,
     shred_session,
 )
 from sessions.admin import audit_database
+from sessions.crypto import keyring
 from sessions.crypto.keys import DataKeyRow
 from sessions.crypto.tables import read_data_key_tx
 
@@ -274,6 +277,48 @@ async def test_shred_by_path_or_url(backend: Backend, sessions: Sessions) -> Non
         await session.get_items()
 
 
+async def test_a_session_object_per_request_reuses_the_opened_key(
+    backend: Backend, sessions: Sessions, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The process keeps the data keys it opened: a new object neither reads the master
+    key row nor unwraps again. A rotation or shred made elsewhere (here: with this
+    process's cache not told of it, as another process would) is still seen by the next
+    read and the next write, each of which reads the key row afresh."""
+    if backend.name == "sqlite-memory":
+        pytest.skip("another process reaches the database by its path or URL")
+    monkeypatch.setattr(keyring._opened, "drop", lambda session_id=None: None)
+    await encrypted(sessions).add_items([secret(1)])
+    opened: Counter[str] = Counter()
+
+    def counted(name: str, fn: Any) -> Any:
+        def call(*args: Any) -> Any:
+            opened[name] += 1
+            return fn(*args)
+
+        return call
+
+    monkeypatch.setattr(keyring, "unwrap", counted("unwrap", keyring.unwrap))
+    monkeypatch.setattr(keyring, "read_master_tx", counted("master", keyring.read_master_tx))
+    for n in range(2, 5):
+        again = encrypted(sessions)  # a new object per request
+        assert (await again.get_items())[-1] == secret(n - 1)
+        await again.add_items([secret(n)])
+    assert opened == Counter(), "a new object opened the key again"
+    assert await rotate_master_key(backend.target, KEY, OTHER_KEY) == 1
+    with pytest.raises(WrongKeyError):  # the old master key opens nothing any more
+        await encrypted(sessions).add_items([secret(9)])
+    with pytest.raises(WrongKeyError):
+        await encrypted(sessions).get_items()
+    newer = encrypted(sessions, key=OTHER_KEY)
+    assert await newer.get_items() == [secret(n) for n in range(1, 5)]
+    assert await shred_session(backend.target, "s") is True
+    with pytest.raises(KeyShreddedError):
+        await newer.add_items([secret(10)])
+    with pytest.raises(KeyShreddedError):
+        await encrypted(sessions, key=OTHER_KEY).get_items()
+    assert len(await raw_items(newer.underlying_session)) == 4
+
+
 def checkpointed_bytes(path: Path) -> bytes:
     """The main database file after its WAL is checkpointed into it and truncated."""
     with sqlite3.connect(path) as conn:
@@ -321,6 +366,7 @@ async def test_a_restored_backup_brings_a_key_back_unless_keys_live_apart(
     await apart.add_items([secret(2)])
     await apart.close()
     checkpointed_bytes(main)
+    release_sqlite_files(backup)  # before copying over a database file, as the docs say
     shutil.copy(main, backup)
     await shred_session(str(main), "t", key_store=keys)
     async with EncryptedSession(

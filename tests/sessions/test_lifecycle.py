@@ -25,7 +25,7 @@ from eventstore import (
     StoreClosedError,
     encode_items,
 )
-from sessions import SQLAlchemySession, SQLiteSession, StoreSession
+from sessions import SQLAlchemySession, SQLiteSession, StoreSession, release_sqlite_files
 from sessions.base import _closing_tasks
 
 from ..conftest import BACKENDS, Backend, make_engine
@@ -139,7 +139,11 @@ async def test_sqlite_sessions_on_one_file_share_a_store_until_the_last_closes(
     assert not second.store.closed
     assert await second.get_items() == []
     await second.close()
-    assert second.store.closed, "the last session on a file closes its store"
+    assert not second.store.closed, "kept for the next session on the file"
+    async with SQLiteSession("c", path) as third:
+        assert third.store is second.store
+    assert release_sqlite_files(path) == 1
+    assert second.store.closed, "released: nothing holds it"
 
 
 # -- :memory: ----------------------------------------------------------------------------
@@ -196,6 +200,7 @@ async def test_leaked_sqlite_session_warns(tmp_path: Path, path: str) -> None:
         forget(held)
     await asyncio.sleep(0)
     await asyncio.gather(*list(_closing_tasks))
+    release_sqlite_files()  # (a file's store is kept for the next session until then)
     assert store.closed
 
 
@@ -311,7 +316,8 @@ async def test_refused_sqlite_session_holds_no_store(
     session = SQLiteSession("s", path)
     await session.add_items([{"n": 1}])
     await session.close()
-    assert session.store.closed, "the last session on the file must close its store"
+    release_sqlite_files(path)  # closes the store unless a holder is left
+    assert session.store.closed, "the last session on the file must let go of its store"
 
 
 @pytest.mark.parametrize("backend", SERVERS, indirect=True)
@@ -416,4 +422,5 @@ async def test_a_session_collected_while_the_registry_is_locked_does_not_deadloc
     assert finished.is_set(), "the collector waited for a lock its own thread held"
     async with SQLiteSession("c", path) as again:  # releases what was handed over
         assert await again.get_items() == []
+    release_sqlite_files(path)
     assert store.closed or not sqlite_sessions._shared._stores

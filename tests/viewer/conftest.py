@@ -14,6 +14,7 @@ from typing import Any
 import httpx
 import pytest
 
+from sessions import release_sqlite_files
 from sessions.viewer import Viewer, viewer
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -41,6 +42,7 @@ def demo_master(tmp_path_factory: pytest.TempPathFactory) -> Path:
     folder = tmp_path_factory.mktemp("demo")
     path = folder / "demo.db"
     asyncio.run(demo.build(str(path)))
+    release_sqlite_files(path)  # its WAL checkpointed: a copy of the file holds it all
     return path
 
 

@@ -1,0 +1,476 @@
+"""What applications do with sessions, side by side with the Agents SDK's, on a SQLite file.
+
+Each case runs convstore and the SDK in one process, the two sides alternating round by
+round (the first side changes every round), and prints both sides' median, the ratio of
+speeds (above 1: convstore faster) and its spread (the lowest and highest round-by-round
+ratio). Both sides use WAL with ``synchronous=FULL``; items are realistic Responses-API
+items. Each case says what was open and warm while it was timed:
+
+* per request, nothing else open: a new session object, ``get_items()`` (20 items),
+  ``close()``; no other object of that side is open on the file (the process has used
+  the file before: the first request of a process is not timed);
+* the same without ``close()`` (the Sessions guide's FastAPI example drops its objects);
+* the same with ``EncryptedSession`` (ours wrapping ``SQLiteSession``, the SDK's
+  ``agents.extensions.memory.EncryptedSession`` wrapping its ``SQLiteSession``);
+* one writer, its object open: ``add_items([item])``, ``add_items`` of a 4-item turn,
+  ``pop_item()``;
+* 32 users at once: 32 open objects, one per user, each adding a 4-item turn, all at
+  once (``asyncio.gather``), on one file;
+* ``get_items(limit=20)`` on histories built as the Runner builds them: 1 item per
+  ``add_items`` and 4 per call, at 100, 1,000 and 10,000 items (``--large``: 100,000);
+* ``AdvancedSQLiteSession``: the first ``get_items(limit=20)`` after
+  ``create_branch_from_turn`` at 1,000 items (a new branch each round).
+
+    python benchmarks/user_patterns.py [--json] [--rounds N] [--large] [--sdk-first]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import gc
+import inspect
+import itertools
+import json
+import statistics
+import sys
+import tempfile
+import time
+import warnings
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from _common import (
+    Status,
+    describe_environment,
+    environment,
+    fmt_ratio,
+    fmt_seconds,
+    make_items,
+    render_table,
+    say,
+)
+from agents.extensions.memory import AdvancedSQLiteSession as SdkAdvancedSQLiteSession
+from agents.extensions.memory import EncryptedSession as SdkEncryptedSession
+from agents.memory import SQLiteSession as SdkSQLiteSession
+
+from sessions import AdvancedSQLiteSession, EncryptedSession, SQLiteSession
+
+KEY = "your-32-byte-key-here-for-aes256"
+TTL = 3600
+USERS = 200  # sessions in the per-request database
+USER_ITEMS = 20  # items in each, added as 4-item turns
+CONCURRENT = 32  # users adding at once
+TURN = 4
+
+Timed = Callable[[], Awaitable[tuple[float, int]]]  # one round: (seconds, operations)
+
+
+@dataclass
+class Result:
+    case: str
+    setting: str  # what was open and warm
+    unit: str  # "ms" (latency per operation) or an "x/s" throughput
+    convstore: float
+    sdk: float
+    ratio: float  # convstore's speed over the SDK's
+    convstore_rounds: list[float] = field(default_factory=list)
+    sdk_rounds: list[float] = field(default_factory=list)
+
+    @property
+    def spread(self) -> str:
+        pairs = zip(self.convstore_rounds, self.sdk_rounds, strict=True)
+        if self.unit == "ms":
+            ratios = [sdk / ours for ours, sdk in pairs]
+        else:
+            ratios = [ours / sdk for ours, sdk in pairs]
+        return f"{min(ratios):.2f}-{max(ratios):.2f}x" if ratios else ""
+
+
+class Bench:
+    def __init__(self, directory: Path, rounds: int, sdk_first: bool, status: Status) -> None:
+        self.directory = directory
+        self.rounds = rounds
+        self.sdk_first = sdk_first
+        self.status = status
+        self.results: list[Result] = []
+        self._files = itertools.count()
+
+    def path(self, side: str) -> Path:
+        return self.directory / f"{next(self._files)}-{side}.db"
+
+    async def compare(
+        self, case: str, setting: str, ours: Timed, theirs: Timed, *, unit: str = "ms"
+    ) -> Result:
+        """Alternate rounds of ``ours`` and ``theirs``; record the medians."""
+        times: dict[str, list[float]] = {"ours": [], "sdk": []}
+        for r in range(self.rounds):
+            self.status.show(f"{case}: round {r + 1}/{self.rounds}")
+            order = [("ours", ours), ("sdk", theirs)]
+            if (r % 2 == 1) != self.sdk_first:
+                order.reverse()
+            for side, run in order:
+                gc.collect()
+                seconds, operations = await run()
+                per = seconds / operations * 1000 if unit == "ms" else operations / seconds
+                times[side].append(per)
+        ours_m, sdk_m = statistics.median(times["ours"]), statistics.median(times["sdk"])
+        ratio = sdk_m / ours_m if unit == "ms" else ours_m / sdk_m
+        result = Result(case, setting, unit, ours_m, sdk_m, ratio, times["ours"], times["sdk"])
+        self.results.append(result)
+        return result
+
+
+async def close(session: Any) -> None:
+    done = session.close()
+    if inspect.isawaitable(done):  # ours: a Closing, awaited as the application would
+        await done
+
+
+async def close_sdk_encrypted(session: Any) -> None:
+    """The SDK's EncryptedSession passes ``close`` on to its session (sync)."""
+    await close(session.underlying_session)
+
+
+# -- per request ---------------------------------------------------------------------
+
+
+async def build_users(ours_path: Path, sdk_path: Path, encrypted: bool) -> None:
+    """USERS sessions of USER_ITEMS items each, every object closed afterwards."""
+    items = make_items(USERS * USER_ITEMS, seed=3)
+    for u in range(USERS):
+        chunk = items[u * USER_ITEMS : (u + 1) * USER_ITEMS]
+        ours: Any = SQLiteSession(f"user-{u}", ours_path)
+        sdk: Any = SdkSQLiteSession(f"user-{u}", sdk_path)
+        if encrypted:
+            ours = EncryptedSession(session=ours, encryption_key=KEY, ttl=TTL)
+            sdk = SdkEncryptedSession(
+                session_id=f"user-{u}", underlying_session=sdk, encryption_key=KEY, ttl=TTL
+            )
+        for start in range(0, USER_ITEMS, TURN):
+            await ours.add_items(chunk[start : start + TURN])
+            await sdk.add_items(chunk[start : start + TURN])
+        await close(ours)
+        if encrypted:
+            await close_sdk_encrypted(sdk)
+        else:
+            sdk.close()
+
+
+def requests(make: Callable[[str], Any], finish: Callable[[Any], Awaitable[None]] | None) -> Timed:
+    """A round of 100 requests, each: a new object, get_items(), and ``finish``."""
+    picks = itertools.count()
+
+    async def run() -> tuple[float, int]:
+        count = 100
+        started = time.perf_counter()
+        for _ in range(count):
+            user = (next(picks) * 37) % USERS
+            session = make(f"user-{user}")
+            got = await session.get_items()
+            if len(got) != USER_ITEMS:
+                raise RuntimeError(f"{type(session).__module__}: get_items() is wrong")
+            if finish is not None:
+                await finish(session)
+        elapsed = time.perf_counter() - started
+        if finish is None:
+            gc.collect()  # the dropped objects, outside the timed part
+            await asyncio.sleep(0)
+        return elapsed, count
+
+    return run
+
+
+async def per_request(bench: Bench) -> None:
+    ours_path, sdk_path = bench.path("ours"), bench.path("sdk")
+    await build_users(ours_path, sdk_path, encrypted=False)
+    await bench.compare(
+        "per request: new object + get_items() + close()",
+        "nothing else open on the file; the process used the file before",
+        requests(lambda sid: SQLiteSession(sid, ours_path), close),
+        requests(lambda sid: SdkSQLiteSession(sid, sdk_path), close),
+    )
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ResourceWarning)  # ours warns of an unclosed session
+        await bench.compare(
+            "per request: new object + get_items(), never closed",
+            "objects dropped unclosed (the Sessions guide's FastAPI example)",
+            requests(lambda sid: SQLiteSession(sid, ours_path), None),
+            requests(lambda sid: SdkSQLiteSession(sid, sdk_path), None),
+        )
+        await asyncio.sleep(0)
+    ours_path, sdk_path = bench.path("ours"), bench.path("sdk")
+    await build_users(ours_path, sdk_path, encrypted=True)
+    await bench.compare(
+        "per request: EncryptedSession + get_items() + close()",
+        "nothing else open on the file; the process used file and key before",
+        requests(
+            lambda sid: EncryptedSession(
+                session=SQLiteSession(sid, ours_path), encryption_key=KEY, ttl=TTL
+            ),
+            close,
+        ),
+        requests(
+            lambda sid: SdkEncryptedSession(
+                session_id=sid,
+                underlying_session=SdkSQLiteSession(sid, sdk_path),
+                encryption_key=KEY,
+                ttl=TTL,
+            ),
+            close_sdk_encrypted,
+        ),
+    )
+
+
+# -- one writer ------------------------------------------------------------------------
+
+
+def writer(session: Any, items: Sequence[Any], per_call: int, calls: int) -> Timed:
+    cursor = itertools.count()
+
+    async def run() -> tuple[float, int]:
+        started = time.perf_counter()
+        for _ in range(calls):
+            n = next(cursor) * per_call
+            await session.add_items([items[(n + i) % len(items)] for i in range(per_call)])
+        return time.perf_counter() - started, calls * per_call
+
+    return run
+
+
+def popper(session: Any, calls: int) -> Timed:
+    async def run() -> tuple[float, int]:
+        started = time.perf_counter()
+        for _ in range(calls):
+            if await session.pop_item() is None:
+                raise RuntimeError("nothing to pop")
+        return time.perf_counter() - started, calls
+
+    return run
+
+
+async def one_writer(bench: Bench) -> None:
+    items = make_items(2000, seed=5)
+    ours = SQLiteSession("writer", bench.path("ours"))
+    sdk = SdkSQLiteSession("writer", bench.path("sdk"))
+    try:
+        for session in (ours, sdk):  # warm: the session exists, connections open
+            await session.add_items(items[:4])
+        setting = "one object per side, open and warm"
+        await bench.compare(
+            "add_items([item])",
+            setting,
+            writer(ours, items, 1, 200),
+            writer(sdk, items, 1, 200),
+            unit="items/s",
+        )
+        await bench.compare(
+            "add_items(4-item turn)",
+            setting,
+            writer(ours, items, TURN, 100),
+            writer(sdk, items, TURN, 100),
+            unit="items/s",
+        )
+        for session in (ours, sdk):
+            for start in range(0, 2000, TURN):
+                await session.add_items(items[start : start + TURN])
+        await bench.compare(
+            "pop_item()", setting + ", 2,000+ items", popper(ours, 150), popper(sdk, 150)
+        )
+    finally:
+        await ours.close()
+        sdk.close()
+
+
+async def many_users(bench: Bench) -> None:
+    items = make_items(CONCURRENT * TURN * 4, seed=6)
+    ours_path, sdk_path = bench.path("ours"), bench.path("sdk")
+    ours = [SQLiteSession(f"u{n}", ours_path) for n in range(CONCURRENT)]
+    sdk = [SdkSQLiteSession(f"u{n}", sdk_path) for n in range(CONCURRENT)]
+
+    def all_at_once(sessions: Sequence[Any]) -> Timed:
+        async def run() -> tuple[float, int]:
+            repeats = 4
+            started = time.perf_counter()
+            for r in range(repeats):
+                await asyncio.gather(
+                    *(
+                        s.add_items(items[((r * len(sessions) + n) * TURN) % len(items) :][:TURN])
+                        for n, s in enumerate(sessions)
+                    )
+                )
+            return time.perf_counter() - started, repeats * len(sessions)
+
+        return run
+
+    try:
+        for session in [*ours, *sdk]:  # warm: every session exists
+            await session.add_items(items[:TURN])
+        await bench.compare(
+            f"{CONCURRENT} users at once, a 4-item turn each",
+            f"{CONCURRENT} objects per side open on one file, each its own session",
+            all_at_once(ours),
+            all_at_once(sdk),
+            unit="turns/s",
+        )
+    finally:
+        for s in ours:
+            await s.close()
+        for s in sdk:
+            s.close()
+
+
+# -- reads of histories built turn by turn -----------------------------------------------
+
+
+def reader(session: Any, calls: int) -> Timed:
+    async def run() -> tuple[float, int]:
+        started = time.perf_counter()
+        for _ in range(calls):
+            await session.get_items(limit=20)
+        return time.perf_counter() - started, calls
+
+    return run
+
+
+async def reads(bench: Bench, sizes: Sequence[int]) -> None:
+    for per_call in (1, TURN):
+        ours = SQLiteSession("reader", bench.path("ours"))
+        sdk = SdkSQLiteSession("reader", bench.path("sdk"))
+        built = 0
+        try:
+            for size in sizes:
+                items = make_items(size - built, seed=size)
+                bench.status.show(f"building {size:,} items, {per_call} per call")
+                for session in (ours, sdk):
+                    for start in range(0, len(items), per_call):
+                        await session.add_items(items[start : start + per_call])
+                built = size
+                await bench.compare(
+                    f"get_items(limit=20), {size:,} items added {per_call} per call",
+                    "one object per side, open and warm",
+                    reader(ours, 50),
+                    reader(sdk, 50),
+                )
+        finally:
+            await ours.close()
+            sdk.close()
+
+
+# -- a new branch ----------------------------------------------------------------------
+
+
+def first_branch_read(session: Any, turn: int) -> Timed:
+    names = itertools.count()
+
+    async def run() -> tuple[float, int]:
+        await session.create_branch_from_turn(turn, f"b{next(names)}")
+        started = time.perf_counter()
+        got = await session.get_items(limit=20)
+        elapsed = time.perf_counter() - started
+        if len(got) != 20:
+            raise RuntimeError(f"{type(session).__module__}: get_items(limit=20) is wrong")
+        await session.switch_to_branch("main")
+        return elapsed, 1
+
+    return run
+
+
+async def new_branch(bench: Bench) -> None:
+    ours = AdvancedSQLiteSession(session_id="branching", db_path=bench.path("ours"))
+    sdk = SdkAdvancedSQLiteSession(
+        session_id="branching", db_path=str(bench.path("sdk")), create_tables=True
+    )
+    items = make_items(1000, seed=9)
+    try:
+        for session in (ours, sdk):
+            for start in range(0, len(items), TURN):
+                await session.add_items(items[start : start + TURN])
+        await bench.compare(
+            "first get_items(limit=20) on a new branch, 1,000 items",
+            "AdvancedSQLiteSession per side, open; the branch made just before",
+            first_branch_read(ours, 200),
+            first_branch_read(sdk, 200),
+        )
+    finally:
+        await ours.close()
+        sdk.close()
+
+
+# -- output ----------------------------------------------------------------------------
+
+
+def fmt(value: float, unit: str) -> str:
+    if unit == "ms":
+        return fmt_seconds(value / 1000)
+    return f"{value:,.0f} {unit}"
+
+
+def report(results: Sequence[Result]) -> str:
+    rows = [
+        [r.case, fmt(r.convstore, r.unit), fmt(r.sdk, r.unit), fmt_ratio(r.ratio), r.spread]
+        for r in results
+    ]
+    table = render_table(["case", "convstore", "SDK", "ratio", "spread"], rows, right={1, 2, 3, 4})
+    settings = "\n".join(f"  {r.case}: {r.setting}" for r in results)
+    return (
+        f"{table}\n\nratio = convstore's speed over the SDK's (above 1.00x convstore is "
+        "faster); spread: lowest-highest ratio of one round against the other side's "
+        f"round beside it.\nWhat was open and warm:\n{settings}"
+    )
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--json", action="store_true", help="print the results as JSON")
+    parser.add_argument("--rounds", type=int, default=6, help="alternating rounds per case")
+    parser.add_argument("--large", action="store_true", help="reads at 100,000 items too")
+    parser.add_argument(
+        "--sdk-first", action="store_true", help="the SDK's side runs first in round 1"
+    )
+    return parser.parse_args(argv)
+
+
+async def main_async(args: argparse.Namespace) -> int:
+    status = Status(enabled=sys.stdout.isatty() and not args.json)
+    sizes = (100, 1_000, 10_000, 100_000) if args.large else (100, 1_000, 10_000)
+    started = time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix="convstore-patterns-") as directory:
+        bench = Bench(Path(directory), max(args.rounds, 2), args.sdk_first, status)
+        await per_request(bench)
+        await one_writer(bench)
+        await many_users(bench)
+        await reads(bench, sizes)
+        await new_branch(bench)
+    status.clear()
+    env = environment({})
+    if args.json:
+        document = {
+            "benchmark": "user_patterns",
+            "environment": env,
+            "rounds": bench.rounds,
+            "first_side": "sdk" if args.sdk_first else "convstore",
+            "results": [asdict(r) | {"spread": r.spread} for r in bench.results],
+        }
+        print(json.dumps(document, indent=2))
+        return 0
+    say(status, "")
+    say(status, describe_environment(env))
+    say(
+        status,
+        f"SQLite file, WAL, synchronous=FULL on both sides; {bench.rounds} rounds per case, "
+        f"{'the SDK' if args.sdk_first else 'convstore'} first in round 1; "
+        f"{time.perf_counter() - started:.0f} s in all.\n",
+    )
+    say(status, report(bench.results))
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    return asyncio.run(main_async(parse_args(argv)))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -36,6 +36,7 @@ from eventstore import (
 )
 from eventstore.checkpoints import dump_checkpoints
 from projections import fold, rebuild
+from projections.compaction_check import CompactionCheck
 from projections.maintenance import ProjectionCheck, VerifyReport, verify
 from projections.usage_table import USAGE
 
@@ -254,9 +255,12 @@ async def audit_database(
     progress: Callable[[int], None] | None = None,
     projections: bool = True,
 ) -> AuditReport:
-    """The full audit: the log (:func:`eventstore.audit`) and every projection of the
-    store against a fold of the log, in one pass over one consistent snapshot."""
-    checks = [ProjectionCheck(store.projectors)] if projections else []
+    """The full audit: the log (:func:`eventstore.audit`), each compaction against the
+    history it compacted, and every projection of the store against a fold of the log,
+    in one pass over one consistent snapshot."""
+    checks: list[Any] = [CompactionCheck()]
+    if projections:
+        checks.append(ProjectionCheck(store.projectors))
     return await audit(store, checks=checks, checkpoints=checkpoints, progress=progress)
 
 

@@ -32,11 +32,12 @@ def compaction_findings(stream_id: str, events: Sequence[RecordedEvent]) -> list
         return []
     findings: list[Finding] = []
     state = HistoryState()
-    before: dict[int, HistoryState] = {}  # the state before each compaction, by version
+    # Each compaction by version, with the state before it.
+    before: dict[int, tuple[HistoryState, HistoryCompacted]] = {}
     for recorded in events:
         event = recorded.event
         if isinstance(event, HistoryCompacted):
-            before[recorded.version] = state
+            before[recorded.version] = (state, event)
             problem = _problem(state, event, before)
             if problem is not None:
                 findings.append(Finding(stream_id, recorded.version, problem, check="compaction"))
@@ -45,7 +46,9 @@ def compaction_findings(stream_id: str, events: Sequence[RecordedEvent]) -> list
 
 
 def _problem(
-    state: HistoryState, event: HistoryCompacted, before: dict[int, HistoryState]
+    state: HistoryState,
+    event: HistoryCompacted,
+    before: dict[int, tuple[HistoryState, HistoryCompacted]],
 ) -> str | None:
     """What is wrong with ``event`` applied to ``state``, or None."""
     shown = state.view(event.branch_id)
@@ -70,13 +73,18 @@ def _problem(
     return None
 
 
-def _revert_problem(event: HistoryCompacted, before: dict[int, HistoryState]) -> str | None:
+def _revert_problem(
+    event: HistoryCompacted, before: dict[int, tuple[HistoryState, HistoryCompacted]]
+) -> str | None:
     """What is wrong with a revert: it must restore what the compaction it names replaced."""
-    undone = before.get(event.reverts)
-    if undone is None:
-        return f"revert names version {event.reverts}, which is no compaction of the session"
-    rows: list[Row] = [r for r in undone.view(event.branch_id) if r.seq > event.keep_upto]
-    if [bytes(raw) for raw in event.items[: event.added]] != [r.item for r in rows]:
+    found = before.get(event.reverts)
+    if found is None or found[1].branch_id != event.branch_id:
+        return f"revert names version {event.reverts}, which is no compaction of the branch"
+    undone, compacted = found
+    shown: list[Row] = undone.view(event.branch_id)
+    at = next((n for n, r in enumerate(shown) if r.seq > compacted.keep_upto), len(shown))
+    run = [r.item for r in shown[at : at + compacted.replaced]]
+    if [bytes(raw) for raw in event.items[: event.added]] != run:
         return f"revert does not restore the items the compaction at v{event.reverts} replaced"
     return None
 

@@ -209,16 +209,13 @@ async def revert_compaction(
     session_id: str,
     branch: str,
     version: int | None = None,
-    *,
-    restore: Callable[[list[bytes]], Awaitable[Sequence[msgspec.Raw]]] | None = None,
 ) -> CompactionResult:
     """Undo the newest compaction of ``branch`` (or the one at stream ``version``, which
-    must be the newest): one HistoryCompacted that shows again the items it replaced,
-    then the items added since. InvalidArgumentError if there is none (nothing
-    written); CompactionConflictError if its items were removed since.
-
-    ``restore`` turns the replaced stored items into what the event stores (default:
-    as they are)."""
+    must be the newest): one HistoryCompacted that shows again, in place of the items
+    the compaction added (its summary), the items it replaced; what is shown after the
+    summary (kept items, items added since) stays. InvalidArgumentError if there is no
+    such compaction (nothing written); CompactionConflictError if its summary is no
+    longer shown whole."""
     events = await store.read_stream(session_id)
     found = compaction_events(events, branch)
     if not found:
@@ -233,41 +230,51 @@ async def revert_compaction(
         )
     compacted = target.event
     assert isinstance(compacted, HistoryCompacted)
-    before = fold([r for r in events if r.version < target.version])
-    originals = [row.item for row in before.view(branch) if row.seq > compacted.keep_upto]
-    restored = (
-        tuple(msgspec.Raw(item) for item in originals)
-        if restore is None
-        else tuple(await restore(originals))
-    )
-    v, count, keep = target.version, len(compacted.items), compacted.keep_upto
+    restored = tuple(msgspec.Raw(item) for item in replaced_run(events, target))
+    v, keep = target.version, compacted.keep_upto
+    summary = [item_seq_of(v, n) for n in range(compacted.added)]
 
     def decide(conn: Connection, now_version: int) -> tuple[list[Event], CompactionResult]:
         now = HISTORY.read_entries(conn, session_id, branch, None)
-        own = [seq for seq, _ in now if seq >> SEQ_SHIFT == v]
-        if len(own) != count:
+        at = next((n for n, (seq, _) in enumerate(now) if seq > keep), len(now))
+        if [seq for seq, _ in now[at : at + len(summary)]] != summary:
             raise CompactionConflictError(
-                session_id, f"items of the compaction at version {v} were removed since", v
+                session_id, f"the summary of the compaction at version {v} is not shown whole", v
             )
-        since = [msgspec.Raw(item) for seq, item in now if seq >> SEQ_SHIFT > v]
-        _check_size(session_id, len(restored) + len(since))
+        after = [msgspec.Raw(item) for _, item in now[at + len(summary) :]]
+        _check_size(session_id, len(restored) + len(after))
         event = HistoryCompacted(
-            items=(*restored, *since),
+            items=(*restored, *after),
             added=len(restored),
             branch_id=branch,
             keep_upto=keep,
-            replaced=len(own),
-            replaced_from=own[0] if own else 0,
-            replaced_upto=own[-1] if own else 0,
+            replaced=len(summary),
+            replaced_from=summary[0] if summary else 0,
+            replaced_upto=summary[-1] if summary else 0,
             based_on=now_version,
             reverts=v,
         )
-        result = CompactionResult(now_version + 1, len(own), len(restored), len(since), v)
+        result = CompactionResult(now_version + 1, len(summary), len(restored), len(after), v)
         return [event], result
 
     result = await _append(store, session_id, decide)
     assert result is not None
     return result
+
+
+def item_seq_of(version: int, index: int) -> int:
+    return (version << SEQ_SHIFT) | index
+
+
+def replaced_run(events: Sequence[RecordedEvent], target: RecordedEvent) -> list[bytes]:
+    """The stored items the compaction ``target`` replaced, from a fold of the log
+    before it."""
+    compacted = target.event
+    assert isinstance(compacted, HistoryCompacted)
+    before = fold([r for r in events if r.version < target.version])
+    shown = before.view(compacted.branch_id)
+    at = next((n for n, row in enumerate(shown) if row.seq > compacted.keep_upto), len(shown))
+    return [row.item for row in shown[at : at + compacted.replaced]]
 
 
 async def compact_stored(

@@ -32,7 +32,6 @@ from sessions.transfer import export_events, import_events
 from .conftest import Sessions
 from .encryption import KEY, MARKER, encrypted
 
-pytestmark = pytest.mark.asyncio
 
 
 def turn(n: int) -> list[dict[str, Any]]:

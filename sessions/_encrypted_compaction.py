@@ -84,7 +84,10 @@ class EncryptedCompaction:
     # -- the hooks the SDK's OpenAIResponsesCompactionSession probes -------------------
 
     async def _atomic_replace_items(self: EncryptedSession, items: list[Any]) -> bool:
-        """Replace the whole history by ``items``, sealed, in one event."""
+        """Replace the whole history by ``items``, sealed, in one event (False for a
+        subclass that overrides the Session methods)."""
+        if not compaction.stores_as_given(self):
+            return False
         self._check_open()
         await self._ready()
         sealed = await self._seal(items) if items else ()
@@ -115,6 +118,8 @@ class EncryptedCompaction:
         before it are expired in the same append."""
         from agents.memory.session import _CompactionSnapshot
 
+        if not compaction.stores_as_given(self):
+            return None
         self._check_open()
         await self._ready()
         branch = await self._branch_of(None)

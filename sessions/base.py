@@ -402,7 +402,10 @@ class StoreSession:
     # it wraps (private, duck-typed): a compaction through it is one HistoryCompacted.
 
     async def _atomic_replace_items(self, items: list[Any]) -> bool:
-        """Replace the whole history of the current branch by ``items``, in one event."""
+        """Replace the whole history of the current branch by ``items``, in one event
+        (False, nothing done, for a subclass that overrides the Session methods)."""
+        if not compaction.stores_as_given(self):
+            return False
         self._check_open()
         encoded = encode_items(items)
         branch = await self.current_branch()
@@ -416,9 +419,12 @@ class StoreSession:
         self, limit: int, *, prune_prefix: Callable[[Any], bool] | None = None
     ) -> Any:
         """The newest ``limit`` items, whether they are the whole history, and the
-        replacement of a suffix of them in one event (False if they changed)."""
+        replacement of a suffix of them in one event (False if they changed). None
+        for a subclass that overrides the Session methods."""
         from agents.memory.session import _CompactionSnapshot
 
+        if not compaction.stores_as_given(self):
+            return None
         self._check_open()
         branch = await self.current_branch()
         rows, complete = await compaction.snapshot_entries(

@@ -197,6 +197,24 @@ async def _append(
     return None if decided is None else decided[1]
 
 
+_SESSION_METHODS = ("get_items", "add_items", "pop_item", "clear_session")
+
+
+def stores_as_given(session: object) -> bool:
+    """Whether ``session``'s Session methods are convstore's own (not a user's subclass
+    overriding them): only then may the SDK's compaction hooks write past them. A
+    subclass that transforms items gets the SDK's fallback, through its methods (the
+    SDK's own stores follow the same rule)."""
+    package = __name__.partition(".")[0]
+    for name in _SESSION_METHODS:
+        for klass in type(session).__mro__:
+            if name in vars(klass):
+                if klass.__module__.partition(".")[0] != package:
+                    return False
+                break
+    return True
+
+
 def compaction_events(events: Sequence[RecordedEvent], branch: str) -> list[RecordedEvent]:
     """The HistoryCompacted events of ``branch`` among ``events``, oldest first."""
     return [

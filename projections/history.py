@@ -465,9 +465,7 @@ def apply(
             return state
 
 
-def _add(
-    state: HistoryState, b: str, items: Sequence[msgspec.Raw], version: int
-) -> HistoryState:
+def _add(state: HistoryState, b: str, items: Sequence[msgspec.Raw], version: int) -> HistoryState:
     """``items`` of the event at ``version`` added to branch ``b`` as its newest rows."""
     top = state.rows.get(b)
     turn = _last_turn(top)

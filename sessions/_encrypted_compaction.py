@@ -12,7 +12,7 @@ so that the SDK's compaction over an encrypted session is one event, sealed.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import msgspec
 
@@ -28,11 +28,16 @@ if TYPE_CHECKING:
 __all__ = ["EncryptedCompaction"]
 
 
+def _me(session: object) -> EncryptedSession:
+    """The EncryptedSession this mixin is part of (for the type checker)."""
+    return cast("EncryptedSession", session)
+
+
 class EncryptedCompaction:
     """The compaction methods of :class:`~sessions.encrypted.EncryptedSession`."""
 
     async def compact(
-        self: EncryptedSession,
+        self,
         *,
         summarize: Any,
         keep_last_turns: int | None = None,
@@ -41,77 +46,79 @@ class EncryptedCompaction:
         """:meth:`sessions.base.StoreSession.compact`, on sealed items: the summariser
         sees the plaintext of the unexpired replaced items, in this process only; the
         summary is sealed before it is stored."""
-        self._check_open()
-        await self._ready()
-        branch = await self._branch_of(None)
+        _me(self)._check_open()
+        await _me(self)._ready()
+        branch = await _me(self)._branch_of(None)
         return await compaction.compact_stored(
-            self.store,
-            self.session_id,
+            _me(self).store,
+            _me(self).session_id,
             branch,
             summarize=summarize,
             keep_last_turns=keep_last_turns,
             keep_last_items=keep_last_items,
-            open_items=self._open_unexpired,
-            seal=self._seal,
+            open_items=_me(self)._open_unexpired,
+            seal=_me(self)._seal,
         )
 
-    async def revert_compaction(
-        self: EncryptedSession, version: int | None = None
-    ) -> CompactionResult:
+    async def revert_compaction(self, version: int | None = None) -> CompactionResult:
         """Undo the newest compaction of the current branch (the replaced envelopes are
         shown again as they were stored)."""
-        self._check_open()
-        branch = await self._branch_of(None)
-        return await compaction.revert_compaction(self.store, self.session_id, branch, version)
+        _me(self)._check_open()
+        branch = await _me(self)._branch_of(None)
+        return await compaction.revert_compaction(
+            _me(self).store, _me(self).session_id, branch, version
+        )
 
-    async def _open_unexpired(self: EncryptedSession, stored: list[bytes]) -> list[Any]:
+    async def _open_unexpired(self, stored: list[bytes]) -> list[Any]:
         """The plaintext of the unexpired envelopes among ``stored``."""
-        envelopes = self._parse(stored)
-        cutoff = self._cutoff()
+        envelopes = _me(self)._parse(stored)
+        cutoff = _me(self)._cutoff()
         valid = [e for e in envelopes if e.ts > cutoff]
         if not valid:
             return []
-        cipher = await self._cipher_of(await self._read_key())
+        cipher = await _me(self)._cipher_of(await _me(self)._read_key())
         return [cipher.open(e) for e in valid]
 
-    async def _seal(self: EncryptedSession, items: list[Any]) -> tuple[msgspec.Raw, ...]:
+    async def _seal(self, items: list[Any]) -> tuple[msgspec.Raw, ...]:
         """``items`` sealed (a data key made if the session has none), as stored."""
         encode_items(items)  # SerializationError for an item that is not JSON, first
-        cipher = await self._cipher_of(await self._read_key(), create=True)
-        ts = int(self._clock() * 1000)
-        return encode_items([cipher.seal(item, ts, where=f"items[{i}]") for i, item in enumerate(items)])
+        cipher = await _me(self)._cipher_of(await _me(self)._read_key(), create=True)
+        ts = int(_me(self)._clock() * 1000)
+        return encode_items(
+            [cipher.seal(item, ts, where=f"items[{i}]") for i, item in enumerate(items)]
+        )
 
     # -- the hooks the SDK's OpenAIResponsesCompactionSession probes -------------------
 
-    async def _atomic_replace_items(self: EncryptedSession, items: list[Any]) -> bool:
+    async def _atomic_replace_items(self, items: list[Any]) -> bool:
         """Replace the whole history by ``items``, sealed, in one event (False for a
         subclass that overrides the Session methods)."""
         if not compaction.stores_as_given(self):
             return False
-        self._check_open()
-        await self._ready()
-        sealed = await self._seal(items) if items else ()
-        branch = await self._branch_of(None)
-        await compaction.replace_shown(self.store, self.session_id, branch, sealed)
+        _me(self)._check_open()
+        await _me(self)._ready()
+        sealed = await _me(self)._seal(items) if items else ()
+        branch = await _me(self)._branch_of(None)
+        await compaction.replace_shown(_me(self).store, _me(self).session_id, branch, sealed)
         return True
 
     async def _read_compaction_items(
-        self: EncryptedSession, limit: int | None, *, wrapper: Any = None
+        self, limit: int | None, *, wrapper: Any = None
     ) -> tuple[list[Any], bool]:
         """The items compaction may see (unexpired, decrypted) and whether they are
         the whole history (reads may hide expired items, so the SDK asks here)."""
         if limit is None:
-            return await self.get_items(), False
-        self._check_open()
-        await self._ready()
-        branch = await self._branch_of(None)
+            return await _me(self).get_items(), False
+        _me(self)._check_open()
+        await _me(self)._ready()
+        branch = await _me(self)._branch_of(None)
         rows, complete = await compaction.snapshot_entries(
-            self.store, self.session_id, branch, limit
+            _me(self).store, _me(self).session_id, branch, limit
         )
-        return await self._open_unexpired([item for _, item in rows]), complete
+        return await _me(self)._open_unexpired([item for _, item in rows]), complete
 
     async def _get_compaction_snapshot(
-        self: EncryptedSession, limit: int, *, prune_prefix: Callable[[Any], bool] | None = None
+        self, limit: int, *, prune_prefix: Callable[[Any], bool] | None = None
     ) -> Any:
         """The newest ``limit`` stored items, decrypted (expired ones left out), and
         the replacement of a suffix of them, sealed, in one event; the expired items
@@ -120,16 +127,15 @@ class EncryptedCompaction:
 
         if not compaction.stores_as_given(self):
             return None
-        self._check_open()
-        await self._ready()
-        branch = await self._branch_of(None)
+        _me(self)._check_open()
+        await _me(self)._ready()
+        branch = await _me(self)._branch_of(None)
         rows, complete = await compaction.snapshot_entries(
-            self.store, self.session_id, branch, limit
+            _me(self).store, _me(self).session_id, branch, limit
         )
-        cutoff = self._cutoff()
-        positions = [n for n, (_, raw) in enumerate(rows) if parse_envelope(raw, self.session_id).ts > cutoff]
-        items = await self._open_unexpired([item for _, item in rows])
-        sid = self.session_id
+        cutoff, sid = _me(self)._cutoff(), _me(self).session_id
+        positions = [n for n, (_, raw) in enumerate(rows) if parse_envelope(raw, sid).ts > cutoff]
+        items = await _me(self)._open_unexpired([item for _, item in rows])
 
         def expired(raw: bytes) -> bool:
             envelope = parse_envelope(raw, sid)
@@ -138,14 +144,14 @@ class EncryptedCompaction:
             return prune_prefix is not None and bool(prune_prefix(decode_item(raw)))
 
         async def replace_suffix(start: int, output: list[Any]) -> bool:
-            self._check_open()
+            _me(self)._check_open()
             if start >= len(items):
                 return False
             raw_start = 0 if start == 0 else positions[start]
-            sealed = await self._seal(output) if output else ()
+            sealed = await _me(self)._seal(output) if output else ()
             suffix: Sequence[tuple[int, bytes]] = rows[raw_start:]
             return await compaction.replace_suffix(
-                self.store, sid, branch, suffix, sealed, expired
+                _me(self).store, sid, branch, suffix, sealed, expired
             )
 
         return _CompactionSnapshot(items, complete, replace_suffix)

@@ -23,6 +23,7 @@ from eventstore import (
     Checkpoint,
     ConvstoreError,
     EventStore,
+    HistoryCompacted,
     IntegrityError,
     InvalidArgumentError,
     RecordedEvent,
@@ -194,6 +195,7 @@ class TreeNode:
     fork_turn: int | None  # the parent's last turn the branch shares (None: main)
     fork_preview: str | None  # what the user said in that turn
     created_version: int
+    compactions: int = 0  # HistoryCompacted events of the branch (reverts included)
 
 
 async def session_tree(store: EventStore, session_id: str) -> list[TreeNode]:
@@ -218,6 +220,7 @@ async def session_tree(store: EventStore, session_id: str) -> list[TreeNode]:
         return shared[-1].number, content_preview(content, 60)
 
     out: list[TreeNode] = []
+    compacted = await compactions_by_branch(store, session_id)
 
     async def visit(parent: str | None, depth: int) -> None:
         for node, count in by_parent.get(parent, []):
@@ -237,12 +240,24 @@ async def session_tree(store: EventStore, session_id: str) -> list[TreeNode]:
                     None if fork is None else fork[0],
                     None if fork is None else fork[1],
                     node.created_version,
+                    len(compacted.get(node.branch_id, ())),
                 )
             )
             await visit(node.branch_id, depth + 1)
 
     await visit(None, 0)
     return out
+
+
+async def compactions_by_branch(
+    store: EventStore, session_id: str
+) -> dict[str, list[RecordedEvent]]:
+    """The HistoryCompacted events of a session, by branch, oldest first."""
+    found: dict[str, list[RecordedEvent]] = {}
+    for recorded in await store.read_stream(session_id):
+        if isinstance(recorded.event, HistoryCompacted):
+            found.setdefault(recorded.event.branch_id, []).append(recorded)
+    return found
 
 
 # -- audit, verify, replay --------------------------------------------------------

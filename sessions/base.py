@@ -392,9 +392,7 @@ class StoreSession:
         self._check_open()
         branch = await self.current_branch()
         try:
-            return await compaction.revert_compaction(
-                self._store, self.session_id, branch, version
-            )
+            return await compaction.revert_compaction(self._store, self.session_id, branch, version)
         finally:
             self._mutated()
 

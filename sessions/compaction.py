@@ -22,6 +22,7 @@ import asyncio
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
+
 import msgspec
 from sqlalchemy import Connection
 
@@ -33,7 +34,6 @@ from eventstore import (
     HistoryCompacted,
     InvalidArgumentError,
     ItemsExpired,
-    NewEvent,
     RecordedEvent,
     UsageRecorded,
     check_count,
@@ -363,9 +363,7 @@ async def snapshot_entries(
     store: EventStore, session_id: str, branch: str, limit: int
 ) -> tuple[list[Entry], bool]:
     """The newest ``limit`` shown items of ``branch`` and whether they are all of them."""
-    found = await store.run(
-        lambda conn: HISTORY.read_entries(conn, session_id, branch, limit + 1)
-    )
+    found = await store.run(lambda conn: HISTORY.read_entries(conn, session_id, branch, limit + 1))
     return found[-limit:] if limit else [], len(found) <= limit
 
 

@@ -153,6 +153,5 @@ async def run_summarizer(summarize: Callable[[list[Any]], Any], items: list[Any]
     if isinstance(answer, list | tuple):
         return Summary(list(answer))
     raise ArgumentTypeError(
-        "a summariser returns a string, a list of items or a Summary, not "
-        f"{type(answer).__name__}"
+        f"a summariser returns a string, a list of items or a Summary, not {type(answer).__name__}"
     )

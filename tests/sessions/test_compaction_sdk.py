@@ -21,7 +21,6 @@ from .conftest import Sessions
 from .encryption import MARKER, encrypted
 from .test_compaction import consistent, fill, turn, version_of
 
-
 COMPACTED = [{"type": "message", "role": "user", "content": [{"type": "input_text", "text": "c"}]}]
 
 
@@ -84,14 +83,16 @@ async def test_sdk_compaction_over_an_encrypted_session_is_one_sealed_event(
     assert [type(e) for e in events] == [HistoryCompacted]
     assert await session.get_items() == COMPACTED
     payload = b"".join(r.payload for r in await session.store.read_stream("s"))
-    assert b'"text":"c"' not in payload and MARKER.encode() not in payload
+    assert b'"text":"c"' not in payload
+    assert MARKER.encode() not in payload
 
 
 async def test_snapshot_hook_replaces_a_suffix_or_refuses(sessions: Sessions) -> None:
     session, other = sessions.open("s"), sessions.open("s")
     await fill(session, 2)
     snapshot = await session._get_compaction_snapshot(4)
-    assert snapshot.items == turn(1) and snapshot.complete is False
+    assert snapshot.items == turn(1)
+    assert snapshot.complete is False
     await other.add_items([{"role": "user", "content": "newer"}])
     assert await snapshot.replace_suffix(0, COMPACTED) is False  # the suffix moved on
     snapshot = await session._get_compaction_snapshot(20)
@@ -106,7 +107,8 @@ async def test_an_agent_summarises_under_the_runner(session: StoreSession) -> No
     model = ScriptedModel([[assistant_message("the user asked three questions")]])
     agent = Agent(name="Summariser", instructions="Summarise.", model=model)
     result = await session.compact(summarize=agent, keep_last_turns=1)
-    assert result is not None and result.replaced == 8
+    assert result is not None
+    assert result.replaced == 8
     assert model.calls[0].input[:8] == [*turn(0), *turn(1)]
     items = await session.get_items()
     assert items[0]["content"] == SUMMARY_PREFIX + "the user asked three questions"
@@ -139,7 +141,8 @@ async def test_compacting_session_compacts_past_its_bound(session: StoreSession)
     by_tokens = CompactingSession(session, summarize=short, max_tokens=60, keep_last_turns=1)
     await by_tokens.add_items(turn(9))
     items = await session.get_items()
-    assert items[0]["content"].startswith(SUMMARY_PREFIX) and items[1:] == turn(9)
+    assert items[0]["content"].startswith(SUMMARY_PREFIX)
+    assert items[1:] == turn(9)
     await consistent(session)
 
 

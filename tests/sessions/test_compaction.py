@@ -419,3 +419,34 @@ async def test_audit_catches_a_tampered_compaction(session: StoreSession) -> Non
     await session.store.run(tamper, write=True)
     report = await audit_database(session.store)
     assert ("s", result.version) in {(f.stream_id, f.version) for f in report.findings}
+
+
+async def test_clear_expiry_and_shredding_treat_summary_and_originals_alike(
+    sessions: Sessions,
+) -> None:
+    from eventstore import KeyShreddedError
+
+    from .encryption import Clock
+
+    clock = Clock()
+    session = encrypted(sessions, clock=clock, ttl=60)
+    await fill(session, 3)
+    await session.compact(summarize=summarize)
+    clock.now += 120  # the kept originals and the summary expire alike
+    assert await session.get_items() == []
+    assert await session.purge_expired() == 5
+    clock.now -= 120
+    await session.add_items(turn(5))
+    await session.shred()  # the summary is as unreadable as the originals
+    with pytest.raises(KeyShreddedError):
+        await session.get_items()
+    await consistent(session)
+
+    plain = sessions.open("p")
+    await fill(plain, 2)
+    before = await version_of(plain)
+    await plain.compact(summarize=summarize)
+    await plain.clear_session()
+    assert await plain.get_items() == []
+    assert await session_history(plain.store, "p", as_of=before) == [*turn(0), *turn(1)]
+    await consistent(plain)

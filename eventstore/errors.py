@@ -67,6 +67,18 @@ class ConcurrencyError(ConvstoreError):
         self.actual = actual
 
 
+class CompactionConflictError(ConcurrencyError):
+    """A compaction (or its revert) was refused because the history it read changed
+    before it could be written (the items it replaces are no longer shown as they were
+    read, or a later compaction came first); nothing was written. Read and compact again."""
+
+    def __init__(self, stream_id: str, reason: str, actual: int = 0) -> None:
+        ConvstoreError.__init__(self, f"session {stream_id!r}: compaction refused: {reason}")
+        self.stream_id = stream_id
+        self.expected = None
+        self.actual = actual
+
+
 class PersistenceError(ConvstoreError):
     """The database refused or failed an operation (PEP 249 style family)."""
 

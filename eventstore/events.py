@@ -69,6 +69,30 @@ class ItemsExpired(Event, frozen=True, tag="ItemsExpired"):
     branch_id: str = MAIN_BRANCH
 
 
+class HistoryCompacted(Event, frozen=True, tag="HistoryCompacted"):
+    """Part of a branch's history replaced by other items in one event (a compaction,
+    or the revert of one). The log keeps every replaced item in the event that added it.
+
+    The branch keeps the items it showed up to and including the key ``keep_upto``
+    (0: none) and shows ``items`` after them: the first ``added`` are new (a summary,
+    or the items a revert restores), the rest are verbatim copies of the items it
+    showed after the replaced ones. ``replaced`` items were replaced, the shown run
+    from key ``replaced_from`` to ``replaced_upto``; ``based_on`` is the stream version
+    whose history was compacted, ``reverts`` the version of the compaction a revert
+    undoes (0: this is not a revert).
+    """
+
+    items: tuple[msgspec.Raw, ...]
+    added: int
+    branch_id: str = MAIN_BRANCH
+    keep_upto: int = 0
+    replaced: int = 0
+    replaced_from: int = 0
+    replaced_upto: int = 0
+    based_on: int = 0
+    reverts: int = 0
+
+
 class BranchCreated(Event, frozen=True, tag="BranchCreated"):
     """A branch forked from ``parent_branch_id``, sharing its items up to ``fork_seq``."""
 
@@ -121,6 +145,7 @@ AnyEvent = (
     | ItemPopped
     | SessionCleared
     | ItemsExpired
+    | HistoryCompacted
     | BranchCreated
     | BranchSwitched
     | BranchDeleted
@@ -135,6 +160,7 @@ EVENT_TYPES: dict[str, type[Event]] = {
         ItemPopped,
         SessionCleared,
         ItemsExpired,
+        HistoryCompacted,
         BranchCreated,
         BranchSwitched,
         BranchDeleted,

@@ -24,6 +24,10 @@ The rules (one implementation each, in :func:`apply`, mirrored by the table in
 * **SessionCleared** on B (or every branch): B shows nothing from here on (its
   segments become an open tail after this version); its unshared rows are deleted.
 * **ItemsExpired** ``upto_seq`` on B: B's segments start after ``upto_seq``.
+* **HistoryCompacted** on B keeping ``keep_upto``: B's segments are cut at
+  ``keep_upto`` (as a fork's are) plus an open tail from this event, its unshared rows
+  above the cut are deleted, and the event's items are added as new rows of B (the
+  replaced items stay in the log, and in the rows another branch shares).
 * **BranchCreated** C from P at ``fork_seq``: C's segments are P's cut at
   ``fork_seq`` plus C's open tail; each source it shares is pinned up to the cut.
 * **BranchSwitched**: the session's current branch. **BranchDeleted**: B leaves the
@@ -50,6 +54,7 @@ from eventstore import (
     BranchCreated,
     BranchDeleted,
     BranchSwitched,
+    HistoryCompacted,
     ItemPopped,
     ItemsAdded,
     ItemsExpired,
@@ -377,6 +382,17 @@ def fork_segments(
     return (*shared, (child, version << SEQ_SHIFT, OPEN))
 
 
+def compacted_segments(
+    segments: Sequence[Segment], keep_upto: int, branch_id: str, version: int
+) -> tuple[Segment, ...]:
+    """A branch's segments after a compaction at ``version`` that keeps what it shows up
+    to ``keep_upto``: those cut there, then an open tail holding the event's items."""
+    kept = tuple(
+        (src, lo, min(hi, keep_upto)) for src, lo, hi in segments if lo < min(hi, keep_upto)
+    )
+    return (*kept, (branch_id, (version << SEQ_SHIFT) - 1, OPEN))
+
+
 def cleared_segments(branch_id: str, version: int) -> tuple[Segment, ...]:
     return ((branch_id, version << SEQ_SHIFT, OPEN),)
 
@@ -391,21 +407,9 @@ def apply(
     """The history after ``event`` (stored at stream ``version``). Never mutates ``state``."""
     match event:
         case ItemsAdded(items=items, branch_id=b):
-            top = state.rows.get(b)
-            turn = _last_turn(top)
-            for index, raw in enumerate(items):
-                data = bytes(raw)
-                kind = describe(data)
-                if kind.is_user:
-                    turn += 1
-                top = Row(
-                    item_seq(version, index),
-                    data,
-                    kind,
-                    turn if kind.is_user else None,
-                    top,
-                )
-            return replace(state, rows={**state.rows, b: top})
+            return _add(state, b, items, version)
+        case HistoryCompacted(items=items, branch_id=b, keep_upto=keep):
+            return _add(_compact(state, b, keep, version), b, items, version)
         case ItemPopped(seq=seq, branch_id=b):
             info = _info(state, b)
             segments = state.segments(b)
@@ -459,6 +463,31 @@ def apply(
             return deleted
         case _:
             return state
+
+
+def _add(state: HistoryState, b: str, items: Sequence[msgspec.Raw], version: int) -> HistoryState:
+    """``items`` of the event at ``version`` added to branch ``b`` as its newest rows."""
+    top = state.rows.get(b)
+    turn = _last_turn(top)
+    for index, raw in enumerate(items):
+        data = bytes(raw)
+        kind = describe(data)
+        if kind.is_user:
+            turn += 1
+        top = Row(item_seq(version, index), data, kind, turn if kind.is_user else None, top)
+    return replace(state, rows={**state.rows, b: top})
+
+
+def _compact(state: HistoryState, b: str, keep: int, version: int) -> HistoryState:
+    """Branch ``b`` cut at ``keep`` for a compaction at ``version`` (its items not added)."""
+    info = _info(state, b)
+    above = max(info.pinned, keep)
+    kept = [r for r in _walk(state.rows.get(b)) if r.seq <= above]
+    compacted = replace(state, rows={**state.rows, b: _restack(kept)})
+    if not keep and b not in state.branches:
+        return compacted  # nothing shared, no segments: its own rows are the new items
+    segments = compacted_segments(state.segments(b), keep, b, version)
+    return _with_info(compacted, b, replace(info, segments=segments))
 
 
 def _last_turn(top: Row | None) -> int:

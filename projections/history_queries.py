@@ -37,6 +37,7 @@ from sqlalchemy import (
     literal,
     literal_column,
     null,
+    or_,
     select,
     union_all,
 )
@@ -388,15 +389,20 @@ def _of_event(t: Table, where: Sequence[Any], version: Any) -> list[Any]:
     ]
 
 
+# The events whose payload holds items that history rows point into.
+ITEM_EVENTS = ("ItemsAdded", "HistoryCompacted")
+
+
 def _window_events(e: Any, stream_id: IdOrParam, first: Any, last: Any) -> list[Any]:
-    """The ItemsAdded events of ``e`` (the events table or an alias of it) that the
-    items from seq ``first`` to ``last`` of a stream point into: a range of its
-    ``(stream_id, version)`` index (an item's version is its seq shifted right)."""
+    """The events of ``e`` (the events table or an alias of it) that the items from seq
+    ``first`` to ``last`` of a stream point into (ItemsAdded, HistoryCompacted): a
+    range of its ``(stream_id, version)`` index (an item's version is its seq shifted
+    right)."""
     return [
         e.c.stream_id == stream_id,
         e.c.version >= first.op(">>")(_SHIFT),
         e.c.version <= last.op(">>")(_SHIFT),
-        e.c.event_type == "ItemsAdded",
+        or_(*(e.c.event_type == name for name in ITEM_EVENTS)),
     ]
 
 

@@ -35,6 +35,7 @@ from .history import (
     BranchInfo,
     Segment,
     cleared_segments,
+    compacted_segments,
     describe_all,
     expire_segments,
     fork_segments,
@@ -104,6 +105,9 @@ def apply_events(work: Batch, events: Sequence[RecordedEvent]) -> None:
                     work.clear(sid, b, version)
             case ev.SessionCleared(branch_id=str(b)):
                 work.clear(sid, b, version)
+            case ev.HistoryCompacted(items=items, branch_id=b, keep_upto=keep):
+                work.compact(sid, b, version, keep)
+                work.add(sid, b, version, items, recorded.payload)
             case ev.ItemsExpired(upto_seq=upto, branch_id=b):
                 info = work.info(sid, b)
                 work.save(
@@ -221,6 +225,17 @@ class Batch(BranchRows[BranchInfo]):
         if not self.has_row(sid, bid):
             return  # nothing shared, no segments: the branch is simply empty again
         self.save(sid, bid, replace(info, segments=cleared_segments(bid, version)))
+
+    def compact(self, sid: str, bid: str, version: int, keep: int) -> None:
+        """Cut ``bid`` at ``keep`` for a compaction at ``version``: what it shows above
+        the cut goes (its unshared rows are deleted); the event's items come next."""
+        info = self.info(sid, bid)
+        above = max(info.pinned, keep)
+        self.sql.delete_above.execute(self.conn, {"sid": sid, "bid": bid, "above": above})
+        if not keep and not self.has_row(sid, bid):
+            return  # nothing shared, no segments: its own rows are the new items
+        segments = compacted_segments(self.segments(sid, bid), keep, bid, version)
+        self.save(sid, bid, replace(info, segments=segments))
 
     def branch_ids(self, sid: str) -> set[str]:
         """Every branch of ``sid`` that has rows, and main."""

@@ -32,6 +32,7 @@ from eventstore import (
     MAIN_BRANCH,
     BranchCreated,
     BranchDeleted,
+    HistoryCompacted,
     ItemPopped,
     ItemsExpired,
     RecordedEvent,
@@ -44,6 +45,7 @@ from .history import (
     OPEN,
     Segment,
     cleared_segments,
+    compacted_segments,
     expire_segments,
     fork_segments,
     segment_of,
@@ -185,6 +187,13 @@ def apply_event(ops: _Ops, recorded: RecordedEvent) -> None:
                 _clear(ops, sid, b, version)
         case SessionCleared(branch_id=str(b)):
             _clear(ops, sid, b, version)
+        case HistoryCompacted(branch_id=b, keep_upto=keep):
+            # The turns it replaced leave the branch's figures (the session keeps them).
+            shape = ops.shape(sid, b)
+            ops.drop_above(sid, b, max(shape.pinned, keep))
+            if keep or ops.has_shape(sid, b):
+                segments = compacted_segments(shape.shown(b), keep, b, version)
+                ops.save_shape(sid, b, replace(shape, segments=segments))
         case ItemsExpired(upto_seq=upto, branch_id=b):
             shape = ops.shape(sid, b)
             ops.save_shape(sid, b, replace(shape, segments=expire_segments(shape.shown(b), upto)))

@@ -21,6 +21,7 @@ if TYPE_CHECKING:
         ArgumentTypeError,
         BranchError,
         CancelledAfterCommit,
+        CompactionConflictError,
         ConcurrencyError,
         ConfigurationError,
         ConnectionLostError,
@@ -52,10 +53,13 @@ if TYPE_CHECKING:
     from .advanced import AdvancedSQLAlchemySession, AdvancedSQLiteSession
     from .base import StoreSession
     from .branching import BranchingSession, BranchNode
+    from .compacting import CompactingSession
+    from .compaction import CompactionResult
     from .crypto.keyring import rotate_master_key, shred_session
     from .encrypted import EncryptedSession, purge_expired
     from .sqlalchemy import SQLAlchemySession
     from .sqlite import SQLiteSession, release_sqlite_files
+    from .summarizers import AgentSummarizer, ResponsesCompactor, Summary
     from .tables import create_tables
     from .usage import TurnUsage, UsageSession, UsageStats, UsageTotals, render_usage, usage_report
 
@@ -63,11 +67,15 @@ if TYPE_CHECKING:
 _WHERE = {
     "AdvancedSQLAlchemySession": ".advanced",
     "AdvancedSQLiteSession": ".advanced",
+    "AgentSummarizer": ".summarizers",
     "ArgumentTypeError": "eventstore",
     "BranchError": "eventstore",
     "BranchNode": ".branching",
     "BranchingSession": ".branching",
     "CancelledAfterCommit": "eventstore",
+    "CompactingSession": ".compacting",
+    "CompactionConflictError": "eventstore",
+    "CompactionResult": ".compaction",
     "ConcurrencyError": "eventstore",
     "ConfigurationError": "eventstore",
     "ConnectionLostError": "eventstore",
@@ -86,6 +94,7 @@ _WHERE = {
     "OperationalError": "eventstore",
     "PersistenceError": "eventstore",
     "PoolerError": "eventstore",
+    "ResponsesCompactor": ".summarizers",
     "ProjectionMismatchError": "eventstore",
     "SQLAlchemySession": ".sqlalchemy",
     "SQLiteSession": ".sqlite",
@@ -94,6 +103,7 @@ _WHERE = {
     "StoreClosedError": "eventstore",
     "StoreInUseError": "eventstore",
     "StoreSession": ".base",
+    "Summary": ".summarizers",
     "TamperedError": "eventstore",
     "TransientError": "eventstore",
     "TurnNotFoundError": "eventstore",
@@ -165,11 +175,15 @@ def _shadowing(error: ImportError) -> ImportError | None:
 __all__ = [
     "AdvancedSQLAlchemySession",
     "AdvancedSQLiteSession",
+    "AgentSummarizer",
     "ArgumentTypeError",
     "BranchError",
     "BranchNode",
     "BranchingSession",
     "CancelledAfterCommit",
+    "CompactingSession",
+    "CompactionConflictError",
+    "CompactionResult",
     "ConcurrencyError",
     "ConfigurationError",
     "ConnectionLostError",
@@ -189,6 +203,7 @@ __all__ = [
     "PersistenceError",
     "PoolerError",
     "ProjectionMismatchError",
+    "ResponsesCompactor",
     "SQLAlchemySession",
     "SQLiteSession",
     "SchemaError",
@@ -196,6 +211,7 @@ __all__ = [
     "StoreClosedError",
     "StoreInUseError",
     "StoreSession",
+    "Summary",
     "TamperedError",
     "TransientError",
     "TurnNotFoundError",

@@ -23,6 +23,7 @@ from eventstore import (
     Checkpoint,
     ConvstoreError,
     EventStore,
+    HistoryCompacted,
     IntegrityError,
     InvalidArgumentError,
     RecordedEvent,
@@ -36,6 +37,7 @@ from eventstore import (
 )
 from eventstore.checkpoints import dump_checkpoints
 from projections import fold, rebuild
+from projections.compaction_check import CompactionCheck
 from projections.maintenance import ProjectionCheck, VerifyReport, verify
 from projections.usage_table import USAGE
 
@@ -193,6 +195,7 @@ class TreeNode:
     fork_turn: int | None  # the parent's last turn the branch shares (None: main)
     fork_preview: str | None  # what the user said in that turn
     created_version: int
+    compactions: int = 0  # HistoryCompacted events of the branch (reverts included)
 
 
 async def session_tree(store: EventStore, session_id: str) -> list[TreeNode]:
@@ -217,6 +220,7 @@ async def session_tree(store: EventStore, session_id: str) -> list[TreeNode]:
         return shared[-1].number, content_preview(content, 60)
 
     out: list[TreeNode] = []
+    compacted = await compactions_by_branch(store, session_id)
 
     async def visit(parent: str | None, depth: int) -> None:
         for node, count in by_parent.get(parent, []):
@@ -236,12 +240,24 @@ async def session_tree(store: EventStore, session_id: str) -> list[TreeNode]:
                     None if fork is None else fork[0],
                     None if fork is None else fork[1],
                     node.created_version,
+                    len(compacted.get(node.branch_id, ())),
                 )
             )
             await visit(node.branch_id, depth + 1)
 
     await visit(None, 0)
     return out
+
+
+async def compactions_by_branch(
+    store: EventStore, session_id: str
+) -> dict[str, list[RecordedEvent]]:
+    """The HistoryCompacted events of a session, by branch, oldest first."""
+    found: dict[str, list[RecordedEvent]] = {}
+    for recorded in await store.read_stream(session_id):
+        if isinstance(recorded.event, HistoryCompacted):
+            found.setdefault(recorded.event.branch_id, []).append(recorded)
+    return found
 
 
 # -- audit, verify, replay --------------------------------------------------------
@@ -254,9 +270,12 @@ async def audit_database(
     progress: Callable[[int], None] | None = None,
     projections: bool = True,
 ) -> AuditReport:
-    """The full audit: the log (:func:`eventstore.audit`) and every projection of the
-    store against a fold of the log, in one pass over one consistent snapshot."""
-    checks = [ProjectionCheck(store.projectors)] if projections else []
+    """The full audit: the log (:func:`eventstore.audit`), each compaction against the
+    history it compacted, and every projection of the store against a fold of the log,
+    in one pass over one consistent snapshot."""
+    checks: list[Any] = [CompactionCheck()]
+    if projections:
+        checks.append(ProjectionCheck(store.projectors))
     return await audit(store, checks=checks, checkpoints=checkpoints, progress=progress)
 
 

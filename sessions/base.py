@@ -64,8 +64,10 @@ from eventstore import (
 from projections.history import item_batches
 from projections.history_table import HistoryProjector, decode_entry
 
+from . import compaction
 from ._settings import check_logger, make_settings, resolve_limit
 from ._tracing import instrument
+from .compaction import CompactionResult
 
 # The projector has no state of its own: one instance serves every store.
 HISTORY = HistoryProjector()
@@ -340,6 +342,106 @@ class StoreSession:
             raise
         self._cancelled_adds.clear()
         return None if popped is None else popped[1]
+
+    # -- compaction (sessions/compaction.py) ------------------------------------------
+
+    async def compact(
+        self,
+        *,
+        summarize: Any,
+        keep_last_turns: int | None = None,
+        keep_last_items: int | None = None,
+    ) -> CompactionResult | None:
+        """Replace the oldest items of the current branch by a summary, in one event.
+
+        Keeps the last ``keep_last_turns`` whole turns (default 1), or the newest
+        ``keep_last_items`` items; ``summarize`` is an async function of the replaced
+        items, an ``agents.Agent`` or a :class:`~sessions.summarizers.ResponsesCompactor`
+        (see :mod:`sessions.summarizers`). The log keeps every replaced item
+        (``get_items(as_of=...)``, branches and exports see them). None if there is
+        nothing to compact. CompactionConflictError (nothing written) if the replaced
+        items changed while the summariser ran.
+        """
+        self._check_open()
+        branch = await self.current_branch()
+
+        async def open_items(stored: list[bytes]) -> list[Any]:
+            return [decode_item(item) for item in stored]
+
+        async def seal(items: list[Any]) -> tuple[msgspec.Raw, ...]:
+            return encode_items(items)
+
+        try:
+            return await compaction.compact_stored(
+                self._store,
+                self.session_id,
+                branch,
+                summarize=summarize,
+                keep_last_turns=keep_last_turns,
+                keep_last_items=keep_last_items,
+                open_items=open_items,
+                seal=seal,
+            )
+        finally:
+            self._mutated()
+
+    async def revert_compaction(self, version: int | None = None) -> CompactionResult:
+        """Undo the newest compaction of the current branch (or the one at stream
+        ``version``): one event showing the replaced items again, then those added
+        since. InvalidArgumentError if there is none."""
+        self._check_open()
+        branch = await self.current_branch()
+        try:
+            return await compaction.revert_compaction(self._store, self.session_id, branch, version)
+        finally:
+            self._mutated()
+
+    # The hooks the Agents SDK's OpenAIResponsesCompactionSession probes on the session
+    # it wraps (private, duck-typed): a compaction through it is one HistoryCompacted.
+
+    async def _atomic_replace_items(self, items: list[Any]) -> bool:
+        """Replace the whole history of the current branch by ``items``, in one event
+        (False, nothing done, for a subclass that overrides the Session methods)."""
+        if not compaction.stores_as_given(self):
+            return False
+        self._check_open()
+        encoded = encode_items(items)
+        branch = await self.current_branch()
+        try:
+            await compaction.replace_shown(self._store, self.session_id, branch, encoded)
+        finally:
+            self._mutated()
+        return True
+
+    async def _get_compaction_snapshot(
+        self, limit: int, *, prune_prefix: Callable[[Any], bool] | None = None
+    ) -> Any:
+        """The newest ``limit`` items, whether they are the whole history, and the
+        replacement of a suffix of them in one event (False if they changed). None
+        for a subclass that overrides the Session methods."""
+        from agents.memory.session import _CompactionSnapshot
+
+        if not compaction.stores_as_given(self):
+            return None
+        self._check_open()
+        branch = await self.current_branch()
+        rows, complete = await compaction.snapshot_entries(
+            self._store, self.session_id, branch, check_count("limit", limit)
+        )
+        items = [decode_item(item) for _, item in rows]
+        prune = None if prune_prefix is None else (lambda raw: prune_prefix(decode_item(raw)))
+
+        async def replace_suffix(start: int, output: list[Any]) -> bool:
+            self._check_open()
+            encoded = encode_items(output)
+            try:
+                return await compaction.replace_suffix(
+                    self._store, self.session_id, branch, rows[start:], encoded, prune
+                )
+            finally:
+                self._mutated()
+
+        return _CompactionSnapshot(items, complete, replace_suffix)
 
     def _log_cancelled(self, call: str, cancelled: BaseException | None) -> None:
         """Record, on this session's logger, how a cancelled call ended."""

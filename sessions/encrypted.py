@@ -62,6 +62,7 @@ from eventstore import (
 )
 from projections.history_table import Turn
 
+from ._encrypted_compaction import EncryptedCompaction
 from ._settings import resolve_limit
 from ._tracing import instrument
 from .base import (
@@ -117,7 +118,7 @@ class _KeyChanged(Exception):
 
 
 @instrument  # OpenTelemetry spans, when installed (sessions/_tracing.py)
-class EncryptedSession:
+class EncryptedSession(EncryptedCompaction):
     """A convstore session whose items are encrypted (AES-256-GCM) before storage.
 
     Both call forms work: ``EncryptedSession(session=base, encryption_key=..., ttl=3600)``

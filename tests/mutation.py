@@ -229,6 +229,20 @@ MUTATIONS: tuple[Mutation, ...] = (
         '_encode(["convstore data key", FORMAT, key_id, master_key_id])',
         ("tests/sessions/test_encrypted.py", "-k", "wrapped_key_copied"),
     ),
+    Mutation(
+        "a compaction does not check that the items it replaces are still shown",
+        "sessions/compaction.py",
+        "if at is None or [seq for seq, _ in now[at : at + len(seqs)]] != seqs:",
+        "if at is None:",
+        ("tests/sessions/test_compaction.py", "-k", "items_changed"),
+    ),
+    Mutation(
+        "the audit does not check a compaction's kept items",
+        "projections/compaction_check.py",
+        "if kept != [row.item for row in shown[at + event.replaced :]]:",
+        "if False:",
+        ("tests/sessions/test_compaction.py", "-k", "forged"),
+    ),
 )
 
 

@@ -45,6 +45,7 @@ PAGES = [
     "docs/audit.md",
     "docs/subscriptions.md",
     "docs/viewer.md",
+    "docs/compaction.md",
 ]
 
 # ```python at the start of a line, up to the closing fence.

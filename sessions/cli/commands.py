@@ -24,7 +24,7 @@ from .args import (
     format_duration,
     read_master_key,
 )
-from .output import emit_json, item_text, summary, table, when, write_output
+from .output import compaction_text, emit_json, item_text, summary, table, when, write_output
 from .progress import ProgressBar
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING, without importing typing for --version
@@ -133,6 +133,7 @@ async def _log(store: EventStore, args: argparse.Namespace) -> int:
 
 async def _history(store: EventStore, args: argparse.Namespace) -> int:
     items = await admin.session_history(store, args.session, branch=args.branch, as_of=args.as_of)
+    compacted = (await admin.compactions_by_branch(store, args.session)).get(args.branch, [])
     if args.key_file:
         key = read_master_key(args.key_file)
         items = await admin.decrypt_items(
@@ -140,8 +141,18 @@ async def _history(store: EventStore, args: argparse.Namespace) -> int:
         )
     if args.json:
         emit_json(items)
-    else:
-        table(["#", "item"], [(n, item_text(item)) for n, item in enumerate(items, 1)])
+        return 0
+    table(["#", "item"], [(n, item_text(item)) for n, item in enumerate(items, 1)])
+    if isinstance(args.as_of, int):
+        compacted = [e for e in compacted if e.version <= args.as_of]
+    elif args.as_of is not None:
+        compacted = [e for e in compacted if e.recorded_at <= args.as_of]
+    if compacted:
+        last = compacted[-1]
+        print(
+            f"(v{last.version}: {compaction_text(last.event)}; the log keeps every item: "
+            f"--as-of {last.version - 1} shows the history before it)"
+        )
     return 0
 
 
@@ -168,9 +179,10 @@ async def _tree(store: EventStore, args: argparse.Namespace) -> int:
                 f"{node.fork_preview!r}"
             )
         current = " (current)" if node.is_current else ""
+        compacted = f", compacted {node.compactions} time(s)" if node.compactions else ""
         print(
             f"{lead}{node.branch_id}{current}  {node.items} item(s), "
-            f"{node.user_turns} turn(s){where}"
+            f"{node.user_turns} turn(s){compacted}{where}"
         )
     return 0
 

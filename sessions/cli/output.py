@@ -39,12 +39,14 @@ def summary(recorded: RecordedEvent, *, full: bool = False) -> str:
     every field of the event)."""
     import msgspec
 
-    from eventstore import ItemPopped, ItemsAdded, UsageRecorded
+    from eventstore import HistoryCompacted, ItemPopped, ItemsAdded, UsageRecorded
     from projections.history import MAX_ITEMS_PER_EVENT
 
     event = recorded.event
     if isinstance(event, ItemsAdded):
         return f"{len(event.items)} item(s) on {event.branch_id}"
+    if isinstance(event, HistoryCompacted) and not full:
+        return compaction_text(event)
     if isinstance(event, ItemPopped):
         version, index = divmod(event.seq, MAX_ITEMS_PER_EVENT)
         return f"removed item {index + 1} of v{version} on {event.branch_id}"
@@ -59,6 +61,25 @@ def summary(recorded: RecordedEvent, *, full: bool = False) -> str:
             + ("" if event.anchor_branch else " (session only)")
         )
     return text if len(text) <= DETAILS_WIDTH else text[: DETAILS_WIDTH - 3] + "..."
+
+
+def compaction_text(event: Any) -> str:
+    """What a HistoryCompacted did, in words (the replaced items stay in the log)."""
+    from projections.history import SEQ_SHIFT
+
+    run = ""
+    if event.replaced:
+        run = f" (v{event.replaced_from >> SEQ_SHIFT}..v{event.replaced_upto >> SEQ_SHIFT})"
+    kept = len(event.items) - event.added
+    if event.reverts:
+        return (
+            f"reverted the compaction at v{event.reverts}: {event.added} item(s) shown "
+            f"again, {kept} kept, on {event.branch_id}"
+        )
+    return (
+        f"compacted {event.replaced} item(s){run} into {event.added}, "
+        f"{kept} kept, on {event.branch_id}"
+    )
 
 
 # The key of an encrypted item's envelope (sessions/crypto/envelope.py's MARKER).

@@ -23,6 +23,7 @@ from eventstore import (
     DecodeError,
     DecryptionError,
     EventStore,
+    HistoryCompacted,
     InvalidArgumentError,
     ItemPopped,
     ItemsExpired,
@@ -420,7 +421,12 @@ async def travel_page(
 def _removes_from(event: Any, branch: str) -> bool:
     """Whether ``event`` removes items of ``branch`` (or the branch itself)."""
     match event:
-        case ItemPopped(branch_id=b) | ItemsExpired(branch_id=b) | BranchDeleted(branch_id=b):
+        case (
+            ItemPopped(branch_id=b)
+            | ItemsExpired(branch_id=b)
+            | BranchDeleted(branch_id=b)
+            | HistoryCompacted(branch_id=b)
+        ):
             return bool(b == branch)
         case SessionCleared(branch_id=b):
             return b is None or b == branch

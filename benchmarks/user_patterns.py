@@ -1,4 +1,5 @@
-"""What applications do with sessions, side by side with the Agents SDK's, on a SQLite file.
+"""What applications do with sessions, side by side with the Agents SDK's, on a SQLite file
+(and one case on PostgreSQL).
 
 Each case runs convstore and the SDK in one process, the two sides alternating round by
 round (the first side changes every round), and prints both sides' median, the ratio of
@@ -15,13 +16,20 @@ items. Each case says what was open and warm while it was timed:
 * one writer, its object open: ``add_items([item])``, ``add_items`` of a 4-item turn,
   ``pop_item()``;
 * 32 users at once: 32 open objects, one per user, each adding a 4-item turn, all at
-  once (``asyncio.gather``), on one file;
+  once (``asyncio.gather``), on one file; and the same on PostgreSQL with
+  ``SQLAlchemySession`` on each side (ours and ``agents.extensions.memory``'s), each
+  side's 32 objects sharing one engine (SQLAlchemy's default pool: 5 connections and
+  10 overflow), as a web application holds one; skipped if the server does not answer;
 * ``get_items(limit=20)`` on histories built as the Runner builds them: 1 item per
   ``add_items`` and 4 per call, at 100, 1,000 and 10,000 items (``--large``: 100,000);
 * ``AdvancedSQLiteSession``: the first ``get_items(limit=20)`` after
   ``create_branch_from_turn`` at 1,000 items (a new branch each round).
 
     python benchmarks/user_patterns.py [--json] [--rounds N] [--large] [--sdk-first]
+        [--backends sqlite,postgresql] [--postgres-url URL]
+
+The PostgreSQL case drops and creates the benchmark tables (convstore_*, the SDK's) in
+the database ``--postgres-url`` names (default: ``postgresql://postgres@127.0.0.1:5432/bench``).
 """
 
 from __future__ import annotations
@@ -43,20 +51,27 @@ from pathlib import Path
 from typing import Any
 
 from _common import (
+    POSTGRES_URL,
     Status,
+    async_url,
     describe_environment,
+    display_url,
+    drop_tables_at,
     environment,
     fmt_ratio,
     fmt_seconds,
     make_items,
+    probe,
     render_table,
     say,
 )
 from agents.extensions.memory import AdvancedSQLiteSession as SdkAdvancedSQLiteSession
 from agents.extensions.memory import EncryptedSession as SdkEncryptedSession
+from agents.extensions.memory import SQLAlchemySession as SdkSQLAlchemySession
 from agents.memory import SQLiteSession as SdkSQLiteSession
+from sqlalchemy.ext.asyncio import create_async_engine
 
-from sessions import AdvancedSQLiteSession, EncryptedSession, SQLiteSession
+from sessions import AdvancedSQLiteSession, EncryptedSession, SQLAlchemySession, SQLiteSession
 
 KEY = "your-32-byte-key-here-for-aes256"
 TTL = 3600
@@ -284,35 +299,37 @@ async def one_writer(bench: Bench) -> None:
         sdk.close()
 
 
+def all_at_once(sessions: Sequence[Any], items: Sequence[Any]) -> Timed:
+    """A round: 4 times, every session adds a 4-item turn, all at once."""
+
+    async def run() -> tuple[float, int]:
+        repeats = 4
+        started = time.perf_counter()
+        for r in range(repeats):
+            await asyncio.gather(
+                *(
+                    s.add_items(list(items[((r * len(sessions) + n) * TURN) % len(items) :][:TURN]))
+                    for n, s in enumerate(sessions)
+                )
+            )
+        return time.perf_counter() - started, repeats * len(sessions)
+
+    return run
+
+
 async def many_users(bench: Bench) -> None:
     items = make_items(CONCURRENT * TURN * 4, seed=6)
     ours_path, sdk_path = bench.path("ours"), bench.path("sdk")
     ours = [SQLiteSession(f"u{n}", ours_path) for n in range(CONCURRENT)]
     sdk = [SdkSQLiteSession(f"u{n}", sdk_path) for n in range(CONCURRENT)]
-
-    def all_at_once(sessions: Sequence[Any]) -> Timed:
-        async def run() -> tuple[float, int]:
-            repeats = 4
-            started = time.perf_counter()
-            for r in range(repeats):
-                await asyncio.gather(
-                    *(
-                        s.add_items(items[((r * len(sessions) + n) * TURN) % len(items) :][:TURN])
-                        for n, s in enumerate(sessions)
-                    )
-                )
-            return time.perf_counter() - started, repeats * len(sessions)
-
-        return run
-
     try:
         for session in [*ours, *sdk]:  # warm: every session exists
             await session.add_items(items[:TURN])
         await bench.compare(
             f"{CONCURRENT} users at once, a 4-item turn each",
             f"{CONCURRENT} objects per side open on one file, each its own session",
-            all_at_once(ours),
-            all_at_once(sdk),
+            all_at_once(ours, items),
+            all_at_once(sdk, items),
             unit="turns/s",
         )
     finally:
@@ -320,6 +337,43 @@ async def many_users(bench: Bench) -> None:
             await s.close()
         for s in sdk:
             s.close()
+
+
+async def many_users_postgres(bench: Bench, url: str) -> str:
+    """The 32 users on PostgreSQL; return what the output says of the server."""
+    reason, version = await probe(url)
+    if reason is not None:
+        return f"PostgreSQL case skipped: {display_url(url)} unreachable ({reason})"
+    await drop_tables_at(url)
+    items = make_items(CONCURRENT * TURN * 4, seed=7)
+    ours_engine = create_async_engine(async_url(url))
+    sdk_engine = create_async_engine(async_url(url))
+    ours = [
+        SQLAlchemySession(f"u{n}", engine=ours_engine, create_tables=True)
+        for n in range(CONCURRENT)
+    ]
+    sdk = [
+        SdkSQLAlchemySession(f"u{n}", engine=sdk_engine, create_tables=True)
+        for n in range(CONCURRENT)
+    ]
+    try:
+        for session in [*ours, *sdk]:  # warm: every session exists, the pools are filled
+            await session.add_items(items[:TURN])
+        await bench.compare(
+            f"{CONCURRENT} users at once, a 4-item turn each, PostgreSQL",
+            f"{CONCURRENT} SQLAlchemySession objects per side open, one engine per side "
+            "(default pool), on one local database",
+            all_at_once(ours, items),
+            all_at_once(sdk, items),
+            unit="turns/s",
+        )
+    finally:
+        for s in ours:
+            await s.close()
+        await ours_engine.dispose()
+        await sdk_engine.dispose()
+        await drop_tables_at(url)
+    return f"{version} at {display_url(url)}"
 
 
 # -- reads of histories built turn by turn -----------------------------------------------
@@ -430,7 +484,17 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--sdk-first", action="store_true", help="the SDK's side runs first in round 1"
     )
-    return parser.parse_args(argv)
+    parser.add_argument(
+        "--backends",
+        default="sqlite,postgresql",
+        help="comma-separated: sqlite (every case but one), postgresql (the 32 users)",
+    )
+    parser.add_argument("--postgres-url", default=POSTGRES_URL, help="default: %(default)s")
+    args = parser.parse_args(argv)
+    args.backends = {b.strip() for b in args.backends.split(",") if b.strip()}
+    if not args.backends or args.backends - {"sqlite", "postgresql"}:
+        parser.error("--backends: choose from sqlite,postgresql")
+    return args
 
 
 async def main_async(args: argparse.Namespace) -> int:
@@ -439,13 +503,18 @@ async def main_async(args: argparse.Namespace) -> int:
     started = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="convstore-patterns-") as directory:
         bench = Bench(Path(directory), max(args.rounds, 2), args.sdk_first, status)
-        await per_request(bench)
-        await one_writer(bench)
-        await many_users(bench)
-        await reads(bench, sizes)
-        await new_branch(bench)
+        if "sqlite" in args.backends:
+            await per_request(bench)
+            await one_writer(bench)
+            await many_users(bench)
+        server = ""
+        if "postgresql" in args.backends:
+            server = await many_users_postgres(bench, args.postgres_url)
+        if "sqlite" in args.backends:
+            await reads(bench, sizes)
+            await new_branch(bench)
     status.clear()
-    env = environment({})
+    env = environment({"PostgreSQL case": server} if server else {})
     if args.json:
         document = {
             "benchmark": "user_patterns",
@@ -460,7 +529,8 @@ async def main_async(args: argparse.Namespace) -> int:
     say(status, describe_environment(env))
     say(
         status,
-        f"SQLite file, WAL, synchronous=FULL on both sides; {bench.rounds} rounds per case, "
+        ("SQLite file, WAL, synchronous=FULL on both sides; " if "sqlite" in args.backends else "")
+        + f"{bench.rounds} rounds per case, "
         f"{'the SDK' if args.sdk_first else 'convstore'} first in round 1; "
         f"{time.perf_counter() - started:.0f} s in all.\n",
     )

@@ -11,6 +11,13 @@ exit, or by :func:`release_sqlite_files`; closing it checkpoints the WAL and rem
 the ``-wal`` and ``-shm`` files. A session the garbage collector finds unclosed
 outside an event loop hands its store over to be released at the next acquire or
 release, since the collector may run inside the lock that guards the stores.
+
+A child process made by ``os.fork()`` (a pre-forking server, multiprocessing's
+``fork`` start method) starts with no store: the ones it inherited are forgotten, not
+closed, since SQLite connections must never cross a fork and closing them in the child
+could checkpoint or remove the parent's ``-wal`` file. A session on the file opens a
+fresh store in the child; a session object inherited from the parent is not to be used
+there (closing it lets go of nothing).
 """
 
 from __future__ import annotations
@@ -70,6 +77,22 @@ class _SharedStores:
         # loop: released at the next acquire or release, because the collector may run
         # inside this object's lock and so must not take it.
         self._abandoned: collections.deque[tuple[str, EventStore]] = collections.deque()
+        # In a child made by os.fork(): the parent's stores, by id, kept referenced so
+        # that nothing ever closes (nor finalises) their connections in the child.
+        self._inherited: dict[int, EventStore] = {}
+
+    def forget_after_fork(self) -> None:
+        """In a child made by ``os.fork()``: forget every store the parent had, without
+        closing any, and the timer thread (which did not survive the fork) with them.
+        The lock is made anew: another thread of the parent may have held it."""
+        self._lock = threading.Lock()
+        self._idle = threading.Condition(self._lock)
+        parents = [kept.store for kept in self._stores.values()] + self._retired
+        parents += [store for _, store in self._abandoned]
+        self._inherited.update((id(store), store) for store in parents)
+        self._stores, self._retired = {}, []
+        self._abandoned = collections.deque()
+        self._timer = None
 
     def abandon(self, path: str, store: EventStore) -> None:
         """Release later (callable from a finaliser: takes no lock)."""
@@ -119,6 +142,8 @@ class _SharedStores:
         if self._abandoned:
             self._release_abandoned()
         with self._lock:
+            if id(store) in self._inherited:  # the parent's: never closed in a child
+                return None
             if not store.unshare():
                 return None
             kept = self._stores.get(path)
@@ -190,6 +215,7 @@ def _close_all(stores: list[EventStore]) -> None:
 
 _shared = _SharedStores()
 atexit.register(_shared.release_idle, None)
+os.register_at_fork(after_in_child=_shared.forget_after_fork)
 
 
 def release_sqlite_files(*paths: str | os.PathLike[str]) -> int:

@@ -115,8 +115,15 @@ class _OpenedKeys:
             for key in [k for k in self._found if k[1].stream_id == session_id]:
                 del self._found[key]
 
+    def after_fork(self) -> None:
+        """In a child made by ``os.fork()``: a new lock, since another thread of the
+        parent may have held this one at the fork. The opened keys stay valid (each
+        message draws its own random nonce, so parent and child never share one)."""
+        self._lock = threading.Lock()
+
 
 _opened = _OpenedKeys()
+os.register_at_fork(after_in_child=_opened.after_fork)
 
 
 def _now() -> int:

@@ -49,6 +49,7 @@ from .encryption import (
     secret,
     stored_bytes,
 )
+from .forking import forking, in_forked_child, needs_fork
 
 
 async def audit(session: EncryptedSession) -> None:
@@ -317,6 +318,31 @@ async def test_a_session_object_per_request_reuses_the_opened_key(
     with pytest.raises(KeyShreddedError):
         await encrypted(sessions, key=OTHER_KEY).get_items()
     assert len(await raw_items(newer.underlying_session)) == 4
+
+
+@needs_fork
+@forking
+async def test_a_forked_child_uses_the_opened_keys(tmp_path: Path) -> None:
+    """The process's opened keys survive os.fork() even if a thread of the parent held
+    their lock at that moment; the child reads and writes with them, and so does the
+    parent afterwards."""
+    path = tmp_path / "c.db"
+    async with EncryptedSession(session=SQLiteSession("s", path), encryption_key=KEY) as first:
+        await first.add_items([secret(1)])
+
+    async def check() -> None:
+        child = EncryptedSession(session=SQLiteSession("s", path), encryption_key=KEY)
+        assert await child.get_items() == [secret(1)]
+        await child.add_items([secret(2)])
+        await child.close()
+        release_sqlite_files()
+
+    with keyring._opened._lock:  # (held at the fork: the child makes its own)
+        in_forked_child(check)
+    async with EncryptedSession(session=SQLiteSession("s", path), encryption_key=KEY) as again:
+        assert await again.get_items() == [secret(1), secret(2)]
+        await again.add_items([secret(3)])
+    release_sqlite_files(path)
 
 
 def checkpointed_bytes(path: Path) -> bytes:

@@ -19,6 +19,8 @@ from eventstore import InvalidArgumentError, registry
 from sessions import SQLiteSession, release_sqlite_files
 from sessions import sqlite as sqlite_sessions
 
+from .forking import forking, in_forked_child, needs_fork
+
 
 class Counts:
     def __init__(self) -> None:
@@ -154,3 +156,49 @@ async def test_no_idle_time_closes_with_the_last_session(
         await session.add_items([{"n": 1}])
     assert session.store.closed
     assert companions(path) == []
+
+
+# -- a child made by os.fork() -------------------------------------------------------
+
+
+@needs_fork
+@forking
+async def test_a_forked_child_opens_its_own_store(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(sqlite_sessions, "IDLE_SECONDS", 0.05)  # (the child inherits it)
+    path = tmp_path / "c.db"
+    held = SQLiteSession("parent", path)
+    await held.add_items([{"n": 1}])
+    parents = held.store
+
+    async def check() -> None:
+        session = SQLiteSession("child", path)
+        assert session.store is not parents, "the parent's store crossed the fork"
+        await session.add_items([{"n": 2}])
+        assert await session.get_items() == [{"n": 2}]
+        async with SQLiteSession("parent", path) as other:
+            assert await other.get_items() == [{"n": 1}]
+        await session.close()
+        for _ in range(1000):  # the child's own timer thread closes its idle store
+            if session.store.closed:
+                break
+            await asyncio.sleep(0.01)
+        assert session.store.closed
+        await held.close()  # an inherited session lets go of nothing in the child
+        assert not parents.closed
+
+    with sqlite_sessions._shared._lock:  # (held at the fork: the child makes its own)
+        in_forked_child(check)
+    assert not parents.closed
+    await held.add_items([{"n": 3}])
+    assert await held.get_items() == [{"n": 1}, {"n": 3}]
+    await held.close()
+    async with SQLiteSession("child", path) as child_side:
+        assert child_side.store is parents, "the parent's idle store, taken over"
+        assert await child_side.get_items() == [{"n": 2}]
+    assert release_sqlite_files(path) == 1
+    assert companions(path) == []
+    async with SQLiteSession("parent", path) as fresh:  # nothing was lost
+        assert fresh.store is not parents
+        assert await fresh.get_items() == [{"n": 1}, {"n": 3}]

@@ -243,6 +243,20 @@ MUTATIONS: tuple[Mutation, ...] = (
         "if False:",
         ("tests/sessions/test_compaction.py", "-k", "forged"),
     ),
+    Mutation(
+        "an idle SQLite store is taken over by a file made again at its path",
+        "sessions/sqlite.py",
+        "if store.closed or _identity(path) != kept.identity:",
+        "if store.closed:",
+        ("tests/sessions/test_idle_stores.py", "-k", "replaced_at_the_path"),
+    ),
+    Mutation(
+        "a session's opened key is used whatever its key row now says (a shred unseen)",
+        "sessions/crypto/keyring.py",
+        "if self._opened is not None and self._opened[0] == row:",
+        "if self._opened is not None:",
+        ("tests/sessions/test_encrypted_keys.py", "-k", "reuses_the_opened_key"),
+    ),
 )
 
 

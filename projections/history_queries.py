@@ -56,6 +56,9 @@ Limit = int | BindParameter[Any] | None
 _SHIFT = literal_column(str(SEQ_SHIFT), Integer)
 # The columns of an array read (:meth:`HistoryQueries.array_read`).
 _ARRAY_COLUMNS = ("seq", "version", "item_at", "item_end", "shown", "whole", "data")
+# The largest payload a sliced read (:meth:`HistoryQueries.sliced_read`) cuts items out
+# of: an event of a few items (an agent's turn) is far below it, a bulk load far above.
+SLICE_BOUND = 8192
 
 
 class HistoryQueries:
@@ -278,6 +281,56 @@ class HistoryQueries:
         parts.append(_span_row(spans))
         parts.append(self._loose_rows(where, spans))
         return select(union_all(*parts).subquery("found"))
+
+    def sliced_read(self, stream_id: IdOrParam, branch_id: IdOrParam, limit: Limit) -> Select[Any]:
+        """The newest ``limit`` own items of a branch, newest first, one row per item
+        with the item's bytes cut out of its event's payload by the database
+        (``substr``), so that a read of a few items from small events sends no
+        payload and builds one Python value per item; a ``MARKER`` row as in
+        :meth:`fast_query`.
+
+        Columns: ``seq, item, sliced, payload_size``. ``item`` is the item's copy (if
+        the projection keeps one), ``sliced`` its bytes when its event's payload is at
+        most :data:`SLICE_BOUND` bytes long (NULL for a larger one: cutting 20 items
+        out of one payload of hundreds of items copies the payload 20 times inside the
+        database, so such a read is left to :meth:`array_read`), ``payload_size`` the
+        payload's length, NULL when the event is missing from the log. One range scan
+        of the primary key and one probe of the events' ``(stream_id, version)``
+        index per item (:func:`~projections.history_rows.sliced_items` reads the rows).
+        """
+        t, e, b = self.items, schema.events, self.branches
+        newest = (
+            select(t.c.seq, t.c.item_at, t.c.item_size, t.c.item)
+            .where(t.c.stream_id == stream_id, t.c.branch_id == branch_id)
+            .order_by(t.c.seq.desc())
+            .limit(limit)
+            .subquery("newest")
+        )
+        size = func.length(e.c.payload)
+        sliced = case(
+            (
+                size <= SLICE_BOUND,
+                func.substr(e.c.payload, newest.c.item_at + 1, newest.c.item_size),
+            )
+        )
+        joined = newest.outerjoin(
+            e,
+            and_(
+                e.c.stream_id == stream_id,
+                e.c.version == newest.c.seq.op(">>")(_SHIFT),
+                or_(*(e.c.event_type == name for name in ITEM_EVENTS)),
+            ),
+        )
+        rows = select(
+            newest.c.seq, newest.c.item, sliced.label("sliced"), size.label("payload_size")
+        ).select_from(joined)
+        marker = select(
+            literal(int(RowKind.MARKER), BigInteger).label("seq"),
+            b.c.segments.label("item"),
+            _null(Blob).label("sliced"),
+            _null(BigInteger).label("payload_size"),
+        ).where(b.c.stream_id == stream_id, b.c.branch_id == branch_id, b.c.segments.is_not(None))
+        return select(union_all(marker, rows).subquery("found"))
 
     def _array_window(self, where: list[Any], limit: Limit) -> tuple[list[Any], Any, Any, Any]:
         """The conditions that select an array read's items, its first and last

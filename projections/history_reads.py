@@ -34,14 +34,23 @@ from .history_rows import (
     one_array,
     resolve,
     resolve_items,
+    sliced_items,
 )
 from .history_statements import HistoryStatements
+
+# How many branches a projector remembers as bulk-loaded (see HistoryReads.bulk).
+_BULK_MAX = 4096
 
 
 class HistoryReads(HistoryQueries):
     """The reads of the history tables, through their prepared statements (``sql``)."""
 
     sql: HistoryStatements
+    # Branches ``(stream_id, branch_id)`` whose newest items lay in a few large payloads
+    # when last read (a bulk load): their reads of a few items go straight to the read
+    # of one row per event. A hint for choosing the plan, never an answer: every plan
+    # reads the same items.
+    bulk: dict[tuple[str, str], None]
 
     def read_info(self, conn: Connection, stream_id: str, branch_id: str) -> BranchInfo | None:
         """The row of a branch in the branches table, if it has one."""
@@ -119,17 +128,26 @@ class HistoryReads(HistoryQueries):
         statement when the branch has no segments; one row per event, not per item
         (:meth:`array_read`) where the database's dialect reads item arrays;
         elsewhere the per-item read, joined."""
-        if not dialect_of(conn).reads_item_arrays:
+        dialect = dialect_of(conn)
+        if not dialect.reads_item_arrays:
             return one_array(self.read_items(conn, stream_id, branch_id, limit))
         key: dict[str, Any] = {"sid": stream_id, "bid": branch_id}
-        rows = (
-            self.sql.arrays_all.all(conn, key)
-            if limit is None
-            else self.sql.arrays_newest.all(conn, {**key, "n": limit})
-        )
-        marker, arrays = item_arrays(rows)
+        marker: bytes | None = None
+        if limit is not None and dialect.slices_items and (stream_id, branch_id) not in self.bulk:
+            marker, items = sliced_items(self.sql.sliced_newest.all(conn, {**key, "n": limit}))
+            if items is not None:
+                return one_array(items)
         if marker is None:
-            return arrays
+            rows = (
+                self.sql.arrays_all.all(conn, key)
+                if limit is None
+                else self.sql.arrays_newest.all(conn, {**key, "n": limit})
+            )
+            marker, arrays = item_arrays(rows)
+            if limit is not None and dialect.slices_items:
+                self._note_shape(stream_id, branch_id, len(arrays), limit)
+            if marker is None:
+                return arrays
         segments = decode_segments(marker) or ()  # the own items are not the answer
         if limit is None:
             arrays = []
@@ -141,6 +159,18 @@ class HistoryReads(HistoryQueries):
         # segment's newest ``limit`` scans the segment's keys (docs/design.md).
         items = [item for _, item in self._read_segments(conn, stream_id, segments, limit)]
         return one_array(items)
+
+    def _note_shape(self, stream_id: str, branch_id: str, events: int, limit: int) -> None:
+        """After an array read of the newest ``limit`` items from ``events`` events:
+        remember whether they came from a few large events (read arrays again) or from
+        many small ones (slice them again)."""
+        branch = (stream_id, branch_id)
+        if events * 4 <= max(limit, 4):  # four items or more an event on average
+            if len(self.bulk) >= _BULK_MAX:
+                self.bulk.clear()
+            self.bulk[branch] = None
+        else:
+            self.bulk.pop(branch, None)
 
     def read_top(
         self, conn: Connection, stream_id: str, branch_id: str

@@ -216,6 +216,29 @@ def _joined(version: int, count: int, data: bytes | None, rows: Sequence[Any]) -
     return b"".join((b"[", b",".join(datas), b"]"))
 
 
+def sliced_items(rows: Sequence[Any]) -> tuple[bytes | None, list[bytes] | None]:
+    """The rows of ``sliced_read`` (newest first): the marker's segments (or None), and
+    the items' bytes, oldest first, or None if an item lies in a payload too large
+    for the database to cut it out (the caller reads arrays instead)."""
+    items: list[bytes] = []
+    for seq, copy, sliced, payload_size in rows:
+        if seq < 0:
+            return copy, None  # the branch has segments: its own items are not the answer
+        if copy is not None:
+            items.append(copy)
+        elif sliced is not None:
+            items.append(sliced)
+        elif payload_size is None:
+            raise IntegrityError(
+                f"the event at version {seq >> SEQ_SHIFT} that items of the history point "
+                "into is gone from the log (convstore DB audit tells more)"
+            )
+        else:
+            return None, None
+    items.reverse()
+    return None, items
+
+
 def one_array(items: list[bytes]) -> list[tuple[Any, int]]:
     """Items read one by one as ``read_arrays`` returns them: one JSON array of all of
     them (none if there are none)."""

@@ -109,6 +109,7 @@ class HistoryStatements:
         self.fast_newest = Prepared(q.fast_query(sid, bid, n))
         self.fast_all = Prepared(q.fast_query(sid, bid, None))
         self.arrays_newest = Prepared(q.array_read(sid, bid, limit=n, marker=True))
+        self.sliced_newest = Prepared(q.sliced_read(sid, bid, n))
         self.arrays_all = Prepared(q.array_read(sid, bid, marker=True))
         self.range_arrays_all = Prepared(q.array_read(sid, bid, lo, hi))
 

@@ -56,6 +56,7 @@ class HistoryProjector(HistoryReads, TableProjector):
             "current_branch": self.current,
         }
         self.sql = HistoryStatements(tables, self)
+        self.bulk = {}
 
     def apply(self, conn: Connection, events: Sequence[RecordedEvent]) -> None:
         """Apply an append's events to the tables, in its transaction."""

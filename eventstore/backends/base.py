@@ -91,6 +91,12 @@ class Dialect(abc.ABC):
     # the database; docs/design.md, "Reads as JSON arrays", has the measured plans.
     reads_item_arrays: ClassVar[bool] = False
 
+    # Whether a read of the newest few items may cut each item out of its event's
+    # payload in the database (``substr``), one row per item and no payload sent,
+    # where that is cheaper than the read of one row per event (projections/
+    # history_reads.py; docs/performance.md has the measurements).
+    slices_items: ClassVar[bool] = False
+
     def begin(self, conn: Connection, *, write: bool) -> None:  # noqa: B027 (optional hook)
         """Called first in every transaction (e.g. to take SQLite's write lock)."""
 

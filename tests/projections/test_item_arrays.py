@@ -25,6 +25,7 @@ from eventstore import (
 from eventstore.backends import dialect_for
 from projections import HistoryProjector, fold, rebuild
 from projections.history import item_seq
+from projections.history_queries import SLICE_BOUND
 
 from ..conftest import Backend
 from ..eventstore.raw_events import insert_items_added
@@ -177,22 +178,67 @@ class Counting:
         return list(self.statement.all(conn, values))
 
 
-@pytest.mark.parametrize("arrays", [True, False], ids=["arrays", "per-item"])
+@pytest.mark.parametrize(
+    ("arrays", "slices"),
+    [(True, True), (True, False), (False, False)],
+    ids=["sliced", "arrays", "per-item"],
+)
 async def test_the_dialect_chooses_the_read_plan(
-    backend: Backend, monkeypatch: pytest.MonkeyPatch, arrays: bool
+    backend: Backend, monkeypatch: pytest.MonkeyPatch, arrays: bool, slices: bool
 ) -> None:
     """read_arrays reads one row per event exactly where the database's dialect object
-    (eventstore.dialect_of) says it reads item arrays, whatever the database's name;
-    either plan returns the same bytes on every backend."""
+    (eventstore.dialect_of) says it reads item arrays, and cuts a few items out of small
+    payloads in the database where it says it slices items, whatever the database's
+    name; every plan returns the same bytes on every backend."""
     history = HistoryProjector()
     store = backend.store(projectors=(history,))
     await store.append("s", [added(ITEMS[:3]), added(ITEMS[3:])])
-    monkeypatch.setattr(type(dialect_for(store.dialect_name)), "reads_item_arrays", arrays)
+    dialect = type(dialect_for(store.dialect_name))
+    monkeypatch.setattr(dialect, "reads_item_arrays", arrays)
+    monkeypatch.setattr(dialect, "slices_items", slices)
     ran: list[str] = []
-    for name in ("arrays_all", "arrays_newest"):
+    for name in ("arrays_all", "arrays_newest", "sliced_newest"):
         monkeypatch.setattr(history.sql, name, Counting(getattr(history.sql, name), ran, name))
     stored = [bytes(item) for item in encode_items(ITEMS)]
     for limit in (None, 4):
         found = await store.run(lambda c, n=limit: history.read_arrays(c, "s", "main", n))
         assert raw(found) == stored[len(stored) - (limit or len(stored)) :], limit
-    assert ran == (["arrays_all", "arrays_newest"] if arrays else [])
+    expected = {
+        (True, True): ["arrays_all", "sliced_newest"],
+        (True, False): ["arrays_all", "arrays_newest"],
+    }
+    assert ran == expected.get((arrays, slices), [])
+
+
+async def test_a_read_from_large_payloads_reads_arrays_until_the_events_are_small(
+    backend: Backend, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Where the dialect slices items, a read of the newest items of a payload larger
+    than SLICE_BOUND reads arrays instead (the same items), and keeps doing so while the
+    newest items come from a few large events; once they come from small events again,
+    it slices them again."""
+    history = HistoryProjector()
+    store = backend.store(projectors=(history,))
+    dialect = type(dialect_for(store.dialect_name))
+    monkeypatch.setattr(dialect, "reads_item_arrays", True)
+    monkeypatch.setattr(dialect, "slices_items", True)
+    ran: list[str] = []
+    for name in ("arrays_newest", "sliced_newest"):
+        monkeypatch.setattr(history.sql, name, Counting(getattr(history.sql, name), ran, name))
+    bulk = [{"role": "user", "content": f"{i:04d} " + "x" * 100} for i in range(200)]
+    await store.append("s", [added(bulk)])
+    assert len(encode_items(bulk)[0]) * len(bulk) > SLICE_BOUND
+
+    async def newest(n: int) -> list[Any]:
+        return decode_arrays(await store.run(lambda c: history.read_arrays(c, "s", "main", n)))
+
+    assert await newest(20) == bulk[-20:]
+    assert await newest(20) == bulk[-20:]
+    assert ran == ["sliced_newest", "arrays_newest", "arrays_newest"]
+    turns = [[{"role": "user", "content": f"turn {i}"}] for i in range(20)]
+    for turn in turns:
+        await store.append("s", [added(turn)])
+    ran.clear()
+    assert await newest(20) == [t[0] for t in turns]
+    assert await newest(20) == [t[0] for t in turns]
+    assert ran == ["arrays_newest", "sliced_newest"]

@@ -337,20 +337,36 @@ def all_at_once(sessions: Sequence[Any], items: Sequence[Any]) -> Timed:
     return run
 
 
+async def users_at_once(
+    bench: Bench,
+    ours: Sequence[Any],
+    sdk: Sequence[Any],
+    items: Sequence[Any],
+    case: str,
+    setting: str,
+) -> None:
+    """Warm (every session adds a turn: each session exists, any pools are filled), then
+    compare the sides' rounds of :func:`all_at_once`."""
+    for session in [*ours, *sdk]:
+        await session.add_items(items[:TURN])
+    await bench.compare(
+        case, setting, all_at_once(ours, items), all_at_once(sdk, items), unit="turns/s"
+    )
+
+
 async def many_users(bench: Bench) -> None:
     items = make_items(CONCURRENT * TURN * 4, seed=6)
     ours_path, sdk_path = bench.path("ours"), bench.path("sdk")
     ours = [SQLiteSession(f"u{n}", ours_path) for n in range(CONCURRENT)]
     sdk = [SdkSQLiteSession(f"u{n}", sdk_path) for n in range(CONCURRENT)]
     try:
-        for session in [*ours, *sdk]:  # warm: every session exists
-            await session.add_items(items[:TURN])
-        await bench.compare(
+        await users_at_once(
+            bench,
+            ours,
+            sdk,
+            items,
             f"{CONCURRENT} users at once, a 4-item turn each",
             f"{CONCURRENT} objects per side open on one file, each its own session",
-            all_at_once(ours, items),
-            all_at_once(sdk, items),
-            unit="turns/s",
         )
     finally:
         for s in ours:
@@ -377,15 +393,14 @@ async def many_users_postgres(bench: Bench, url: str) -> str:
         for n in range(CONCURRENT)
     ]
     try:
-        for session in [*ours, *sdk]:  # warm: every session exists, the pools are filled
-            await session.add_items(items[:TURN])
-        await bench.compare(
+        await users_at_once(
+            bench,
+            ours,
+            sdk,
+            items,
             f"{CONCURRENT} users at once, a 4-item turn each, PostgreSQL",
             f"{CONCURRENT} SQLAlchemySession objects per side open, one engine per side "
             "(default pool), on one local database",
-            all_at_once(ours, items),
-            all_at_once(sdk, items),
-            unit="turns/s",
         )
     finally:
         for s in ours:

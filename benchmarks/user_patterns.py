@@ -149,6 +149,23 @@ async def close_sdk_encrypted(session: Any) -> None:
     await close(session.underlying_session)
 
 
+async def fill_and_compare(
+    bench: Bench,
+    sides: tuple[Any, Any],
+    items: Sequence[Any],
+    per_call: int,
+    case: str,
+    setting: str,
+    timed: Callable[[Any], Timed],
+) -> None:
+    """Add ``items`` to each side's session, ``per_call`` a call, then compare the
+    rounds ``timed`` makes of ours and of the SDK's."""
+    for session in sides:
+        for start in range(0, len(items), per_call):
+            await session.add_items(items[start : start + per_call])
+    await bench.compare(case, setting, timed(sides[0]), timed(sides[1]))
+
+
 # -- per request ---------------------------------------------------------------------
 
 
@@ -288,11 +305,14 @@ async def one_writer(bench: Bench) -> None:
             writer(sdk, items, TURN, 100),
             unit="items/s",
         )
-        for session in (ours, sdk):
-            for start in range(0, 2000, TURN):
-                await session.add_items(items[start : start + TURN])
-        await bench.compare(
-            "pop_item()", setting + ", 2,000+ items", popper(ours, 150), popper(sdk, 150)
+        await fill_and_compare(
+            bench,
+            (ours, sdk),
+            items,
+            TURN,
+            "pop_item()",
+            setting + ", 2,000+ items",
+            lambda s: popper(s, 150),
         )
     finally:
         await ours.close()
@@ -317,20 +337,36 @@ def all_at_once(sessions: Sequence[Any], items: Sequence[Any]) -> Timed:
     return run
 
 
+async def users_at_once(
+    bench: Bench,
+    ours: Sequence[Any],
+    sdk: Sequence[Any],
+    items: Sequence[Any],
+    case: str,
+    setting: str,
+) -> None:
+    """Warm (every session adds a turn: each session exists, any pools are filled), then
+    compare the sides' rounds of :func:`all_at_once`."""
+    for session in [*ours, *sdk]:
+        await session.add_items(items[:TURN])
+    await bench.compare(
+        case, setting, all_at_once(ours, items), all_at_once(sdk, items), unit="turns/s"
+    )
+
+
 async def many_users(bench: Bench) -> None:
     items = make_items(CONCURRENT * TURN * 4, seed=6)
     ours_path, sdk_path = bench.path("ours"), bench.path("sdk")
     ours = [SQLiteSession(f"u{n}", ours_path) for n in range(CONCURRENT)]
     sdk = [SdkSQLiteSession(f"u{n}", sdk_path) for n in range(CONCURRENT)]
     try:
-        for session in [*ours, *sdk]:  # warm: every session exists
-            await session.add_items(items[:TURN])
-        await bench.compare(
+        await users_at_once(
+            bench,
+            ours,
+            sdk,
+            items,
             f"{CONCURRENT} users at once, a 4-item turn each",
             f"{CONCURRENT} objects per side open on one file, each its own session",
-            all_at_once(ours, items),
-            all_at_once(sdk, items),
-            unit="turns/s",
         )
     finally:
         for s in ours:
@@ -357,15 +393,14 @@ async def many_users_postgres(bench: Bench, url: str) -> str:
         for n in range(CONCURRENT)
     ]
     try:
-        for session in [*ours, *sdk]:  # warm: every session exists, the pools are filled
-            await session.add_items(items[:TURN])
-        await bench.compare(
+        await users_at_once(
+            bench,
+            ours,
+            sdk,
+            items,
             f"{CONCURRENT} users at once, a 4-item turn each, PostgreSQL",
             f"{CONCURRENT} SQLAlchemySession objects per side open, one engine per side "
             "(default pool), on one local database",
-            all_at_once(ours, items),
-            all_at_once(sdk, items),
-            unit="turns/s",
         )
     finally:
         for s in ours:
@@ -398,16 +433,16 @@ async def reads(bench: Bench, sizes: Sequence[int]) -> None:
             for size in sizes:
                 items = make_items(size - built, seed=size)
                 bench.status.show(f"building {size:,} items, {per_call} per call")
-                for session in (ours, sdk):
-                    for start in range(0, len(items), per_call):
-                        await session.add_items(items[start : start + per_call])
-                built = size
-                await bench.compare(
+                await fill_and_compare(
+                    bench,
+                    (ours, sdk),
+                    items,
+                    per_call,
                     f"get_items(limit=20), {size:,} items added {per_call} per call",
                     "one object per side, open and warm",
-                    reader(ours, 50),
-                    reader(sdk, 50),
+                    lambda s: reader(s, 50),
                 )
+                built = size
         finally:
             await ours.close()
             sdk.close()
@@ -439,14 +474,14 @@ async def new_branch(bench: Bench) -> None:
     )
     items = make_items(1000, seed=9)
     try:
-        for session in (ours, sdk):
-            for start in range(0, len(items), TURN):
-                await session.add_items(items[start : start + TURN])
-        await bench.compare(
+        await fill_and_compare(
+            bench,
+            (ours, sdk),
+            items,
+            TURN,
             "first get_items(limit=20) on a new branch, 1,000 items",
             "AdvancedSQLiteSession per side, open; the branch made just before",
-            first_branch_read(ours, 200),
-            first_branch_read(sdk, 200),
+            lambda s: first_branch_read(s, 200),
         )
     finally:
         await ours.close()

@@ -11,12 +11,16 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from eventstore import EventStore, HistoryCompacted, UsageRecorded, encode_items
-from projections import rebuild, verify
-from projections.history import HistoryState, fold
 from projections.usage_table import USAGE
 
 from ..conftest import Backend
-from .test_history import HISTORY, ITEMS, apply_ops, operations, table_rows
+from .test_history import (
+    HISTORY,
+    ITEMS,
+    apply_ops,
+    assert_tables_equal_fold_and_rebuild,
+    operations,
+)
 
 compactions = st.lists(
     st.one_of(
@@ -66,11 +70,4 @@ async def test_live_tables_equal_fold_and_rebuild_with_compactions(
             await compact(store, stream, *arg)
         else:
             await store.append(stream, [UsageRecorded(requests=1, total_tokens=arg)])
-    live = await store.run(lambda c: HISTORY.read_items(c, stream, "main", None))
-    folded = fold(await store.read_stream(stream)) or HistoryState()
-    assert live == folded.items()
-    report = await verify(store)
-    assert report.ok, [str(d) for d in report.differences]
-    rows = await table_rows(store)
-    await rebuild(store)
-    assert await table_rows(store) == rows
+    await assert_tables_equal_fold_and_rebuild(store, stream)

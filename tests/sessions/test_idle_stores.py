@@ -129,13 +129,22 @@ async def test_release_checkpoints_and_removes_the_wal_files(tmp_path: Path) -> 
         release_sqlite_files(7)  # type: ignore[arg-type]
 
 
+async def written_and_left(
+    path: Path, monkeypatch: pytest.MonkeyPatch, idle_seconds: float
+) -> SQLiteSession:
+    """With stores kept ``idle_seconds`` after their last session, the session that
+    wrote one item to ``path``, closed."""
+    monkeypatch.setattr(sqlite_sessions, "IDLE_SECONDS", idle_seconds)
+    async with SQLiteSession("s", path) as session:
+        await session.add_items([{"n": 1}])
+    return session
+
+
 async def test_the_idle_time_closes_the_store(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(sqlite_sessions, "IDLE_SECONDS", 0.05)
     path = tmp_path / "c.db"
-    async with SQLiteSession("s", path) as session:
-        await session.add_items([{"n": 1}])
+    session = await written_and_left(path, monkeypatch, 0.05)
     for _ in range(1000):  # (no wall-clock bound: polled until the timer has closed it)
         if session.store.closed and not companions(path):
             break
@@ -150,10 +159,8 @@ async def test_the_idle_time_closes_the_store(
 async def test_no_idle_time_closes_with_the_last_session(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(sqlite_sessions, "IDLE_SECONDS", 0)
     path = tmp_path / "c.db"
-    async with SQLiteSession("s", path) as session:
-        await session.add_items([{"n": 1}])
+    session = await written_and_left(path, monkeypatch, 0)
     assert session.store.closed
     assert companions(path) == []
 

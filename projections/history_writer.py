@@ -28,7 +28,7 @@ from eventstore import MAIN_BRANCH, ItemsAdded, RecordedEvent
 from eventstore import events as ev
 from eventstore.records import to_micros
 
-from .base import BranchRows
+from .base import BranchRows, branch_owners
 from .history import (
     MAX_ITEMS_PER_EVENT,
     OPEN,
@@ -240,9 +240,8 @@ class Batch(BranchRows[BranchInfo]):
     def branch_ids(self, sid: str) -> set[str]:
         """Every branch of ``sid`` that has rows, and main."""
         t, b = self.p.items, self.p.branches
-        owners = self.conn.execute(select(t.c.branch_id).where(t.c.stream_id == sid).distinct())
         infos = self.conn.execute(select(b.c.branch_id).where(b.c.stream_id == sid))
-        return {MAIN_BRANCH, *owners.scalars(), *infos.scalars()}
+        return {MAIN_BRANCH, *branch_owners(self.conn, t, sid), *infos.scalars()}
 
     def set_current(self, sid: str, bid: str) -> None:
         """Record ``bid`` as the session's current branch."""

@@ -32,7 +32,7 @@ from eventstore import RecordedEvent, Rows
 from eventstore.prepared import Prepared
 from eventstore.schema import MYSQL_TABLE_OPTIONS, Blob, Key, StreamId
 
-from .base import BranchRows, TableProjector
+from .base import BranchRows, TableProjector, branch_owners
 from .usage import BranchShape, Figures, Tokens, UsageState, apply_event, fold
 
 _encoder = msgspec.json.Encoder(order="sorted")
@@ -310,10 +310,7 @@ class _TableOps(BranchRows[BranchShape]):
     def known_branches(self, sid: str) -> set[str]:
         b, t = self.p.branches, self.p.turns
         shaped = self.conn.execute(select(b.c.branch_id).where(b.c.stream_id == sid)).scalars()
-        owners = self.conn.execute(
-            select(t.c.branch_id).where(t.c.stream_id == sid).distinct()
-        ).scalars()
-        found = {*shaped, *owners}
+        found = {*shaped, *branch_owners(self.conn, t, sid)}
         return found | {b for (s, b), (_, saved) in self.branch_rows.items() if s == sid and saved}
 
     def drop_above(self, sid: str, owner: str, above: int) -> None:

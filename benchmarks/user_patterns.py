@@ -15,11 +15,15 @@ items. Each case says what was open and warm while it was timed:
   ``agents.extensions.memory.EncryptedSession`` wrapping its ``SQLiteSession``);
 * one writer, its object open: ``add_items([item])``, ``add_items`` of a 4-item turn,
   ``pop_item()``;
+* the same writes through ``EncryptedSession`` (each side's around its ``SQLiteSession``),
+  and 8 tasks adding single items to one encrypted session at once;
 * 32 users at once: 32 open objects, one per user, each adding a 4-item turn, all at
   once (``asyncio.gather``), on one file; and the same on PostgreSQL with
   ``SQLAlchemySession`` on each side (ours and ``agents.extensions.memory``'s), each
   side's 32 objects sharing one engine (SQLAlchemy's default pool: 5 connections and
   10 overflow), as a web application holds one; skipped if the server does not answer;
+* ``clear_session()`` of a session of 100,000 items on PostgreSQL (``SQLAlchemySession``
+  on each side, the session filled again before each of at most 4 rounds, not timed);
 * ``get_items(limit=20)`` on histories built as the Runner builds them: 1 item per
   ``add_items`` and 4 per call, at 100, 1,000 and 10,000 items (``--large``: 100,000);
 * ``AdvancedSQLiteSession``: the first ``get_items(limit=20)`` after
@@ -117,12 +121,20 @@ class Bench:
         return self.directory / f"{next(self._files)}-{side}.db"
 
     async def compare(
-        self, case: str, setting: str, ours: Timed, theirs: Timed, *, unit: str = "ms"
+        self,
+        case: str,
+        setting: str,
+        ours: Timed,
+        theirs: Timed,
+        *,
+        unit: str = "ms",
+        rounds: int | None = None,
     ) -> Result:
         """Alternate rounds of ``ours`` and ``theirs``; record the medians."""
         times: dict[str, list[float]] = {"ours": [], "sdk": []}
-        for r in range(self.rounds):
-            self.status.show(f"{case}: round {r + 1}/{self.rounds}")
+        rounds = self.rounds if rounds is None else rounds
+        for r in range(rounds):
+            self.status.show(f"{case}: round {r + 1}/{rounds}")
             order = [("ours", ours), ("sdk", theirs)]
             if (r % 2 == 1) != self.sdk_first:
                 order.reverse()
@@ -319,6 +331,66 @@ async def one_writer(bench: Bench) -> None:
         sdk.close()
 
 
+def tasks_at_once(session: Any, items: Sequence[Any], tasks: int, calls: int) -> Timed:
+    """A round: ``tasks`` tasks at once on one session, each adding ``calls`` single items
+    one after another."""
+    cursor = itertools.count()
+
+    async def one_task() -> None:
+        for _ in range(calls):
+            await session.add_items([items[next(cursor) % len(items)]])
+
+    async def run() -> tuple[float, int]:
+        started = time.perf_counter()
+        await asyncio.gather(*(one_task() for _ in range(tasks)))
+        return time.perf_counter() - started, tasks * calls
+
+    return run
+
+
+async def encrypted_writer(bench: Bench) -> None:
+    """EncryptedSession around each side's SQLiteSession: single adds, 4-item turns and
+    8 tasks adding to one session at once."""
+    items = make_items(2000, seed=8)
+    ours = EncryptedSession(
+        session=SQLiteSession("secret", bench.path("ours")), encryption_key=KEY, ttl=TTL
+    )
+    sdk = SdkEncryptedSession(
+        session_id="secret",
+        underlying_session=SdkSQLiteSession("secret", bench.path("sdk")),
+        encryption_key=KEY,
+        ttl=TTL,
+    )
+    try:
+        for session in (ours, sdk):  # warm: the session and its key exist
+            await session.add_items(items[:4])
+        setting = "EncryptedSession per side (the SDK's around its SQLiteSession), open and warm"
+        await bench.compare(
+            "EncryptedSession add_items([item])",
+            setting,
+            writer(ours, items, 1, 200),
+            writer(sdk, items, 1, 200),
+            unit="items/s",
+        )
+        await bench.compare(
+            "EncryptedSession add_items(4-item turn)",
+            setting,
+            writer(ours, items, TURN, 100),
+            writer(sdk, items, TURN, 100),
+            unit="items/s",
+        )
+        await bench.compare(
+            "EncryptedSession add_items([item]), 8 tasks on one session",
+            setting,
+            tasks_at_once(ours, items, 8, 25),
+            tasks_at_once(sdk, items, 8, 25),
+            unit="items/s",
+        )
+    finally:
+        await close(ours)
+        await close_sdk_encrypted(sdk)
+
+
 def all_at_once(sessions: Sequence[Any], items: Sequence[Any]) -> Timed:
     """A round: 4 times, every session adds a 4-item turn, all at once."""
 
@@ -409,6 +481,48 @@ async def many_users_postgres(bench: Bench, url: str) -> str:
         await sdk_engine.dispose()
         await drop_tables_at(url)
     return f"{version} at {display_url(url)}"
+
+
+def clearer(session: Any, items: Sequence[Any]) -> Timed:
+    """A round: fill the session with ``items`` (1,000 a call, not timed), then time
+    ``clear_session()``."""
+
+    async def run() -> tuple[float, int]:
+        for start in range(0, len(items), 1000):
+            await session.add_items(list(items[start : start + 1000]))
+        started = time.perf_counter()
+        await session.clear_session()
+        elapsed = time.perf_counter() - started
+        if await session.get_items(limit=1):
+            raise RuntimeError(f"{type(session).__module__}: clear_session() left items")
+        return elapsed, 1
+
+    return run
+
+
+async def clear_postgres(bench: Bench, url: str, size: int) -> None:
+    """``clear_session()`` of a session of ``size`` items on PostgreSQL, each side's
+    ``SQLAlchemySession`` on an engine of its own."""
+    await drop_tables_at(url)
+    items = make_items(size, seed=10)
+    ours_engine = create_async_engine(async_url(url))
+    sdk_engine = create_async_engine(async_url(url))
+    ours = SQLAlchemySession("clearing", engine=ours_engine, create_tables=True)
+    sdk = SdkSQLAlchemySession("clearing", engine=sdk_engine, create_tables=True)
+    try:
+        await bench.compare(
+            f"clear_session() at {size:,} items, PostgreSQL",
+            "SQLAlchemySession per side, open; the session filled before each round "
+            "(1,000 items a call, not timed)",
+            clearer(ours, items),
+            clearer(sdk, items),
+            rounds=min(bench.rounds, 4),
+        )
+    finally:
+        await ours.close()
+        await ours_engine.dispose()
+        await sdk_engine.dispose()
+        await drop_tables_at(url)
 
 
 # -- reads of histories built turn by turn -----------------------------------------------
@@ -522,7 +636,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--backends",
         default="sqlite,postgresql",
-        help="comma-separated: sqlite (every case but one), postgresql (the 32 users)",
+        help="comma-separated: sqlite (every case but two), postgresql (the 32 users, "
+        "clear_session)",
     )
     parser.add_argument("--postgres-url", default=POSTGRES_URL, help="default: %(default)s")
     args = parser.parse_args(argv)
@@ -541,10 +656,13 @@ async def main_async(args: argparse.Namespace) -> int:
         if "sqlite" in args.backends:
             await per_request(bench)
             await one_writer(bench)
+            await encrypted_writer(bench)
             await many_users(bench)
         server = ""
         if "postgresql" in args.backends:
             server = await many_users_postgres(bench, args.postgres_url)
+            if not server.startswith("PostgreSQL case skipped"):
+                await clear_postgres(bench, args.postgres_url, 100_000)
         if "sqlite" in args.backends:
             await reads(bench, sizes)
             await new_branch(bench)

@@ -128,6 +128,13 @@ class EventStore:
         return self._dialect.name
 
     @property
+    def slices_items(self) -> bool:
+        """Whether this database reads a few items fastest one row per item, each cut
+        out of its event's payload by the database (the dialect's ``slices_items``):
+        then a short history is read whole that way, on the caller's thread."""
+        return self._dialect.slices_items
+
+    @property
     def projectors(self) -> tuple[Projector, ...]:
         """The projections every append keeps current (the database's live set, once
         the store has opened it; before that, the ones it was asked to keep)."""

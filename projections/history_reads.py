@@ -38,19 +38,62 @@ from .history_rows import (
 )
 from .history_statements import HistoryStatements
 
-# How many branches a projector remembers as bulk-loaded (see HistoryReads.bulk).
-_BULK_MAX = 4096
+# The most items a read of a whole branch takes as a sliced read (one row per item);
+# a longer branch is read one row per event.
+WHOLE_SLICED = 256
+# Events of this many items or more on average are a bulk load's (an agent's turn holds a
+# few): their items are read one row per event.
+BULK_EVENT = 16
+# How many branches a projector remembers the read plan of.
+_REMEMBERED = 4096
+
+
+class ReadPlans:
+    """Which branches are read one row per event where the dialect could slice items:
+    the reads of a few items whose newest items lay in a few large payloads when last
+    read (a bulk load), and the reads of a whole branch that held ``WHOLE_SLICED``
+    items or more. A hint for choosing the plan, never an answer: every plan reads
+    the same items; a wrong hint costs one statement."""
+
+    def __init__(self) -> None:
+        self.bulk: dict[tuple[str, str], None] = {}
+        self.long: dict[tuple[str, str], None] = {}
+
+    def per_event(self, branch: tuple[str, str], limit: int | None) -> bool:
+        """Whether to read ``branch`` one row per event (not sliced) for ``limit``."""
+        return branch in (self.long if limit is None else self.bulk)
+
+    def note(self, branch: tuple[str, str], limit: int | None, arrays: Sequence[Any]) -> None:
+        """After a read one row per event: remember whether the items came from a few
+        large events (``BULK_EVENT`` items or more on average) or, for a whole branch,
+        whether it is long; forget the branch otherwise, so that it is sliced again."""
+        shown = sum(count for _, count in arrays)
+        hit = shown >= BULK_EVENT * len(arrays) > 0
+        if limit is None:
+            shape, hit = self.long, hit or shown >= WHOLE_SLICED
+        else:
+            shape = self.bulk
+        if hit:
+            _remember(shape, branch)
+        else:
+            shape.pop(branch, None)
+
+    def mark_long(self, branch: tuple[str, str]) -> None:
+        """Read the whole of ``branch`` one row per event from now on."""
+        _remember(self.long, branch)
+
+
+def _remember(shape: dict[tuple[str, str], None], branch: tuple[str, str]) -> None:
+    if len(shape) >= _REMEMBERED:
+        shape.clear()
+    shape[branch] = None
 
 
 class HistoryReads(HistoryQueries):
     """The reads of the history tables, through their prepared statements (``sql``)."""
 
     sql: HistoryStatements
-    # Branches ``(stream_id, branch_id)`` whose newest items lay in a few large payloads
-    # when last read (a bulk load): their reads of a few items go straight to the read
-    # of one row per event. A hint for choosing the plan, never an answer: every plan
-    # reads the same items.
-    bulk: dict[tuple[str, str], None]
+    plans: ReadPlans  # which branches are read one row per event (see ReadPlans)
 
     def read_info(self, conn: Connection, stream_id: str, branch_id: str) -> BranchInfo | None:
         """The row of a branch in the branches table, if it has one."""
@@ -133,8 +176,9 @@ class HistoryReads(HistoryQueries):
             return one_array(self.read_items(conn, stream_id, branch_id, limit))
         key: dict[str, Any] = {"sid": stream_id, "bid": branch_id}
         marker: bytes | None = None
-        if limit is not None and dialect.slices_items and (stream_id, branch_id) not in self.bulk:
-            marker, items = sliced_items(self.sql.sliced_newest.all(conn, {**key, "n": limit}))
+        branch = (stream_id, branch_id)
+        if dialect.slices_items and not self.plans.per_event(branch, limit):
+            marker, items = self._sliced(conn, key, limit)
             if items is not None:
                 return one_array(items)
         if marker is None:
@@ -144,8 +188,8 @@ class HistoryReads(HistoryQueries):
                 else self.sql.arrays_newest.all(conn, {**key, "n": limit})
             )
             marker, arrays = item_arrays(rows)
-            if limit is not None and dialect.slices_items:
-                self._note_shape(stream_id, branch_id, len(arrays), limit)
+            if dialect.slices_items:
+                self.plans.note(branch, limit, arrays)
             if marker is None:
                 return arrays
         segments = decode_segments(marker) or ()  # the own items are not the answer
@@ -160,17 +204,35 @@ class HistoryReads(HistoryQueries):
         items = [item for _, item in self._read_segments(conn, stream_id, segments, limit)]
         return one_array(items)
 
-    def _note_shape(self, stream_id: str, branch_id: str, events: int, limit: int) -> None:
-        """After an array read of the newest ``limit`` items from ``events`` events:
-        remember whether they came from a few large events (read arrays again) or from
-        many small ones (slice them again)."""
+    def read_short(
+        self, conn: Connection, stream_id: str, branch_id: str
+    ) -> list[tuple[Any, int]] | None:
+        """What ``read_arrays(..., None)`` reads, if the branch holds fewer than
+        ``WHOLE_SLICED`` items of small events, has no segments and the dialect slices
+        items; None otherwise (read it with :meth:`read_arrays`). Its cost is bounded
+        by ``WHOLE_SLICED`` items, so it may run where a whole read may not (on the
+        caller's thread)."""
         branch = (stream_id, branch_id)
-        if events * 4 <= max(limit, 4):  # four items or more an event on average
-            if len(self.bulk) >= _BULK_MAX:
-                self.bulk.clear()
-            self.bulk[branch] = None
-        else:
-            self.bulk.pop(branch, None)
+        if not dialect_of(conn).slices_items or self.plans.per_event(branch, None):
+            return None
+        marker, items = self._sliced(conn, {"sid": stream_id, "bid": branch_id}, None)
+        if marker is not None or items is None:
+            if marker is None:  # long, or in large payloads: read it one row per event
+                self.plans.mark_long(branch)
+            return None
+        return one_array(items)
+
+    def _sliced(
+        self, conn: Connection, key: dict[str, Any], limit: int | None
+    ) -> tuple[bytes | None, list[bytes] | None]:
+        """The marker (or None) and the items of a sliced read of the newest ``limit``
+        items, or of the whole branch if it holds fewer than ``WHOLE_SLICED`` (None for
+        the items: read them one row per event instead)."""
+        n = WHOLE_SLICED if limit is None else limit
+        marker, items = sliced_items(self.sql.sliced_newest.all(conn, {**key, "n": n}))
+        if limit is None and items is not None and len(items) >= WHOLE_SLICED:
+            return marker, None  # longer than a sliced read of the whole branch takes
+        return marker, items
 
     def read_top(
         self, conn: Connection, stream_id: str, branch_id: str

@@ -20,7 +20,7 @@ from eventstore.records import stored_bytes
 
 from .base import TableProjector
 from .history import SEQ_SHIFT, HistoryState, fold
-from .history_reads import HistoryReads
+from .history_reads import HistoryReads, ReadPlans
 from .history_rows import Turn, ViewRow, decode_entry, info_of, info_tuple, stored_item
 from .history_schema import history_tables
 from .history_statements import HistoryStatements
@@ -56,7 +56,7 @@ class HistoryProjector(HistoryReads, TableProjector):
             "current_branch": self.current,
         }
         self.sql = HistoryStatements(tables, self)
-        self.bulk = {}
+        self.plans = ReadPlans()
 
     def apply(self, conn: Connection, events: Sequence[RecordedEvent]) -> None:
         """Apply an append's events to the tables, in its transaction."""

@@ -215,11 +215,19 @@ class StoreSession:
                 raise await self._mismatch(branch_id) from error
         if n == 0:
             return []
-        arrays = await self._store.run(
-            lambda conn: HISTORY.read_arrays(conn, self.session_id, branch_id, n),
-            quick=n is not None and n <= QUICK_READ,
-            stream_id=self.session_id,  # may be read from a replica (eventstore/replica.py)
-        )
+        arrays: list[tuple[Any, int]] | None = None
+        if n is None and self._store.slices_items:  # a short history: on this thread
+            arrays = await self._store.run(
+                lambda conn: HISTORY.read_short(conn, self.session_id, branch_id),
+                quick=True,
+                stream_id=self.session_id,
+            )
+        if arrays is None:
+            arrays = await self._store.run(
+                lambda conn: HISTORY.read_arrays(conn, self.session_id, branch_id, n),
+                quick=n is not None and n <= QUICK_READ,
+                stream_id=self.session_id,  # may be read from a replica (eventstore/replica.py)
+            )
         try:
             return decode_arrays(arrays)
         except (msgspec.DecodeError, IntegrityError) as error:  # (a count that differs)

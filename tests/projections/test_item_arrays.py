@@ -26,6 +26,7 @@ from eventstore.backends import dialect_for
 from projections import HistoryProjector, fold, rebuild
 from projections.history import item_seq
 from projections.history_queries import SLICE_BOUND
+from projections.history_reads import WHOLE_SLICED
 
 from ..conftest import Backend
 from ..eventstore.raw_events import insert_items_added
@@ -58,22 +59,43 @@ def raw(arrays: list[tuple[Any, int]]) -> list[bytes]:
 
 
 async def assert_reads_match_the_log(store: EventStore, sid: str, branches: list[str]) -> None:
-    """Every branch, every limit: the arrays hold exactly the bytes the fold of the
-    log shows, and decode to what the per-item read decodes to."""
+    """Every branch, every limit, every read plan the dialect may choose (sliced or
+    one row per event, where it slices): the arrays hold exactly the bytes the fold of
+    the log shows, and decode to what the per-item read decodes to."""
     state = fold(await store.read_stream(sid))
-    for branch in branches:
-        expected = [bytes(item) for item in state.items(branch)]
-        for limit in [None, *range(len(expected) + 2)]:
-            arrays = await store.run(lambda c, b=branch, n=limit: HISTORY.read_arrays(c, sid, b, n))
-            items = await store.run(lambda c, b=branch, n=limit: HISTORY.read_items(c, sid, b, n))
-            shown = len(expected) if limit is None else min(limit, len(expected))
-            want = expected[len(expected) - shown :]
-            assert raw(arrays) == want, (branch, limit)
-            assert decode_arrays(arrays) == decode_items(items), (branch, limit)
+    dialect = type(dialect_for(store.dialect_name))
+    plans = [True, False] if dialect.slices_items else [False]
+    try:
+        for slices in plans:
+            dialect.slices_items = slices
+            for branch in branches:
+                expected = [bytes(item) for item in state.items(branch)]
+                for limit in [None, *range(len(expected) + 2)]:
+                    await assert_read_matches(store, sid, branch, limit, expected)
+    finally:
+        dialect.slices_items = plans[0]
 
 
-async def test_consecutive_items_are_read_as_ranges_of_their_payload(backend: Backend) -> None:
+async def assert_read_matches(
+    store: EventStore, sid: str, branch: str, limit: int | None, expected: list[bytes]
+) -> None:
+    arrays = await store.run(lambda c: HISTORY.read_arrays(c, sid, branch, limit))
+    items = await store.run(lambda c: HISTORY.read_items(c, sid, branch, limit))
+    shown = len(expected) if limit is None else min(limit, len(expected))
+    assert raw(arrays) == expected[len(expected) - shown :], (branch, limit)
+    assert decode_arrays(arrays) == decode_items(items), (branch, limit)
+    if limit is None and dialect_for(store.dialect_name).slices_items:
+        short = await store.run(lambda c: HISTORY.read_short(c, sid, branch))
+        assert short is None or raw(short) == expected, branch
+
+
+async def test_consecutive_items_are_read_as_ranges_of_their_payload(
+    backend: Backend, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The read one row per event (what a dialect that slices items reads too, for a
+    branch of large events)."""
     store = backend.store(projectors=(HISTORY,))
+    monkeypatch.setattr(type(dialect_for(store.dialect_name)), "slices_items", False)
     await store.append("s", [added(ITEMS[:3]), added(ITEMS[3:]), added(["only"])])
     if backend.name.startswith("sqlite"):  # (elsewhere: the per-item read, joined)
         # One array per event; the first event whole is a view of its payload.
@@ -204,7 +226,7 @@ async def test_the_dialect_chooses_the_read_plan(
         found = await store.run(lambda c, n=limit: history.read_arrays(c, "s", "main", n))
         assert raw(found) == stored[len(stored) - (limit or len(stored)) :], limit
     expected = {
-        (True, True): ["arrays_all", "sliced_newest"],
+        (True, True): ["sliced_newest", "sliced_newest"],
         (True, False): ["arrays_all", "arrays_newest"],
     }
     assert ran == expected.get((arrays, slices), [])
@@ -242,3 +264,28 @@ async def test_a_read_from_large_payloads_reads_arrays_until_the_events_are_smal
     assert await newest(20) == [t[0] for t in turns]
     assert await newest(20) == [t[0] for t in turns]
     assert ran == ["arrays_newest", "sliced_newest"]
+
+
+async def test_a_whole_read_slices_a_short_branch_and_not_a_long_one(
+    backend: Backend, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """read_short answers a whole read of a branch shorter than WHOLE_SLICED (sliced,
+    bounded, so it may run on the caller's thread) and leaves a longer one to
+    read_arrays, remembering it: the next read_short of it runs no statement."""
+    history = HistoryProjector()
+    store = backend.store(projectors=(history,))
+    monkeypatch.setattr(type(dialect_for(store.dialect_name)), "slices_items", True)
+    ran: list[str] = []
+    monkeypatch.setattr(
+        history.sql, "sliced_newest", Counting(history.sql.sliced_newest, ran, "sliced_newest")
+    )
+    await store.append("s", [added([n]) for n in range(WHOLE_SLICED - 1)])
+    short = await store.run(lambda c: history.read_short(c, "s", "main"))
+    assert short is not None
+    assert decode_arrays(short) == list(range(WHOLE_SLICED - 1))
+    await store.append("s", [added([WHOLE_SLICED - 1])])
+    for _ in range(2):
+        assert await store.run(lambda c: history.read_short(c, "s", "main")) is None
+    assert ran == ["sliced_newest", "sliced_newest"]  # the third read ran none
+    whole = await store.run(lambda c: history.read_arrays(c, "s", "main", None))
+    assert decode_arrays(whole) == list(range(WHOLE_SLICED))

@@ -242,6 +242,11 @@ class HistoryReads(HistoryQueries):
         Under the stream's lock (``EventStore.append_decided``) the answer cannot change
         before the caller's events are written.
         """
+        if dialect_of(conn).slices_items:  # the item cut out of its payload, if it can be
+            rows = self.sql.sliced_newest.all(conn, {"sid": stream_id, "bid": branch_id, "n": 1})
+            marker, items = sliced_items(rows)
+            if marker is None and items is not None:
+                return (int(rows[0][0]), items[0]) if items else None
         found = self.read_entries(conn, stream_id, branch_id, 1)
         return found[0] if found else None
 

@@ -295,6 +295,21 @@ def popper(session: Any, calls: int) -> Timed:
     return run
 
 
+async def adds_and_turns(
+    bench: Bench, sides: tuple[Any, Any], items: Sequence[Any], prefix: str, setting: str
+) -> None:
+    """Compare one writer's ``add_items([item])`` (200 a round) and ``add_items`` of a
+    4-item turn (100 a round) on the sides' open sessions."""
+    for per_call, calls, what in ((1, 200, "[item]"), (TURN, 100, "4-item turn")):
+        await bench.compare(
+            f"{prefix}add_items({what})",
+            setting,
+            writer(sides[0], items, per_call, calls),
+            writer(sides[1], items, per_call, calls),
+            unit="items/s",
+        )
+
+
 async def one_writer(bench: Bench) -> None:
     items = make_items(2000, seed=5)
     ours = SQLiteSession("writer", bench.path("ours"))
@@ -303,20 +318,7 @@ async def one_writer(bench: Bench) -> None:
         for session in (ours, sdk):  # warm: the session exists, connections open
             await session.add_items(items[:4])
         setting = "one object per side, open and warm"
-        await bench.compare(
-            "add_items([item])",
-            setting,
-            writer(ours, items, 1, 200),
-            writer(sdk, items, 1, 200),
-            unit="items/s",
-        )
-        await bench.compare(
-            "add_items(4-item turn)",
-            setting,
-            writer(ours, items, TURN, 100),
-            writer(sdk, items, TURN, 100),
-            unit="items/s",
-        )
+        await adds_and_turns(bench, (ours, sdk), items, "", setting)
         await fill_and_compare(
             bench,
             (ours, sdk),
@@ -365,20 +367,7 @@ async def encrypted_writer(bench: Bench) -> None:
         for session in (ours, sdk):  # warm: the session and its key exist
             await session.add_items(items[:4])
         setting = "EncryptedSession per side (the SDK's around its SQLiteSession), open and warm"
-        await bench.compare(
-            "EncryptedSession add_items([item])",
-            setting,
-            writer(ours, items, 1, 200),
-            writer(sdk, items, 1, 200),
-            unit="items/s",
-        )
-        await bench.compare(
-            "EncryptedSession add_items(4-item turn)",
-            setting,
-            writer(ours, items, TURN, 100),
-            writer(sdk, items, TURN, 100),
-            unit="items/s",
-        )
+        await adds_and_turns(bench, (ours, sdk), items, "EncryptedSession ", setting)
         await bench.compare(
             "EncryptedSession add_items([item]), 8 tasks on one session",
             setting,

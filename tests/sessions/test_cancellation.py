@@ -32,6 +32,7 @@ from eventstore import (
     PersistenceError,
     SessionCleared,
 )
+from projections.history_reads import WHOLE_SLICED
 from sessions import (
     AdvancedSQLAlchemySession,
     AdvancedSQLiteSession,
@@ -44,6 +45,7 @@ from ..conftest import Backend, reset_server_database
 from .conftest import open_session
 
 ROUNDS = 40
+LONG = WHOLE_SLICED + 44  # items of the read that is cancelled
 
 
 TIMED_CALLS = 8  # calls typical_seconds makes
@@ -302,7 +304,9 @@ async def test_cancelled_clear_either_cleared_or_did_nothing(
 async def test_cancelled_reads_raise_cancelled_error(session: StoreSession) -> None:
     """Never a driver error in its place (asyncmy said 'Cancelled during execution')."""
     rng = random.Random(9)
-    await session.add_items([{"n": n} for n in range(200)])
+    # More items than a whole read of a short history takes on the caller's thread
+    # (WHOLE_SLICED, with nothing to cancel it at): the read awaits the worker.
+    await session.add_items([{"n": n} for n in range(LONG)])
     within = 2 * await typical_seconds(lambda: session.get_items())
     seen: Counter[str] = Counter()
     for i in range(20 * ROUNDS):  # ROUNDS, then on until both outcomes have occurred
@@ -315,7 +319,7 @@ async def test_cancelled_reads_raise_cancelled_error(session: StoreSession) -> N
         assert outcome in ("finished", "not written")
         seen[outcome] += 1
     assert len(seen) == 2, f"an outcome never occurred: {seen}"
-    assert len(await session.get_items()) == 200
+    assert len(await session.get_items()) == LONG
 
 
 # -- cancelled at every await point of a first use -----------------------------------------

@@ -4,6 +4,9 @@
 the CPU time of the whole process (the caller plus the thread that runs the
 transaction), each side's median over alternating rounds.
 
+An empty write through convstore's runner beside ``asyncio.to_thread`` of nothing
+gives the cost of the hand-offs to a thread and back alone.
+
 Run on the directory given (``--dir``, default: a temporary directory on the disk) and
 on ``/dev/shm`` (memory: ``fsync`` costs nothing there), the two tell apart what the
 commit's ``fsync`` costs and what each side's own work costs: on ``/dev/shm`` the wall
@@ -33,6 +36,7 @@ from typing import Any
 from _common import describe_environment, environment, make_items, render_table
 from agents.memory import SQLiteSession as SdkSQLiteSession
 
+from eventstore.backends.sqlite import ThreadRunner
 from sessions import SQLiteSession, release_sqlite_files
 
 TURN = 4
@@ -106,6 +110,26 @@ async def in_memory(rounds: int, calls: int) -> dict[str, Split]:
     return out
 
 
+async def hand_offs(directory: Path, calls: int) -> dict[str, float]:
+    """Microseconds per call of an empty write transaction through convstore's SQLite
+    runner (``BEGIN IMMEDIATE``, ``COMMIT`` of nothing: the hand-off to its thread and
+    back) and of ``asyncio.to_thread`` of nothing (what the SDK's sessions use)."""
+    runner = ThreadRunner(str(directory / "hand-offs.db"))
+    try:
+        await runner.run(lambda conn: None, write=True)
+        started = time.perf_counter()
+        for _ in range(calls):
+            await runner.run(lambda conn: None, write=True)
+        ours = (time.perf_counter() - started) / calls * 1e6
+        started = time.perf_counter()
+        for _ in range(calls):
+            await asyncio.to_thread(lambda: None)
+        theirs = (time.perf_counter() - started) / calls * 1e6
+    finally:
+        await runner.close()
+    return {"convstore runner, empty write": ours, "asyncio.to_thread, nothing": theirs}
+
+
 def median(splits: Sequence[Split]) -> Split:
     return Split(
         statistics.median(s.wall for s in splits),
@@ -134,12 +158,14 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 
 async def main_async(args: argparse.Namespace) -> int:
     places: dict[str, dict[str, dict[str, Split]]] = {}
+    handed: dict[str, float] = {}
     with tempfile.TemporaryDirectory(prefix="convstore-write-", dir=args.dir) as disk:
         places["disk"] = await measure(Path(disk), args.rounds, args.calls)
     shm = Path("/dev/shm")
     if os.path.isdir(shm):  # noqa: ASYNC240 (once, before any timing)
         with tempfile.TemporaryDirectory(prefix="convstore-write-", dir=shm) as memory:
             places["/dev/shm"] = await measure(Path(memory), args.rounds, args.calls)
+            handed = await hand_offs(Path(memory), args.calls * 10)
     memory_only = await in_memory(args.rounds, args.calls)
     places[":memory:"] = {op: {"convstore": split} for op, split in memory_only.items()}
     if args.json:
@@ -148,6 +174,7 @@ async def main_async(args: argparse.Namespace) -> int:
             "environment": environment({}),
             "rounds": args.rounds,
             "calls": args.calls,
+            "hand_offs": handed,
             "results": {
                 place: {
                     op: {side: asdict(s) for side, s in sides.items()} for op, sides in ops.items()
@@ -161,6 +188,8 @@ async def main_async(args: argparse.Namespace) -> int:
     print(f"{args.rounds} alternating rounds of {args.calls} calls; medians per call.\n")
     for place, found in places.items():
         print(table(place, found) + "\n")
+    for what, micros in handed.items():
+        print(f"{what} (/dev/shm): {micros:.0f} µs a call")
     return 0
 
 

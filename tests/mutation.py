@@ -257,6 +257,20 @@ MUTATIONS: tuple[Mutation, ...] = (
         "if self._opened is not None:",
         ("tests/sessions/test_encrypted_keys.py", "-k", "reuses_the_opened_key"),
     ),
+    Mutation(
+        "a sliced read cuts each item one byte early out of its payload",
+        "projections/history_queries.py",
+        "func.substr(e.c.payload, newest.c.item_at + 1, newest.c.item_size)",
+        "func.substr(e.c.payload, newest.c.item_at, newest.c.item_size)",
+        ("tests/projections/test_item_arrays.py", "-k", "match or sliced or whole_read"),
+    ),
+    Mutation(
+        "a whole read of a long history stops at the sliced read's bound (items lost)",
+        "projections/history_reads.py",
+        "        if limit is None and items is not None and len(items) >= WHOLE_SLICED:",
+        "        if False:",
+        ("tests/projections/test_item_arrays.py", "-k", "whole_read"),
+    ),
 )
 
 

@@ -247,7 +247,7 @@ async def test_a_read_from_large_payloads_reads_arrays_until_the_events_are_smal
     ran: list[str] = []
     for name in ("arrays_newest", "sliced_newest"):
         monkeypatch.setattr(history.sql, name, Counting(getattr(history.sql, name), ran, name))
-    bulk = [{"role": "user", "content": f"{i:04d} " + "x" * 100} for i in range(200)]
+    bulk = [{"role": "user", "content": f"{i:04d} " + "x" * 100} for i in range(600)]
     await store.append("s", [added(bulk)])
     assert len(encode_items(bulk)[0]) * len(bulk) > SLICE_BOUND
 
@@ -289,3 +289,30 @@ async def test_a_whole_read_slices_a_short_branch_and_not_a_long_one(
     assert ran == ["sliced_newest", "sliced_newest"]  # the third read ran none
     whole = await store.run(lambda c: history.read_arrays(c, "s", "main", None))
     assert decode_arrays(whole) == list(range(WHOLE_SLICED))
+
+
+async def test_a_turn_with_a_large_tool_output_is_still_sliced(
+    backend: Backend, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A payload above a few kilobytes but under SLICE_BOUND (a turn whose tool output is
+    large) is cut item by item, not read one row per event."""
+    history = HistoryProjector()
+    store = backend.store(projectors=(history,))
+    dialect = type(dialect_for(store.dialect_name))
+    monkeypatch.setattr(dialect, "reads_item_arrays", True)
+    monkeypatch.setattr(dialect, "slices_items", True)
+    ran: list[str] = []
+    for name in ("arrays_newest", "sliced_newest"):
+        monkeypatch.setattr(history.sql, name, Counting(getattr(history.sql, name), ran, name))
+    output = {"type": "function_call_output", "call_id": "c1", "output": "y" * 20_000}
+    turns = [
+        [{"role": "user", "content": f"q{n}"}, output, {"role": "assistant", "content": "a"}]
+        for n in range(5)
+    ]
+    for turn in turns:
+        await store.append("s", [added(turn)])
+    expected = [item for turn in turns for item in turn][-4:]
+    for _ in range(2):
+        got = decode_arrays(await store.run(lambda c: history.read_arrays(c, "s", "main", 4)))
+        assert got == expected
+    assert ran == ["sliced_newest", "sliced_newest"]

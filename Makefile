@@ -57,7 +57,7 @@ format: install
 # more backends or sizes (see benchmarks/README.md and docs/performance.md).
 bench: install
 	$(PY) benchmarks/sessions_vs_sdk.py --backends sqlite-file,postgres
-	$(PY) benchmarks/user_patterns.py
+	$(PY) benchmarks/user_patterns.py --large
 	$(PY) benchmarks/append_throughput.py --quick
 	$(PY) benchmarks/read_cost.py --quick
 	$(PY) benchmarks/storage.py --quick

@@ -52,8 +52,8 @@ class ReadPlans:
     """Which branches are read one row per event where the dialect could slice items:
     the reads of a few items whose newest items lay in a few large payloads when last
     read (a bulk load), and the reads of a whole branch that held ``WHOLE_SLICED``
-    items or more. A hint for choosing the plan, never an answer: every plan reads
-    the same items; a wrong hint costs one statement."""
+    items or more, items in large payloads, or segments. A hint for choosing the plan,
+    never an answer: every plan reads the same items; a wrong hint costs one statement."""
 
     def __init__(self) -> None:
         self.bulk: dict[tuple[str, str], None] = {}
@@ -178,7 +178,7 @@ class HistoryReads(HistoryQueries):
         marker: bytes | None = None
         branch = (stream_id, branch_id)
         if dialect.slices_items and not self.plans.per_event(branch, limit):
-            marker, items = self._sliced(conn, key, limit)
+            marker, items = self._sliced(conn, branch, limit)
             if items is not None:
                 return one_array(items)
         if marker is None:
@@ -188,9 +188,9 @@ class HistoryReads(HistoryQueries):
                 else self.sql.arrays_newest.all(conn, {**key, "n": limit})
             )
             marker, arrays = item_arrays(rows)
-            if dialect.slices_items:
-                self.plans.note(branch, limit, arrays)
             if marker is None:
+                if dialect.slices_items:  # (a branch's segments say nothing of its shape)
+                    self.plans.note(branch, limit, arrays)
                 return arrays
         segments = decode_segments(marker) or ()  # the own items are not the answer
         if limit is None:
@@ -215,23 +215,23 @@ class HistoryReads(HistoryQueries):
         branch = (stream_id, branch_id)
         if not dialect_of(conn).slices_items or self.plans.per_event(branch, None):
             return None
-        marker, items = self._sliced(conn, {"sid": stream_id, "bid": branch_id}, None)
-        if marker is not None or items is None:
-            if marker is None:  # long, or in large payloads: read it one row per event
-                self.plans.mark_long(branch)
-            return None
-        return one_array(items)
+        items = self._sliced(conn, branch, None)[1]
+        return None if items is None else one_array(items)
 
     def _sliced(
-        self, conn: Connection, key: dict[str, Any], limit: int | None
+        self, conn: Connection, branch: tuple[str, str], limit: int | None
     ) -> tuple[bytes | None, list[bytes] | None]:
         """The marker (or None) and the items of a sliced read of the newest ``limit``
         items, or of the whole branch if it holds fewer than ``WHOLE_SLICED`` (None for
-        the items: read them one row per event instead)."""
+        the items: read them one row per event instead; for the whole branch, from now
+        on, as :class:`ReadPlans` remembers)."""
         n = WHOLE_SLICED if limit is None else limit
-        marker, items = sliced_items(self.sql.sliced_newest.all(conn, {**key, "n": n}))
+        key = {"sid": branch[0], "bid": branch[1], "n": n}
+        marker, items = sliced_items(self.sql.sliced_newest.all(conn, key))
         if limit is None and items is not None and len(items) >= WHOLE_SLICED:
-            return marker, None  # longer than a sliced read of the whole branch takes
+            items = None  # longer than a sliced read of the whole branch takes
+        if limit is None and items is None:  # long, in large payloads or in segments
+            self.plans.mark_long(branch)
         return marker, items
 
     def read_top(

@@ -200,6 +200,28 @@ class Counting:
         return list(self.statement.all(conn, values))
 
 
+# The dialect flags of a database that slices items (SQLite's), set on any backend.
+SLICING = {"reads_item_arrays": True, "slices_items": True}
+NEWEST = ("arrays_newest", "sliced_newest")  # the two statements of a read of the newest
+
+
+def counted(
+    backend: Backend, monkeypatch: pytest.MonkeyPatch, names: tuple[str, ...], **flags: bool
+) -> tuple[HistoryProjector, EventStore, list[str]]:
+    """A projector of its own on a store of ``backend``, the dialect's read flags set as
+    ``flags`` say (``reads_item_arrays``, ``slices_items``), and the list each run of
+    the statements ``names`` is noted in."""
+    history = HistoryProjector()
+    store = backend.store(projectors=(history,))
+    dialect = type(dialect_for(store.dialect_name))
+    for flag, value in flags.items():
+        monkeypatch.setattr(dialect, flag, value)
+    ran: list[str] = []
+    for name in names:
+        monkeypatch.setattr(history.sql, name, Counting(getattr(history.sql, name), ran, name))
+    return history, store, ran
+
+
 @pytest.mark.parametrize(
     ("arrays", "slices"),
     [(True, True), (True, False), (False, False)],
@@ -212,15 +234,11 @@ async def test_the_dialect_chooses_the_read_plan(
     (eventstore.dialect_of) says it reads item arrays, and cuts a few items out of small
     payloads in the database where it says it slices items, whatever the database's
     name; every plan returns the same bytes on every backend."""
-    history = HistoryProjector()
-    store = backend.store(projectors=(history,))
+    names = ("arrays_all", "arrays_newest", "sliced_newest")
+    history, store, ran = counted(
+        backend, monkeypatch, names, reads_item_arrays=arrays, slices_items=slices
+    )
     await store.append("s", [added(ITEMS[:3]), added(ITEMS[3:])])
-    dialect = type(dialect_for(store.dialect_name))
-    monkeypatch.setattr(dialect, "reads_item_arrays", arrays)
-    monkeypatch.setattr(dialect, "slices_items", slices)
-    ran: list[str] = []
-    for name in ("arrays_all", "arrays_newest", "sliced_newest"):
-        monkeypatch.setattr(history.sql, name, Counting(getattr(history.sql, name), ran, name))
     stored = [bytes(item) for item in encode_items(ITEMS)]
     for limit in (None, 4):
         found = await store.run(lambda c, n=limit: history.read_arrays(c, "s", "main", n))
@@ -239,14 +257,7 @@ async def test_a_read_from_large_payloads_reads_arrays_until_the_events_are_smal
     than SLICE_BOUND reads arrays instead (the same items), and keeps doing so while the
     newest items come from a few large events; once they come from small events again,
     it slices them again."""
-    history = HistoryProjector()
-    store = backend.store(projectors=(history,))
-    dialect = type(dialect_for(store.dialect_name))
-    monkeypatch.setattr(dialect, "reads_item_arrays", True)
-    monkeypatch.setattr(dialect, "slices_items", True)
-    ran: list[str] = []
-    for name in ("arrays_newest", "sliced_newest"):
-        monkeypatch.setattr(history.sql, name, Counting(getattr(history.sql, name), ran, name))
+    history, store, ran = counted(backend, monkeypatch, NEWEST, **SLICING)
     bulk = [{"role": "user", "content": f"{i:04d} " + "x" * 100} for i in range(600)]
     await store.append("s", [added(bulk)])
     assert len(encode_items(bulk)[0]) * len(bulk) > SLICE_BOUND
@@ -272,13 +283,7 @@ async def test_a_whole_read_slices_a_short_branch_and_not_a_long_one(
     """read_short answers a whole read of a branch shorter than WHOLE_SLICED (sliced,
     bounded, so it may run on the caller's thread) and leaves a longer one to
     read_arrays, remembering it: the next read_short of it runs no statement."""
-    history = HistoryProjector()
-    store = backend.store(projectors=(history,))
-    monkeypatch.setattr(type(dialect_for(store.dialect_name)), "slices_items", True)
-    ran: list[str] = []
-    monkeypatch.setattr(
-        history.sql, "sliced_newest", Counting(history.sql.sliced_newest, ran, "sliced_newest")
-    )
+    history, store, ran = counted(backend, monkeypatch, ("sliced_newest",), slices_items=True)
     await store.append("s", [added([n]) for n in range(WHOLE_SLICED - 1)])
     short = await store.run(lambda c: history.read_short(c, "s", "main"))
     assert short is not None
@@ -296,14 +301,7 @@ async def test_a_turn_with_a_large_tool_output_is_still_sliced(
 ) -> None:
     """A payload above a few kilobytes but under SLICE_BOUND (a turn whose tool output is
     large) is cut item by item, not read one row per event."""
-    history = HistoryProjector()
-    store = backend.store(projectors=(history,))
-    dialect = type(dialect_for(store.dialect_name))
-    monkeypatch.setattr(dialect, "reads_item_arrays", True)
-    monkeypatch.setattr(dialect, "slices_items", True)
-    ran: list[str] = []
-    for name in ("arrays_newest", "sliced_newest"):
-        monkeypatch.setattr(history.sql, name, Counting(getattr(history.sql, name), ran, name))
+    history, store, ran = counted(backend, monkeypatch, NEWEST, **SLICING)
     output = {"type": "function_call_output", "call_id": "c1", "output": "y" * 20_000}
     turns = [
         [{"role": "user", "content": f"q{n}"}, output, {"role": "assistant", "content": "a"}]
@@ -316,3 +314,21 @@ async def test_a_turn_with_a_large_tool_output_is_still_sliced(
         got = decode_arrays(await store.run(lambda c: history.read_arrays(c, "s", "main", 4)))
         assert got == expected
     assert ran == ["sliced_newest", "sliced_newest"]
+
+
+async def test_a_whole_read_of_a_branch_with_segments_is_sliced_once(
+    backend: Backend, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A branch with segments is not read by a sliced statement (its own items are not
+    the answer): after the first whole read found its segments, read_short runs no
+    statement for it and read_arrays reads it one row per event, the same items."""
+    history, store, ran = counted(backend, monkeypatch, ("arrays_all", "sliced_newest"), **SLICING)
+    await store.append("b", [added(ITEMS[:3]), added(ITEMS[3:])])
+    await store.append("b", [BranchCreated("x", "main", fork_seq=item_seq(2, 1))])
+    await store.append("b", [added(["x1"], branch="x")])
+    expected = [bytes(item) for item in fold(await store.read_stream("b")).items("x")]
+    for _ in range(2):
+        assert await store.run(lambda c: history.read_short(c, "b", "x")) is None
+        whole = await store.run(lambda c: history.read_arrays(c, "b", "x", None))
+        assert raw(whole) == expected
+    assert ran == ["sliced_newest", "arrays_all", "arrays_all"]

@@ -69,6 +69,12 @@ async def one_round(session: Any, op: str, calls: int, items: Sequence[Any], at:
     )
 
 
+async def fill(session: Any, items: Sequence[Any], rounds: int, calls: int) -> None:
+    """Warm ``session`` and give it enough items for every pop of the rounds."""
+    for start in range(0, (rounds * calls + 4) * 2, TURN):
+        await session.add_items(list(items[start % 1996 : start % 1996 + TURN]))
+
+
 async def measure(directory: Path, rounds: int, calls: int) -> dict[str, dict[str, Split]]:
     """``{operation: {side: median split}}`` for the two sides on ``directory``."""
     items = make_items(2000, seed=11)
@@ -77,9 +83,8 @@ async def measure(directory: Path, rounds: int, calls: int) -> dict[str, dict[st
     sides = {"convstore": ours, "SDK": sdk}
     out: dict[str, dict[str, Split]] = {}
     try:
-        for session in sides.values():  # warm, and enough items for every pop
-            for start in range(0, (rounds * calls + 4) * 2, TURN):
-                await session.add_items(list(items[start % 1996 : start % 1996 + TURN]))
+        for session in sides.values():
+            await fill(session, items, rounds, calls)
         for op in ("add", "turn", "pop"):
             found: dict[str, list[Split]] = {name: [] for name in sides}
             for r in range(rounds):
@@ -100,8 +105,7 @@ async def in_memory(rounds: int, calls: int) -> dict[str, Split]:
     session = SQLiteSession("writer")
     out: dict[str, Split] = {}
     try:
-        for start in range(0, (rounds * calls + 4) * 2, TURN):
-            await session.add_items(list(items[start % 1996 : start % 1996 + TURN]))
+        await fill(session, items, rounds, calls)
         for op in ("add", "turn", "pop"):
             splits = [await one_round(session, op, calls, items, r * calls) for r in range(rounds)]
             out[op] = median(splits)
